@@ -1,0 +1,55 @@
+# tidegate: every target sets up its own .venv when missing, so a fresh clone needs nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+QUICK ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast lint format bench services-up services-down services-status clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install tidegate with its dev tools
+
+demo: $(STAMP) ## Run the demo shop on the embedded backends (no services); ARGS=--no-serve to exit after the tour
+	$(BIN)/tidegate demo $(ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on src/
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+services-up: ## Install (if missing) and start PostgreSQL, Redis, MariaDB and Kafka on 127.0.0.1
+	bash scripts/services.sh up
+
+services-down: ## Stop the services
+	bash scripts/services.sh down
+
+services-status: ## Which services answer
+	bash scripts/services.sh status
+
+test: $(STAMP) services-up lint ## Start the services, lint, and run every test (what CI runs)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Only the tests that need no services
+	$(BIN)/pytest -m "not services and not slow"
+
+bench: $(STAMP) services-up ## Benchmarks side by side with peers and raw limits; QUICK=1 for a small size
+	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,) $(ARGS)
+
+clean: ## Remove the venv, caches and local state
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-shop

@@ -1,0 +1,151 @@
+"""Project commands: init, validate, build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from tidegate.cli.console import console, print_json, table
+from tidegate.errors import ConfigError, TidegateError
+
+if TYPE_CHECKING:
+    from tidegate.products.builder import BuildResult
+    from tidegate.runtime.platform import Platform
+
+ProjectDir = Annotated[
+    Path, typer.Option("--project", "-p", help="The project folder.", show_default=True)
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("validate")(validate)
+    app.command("build")(build)
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create (must be new or empty).")],
+    domain: Annotated[
+        str | None, typer.Option(help="The domain team's name, used in names and docs.")
+    ] = None,
+) -> None:
+    """Scaffold a working project: folders, default purposes and policies, an example."""
+    from tidegate.project.scaffold import scaffold
+
+    written = scaffold(directory, domain)
+    console.print(f"Created a tidegate project in [bold]{directory}[/bold] ({len(written)} files).")
+    console.print(
+        f"Next: [bold]tidegate validate {directory}[/bold], then "
+        f"[bold]tidegate build -p {directory}[/bold]."
+    )
+
+
+def validate(
+    directory: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check every file of a project; list each problem with file:line and field."""
+    from tidegate.project import load_project
+
+    try:
+        project = load_project(directory)
+    except ConfigError as err:
+        if json_output:
+            print_json({"valid": False, "problems": [p.__dict__ for p in err.problems]})
+            raise typer.Exit(2) from None
+        raise
+    summary = {
+        "valid": True,
+        "project": project.name,
+        "sources": sorted(project.sources),
+        "products": project.build_order(),
+        "purposes": sorted(project.policy.purposes),
+        "syncs": sorted(project.syncs),
+    }
+    if json_output:
+        print_json(summary)
+        return
+    console.print(
+        f"[green]✓[/green] project [bold]{project.name}[/bold] is valid: "
+        f"{len(project.sources)} sources, {len(project.products)} products, "
+        f"{len(project.policy.purposes)} purposes, {len(project.syncs)} syncs"
+    )
+
+
+def build(
+    project_dir: ProjectDir = Path("."),
+    product: Annotated[
+        list[str] | None,
+        typer.Option("--product", help="Build only these products (and what depends on them)."),
+    ] = None,
+    skip_sources: Annotated[
+        bool, typer.Option("--skip-sources", help="Reuse the last loaded source snapshots.")
+    ] = False,
+    sync: Annotated[
+        bool, typer.Option("--sync/--no-sync", help="Run the `on_build` syncs afterwards.")
+    ] = True,
+) -> None:
+    """Load sources and build products in dependency order; each publishes atomically.
+
+    Then runs the syncs with `trigger: on_build` whose products changed.
+    """
+    from tidegate.runtime.jobs import syncs_after_build
+    from tidegate.runtime.platform import Platform
+
+    with Platform.open(project_dir) as platform:
+        results = run_build(platform, product, skip_sources)
+        if sync:
+            for report in syncs_after_build(platform, results):
+                console.print(
+                    f"sync [bold]{report.sync}[/bold]: {report.added} added, "
+                    f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
+                )
+    failed = [r for r in results if r.status != "live"]
+    if failed:
+        raise TidegateError(
+            "some products did not publish (their previous versions stay live): "
+            + "; ".join(f"{r.product}: {r.error}" for r in failed)
+        )
+
+
+def run_build(
+    platform: Platform, only: list[str] | None = None, skip_sources: bool = False
+) -> list[BuildResult]:
+    """Load sources and build, with progress bars and a result table."""
+    from tidegate.products.builder import build_products, load_sources
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        if not skip_sources:
+            task = progress.add_task("loading sources", total=None)
+            loaded = load_sources(platform)
+            progress.update(
+                task,
+                description=f"loaded {len(loaded)} sources ({sum(loaded.values()):,} rows)",
+                completed=1,
+                total=1,
+            )
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(name: str, status: str) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"building {name}", total=1)
+            if status != "building":
+                progress.update(tasks[name], description=f"{name}: {status}", completed=1)
+
+        results = build_products(platform, only, on_progress)
+    console.print(
+        table(
+            "Products",
+            ["product", "status", "version", "rows", "seconds", "error"],
+            [
+                [r.product, r.status, r.version, f"{r.rows:,}", f"{r.seconds:.2f}", r.error]
+                for r in results
+            ],
+        )
+    )
+    return results

@@ -1,0 +1,11 @@
+"""Sync destinations: one folder each, one contract (`base.Destination`)."""
+
+from tidegate.egress.destinations.base import (
+    Capabilities,
+    Destination,
+    destination_class,
+    open_destination,
+    register,
+)
+
+__all__ = ["Capabilities", "Destination", "destination_class", "open_destination", "register"]

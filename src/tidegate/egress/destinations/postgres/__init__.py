@@ -1,0 +1,3 @@
+from tidegate.egress.destinations.postgres.client import PostgresDestination
+
+__all__ = ["PostgresDestination"]

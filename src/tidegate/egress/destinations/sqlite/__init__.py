@@ -1,0 +1,3 @@
+from tidegate.egress.destinations.sqlite.client import SqliteDestination
+
+__all__ = ["SqliteDestination"]

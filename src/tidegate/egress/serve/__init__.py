@@ -1,0 +1,1 @@
+"""The serving API: products by entity key, through the guard, audited."""

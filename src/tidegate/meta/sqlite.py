@@ -1,0 +1,288 @@
+"""The embedded metadata store: one SQLite file in WAL mode.
+
+One connection guarded by a lock: the API serves from a thread pool, and SQLite wants
+a single writer anyway. WAL lets the CLI read while a server writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tidegate.meta.base import (
+    ApiKeyRow,
+    ConsentRow,
+    MetadataStore,
+    ProductVersion,
+    StoredAuditRecord,
+    SyncedRow,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL, target TEXT NOT NULL,
+  started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
+  stats TEXT NOT NULL DEFAULT '{}', error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS product_versions (
+  product TEXT NOT NULL, version INTEGER NOT NULL, table_name TEXT NOT NULL,
+  rows INTEGER NOT NULL, built_at REAL NOT NULL, status TEXT NOT NULL,
+  PRIMARY KEY (product, version)
+);
+CREATE TABLE IF NOT EXISTS live_versions (
+  product TEXT PRIMARY KEY, version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consent_ledger (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  subject TEXT NOT NULL, purpose TEXT NOT NULL, action TEXT NOT NULL,
+  occurred_at REAL NOT NULL, source TEXT NOT NULL, evidence TEXT NOT NULL,
+  expires_at REAL, recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consent_by_subject ON consent_ledger (subject, seq);
+CREATE INDEX IF NOT EXISTS consent_by_purpose ON consent_ledger (purpose, seq);
+CREATE TABLE IF NOT EXISTS audit_log (
+  seq INTEGER PRIMARY KEY, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sync_rows (
+  sync TEXT NOT NULL, key TEXT NOT NULL, row_hash TEXT NOT NULL, subject TEXT,
+  PRIMARY KEY (sync, key)
+);
+CREATE INDEX IF NOT EXISTS sync_rows_by_subject ON sync_rows (subject);
+CREATE TABLE IF NOT EXISTS api_keys (
+  key_id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, principal TEXT NOT NULL,
+  roles TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL, revoked_at REAL
+);
+"""
+
+
+class SqliteMetadataStore(MetadataStore):
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    # --- runs and versions
+    def start_run(self, kind: str, target: str) -> int:
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (kind, target, started_at, status) VALUES (?, ?, ?, 'running')",
+                (kind, target, time.time()),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, stats: dict[str, Any], error: str = "") -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, stats = ?, error = ?"
+                " WHERE run_id = ?",
+                (time.time(), status, json.dumps(stats, default=str), error, run_id),
+            )
+
+    def runs(
+        self, kind: str | None = None, target: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT run_id, kind, target, started_at, finished_at, status, stats, error FROM runs"
+            " WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR target = ?)"
+            " ORDER BY run_id DESC LIMIT ?",
+            (kind, kind, target, target, limit),
+        )
+        keys = ("run_id", "kind", "target", "started_at", "finished_at", "status", "stats", "error")
+        result = []
+        for row in rows:
+            item = dict(zip(keys, row, strict=True))
+            item["stats"] = json.loads(item["stats"])
+            result.append(item)
+        return result
+
+    def next_version(self, product: str) -> int:
+        rows = self._query(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM product_versions WHERE product = ?",
+            (product,),
+        )
+        return int(rows[0][0])
+
+    def publish_version(self, version: ProductVersion) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO product_versions VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    version.product,
+                    version.version,
+                    version.table,
+                    version.rows,
+                    version.built_at,
+                    version.status,
+                ),
+            )
+            if version.status == "live":
+                db.execute(
+                    "UPDATE product_versions SET status = 'retired'"
+                    " WHERE product = ? AND version <> ? AND status = 'live'",
+                    (version.product, version.version),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO live_versions VALUES (?, ?)",
+                    (version.product, version.version),
+                )
+
+    def live_version(self, product: str) -> ProductVersion | None:
+        rows = self._query(
+            "SELECT v.product, v.version, v.table_name, v.rows, v.built_at, v.status"
+            " FROM live_versions l JOIN product_versions v"
+            " ON v.product = l.product AND v.version = l.version WHERE l.product = ?",
+            (product,),
+        )
+        return ProductVersion(*rows[0]) if rows else None
+
+    def versions(self, product: str) -> list[ProductVersion]:
+        rows = self._query(
+            "SELECT product, version, table_name, rows, built_at, status FROM product_versions"
+            " WHERE product = ? ORDER BY version",
+            (product,),
+        )
+        return [ProductVersion(*row) for row in rows]
+
+    # --- consent
+    def append_consent(self, rows: Sequence[ConsentRow]) -> list[int]:
+        seqs: list[int] = []
+        with self._tx() as db:
+            for row in rows:
+                cursor = db.execute(
+                    "INSERT INTO consent_ledger (subject, purpose, action, occurred_at, source,"
+                    " evidence, expires_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.subject,
+                        row.purpose,
+                        row.action,
+                        row.occurred_at,
+                        row.source,
+                        row.evidence,
+                        row.expires_at,
+                        row.recorded_at,
+                    ),
+                )
+                seqs.append(int(cursor.lastrowid or 0))
+        return seqs
+
+    def consent_history(self, subject: str) -> list[ConsentRow]:
+        rows = self._query(
+            "SELECT seq, subject, purpose, action, occurred_at, source, evidence, expires_at,"
+            " recorded_at FROM consent_ledger WHERE subject = ? ORDER BY seq",
+            (subject,),
+        )
+        return [ConsentRow(*row) for row in rows]
+
+    def consent_rows(self, after_seq: int = 0) -> list[ConsentRow]:
+        rows = self._query(
+            "SELECT seq, subject, purpose, action, occurred_at, source, evidence, expires_at,"
+            " recorded_at FROM consent_ledger WHERE seq > ? ORDER BY seq",
+            (after_seq,),
+        )
+        return [ConsentRow(*row) for row in rows]
+
+    # --- audit
+    def last_audit(self) -> StoredAuditRecord | None:
+        rows = self._query(
+            "SELECT seq, body, prev_hash, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+        )
+        return StoredAuditRecord(*rows[0]) if rows else None
+
+    def append_audit(self, records: Sequence[StoredAuditRecord]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
+                [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
+            )
+
+    def audit_records(
+        self, after_seq: int = 0, limit: int | None = None
+    ) -> list[StoredAuditRecord]:
+        rows = self._query(
+            "SELECT seq, body, prev_hash, hash FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, -1 if limit is None else limit),
+        )
+        return [StoredAuditRecord(*row) for row in rows]
+
+    # --- sync state
+    def synced_rows(self, sync: str) -> dict[str, SyncedRow]:
+        rows = self._query("SELECT key, row_hash, subject FROM sync_rows WHERE sync = ?", (sync,))
+        return {row[0]: SyncedRow(*row) for row in rows}
+
+    def apply_synced(
+        self, sync: str, upserted: Sequence[SyncedRow], deleted: Sequence[str]
+    ) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO sync_rows (sync, key, row_hash, subject) VALUES (?,?,?,?)",
+                [(sync, r.key, r.row_hash, r.subject) for r in upserted],
+            )
+            db.executemany(
+                "DELETE FROM sync_rows WHERE sync = ? AND key = ?", [(sync, k) for k in deleted]
+            )
+
+    # --- API keys
+    def add_api_key(self, row: ApiKeyRow) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.key_id,
+                    row.secret_hash,
+                    row.principal,
+                    json.dumps(list(row.roles)),
+                    row.created_at,
+                    row.expires_at,
+                    row.revoked_at,
+                ),
+            )
+
+    def _key_row(self, row: tuple[Any, ...]) -> ApiKeyRow:
+        return ApiKeyRow(row[0], row[1], row[2], tuple(json.loads(row[3])), *row[4:])
+
+    def api_key(self, key_id: str) -> ApiKeyRow | None:
+        rows = self._query("SELECT * FROM api_keys WHERE key_id = ?", (key_id,))
+        return self._key_row(rows[0]) if rows else None
+
+    def api_keys(self) -> list[ApiKeyRow]:
+        return [self._key_row(r) for r in self._query("SELECT * FROM api_keys ORDER BY created_at")]
+
+    def revoke_api_key(self, key_id: str, at: float) -> bool:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            return cursor.rowcount > 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

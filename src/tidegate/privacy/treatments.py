@@ -1,0 +1,207 @@
+"""Column treatments, each defined once with two faces: a SQL rewrite and a value function.
+
+The SQL face (a SQLGlot expression) runs inside DuckDB for syncs and exports; the value
+face runs on rows read from the online store for serving. Both must agree exactly;
+`tests/privacy/test_treatment_equivalence.py` proves it on generated data.
+
+* clear: the value as it is.
+* mask: strings keep the first `keep` (default 1) characters then `***`; an email keeps
+  its `@domain`. Numbers and dates become NULL.
+* hash: HMAC-SHA256 (hex) of the value as text, with a key per purpose.
+* generalize: strings keep their first `keep` (default 3) characters; numbers become
+  floor(x / step) * step; dates and timestamps become the first day of their month
+  (or year, with `granularity: year`).
+* drop: the column is removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlglot import exp
+
+from tidegate.project.models import TreatmentSpec
+
+BLOCK = 64
+DEFAULT_MASK_KEEP = 1
+DEFAULT_GENERALIZE_KEEP = 3
+DEFAULT_STEP = 10.0
+
+_NUMERIC = {
+    "TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+    "UINTEGER", "UBIGINT", "FLOAT", "REAL", "DOUBLE", "DECIMAL", "NUMERIC",
+}  # fmt: skip
+_INTEGER = {
+    "TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+}  # fmt: skip
+
+
+def type_family(column_type: str) -> str:
+    """`string`, `integer`, `float`, `date`, `timestamp` or `other`, from a contract type."""
+    base = column_type.upper().split("(")[0].strip()
+    if base in _INTEGER:
+        return "integer"
+    if base in _NUMERIC:
+        return "float"
+    if base == "DATE":
+        return "date"
+    if base.startswith("TIMESTAMP"):
+        return "timestamp"
+    if base in {"VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR", "UUID"}:
+        return "string"
+    return "other"
+
+
+@dataclass(frozen=True)
+class HashKey:
+    """The per-purpose HMAC key, pre-padded into the inner and outer pads SQL needs."""
+
+    key: bytes
+
+    @property
+    def inner_pad(self) -> bytes:
+        return bytes(b ^ 0x36 for b in self._block())
+
+    @property
+    def outer_pad(self) -> bytes:
+        return bytes(b ^ 0x5C for b in self._block())
+
+    def _block(self) -> bytes:
+        key = self.key if len(self.key) <= BLOCK else hashlib.sha256(self.key).digest()
+        return key.ljust(BLOCK, b"\0")
+
+    def hmac_hex(self, text: str) -> str:
+        return hmac.new(self.key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def purpose_key(master: bytes, purpose: str) -> HashKey:
+    """Stable within a purpose (analysts can join), unlinkable across purposes."""
+    return HashKey(hmac.new(master, f"tidegate/purpose/{purpose}".encode(), "sha256").digest())
+
+
+# ------------------------------------------------------------------ value face
+
+
+def as_text(value: Any) -> str:
+    """The text DuckDB's CAST(x AS VARCHAR) gives for the types we hash."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def apply_value(spec: TreatmentSpec, value: Any, column_type: str, key: HashKey | None) -> Any:
+    """The treated value; callers drop `drop` columns before calling."""
+    kind = spec.treatment
+    if value is None or kind == "clear":
+        return value
+    family = type_family(column_type)
+    if kind == "mask":
+        if family != "string":
+            return None
+        keep = DEFAULT_MASK_KEEP if spec.keep is None else spec.keep
+        text = str(value)
+        at = text.find("@")
+        return text[:keep] + "***" + (text[at:] if at >= 0 else "")
+    if kind == "hash":
+        if key is None:
+            raise ValueError("hash treatment needs a key")
+        return key.hmac_hex(as_text(value))
+    if kind == "generalize":
+        if family == "string":
+            keep = DEFAULT_GENERALIZE_KEEP if spec.keep is None else spec.keep
+            return str(value)[:keep]
+        if family in {"integer", "float"}:
+            step = spec.step or DEFAULT_STEP
+            bucket = math.floor(value / step) * step
+            return int(bucket) if family == "integer" else float(bucket)
+        if family in {"date", "timestamp"}:
+            day = value.date() if isinstance(value, dt.datetime) else value
+            if spec.granularity == "year":
+                return dt.date(day.year, 1, 1)
+            return dt.date(day.year, day.month, 1)
+        return None
+    raise ValueError(f"unknown treatment {kind!r}")
+
+
+# ------------------------------------------------------------------ SQL face
+
+
+def _call(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _blob(data: bytes) -> exp.Expression:
+    return _call("unhex", exp.Literal.string(data.hex()))
+
+
+def apply_sql(
+    spec: TreatmentSpec, column: exp.Expression, column_type: str, key: HashKey | None
+) -> exp.Expression:
+    """The treated column as a SQLGlot expression (DuckDB dialect)."""
+    kind = spec.treatment
+    if kind == "clear":
+        return column
+    family = type_family(column_type)
+    null = exp.Null()
+    if kind == "mask":
+        if family != "string":
+            return exp.cast(null, "VARCHAR")
+        keep = DEFAULT_MASK_KEEP if spec.keep is None else spec.keep
+        at = _call("strpos", column.copy(), exp.Literal.string("@"))
+        head = _call("substring", column.copy(), exp.Literal.number(1), exp.Literal.number(keep))
+        tail = _call("substring", column.copy(), at.copy())
+        masked_email = exp.DPipe(
+            this=exp.DPipe(this=head.copy(), expression=exp.Literal.string("***")),
+            expression=tail,
+        )
+        masked = exp.DPipe(this=head, expression=exp.Literal.string("***"))
+        return exp.Case(
+            ifs=[exp.If(this=exp.GT(this=at, expression=exp.Literal.number(0)), true=masked_email)],
+            default=masked,
+        )
+    if kind == "hash":
+        if key is None:
+            raise ValueError("hash treatment needs a key")
+        text = exp.cast(column.copy(), "VARCHAR")
+        inner = _call(
+            "sha256", exp.DPipe(this=_blob(key.inner_pad), expression=_call("encode", text))
+        )
+        outer = _call(
+            "sha256", exp.DPipe(this=_blob(key.outer_pad), expression=_call("unhex", inner))
+        )
+        return outer
+    if kind == "generalize":
+        if family == "string":
+            keep = DEFAULT_GENERALIZE_KEEP if spec.keep is None else spec.keep
+            return _call(
+                "substring", column.copy(), exp.Literal.number(1), exp.Literal.number(keep)
+            )
+        if family in {"integer", "float"}:
+            step = exp.Literal.number(repr(float(spec.step or DEFAULT_STEP)))
+            scaled = _call(
+                "floor", exp.Div(this=exp.cast(column.copy(), "DOUBLE"), expression=step)
+            )
+            bucket = exp.Mul(this=scaled, expression=step.copy())
+            return exp.cast(bucket, "BIGINT" if family == "integer" else "DOUBLE")
+        if family in {"date", "timestamp"}:
+            unit = "year" if spec.granularity == "year" else "month"
+            truncated = _call(
+                "date_trunc", exp.Literal.string(unit), exp.cast(column.copy(), "DATE")
+            )
+            return exp.cast(truncated, "DATE")
+        return null
+    raise ValueError(f"unknown treatment {kind!r}")
+
+
+def sql_text(expression: exp.Expression) -> str:
+    return expression.sql(dialect="duckdb")

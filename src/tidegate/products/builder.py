@@ -1,0 +1,132 @@
+"""Load sources, then build each product in dependency order and publish it atomically.
+
+Publishing a version means, in this order: the DuckDB view flips to it, its rows are
+written to the online store under the new version number, the online pointer flips,
+and the metadata store records it live. A failure at any step leaves the previous
+version serving; the half-built version is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tidegate.audit.log import AuditRecord
+from tidegate.errors import BuildError, TidegateError
+from tidegate.meta.base import ProductVersion
+from tidegate.project.models import FileSource
+from tidegate.runtime.platform import Platform
+from tidegate.store.sources import file_select, read_table_source
+from tidegate.store.warehouse import PRODUCTS, version_table
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, str], None]  # (name, status)
+ONLINE_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    product: str
+    version: int | None
+    rows: int
+    seconds: float
+    status: str  # live | failed
+    error: str = ""
+
+
+def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str, int]:
+    project = platform.project
+    loaded: dict[str, int] = {}
+    for name in names or list(project.sources):
+        source = project.sources[name]
+        if isinstance(source.config, FileSource):
+            rows = platform.warehouse.load_source_sql(name, file_select(project, source))
+        else:
+            table = read_table_source(project, source)
+            types = {c: s.type for c, s in source.columns.items()}
+            rows = platform.warehouse.load_source_arrow(name, table, types)
+        loaded[name] = rows
+        log.info("loaded source %s: %s rows", name, rows)
+    return loaded
+
+
+def build_products(
+    platform: Platform,
+    only: list[str] | None = None,
+    progress: Progress | None = None,
+    principal: str = "tidegate",
+) -> list[BuildResult]:
+    project = platform.project
+    order = project.downstream_of(set(only)) if only else project.build_order()
+    results: list[BuildResult] = []
+    failed: set[str] = set()
+    for name in order:
+        product = project.products[name]
+        if product.depends_on & failed:
+            results.append(BuildResult(name, None, 0, 0.0, "skipped", "an upstream product failed"))
+            failed.add(name)
+            continue
+        if progress:
+            progress(name, "building")
+        started = time.perf_counter()
+        run_id = platform.meta.start_run("build", name)
+        version = platform.meta.next_version(name)
+        try:
+            rows = platform.warehouse.build_version(product, project, version)
+            platform.warehouse.publish(name, version)
+            _publish_online(platform, name, version, product.config.key)
+        except (TidegateError, Exception) as err:
+            platform.warehouse.drop_version(name, version)
+            message = (
+                err.message if isinstance(err, TidegateError) else f"{type(err).__name__}: {err}"
+            )
+            platform.meta.finish_run(run_id, "failed", {"version": version}, message)
+            platform.meta.publish_version(
+                ProductVersion(
+                    name, version, version_table(name, version), 0, time.time(), "failed"
+                )
+            )
+            failed.add(name)
+            seconds = time.perf_counter() - started
+            results.append(BuildResult(name, version, 0, seconds, "failed", message))
+            log.warning("build of %s failed: %s", name, message)
+            if progress:
+                progress(name, "failed")
+            continue
+        seconds = time.perf_counter() - started
+        platform.meta.publish_version(
+            ProductVersion(name, version, version_table(name, version), rows, time.time(), "live")
+        )
+        platform.meta.finish_run(
+            run_id, "live", {"version": version, "rows": rows, "seconds": seconds}
+        )
+        platform.audit.append(
+            AuditRecord(
+                action="build",
+                principal=principal,
+                product=name,
+                rows=rows,
+                detail={"version": version, "seconds": round(seconds, 3)},
+            )
+        )
+        results.append(BuildResult(name, version, rows, seconds, "live"))
+        if progress:
+            progress(name, "live")
+    return results
+
+
+def _publish_online(platform: Platform, product: str, version: int, key: str) -> None:
+    with platform.warehouse.cursor() as cur:
+        reader = cur.sql(f'SELECT * FROM {PRODUCTS}."{product}"').to_arrow_reader(ONLINE_BATCH)
+        for batch in reader:
+            platform.online.write_version(product, version, batch.to_pylist(), key)
+    platform.online.activate(product, version)
+
+
+def ensure_built(platform: Platform) -> None:
+    missing = [n for n in platform.project.products if platform.meta.live_version(n) is None]
+    if missing:
+        raise BuildError(f"not built yet: {', '.join(missing)}; run `tidegate build` first")

@@ -1,0 +1,265 @@
+"""Cross-file checks: names resolve, SQL parses and returns what the contract declares.
+
+Each check returns `Problem`s pinned to the line a person must edit: a SQL syntax error
+points into the `.sql` file, an undeclared purpose points at its entry in the product's
+`purposes:` list, a missing column points at the column's entry under `columns:`.
+"""
+
+from __future__ import annotations
+
+import graphlib
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, ParseError, SqlglotError
+from sqlglot.optimizer.qualify import qualify
+
+from tidegate.errors import Problem
+from tidegate.project.project import Product, Project
+
+DIALECT = "duckdb"
+
+
+def check_project(project: Project) -> list[Problem]:
+    problems: list[Problem] = []
+    problems += _check_name_collisions(project)
+    problems += _check_policy(project)
+    parsed = {}
+    for product in project.products.values():
+        tree, found = _parse_product_sql(product, project)
+        problems += found
+        if tree is not None:
+            parsed[product.name] = tree
+    problems += _check_cycles(project)
+    if not problems:
+        for name in project.build_order():
+            problems += _check_output_columns(project.products[name], parsed[name], project)
+    problems += _check_syncs(project)
+    return problems
+
+
+def _check_name_collisions(project: Project) -> list[Problem]:
+    return [
+        product.doc.problem(
+            ("name",),
+            f"product {name!r} has the same name as a source ({project.sources[name].doc.display})"
+            "; SQL could not tell them apart",
+        )
+        for name, product in project.products.items()
+        if name in project.sources
+    ]
+
+
+def _check_policy(project: Project) -> list[Problem]:
+    policy = project.policy
+    problems: list[Problem] = []
+    for product in project.products.values():
+        for index, purpose in enumerate(product.config.purposes):
+            if purpose not in policy.purposes:
+                problems.append(
+                    product.doc.problem(
+                        ("purposes", index),
+                        f"purpose {purpose!r} is not defined in policies/ "
+                        f"(defined: {', '.join(sorted(policy.purposes)) or 'none'})",
+                    )
+                )
+    for role_name, role in policy.roles.items():
+        doc, base = policy.origins[("role", role_name)]
+        for index, purpose in enumerate(role.purposes):
+            if purpose not in policy.purposes:
+                problems.append(
+                    doc.problem(
+                        (*base, "purposes", index),
+                        f"role {role_name!r} names undefined purpose {purpose!r}",
+                    )
+                )
+        for index, product_name in enumerate(role.products):
+            if product_name != "*" and product_name not in project.products:
+                problems.append(
+                    doc.problem(
+                        (*base, "products", index),
+                        f"role {role_name!r} names unknown product {product_name!r}",
+                    )
+                )
+    for purpose in policy.treatments:
+        if purpose != "*" and purpose not in policy.purposes:
+            doc, base = policy.origins[("treatments", purpose)]
+            problems.append(
+                doc.problem(base, f"treatments given for undefined purpose {purpose!r}")
+            )
+    return problems
+
+
+def _parse_product_sql(
+    product: Product, project: Project
+) -> tuple[exp.Query | None, list[Problem]]:
+    offset = product.sql_first_line - 1
+    try:
+        statements = sqlglot.parse(product.sql, dialect=DIALECT)
+    except ParseError as err:
+        first = err.errors[0] if err.errors else {}
+        line = int(first.get("line") or 1) + offset
+        description = str(first.get("description") or err).split("\n")[0]
+        return None, [Problem(product.sql_path, line, "sql", f"SQL syntax error: {description}")]
+    except SqlglotError as err:
+        return None, [Problem(product.sql_path, product.sql_first_line, "sql", f"SQL error: {err}")]
+    trees = [s for s in statements if s is not None]
+    if len(trees) != 1 or not isinstance(trees[0], exp.Query):
+        return None, [
+            Problem(
+                product.sql_path,
+                product.sql_first_line,
+                "sql",
+                "a product's SQL must be exactly one SELECT query",
+            )
+        ]
+    tree = trees[0]
+    problems: list[Problem] = []
+    known = project.relation_names()
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        name = table.name
+        if not name or name in ctes:
+            continue
+        line = _line_of(table) + offset
+        if table.args.get("db") or table.args.get("catalog"):
+            problems.append(
+                Problem(
+                    product.sql_path,
+                    line,
+                    "sql",
+                    f"{table.sql(dialect=DIALECT)}: refer to sources and products by bare name",
+                )
+            )
+        elif name not in known:
+            problems.append(
+                Problem(
+                    product.sql_path,
+                    line,
+                    "sql",
+                    f"unknown table {name!r}: not a source or product of this project",
+                )
+            )
+        else:
+            product.depends_on.add(name)
+    return tree, problems
+
+
+def _line_of(node: exp.Expression) -> int:
+    for candidate in (node, node.this if isinstance(node.this, exp.Expression) else None):
+        if candidate is not None and candidate.meta.get("line"):
+            return int(candidate.meta["line"])
+    return 1
+
+
+def _check_cycles(project: Project) -> list[Problem]:
+    graph = {
+        name: {d for d in product.depends_on if d in project.products}
+        for name, product in project.products.items()
+    }
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as err:
+        cycle: list[str] = list(err.args[1])
+        first = project.products[cycle[0]]
+        return [
+            first.doc.problem(
+                ("sql_file",) if first.config.sql_file else ("sql",),
+                "products depend on each other in a cycle: " + " -> ".join(cycle),
+            )
+        ]
+    return []
+
+
+def relation_schema(project: Project) -> dict[str, object]:
+    schema: dict[str, object] = {}
+    for name, source in project.sources.items():
+        schema[name] = {col: spec.type for col, spec in source.columns.items()}
+    for name, product in project.products.items():
+        schema[name] = {col: spec.type for col, spec in product.columns.items()}
+    return schema
+
+
+def output_columns(tree: exp.Query, project: Project) -> list[str]:
+    qualified = qualify(
+        tree.copy(),
+        schema=relation_schema(project),
+        dialect=DIALECT,
+        validate_qualify_columns=True,
+        quote_identifiers=False,
+    )
+    assert isinstance(qualified, exp.Query)
+    return list(qualified.named_selects)
+
+
+def _check_output_columns(product: Product, tree: exp.Query, project: Project) -> list[Problem]:
+    try:
+        returned = output_columns(tree, project)
+    except (OptimizeError, SqlglotError) as err:
+        message = str(err).split("\n")[0]
+        return [Problem(product.sql_path, product.sql_first_line, "sql", f"SQL error: {message}")]
+    problems: list[Problem] = []
+    declared = list(product.columns)
+    for column in declared:
+        if column not in returned:
+            problems.append(
+                product.doc.problem(
+                    ("columns", column),
+                    f"declared column {column!r} is not returned by the SQL "
+                    f"(it returns: {', '.join(returned)})",
+                )
+            )
+    for column in returned:
+        if column not in declared:
+            problems.append(
+                product.doc.problem(
+                    ("columns",),
+                    f"the SQL returns column {column!r}, which the contract does not declare",
+                )
+            )
+    if len(set(returned)) != len(returned):
+        problems.append(
+            Problem(
+                product.sql_path, product.sql_first_line, "sql", "the SQL returns a column twice"
+            )
+        )
+    return problems
+
+
+def _check_syncs(project: Project) -> list[Problem]:
+    problems: list[Problem] = []
+    policy = project.policy
+    for sync in project.syncs.values():
+        cfg = sync.config
+        product = project.products.get(cfg.product)
+        if product is None:
+            problems.append(sync.doc.problem(("product",), f"unknown product {cfg.product!r}"))
+            continue
+        if cfg.purpose not in policy.purposes:
+            problems.append(sync.doc.problem(("purpose",), f"undefined purpose {cfg.purpose!r}"))
+        elif cfg.purpose not in product.config.purposes:
+            problems.append(
+                sync.doc.problem(
+                    ("purpose",),
+                    f"product {cfg.product!r} does not allow purpose {cfg.purpose!r} "
+                    f"(allowed: {', '.join(product.config.purposes)})",
+                )
+            )
+        for target, column in cfg.fields.items():
+            if column not in product.columns:
+                problems.append(
+                    sync.doc.problem(
+                        ("fields", target),
+                        f"field {target!r} maps from {column!r}, not a column of {cfg.product!r}",
+                    )
+                )
+        mapped = cfg.fields or {c: c for c in product.columns}
+        key = cfg.key or product.config.key
+        if key not in mapped:
+            problems.append(
+                sync.doc.problem(
+                    ("key",) if cfg.key else ("fields",),
+                    f"destination key {key!r} is not among the synced fields",
+                )
+            )
+    return problems

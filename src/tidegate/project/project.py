@@ -1,0 +1,202 @@
+"""A loaded project: the validated models, plus where each came from for error messages."""
+
+from __future__ import annotations
+
+import graphlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tidegate.errors import Problem
+from tidegate.project.models import (
+    ColumnSpec,
+    PolicyFile,
+    ProductConfig,
+    ProjectConfig,
+    PurposeConfig,
+    RoleConfig,
+    SyncConfig,
+    TreatmentSpec,
+    parse_duration,
+)
+from tidegate.project.yamlfile import LocatedDocument
+
+#: Treatment when no rule matches a classified column: privacy-first, show nothing.
+FALLBACK_TREATMENT = TreatmentSpec(treatment="drop")
+#: Columns without a classification are operational data and shown as they are.
+UNCLASSIFIED = "unclassified"
+
+
+@dataclass
+class Source:
+    config: Any  # one of the SourceConfig union members
+    doc: LocatedDocument
+
+    @property
+    def name(self) -> str:
+        return str(self.config.name)
+
+    @property
+    def columns(self) -> dict[str, ColumnSpec]:
+        return dict(self.config.columns)
+
+
+@dataclass
+class Product:
+    config: ProductConfig
+    doc: LocatedDocument
+    sql: str
+    sql_path: str
+    sql_first_line: int
+    #: names of sources and products this product's SQL reads (filled by checks)
+    depends_on: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def columns(self) -> dict[str, ColumnSpec]:
+        return dict(self.config.columns)
+
+    @property
+    def subject_column(self) -> str | None:
+        return self.config.subject
+
+
+@dataclass
+class Sync:
+    config: SyncConfig
+    doc: LocatedDocument
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
+class Policy:
+    """Purposes, roles and treatments merged from every `policies/*.yml`."""
+
+    purposes: dict[str, PurposeConfig] = field(default_factory=dict)
+    roles: dict[str, RoleConfig] = field(default_factory=dict)
+    treatments: dict[str, dict[str, TreatmentSpec]] = field(default_factory=dict)
+    default_treatment: TreatmentSpec = FALLBACK_TREATMENT
+    #: (kind, name) -> (doc, yaml path) for error messages in cross-file checks
+    origins: dict[tuple[str, str], tuple[LocatedDocument, tuple[str | int, ...]]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def merge(
+        cls, files: list[tuple[PolicyFile, LocatedDocument]], problems: list[Problem]
+    ) -> Policy:
+        policy = cls()
+        for policy_file, doc in files:
+            for kind, entries, target in (
+                ("purpose", policy_file.purposes, policy.purposes),
+                ("role", policy_file.roles, policy.roles),
+            ):
+                section = f"{kind}s"
+                for name, value in entries.items():
+                    if name in target:
+                        first = policy.origins[(kind, name)][0].display
+                        problems.append(
+                            doc.problem(
+                                (section, name), f"{kind} {name!r} is already defined in {first}"
+                            )
+                        )
+                        continue
+                    target[name] = value  # type: ignore[assignment]
+                    policy.origins[(kind, name)] = (doc, (section, name))
+            for purpose, rules in policy_file.treatments.items():
+                merged = policy.treatments.setdefault(purpose, {})
+                for classification, spec in rules.items():
+                    if classification in merged:
+                        problems.append(
+                            doc.problem(
+                                ("treatments", purpose, classification),
+                                f"treatment for {classification!r} under {purpose!r} is "
+                                "defined twice",
+                            )
+                        )
+                    merged[classification] = spec
+                policy.origins.setdefault(("treatments", purpose), (doc, ("treatments", purpose)))
+            if policy_file.default_treatment is not None:
+                policy.default_treatment = TreatmentSpec(treatment=policy_file.default_treatment)
+        return policy
+
+    def treatment_for(self, purpose: str, classification: str | None) -> TreatmentSpec:
+        """Longest classification prefix wins; the purpose's own rules beat the `*` rules."""
+        label = classification or UNCLASSIFIED
+        for scope in (purpose, "*"):
+            rules = self.treatments.get(scope, {})
+            best: tuple[int, TreatmentSpec] | None = None
+            for prefix, spec in rules.items():
+                if (label == prefix or label.startswith(prefix + ".")) and (
+                    best is None or len(prefix) > best[0]
+                ):
+                    best = (len(prefix), spec)
+            if best is not None:
+                return best[1]
+        if classification is None:
+            return TreatmentSpec(treatment="clear")
+        return self.default_treatment
+
+    def purposes_of_roles(self, roles: list[str] | tuple[str, ...]) -> set[str]:
+        allowed: set[str] = set()
+        for role in roles:
+            config = self.roles.get(role)
+            if config is not None:
+                allowed.update(config.purposes)
+        return allowed
+
+    def roles_allow_product(self, roles: list[str] | tuple[str, ...], product: str) -> bool:
+        for role in roles:
+            config = self.roles.get(role)
+            if config is not None and ("*" in config.products or product in config.products):
+                return True
+        return False
+
+
+@dataclass
+class Project:
+    root: Path
+    config: ProjectConfig
+    sources: dict[str, Source] = field(default_factory=dict)
+    products: dict[str, Product] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+    syncs: dict[str, Sync] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path from the config relative to the project root."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else (self.root / candidate)
+
+    def build_order(self) -> list[str]:
+        """Products in dependency order (checks guarantee there is no cycle)."""
+        graph = {
+            name: {dep for dep in product.depends_on if dep in self.products}
+            for name, product in self.products.items()
+        }
+        return list(graphlib.TopologicalSorter(graph).static_order())
+
+    def downstream_of(self, names: set[str]) -> list[str]:
+        """`names` and every product that reads them, in build order."""
+        affected = set(names)
+        order = self.build_order()
+        for name in order:
+            if self.products[name].depends_on & affected:
+                affected.add(name)
+        return [name for name in order if name in affected]
+
+    def freshness_seconds(self, product: str) -> float:
+        declared = self.products[product].config.freshness or self.config.defaults.freshness
+        return parse_duration(declared).total_seconds()
+
+    def relation_names(self) -> set[str]:
+        return set(self.sources) | set(self.products)

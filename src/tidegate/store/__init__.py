@@ -1,0 +1,1 @@
+"""Stores: the analytical warehouse (DuckDB) and the online store that serving reads."""

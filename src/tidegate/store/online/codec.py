@@ -1,0 +1,42 @@
+"""Rows as JSON text in the online store, and back to typed values on read.
+
+Dates and timestamps travel as ISO text; the contract's column types turn them back
+into `date`/`datetime` so treatments see the same values as in DuckDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from typing import Any
+
+from tidegate.privacy.treatments import type_family
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot store {type(value).__name__} in the online store")
+
+
+def encode_row(row: dict[str, Any]) -> str:
+    return json.dumps(row, default=_default, separators=(",", ":"))
+
+
+def decode_row(text: str | bytes, types: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(text)
+    for name, column_type in types.items():
+        value = row.get(name)
+        if not isinstance(value, str):
+            continue
+        family = type_family(column_type)
+        if family == "date":
+            row[name] = dt.date.fromisoformat(value)
+        elif family == "timestamp":
+            row[name] = dt.datetime.fromisoformat(value)
+    return row
