@@ -40,7 +40,9 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ConfigError as err:
         errors.print(f"[red]error:[/red] {err.message}", markup=True, soft_wrap=True)
         sys.exit(2)

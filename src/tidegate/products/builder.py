@@ -60,6 +60,11 @@ def build_products(
     principal: str = "tidegate",
 ) -> list[BuildResult]:
     project = platform.project
+    unknown = sorted(set(only or ()) - set(project.products))
+    if unknown:
+        raise TidegateError(
+            f"unknown product(s): {', '.join(unknown)} (known: {', '.join(sorted(project.products))})"
+        )
     order = project.downstream_of(set(only)) if only else project.build_order()
     results: list[BuildResult] = []
     failed: set[str] = set()

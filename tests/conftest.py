@@ -1,0 +1,96 @@
+"""Shared fixtures: real services (failing loudly when absent) and a built demo shop.
+
+Service fixtures never skip: a test marked `services` that cannot reach its server
+fails with a message saying how to start it. CI runs `make test`, which starts them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tidegate.runtime.platform import Platform
+
+PG_DSN = os.environ.get("TIDEGATE_PG_DSN", "postgresql://tidegate:tidegate@127.0.0.1:5432/tidegate")
+REDIS_URL = os.environ.get("TIDEGATE_REDIS_URL", "redis://127.0.0.1:6379/0")
+KAFKA_BOOTSTRAP = os.environ.get("TIDEGATE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+MYSQL_DSN = os.environ.get(
+    "TIDEGATE_MYSQL_DSN", "mysql://tidegate:tidegate@127.0.0.1:3306/tidegate"
+)
+DEMO_ANCHOR = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _require_port(name: str, host: str, port: int) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as err:
+        pytest.fail(
+            f"{name} is not reachable on {host}:{port} ({err}); start the services with "
+            "`make services-up` (scripts/services.sh up)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def pg_dsn() -> str:
+    _require_port("PostgreSQL", "127.0.0.1", 5432)
+    return PG_DSN
+
+
+@pytest.fixture
+def redis_url() -> str:
+    _require_port("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture
+def kafka_bootstrap() -> str:
+    _require_port("Kafka", "127.0.0.1", 9092)
+    return KAFKA_BOOTSTRAP
+
+
+@pytest.fixture
+def pg_table(pg_dsn: str) -> Iterator[str]:
+    """A table name unique to this test, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo shop (small size), built once per session: products live, consent loaded."""
+    from tidegate.demo.generator import SMALL, generate_shop
+    from tidegate.demo.runner import load_consent, prepare_directory
+    from tidegate.products.builder import build_products, load_sources
+
+    directory = tmp_path_factory.mktemp("demo") / "shop"
+    prepare_directory(directory)
+    generate_shop(directory / "data", seed=7, size=SMALL, anchor=DEMO_ANCHOR)
+    with Platform.open(directory) as platform:
+        load_consent(platform, directory)
+        load_sources(platform)
+        results = build_products(platform)
+        assert all(r.status == "live" for r in results), results
+    return directory
+
+
+@pytest.fixture
+def demo_copy(demo_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the built demo, for tests that change state."""
+    import shutil
+
+    target = tmp_path / "shop"
+    shutil.copytree(demo_dir, target)
+    return target
