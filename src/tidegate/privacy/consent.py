@@ -94,11 +94,12 @@ class ConsentView:
     def allowed(
         self, subject: str, purpose: str, legal_basis: str, now: float | None = None
     ) -> bool:
-        return is_allowed(legal_basis, self._latest.get((subject, purpose)), now or time.time())
+        moment = time.time() if now is None else now
+        return is_allowed(legal_basis, self._latest.get((subject, purpose)), moment)
 
     def row_filter(self, purpose: str, legal_basis: str, now: float | None = None) -> RowFilter:
         """The subjects a purpose may see, as an allow-list or a deny-list."""
-        moment = now or time.time()
+        moment = time.time() if now is None else now
         with self._lock:
             touched = self._subjects_by_purpose.get(purpose, set())
             if legal_basis == "consent":

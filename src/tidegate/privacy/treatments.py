@@ -7,11 +7,20 @@ face runs on rows read from the online store for serving. Both must agree exactl
 * clear: the value as it is.
 * mask: strings keep the first `keep` (default 1) characters then `***`; an email keeps
   its `@domain`. Numbers and dates become NULL.
-* hash: HMAC-SHA256 (hex) of the value as text, with a key per purpose.
+* hash: HMAC-SHA256 (hex) of the value as text, with a key per purpose. The text is
+  DuckDB's `CAST(x AS VARCHAR)`; numbers of the float family (REAL and DECIMAL too) are
+  first made a DOUBLE, in shortest round-trip form (Python's `repr`; every NaN `nan`);
+  timestamps are `YYYY-MM-DD HH:MM:SS[.ffffff without trailing zeros]`, those with a
+  time zone converted to UTC with a `+00` suffix.
 * generalize: strings keep their first `keep` (default 3) characters; numbers become
-  floor(x / step) * step; dates and timestamps become the first day of their month
-  (or year, with `granularity: year`).
+  floor(x / step) * step computed in double precision (infinities and NaN stay as they
+  are); for integer columns that bucket is floored to an integer, and a bucket outside
+  BIGINT's range becomes NULL rather than failing the whole query; dates and timestamps
+  become the first day of their month (or year, with `granularity: year`), timestamps
+  with time zone taken in UTC.
 * drop: the column is removed.
+
+The SQL face assumes the DuckDB session time zone is UTC (the warehouse sets it).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import datetime as dt
 import hashlib
 import hmac
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlglot import exp
@@ -31,6 +40,7 @@ BLOCK = 64
 DEFAULT_MASK_KEEP = 1
 DEFAULT_GENERALIZE_KEEP = 3
 DEFAULT_STEP = 10.0
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 _NUMERIC = {
     "TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -62,7 +72,7 @@ def type_family(column_type: str) -> str:
 class HashKey:
     """The per-purpose HMAC key, pre-padded into the inner and outer pads SQL needs."""
 
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or traceback
 
     @property
     def inner_pad(self) -> bytes:
@@ -88,12 +98,22 @@ def purpose_key(master: bytes, purpose: str) -> HashKey:
 # ------------------------------------------------------------------ value face
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    """Aware timestamps in UTC, as DuckDB sees TIMESTAMPTZ in a UTC session."""
+    return value.astimezone(dt.UTC) if value.utcoffset() is not None else value
+
+
 def as_text(value: Any) -> str:
     """The text DuckDB's CAST(x AS VARCHAR) gives for the types we hash."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ")
+        aware = value.utcoffset() is not None
+        moment = _utc(value)
+        text = moment.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+        if moment.microsecond:
+            text += "." + f"{moment.microsecond:06d}".rstrip("0")
+        return text + ("+00" if aware else "")
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
@@ -115,22 +135,34 @@ def apply_value(spec: TreatmentSpec, value: Any, column_type: str, key: HashKey 
     if kind == "hash":
         if key is None:
             raise ValueError("hash treatment needs a key")
-        return key.hmac_hex(as_text(value))
+        return key.hmac_hex(as_text(float(value) if family == "float" else value))
     if kind == "generalize":
         if family == "string":
             keep = DEFAULT_GENERALIZE_KEEP if spec.keep is None else spec.keep
             return str(value)[:keep]
         if family in {"integer", "float"}:
             step = spec.step or DEFAULT_STEP
-            bucket = math.floor(value / step) * step
-            return int(bucket) if family == "integer" else float(bucket)
+            bucket = _floor(float(value) / step) * step
+            if family == "float":
+                return bucket
+            if not math.isfinite(bucket):
+                return None
+            whole = math.floor(bucket)
+            return whole if BIGINT_MIN <= whole <= BIGINT_MAX else None
         if family in {"date", "timestamp"}:
-            day = value.date() if isinstance(value, dt.datetime) else value
+            day = _utc(value).date() if isinstance(value, dt.datetime) else value
             if spec.granularity == "year":
                 return dt.date(day.year, 1, 1)
             return dt.date(day.year, day.month, 1)
         return None
     raise ValueError(f"unknown treatment {kind!r}")
+
+
+def _floor(x: float) -> float:
+    """C's (and DuckDB's) floor on a double: infinities, NaN and -0.0 stay as they are."""
+    if not math.isfinite(x) or x == 0:
+        return x
+    return float(math.floor(x))
 
 
 # ------------------------------------------------------------------ SQL face
@@ -172,7 +204,15 @@ def apply_sql(
     if kind == "hash":
         if key is None:
             raise ValueError("hash treatment needs a key")
-        text = exp.cast(column.copy(), "VARCHAR")
+        text: exp.Expression = exp.cast(column.copy(), "VARCHAR")
+        if family == "float":
+            # as a DOUBLE (REAL and DECIMAL too, as the online store holds them), and every
+            # NaN as `nan`: DuckDB would print a NaN with its sign bit set as `-nan`
+            number = exp.cast(column.copy(), "DOUBLE")
+            text = exp.Case(
+                ifs=[exp.If(this=_call("isnan", number), true=exp.Literal.string("nan"))],
+                default=exp.cast(number.copy(), "VARCHAR"),
+            )
         inner = _call(
             "sha256", exp.DPipe(this=_blob(key.inner_pad), expression=_call("encode", text))
         )
@@ -191,8 +231,12 @@ def apply_sql(
             scaled = _call(
                 "floor", exp.Div(this=exp.cast(column.copy(), "DOUBLE"), expression=step)
             )
-            bucket = exp.Mul(this=scaled, expression=step.copy())
-            return exp.cast(bucket, "BIGINT" if family == "integer" else "DOUBLE")
+            bucket: exp.Expression = exp.Mul(this=scaled, expression=step.copy())
+            if family == "float":
+                return exp.cast(bucket, "DOUBLE")
+            # CAST(double AS BIGINT) rounds to nearest and fails out of range: floor first,
+            # and let a bucket beyond BIGINT become NULL
+            return exp.TryCast(this=_call("floor", bucket), to=exp.DataType.build("BIGINT"))
         if family in {"date", "timestamp"}:
             unit = "year" if spec.granularity == "year" else "month"
             truncated = _call(
