@@ -6,14 +6,17 @@ The hierarchy::
     ├── ConfigError                    a project that cannot be loaded; holds `Problem`s
     ├── SqlError                       SQL that does not parse or plan
     ├── NotFoundError                  404: unknown product, or a subject the guard filtered out
+    │   └── UnknownSourceError         events posted for a source the project does not declare
     ├── AuthenticationError            401: missing, unknown, expired or revoked credentials
     ├── ForbiddenError                 403: the principal's roles may not use that purpose/product
     ├── BadRequestError                400/422: a malformed API call
     ├── BuildError                     a product build that failed (the old version stays live)
     ├── ServiceUnavailableError        a backend (database, broker) that cannot be reached
-    └── DestinationError               a sync destination refused or failed
-        ├── TransientDestinationError  worth retrying: timeouts, 5xx, connection resets
-        └── TerminalDestinationError   not worth retrying: constraint violations, 4xx
+    ├── DestinationError               a sync destination refused or failed
+    │   ├── TransientDestinationError  worth retrying: timeouts, 5xx, connection resets
+    │   └── TerminalDestinationError   not worth retrying: constraint violations, 4xx
+    └── LogError                       the event log (SQLite file or Kafka) refused an operation
+        └── CommitFailedError          offsets of partitions this consumer no longer owns
 
 Errors travel: the CLI prints `str(err)`; the API answers `err.http_status` with
 `err.to_error_detail()` as the JSON body. Both show the same message, and neither
@@ -119,3 +122,18 @@ class TransientDestinationError(DestinationError):
 
 class TerminalDestinationError(DestinationError):
     code = "destination_terminal"
+
+
+class LogError(TidegateError):
+    code = "log_error"
+    http_status = 503
+
+
+class CommitFailedError(LogError):
+    """The group rebalanced: the partitions went to another consumer, which will redeliver."""
+
+    code = "commit_failed"
+
+
+class UnknownSourceError(NotFoundError):
+    code = "unknown_source"

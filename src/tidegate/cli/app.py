@@ -13,7 +13,13 @@ import sys
 
 import typer
 
-from tidegate.cli import commands_demo, commands_egress, commands_privacy, commands_project
+from tidegate.cli import (
+    commands_demo,
+    commands_egress,
+    commands_privacy,
+    commands_project,
+    commands_stream,
+)
 from tidegate.cli.console import errors
 from tidegate.errors import ConfigError, TidegateError
 
@@ -32,6 +38,7 @@ commands_demo.register(app)
 commands_project.register(app)
 commands_egress.register(app)
 commands_privacy.register(app)
+commands_stream.register(app)
 
 
 def main() -> None:

@@ -42,6 +42,12 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
     loaded: dict[str, int] = {}
     for name in names or list(project.sources):
         source = project.sources[name]
+        if source.config.type == "stream":  # kept current by the stream worker, not loaded
+            from tidegate.ingest.raw import ensure_stream_table
+
+            with platform.warehouse.cursor() as cur:
+                loaded[name] = ensure_stream_table(cur, source.config)
+            continue
         if isinstance(source.config, FileSource):
             rows = platform.warehouse.load_source_sql(name, file_select(project, source))
         else:

@@ -245,15 +245,17 @@ def _check_syncs(project: Project) -> list[Problem]:
                     f"(allowed: {', '.join(product.config.purposes)})",
                 )
             )
-        for target, column in cfg.fields.items():
-            if column not in product.columns:
-                problems.append(
-                    sync.doc.problem(
-                        ("fields", target),
-                        f"field {target!r} maps from {column!r}, not a column of {cfg.product!r}",
+        mapped = cfg.field_specs(list(product.columns))
+        for target, spec in mapped.items():
+            for column in spec.sources():
+                if column not in product.columns:
+                    problems.append(
+                        sync.doc.problem(
+                            ("fields", target),
+                            f"field {target!r} maps from {column!r}, "
+                            f"not a column of {cfg.product!r}",
+                        )
                     )
-                )
-        mapped = cfg.fields or {c: c for c in product.columns}
         key = cfg.key or product.config.key
         if key not in mapped:
             problems.append(
@@ -261,5 +263,9 @@ def _check_syncs(project: Project) -> list[Problem]:
                     ("key",) if cfg.key else ("fields",),
                     f"destination key {key!r} is not among the synced fields",
                 )
+            )
+        elif mapped[key].kind == "const":
+            problems.append(
+                sync.doc.problem(("fields", key), f"destination key {key!r} cannot be a constant")
             )
     return problems

@@ -197,7 +197,7 @@ class _Reader:
         registry[name] = entry
 
 
-_UNION_TAGS = {"file", "sqlite", "postgres", "redis", "duckdb"}
+_UNION_TAGS = {"file", "sqlite", "postgres", "redis", "duckdb", "stream", "kafka"}
 
 
 def _strip_union_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:

@@ -104,10 +104,48 @@ class RedisOnlineConfig(Strict):
 OnlineConfig = Annotated[SqliteOnlineConfig | RedisOnlineConfig, Field(discriminator="type")]
 
 
+class SqliteLogConfig(Strict):
+    """The embedded event log: a SQLite file in WAL mode."""
+
+    type: Literal["sqlite"] = "sqlite"
+    path: str = ".tidegate/log.db"
+    partitions: int = Field(default=4, gt=0, le=256, description="per topic, when created")
+    retention: str | None = Field(default="7d", description="drop records older than this")
+    retention_bytes: int | None = Field(default=None, gt=0, description="per partition")
+
+    @field_validator("retention")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class KafkaLogConfig(Strict):
+    """Apache Kafka as the event log: topics, partitions, consumer groups."""
+
+    type: Literal["kafka"]
+    bootstrap: str = "127.0.0.1:9092"
+    partitions: int = Field(default=3, gt=0, description="per topic, when tidegate creates it")
+    retention: str | None = None
+    client: dict[str, str] = Field(default={}, description="extra librdkafka settings")
+
+    @field_validator("retention")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+LogConfig = Annotated[SqliteLogConfig | KafkaLogConfig, Field(discriminator="type")]
+
+
 class BackendsConfig(Strict):
     store: DuckDBStoreConfig = DuckDBStoreConfig()
     metadata: SqliteMetadataConfig = SqliteMetadataConfig()
     online: OnlineConfig = SqliteOnlineConfig()
+    log: LogConfig = SqliteLogConfig()
 
 
 class DefaultsConfig(Strict):
@@ -198,8 +236,45 @@ class PostgresTableSource(_SourceBase):
         return self
 
 
+class StreamSource(_SourceBase):
+    """Events on a topic of the event log: posted over HTTP, produced to Kafka, dropped as
+    files or captured from a database (CDC). Each event is checked against `columns`."""
+
+    type: Literal["stream"]
+    topic: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,249}$", description="default: the source name"
+    )
+    format: Literal["json", "debezium"] = "json"
+    event_id: str | None = Field(default=None, description="column that deduplicates events")
+    event_time: str | None = Field(default=None, description="column holding when it happened")
+    table: str | None = Field(
+        default=None, description="debezium: the table (`source.table`) this source takes"
+    )
+    max_event_bytes: int = Field(default=1 << 20, gt=0)
+    drop_folder: str | None = Field(
+        default=None, description="JSON lines / CSV files put here are ingested, then moved"
+    )
+
+    @model_validator(mode="after")
+    def _stream_columns(self) -> StreamSource:
+        for role in ("event_id", "event_time"):
+            column = getattr(self, role)
+            if column is not None and column not in self.columns:
+                raise FieldError(
+                    role, f"{role} column {column!r} is not among the declared columns"
+                )
+        if self.format == "debezium" and self.key is None:
+            raise FieldError("key", "a debezium source needs `key`: the table's primary key")
+        return self
+
+    @property
+    def topic_name(self) -> str:
+        return self.topic or self.name
+
+
 SourceConfig = Annotated[
-    FileSource | SqliteTableSource | PostgresTableSource, Field(discriminator="type")
+    FileSource | SqliteTableSource | PostgresTableSource | StreamSource,
+    Field(discriminator="type"),
 ]
 
 
@@ -257,6 +332,9 @@ class RoleConfig(Strict):
     description: str = ""
     purposes: list[PurposeName] = Field(min_length=1)
     products: list[str] = ["*"]
+    ingest: list[str] = Field(
+        default=[], description="stream sources this role may post events to ('*': all)"
+    )
 
 
 class TreatmentSpec(Strict):
@@ -324,7 +402,203 @@ class PostgresDestination(Strict):
         return self
 
 
-DestinationConfig = Annotated[SqliteDestination | PostgresDestination, Field(discriminator="type")]
+class _DsnFromConfigOrEnv(Strict):
+    dsn: str | None = None
+    dsn_env: str | None = Field(default=None, description="environment variable holding the DSN")
+
+    @model_validator(mode="after")
+    def _one_dsn(self) -> _DsnFromConfigOrEnv:
+        if bool(self.dsn) == bool(self.dsn_env):
+            raise ValueError("give exactly one of dsn or dsn_env")
+        return self
+
+
+class MysqlDestination(_DsnFromConfigOrEnv):
+    """A MariaDB/MySQL table (`mysql://user:password@host:3306/database`)."""
+
+    type: Literal["mysql"]
+    table: str
+
+
+class RedisDestination(Strict):
+    """One Redis hash per entity, at `key_template` (placeholders `{sync}` and `{key}`)."""
+
+    type: Literal["redis"]
+    url: str | None = None
+    url_env: str | None = Field(default=None, description="environment variable holding the URL")
+    key_template: str = "{sync}:{key}"
+    ttl: str | None = Field(default=None, description="expire each hash this long after a write")
+
+    @model_validator(mode="after")
+    def _check(self) -> RedisDestination:
+        if bool(self.url) == bool(self.url_env):
+            raise ValueError("give exactly one of url or url_env")
+        if "{key}" not in self.key_template:
+            raise FieldError("key_template", "key_template must contain {key}")
+        unknown = set(template_columns(self.key_template)) - {"sync", "key"}
+        if unknown:
+            raise FieldError(
+                "key_template", f"key_template may use only {{sync}} and {{key}}, not {unknown}"
+            )
+        if self.ttl is not None:
+            try:
+                parse_duration(self.ttl)
+            except ValueError as err:
+                raise FieldError("ttl", str(err)) from None
+        return self
+
+
+class KafkaDestination(Strict):
+    """Keyed change events (CloudEvents JSON) on a topic; deletes are tombstones."""
+
+    type: Literal["kafka"]
+    bootstrap: str | None = None
+    bootstrap_env: str | None = None
+    topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    partitions: int = Field(default=3, gt=0, description="when tidegate creates the topic")
+    source: str | None = Field(default=None, description="CloudEvents `source` attribute")
+
+    @model_validator(mode="after")
+    def _one_bootstrap(self) -> KafkaDestination:
+        if bool(self.bootstrap) == bool(self.bootstrap_env):
+            raise ValueError("give exactly one of bootstrap or bootstrap_env")
+        return self
+
+
+class HttpDestination(Strict):
+    """Batched JSON POSTs to an API or webhook; the auth secret comes from the environment."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    delete_url: str | None = Field(default=None, pattern=r"^https?://")
+    auth_env: str | None = Field(
+        default=None, description="environment variable holding the credential"
+    )
+    auth_header: str = "Authorization"
+    auth_scheme: str = Field(default="Bearer", description="prefix of the credential, or ''")
+    headers: dict[str, str] = {}
+    timeout: str = "30s"
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class FileDestination(Strict):
+    """A file holding the synced rows (Parquet, CSV or JSON lines), replaced atomically."""
+
+    type: Literal["file"]
+    path: str
+    format: Literal["parquet", "csv", "jsonl"] | None = None
+
+    def resolved_format(self) -> str:
+        if self.format:
+            return self.format
+        suffix = Path(self.path).suffix.lower().lstrip(".")
+        return {"json": "jsonl", "ndjson": "jsonl"}.get(suffix, suffix)
+
+    @model_validator(mode="after")
+    def _known_format(self) -> FileDestination:
+        if self.resolved_format() not in {"parquet", "csv", "jsonl"}:
+            raise FieldError(
+                "path", "cannot tell the format from the suffix; set format: parquet, csv or jsonl"
+            )
+        return self
+
+
+DestinationConfig = Annotated[
+    SqliteDestination
+    | PostgresDestination
+    | MysqlDestination
+    | RedisDestination
+    | KafkaDestination
+    | HttpDestination
+    | FileDestination,
+    Field(discriminator="type"),
+]
+
+
+def template_columns(template: str) -> list[str]:
+    """The `{column}` placeholders of a field template, in order; `{{`/`}}` are literal braces.
+
+    Only bare names: no attribute access, indexing, conversions or format specs, so a
+    template can never run code (it is compiled to SQL string concatenation).
+    """
+    return [column for _, column in template_parts(template) if column is not None]
+
+
+def template_parts(template: str) -> list[tuple[str, str | None]]:
+    """`"{first} {last}!"` -> `[("", "first"), (" ", "last"), ("!", None)]`."""
+    import string
+
+    parts: list[tuple[str, str | None]] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"template {template!r}: {err}") from None
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
+            raise ValueError(f"template {template!r}: {{{name}}} is not a plain column name")
+        if spec or conversion:
+            raise ValueError(f"template {template!r}: format specs and conversions are not allowed")
+        parts.append((literal, name))
+    return parts
+
+
+class FieldSpec(Strict):
+    """One destination field: a product `column`, a constant (`const`) or a `template`."""
+
+    column: str | None = None
+    const: str | int | float | bool | None = None
+    template: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FieldSpec:
+        given = self.model_fields_set & {"column", "const", "template"}
+        if len(given) != 1:
+            raise ValueError("give exactly one of column, const or template")
+        if self.template is not None:
+            template_parts(self.template)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(iter(self.model_fields_set & {"column", "const", "template"}))
+
+    def sources(self) -> list[str]:
+        """The product columns this field reads."""
+        if self.column is not None:
+            return [self.column]
+        if self.template is not None:
+            return template_columns(self.template)
+        return []
+
+
+class RetryPolicy(Strict):
+    """Transient errors (timeouts, 5xx, resets) are retried with exponential backoff + jitter."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff: str = Field(default="500ms", description="wait before the first retry")
+    max_backoff: str = "30s"
+    multiplier: float = Field(default=2.0, ge=1.0)
+
+    @field_validator("backoff", "max_backoff")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class AlertPolicy(Strict):
+    """When to tell someone: a failed run, or rejected rows past a threshold."""
+
+    on_failure: bool = True
+    failed_rows: int | None = Field(default=None, ge=0, description="alert above this many")
+    failed_percent: float | None = Field(default=None, ge=0, le=100)
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    webhook_env: str | None = Field(default=None, description="env var holding the webhook URL")
 
 
 class SyncConfig(Strict):
@@ -338,9 +612,54 @@ class SyncConfig(Strict):
     key: str | None = Field(
         default=None, description="destination key column (default: product key)"
     )
-    fields: dict[str, str] = Field(
-        default={}, description="destination column -> product column (default: all columns)"
+    fields: dict[str, FieldSpec] = Field(
+        default={},
+        description=(
+            "destination column -> product column, {const: value} or a template such as "
+            "'{first_name} {last_name}' (default: all columns)"
+        ),
     )
-    trigger: Literal["manual", "on_build"] = "on_build"
+    trigger: Literal["manual", "on_build", "on_change", "schedule"] = "on_build"
+    schedule: str | None = Field(
+        default=None, description="cron expression (UTC), with trigger: schedule"
+    )
     batch_rows: int | None = Field(default=None, gt=0)
+    rate_limit: float | None = Field(default=None, gt=0, description="requests per second")
+    retry: RetryPolicy = RetryPolicy()
+    alerts: AlertPolicy = AlertPolicy()
     principal: str = "sync"
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _template_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            target: (
+                ({"template": spec} if "{" in spec else {"column": spec})
+                if isinstance(spec, str)
+                else spec
+            )
+            for target, spec in value.items()
+        }
+
+    @model_validator(mode="after")
+    def _trigger_and_schedule(self) -> SyncConfig:
+        from tidegate.project.cron import parse_cron
+
+        if self.trigger == "schedule" and not self.schedule:
+            raise FieldError("schedule", "trigger: schedule needs a cron `schedule`")
+        if self.schedule is not None:
+            if self.trigger != "schedule":
+                raise FieldError("schedule", "schedule is only used with trigger: schedule")
+            try:
+                parse_cron(self.schedule)
+            except ValueError as err:
+                raise FieldError("schedule", str(err)) from None
+        return self
+
+    def field_specs(self, product_columns: list[str]) -> dict[str, FieldSpec]:
+        """Every destination field as a FieldSpec (all product columns when none are given)."""
+        if not self.fields:
+            return {c: FieldSpec(column=c) for c in product_columns}
+        return dict(self.fields)

@@ -1,0 +1,313 @@
+"""Real-time commands: run, worker, status, explain, and the dead-letter queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tidegate.cli.commands_project import ProjectDir
+from tidegate.cli.console import console, print_json, table
+from tidegate.errors import NotFoundError, TidegateError
+
+dlq_app = typer.Typer(
+    help="Dead letters: events tidegate could not take, with the reason.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("worker")(worker)
+    app.command("status")(status)
+    app.command("explain")(explain)
+    app.add_typer(dlq_app, name="dlq")
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def _ensure_built(platform: Any) -> None:
+    from tidegate.cli.commands_project import run_build
+
+    missing = [n for n in platform.project.products if platform.meta.live_version(n) is None]
+    if missing:
+        console.print(f"building first: {', '.join(missing)} are not built yet")
+        results = run_build(platform)
+        failed = [r for r in results if r.status != "live"]
+        if failed:
+            raise TidegateError(
+                "cannot start: " + "; ".join(f"{r.product}: {r.error}" for r in failed)
+            )
+
+
+def run(
+    project_dir: ProjectDir = Path("."),
+    host: Annotated[str | None, typer.Option(help="API bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="API port.")] = None,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API too.")] = True,
+) -> None:
+    """Worker, scheduler and API in one process: ingest, keep products fresh, serve.
+
+    Builds the products first if they were never built. Ctrl-C stops it.
+    """
+    from tidegate.egress.serve.app import create_app
+    from tidegate.runtime.platform import Platform
+    from tidegate.runtime.worker import run_worker
+
+    with Platform.open(project_dir) as platform:
+        _ensure_built(platform)
+        server = None
+        if serve:
+            from tidegate.demo.runner import BackgroundServer
+
+            settings = platform.project.config.serve
+            server = BackgroundServer(create_app(platform), port or settings.port)
+            if host:
+                server.server.config.host = host
+            server.start()
+            console.print(
+                f"serving [bold]{platform.project.name}[/bold] on "
+                f"http://{host or settings.host}:{server.port}; worker and scheduler running"
+            )
+        stop = threading.Event()
+        try:
+            run_worker(platform, stop=stop)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            stop.set()
+            if server is not None:
+                server.stop()
+
+
+def worker(
+    project_dir: ProjectDir = Path("."),
+    group: Annotated[str, typer.Option(help="Consumer group of the workers.")] = "tidegate-worker",
+    max_records: Annotated[int, typer.Option(help="Records per micro-batch.")] = 5_000,
+    schedule: Annotated[
+        bool, typer.Option("--schedule/--no-schedule", help="Also run scheduled rebuilds.")
+    ] = True,
+) -> None:
+    """A stream worker without the API; more of them split a Kafka topic's partitions.
+
+    With the embedded DuckDB store one process writes the warehouse, so run one worker
+    per warehouse (extra workers wait on its lock).
+    """
+    from tidegate.runtime.platform import Platform
+    from tidegate.runtime.worker import run_worker
+
+    with Platform.open(project_dir) as platform:
+        _ensure_built(platform)
+        console.print(f"worker of group [bold]{group}[/bold] running; Ctrl-C stops it")
+        try:
+            run_worker(platform, group=group, max_records=max_records, schedule=schedule)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+
+
+def explain(project_dir: ProjectDir = Path(".")) -> None:
+    """How each product is kept fresh (incremental, batch or static), and why."""
+    from tidegate.products.planner import explain as explain_plans
+    from tidegate.project import load_project
+
+    console.print(explain_plans(load_project(project_dir)), markup=False)
+
+
+def status(
+    project_dir: ProjectDir = Path("."),
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Per product: mode, last update, lag against its freshness SLO, breaches; dead letters."""
+    from tidegate.ingest.deadletters import DeadLetterStore
+    from tidegate.products.freshness import FreshnessLedger
+    from tidegate.products.planner import plan_project
+    from tidegate.project import load_project
+
+    project = load_project(project_dir)
+    meta_path = project.path(project.config.backends.metadata.path)
+    ledger = FreshnessLedger(meta_path)
+    dead = DeadLetterStore(meta_path)
+    try:
+        state = ledger.all()
+        dead_counts = dead.counts_by_source()
+    finally:
+        ledger.close()
+        dead.close()
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for name, plan in plan_project(project).items():
+        seen = state.get(name)
+        lag = seen.current_lag(now) if seen else 0.0
+        rows.append(
+            {
+                "product": name,
+                "mode": plan.mode,
+                "freshness_slo": plan.freshness,
+                "last_update": seen.last_update if seen else None,
+                "last_lag": seen.last_lag if seen else None,
+                "max_lag": seen.max_lag if seen else None,
+                "current_lag": lag,
+                "within_slo": lag <= plan.freshness,
+                "updates": seen.updates if seen else 0,
+                "breaches": seen.breaches if seen else 0,
+            }
+        )
+    if json_output:
+        print_json({"products": rows, "dead_letters": dead_counts})
+        return
+    console.print(
+        table(
+            "Products",
+            [
+                "product",
+                "mode",
+                "SLO",
+                "last update",
+                "last lag",
+                "max lag",
+                "lag now",
+                "updates",
+                "breaches",
+            ],
+            [
+                [
+                    r["product"],
+                    r["mode"],
+                    _seconds(r["freshness_slo"]),
+                    _when(r["last_update"]),
+                    _seconds(r["last_lag"]),
+                    _seconds(r["max_lag"]),
+                    _seconds(r["current_lag"]) + ("" if r["within_slo"] else " [red]BREACH[/red]"),
+                    r["updates"],
+                    r["breaches"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    if dead_counts:
+        console.print(
+            "dead letters: "
+            + ", ".join(f"{source} {count}" for source, count in dead_counts.items())
+            + " (tidegate dlq list)"
+        )
+
+
+# ---------------------------------------------------------------- dlq
+
+
+def _store(project_dir: Path) -> Any:
+    from tidegate.ingest.deadletters import DeadLetterStore
+    from tidegate.project import load_project
+
+    project = load_project(project_dir)
+    return DeadLetterStore(project.path(project.config.backends.metadata.path))
+
+
+def _preview(payload: bytes | None, width: int = 60) -> str:
+    if payload is None:
+        return "(none)"
+    text = payload.decode("utf-8", errors="replace").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dlq_app.command("list")
+def dlq_list(
+    project_dir: ProjectDir = Path("."),
+    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 50,
+    replayed: Annotated[bool, typer.Option("--replayed", help="Include replayed ones.")] = False,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Dead letters, oldest first, with their reasons."""
+    store = _store(project_dir)
+    try:
+        letters = store.list(source, limit, include_replayed=replayed)
+        total = store.count(source, include_replayed=replayed)
+    finally:
+        store.close()
+    if json_output:
+        print_json(
+            [
+                {**d.__dict__, "payload": _preview(d.payload, 10_000), "key": _preview(d.key)}
+                for d in letters
+            ]
+        )
+        return
+    console.print(
+        table(
+            f"Dead letters ({len(letters)} of {total})",
+            ["id", "when", "source", "via", "reason", "payload"],
+            [[d.id, _when(d.at), d.source, d.via, d.reason, _preview(d.payload)] for d in letters],
+        )
+    )
+
+
+@dlq_app.command("show")
+def dlq_show(
+    letter_id: Annotated[int, typer.Argument(help="The dead letter's id.")],
+    project_dir: ProjectDir = Path("."),
+) -> None:
+    """One dead letter in full."""
+    store = _store(project_dir)
+    try:
+        letter = store.get(letter_id)
+    finally:
+        store.close()
+    if letter is None:
+        raise NotFoundError(f"no dead letter {letter_id}")
+    where = f"{letter.topic}[{letter.partition}]@{letter.offset}" if letter.topic else "-"
+    console.print(f"id        {letter.id}", markup=False)
+    console.print(f"source    {letter.source}", markup=False)
+    console.print(f"via       {letter.via}   log position {where}", markup=False)
+    console.print(f"when      {_when(letter.at)}", markup=False)
+    console.print(f"replayed  {_when(letter.replayed_at)}", markup=False)
+    console.print(f"reason    {letter.reason}", markup=False)
+    console.print(f"key       {_preview(letter.key, 10_000)}", markup=False)
+    console.print(f"payload   {_preview(letter.payload, 1_000_000)}", markup=False, soft_wrap=True)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --source).")] = None,
+    project_dir: ProjectDir = Path("."),
+    source: Annotated[str | None, typer.Option(help="Every dead letter of this source.")] = None,
+) -> None:
+    """Check dead letters again; those that pass now go to their source's topic."""
+    from tidegate.ingest.intake import open_intake, replay
+    from tidegate.project import load_project
+
+    if not ids and not source:
+        raise TidegateError("give dead letter ids, or --source NAME to replay all of a source")
+    intake = open_intake(load_project(project_dir))
+    try:
+        if ids:
+            letters = []
+            for letter_id in ids:
+                letter = intake.dead.get(letter_id)
+                if letter is None:
+                    raise NotFoundError(f"no dead letter {letter_id}")
+                letters.append(letter)
+        else:
+            letters = intake.dead.list(source, limit=1_000_000)
+        report = replay(intake, letters)
+    finally:
+        intake.close()
+    console.print(
+        f"replayed {report.replayed}; {report.still_failing} still fail (reasons updated)"
+    )
+    if report.still_failing:
+        raise typer.Exit(1)

@@ -1,0 +1,97 @@
+"""`POST /v1/events/{source}`: a batch of events in, counts and per-index reasons out.
+
+The body is a JSON array of events, `{"events": [...]}`, or JSON lines
+(`Content-Type: application/x-ndjson`); with JSON lines a malformed line is rejected
+by itself and the rest of the batch goes on. The answer is always
+`{"accepted": n, "rejected": [{"index": i, "reason": "..."}]}`; accepted events are in
+the event log when it returns, rejected ones in the dead-letter store.
+
+Who may post: an API key one of whose roles lists the source (or `*`) under `ingest:`
+in the policies. Posting is not egress (nothing leaves), so no purpose is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from tidegate.egress.serve.keys import authenticate
+from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
+from tidegate.ingest.intake import Intake, open_intake
+from tidegate.runtime.platform import Platform
+
+MAX_BODY_BYTES = 64 << 20
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+
+
+class PayloadTooLargeError(TidegateError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def create_ingest_router(platform: Platform) -> APIRouter:
+    router = APIRouter(tags=["ingest"])
+    lock = threading.Lock()
+    opened: list[Intake] = []
+
+    def intake() -> Intake:
+        with lock:
+            if not opened:
+                opened.append(open_intake(platform.project))
+            return opened[0]
+
+    @router.post("/v1/events/{source}")
+    async def post_events(source: str, request: Request) -> dict[str, Any]:
+        """Validate each event against the source's columns; log the valid, dead-letter the rest."""
+        principal = authenticate(platform.meta, _token(request))
+        target = intake()
+        target.schema(source)  # 404 for an unknown source, before reading the body
+        roles = platform.project.policy.roles
+        if not any(
+            source in roles[r].ingest or "*" in roles[r].ingest
+            for r in principal.roles
+            if r in roles
+        ):
+            raise ForbiddenError(
+                f"the key's roles ({', '.join(principal.roles)}) may not post events to "
+                f"{source!r}; list it under `ingest:` of a role"
+            )
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(f"request body over {MAX_BODY_BYTES:,} bytes; split it")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in NDJSON_TYPES:
+            lines = [line for line in body.split(b"\n") if line.strip()]
+            result = await run_in_threadpool(target.submit, source, lines, "http", raw=True)
+        else:
+            events = _events(body)
+            result = await run_in_threadpool(target.submit, source, events, "http")
+        return result.as_json()
+
+    return router
+
+
+def _events(body: bytes) -> list[Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadRequestError(
+            f"the body is not JSON ({err}); send a JSON array of events, or JSON lines with "
+            "Content-Type: application/x-ndjson to have bad lines rejected one by one"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("events"), list):
+        return list(data["events"])
+    if isinstance(data, list):
+        return data
+    raise BadRequestError('send a JSON array of events, or {"events": [...]}')

@@ -1,0 +1,215 @@
+"""The one way events enter: check each against its source, log the good, dead-letter the rest.
+
+`Intake.submit` serves HTTP batches, dropped files and dead-letter replays: it answers
+per index, appends the accepted events to the source's topic (keyed by the event's
+subject or key, so one entity's events stay in order) and stores each rejected event
+with its reason. `Intake.decode` is the worker's side: a record read from the log
+(which Kafka producers and Debezium may have written directly) becomes a `Change`
+or a dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidegate.errors import UnknownSourceError
+from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
+from tidegate.ingest.validate import Change, EventSchema, Invalid
+from tidegate.log.base import EventLog, Message, Record
+from tidegate.project.models import StreamSource
+from tidegate.project.project import Project
+
+SOURCE_HEADER = "tidegate-source"
+
+
+@dataclass
+class IntakeResult:
+    accepted: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected}
+
+
+def stream_sources(project: Project) -> dict[str, StreamSource]:
+    return {
+        name: source.config
+        for name, source in project.sources.items()
+        if isinstance(source.config, StreamSource)
+    }
+
+
+class Intake:
+    def __init__(self, project: Project, event_log: EventLog, dead: DeadLetterStore) -> None:
+        self.project = project
+        self.log = event_log
+        self.dead = dead
+        self.schemas = {name: EventSchema(c) for name, c in stream_sources(project).items()}
+        self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
+        for schema in self.schemas.values():
+            self.by_topic[schema.config.topic_name].append(schema)
+
+    def close(self) -> None:
+        self.log.close()
+        self.dead.close()
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self.by_topic)
+
+    def schema(self, source: str) -> EventSchema:
+        schema = self.schemas.get(source)
+        if schema is None:
+            known = ", ".join(sorted(self.schemas)) or "none"
+            raise UnknownSourceError(
+                f"no stream source named {source!r} (stream sources: {known})", source=source
+            )
+        return schema
+
+    # ---------------------------------------------------------------- producers' side
+
+    def submit(
+        self, source: str, events: Sequence[Any], via: str, *, raw: bool = False
+    ) -> IntakeResult:
+        """Check `events` (parsed JSON values, or bytes when `raw`); log the valid ones."""
+        schema = self.schema(source)
+        result = IntakeResult()
+        messages: list[Message] = []
+        letters: list[DeadLetter] = []
+        now = time.time()
+        for index, event in enumerate(events):
+            payload = event if raw else _dumps(event)
+            try:
+                if raw:
+                    change = schema.parse(payload)
+                else:
+                    if len(payload) > schema.config.max_event_bytes:
+                        schema.parse(payload)  # raises the size reason
+                    change = schema.from_object(event)
+            except Invalid as err:
+                reason = str(err)
+                result.rejected.append({"index": index, "reason": reason})
+                letters.append(DeadLetter(source, reason, payload, via, at=now))
+                continue
+            messages.append(Message(_partition_key(schema, change), payload, _headers(source)))
+        if messages:
+            self.log.append(schema.config.topic_name, messages)
+        self.dead.add(letters)
+        result.accepted = len(messages)
+        return result
+
+    # ---------------------------------------------------------------- worker's side
+
+    def decode(self, record: Record) -> Change | DeadLetter:
+        schemas = self.by_topic.get(record.topic, [])
+        try:
+            schema = self._pick(record, schemas)
+            return schema.parse(record.value, record.key)
+        except Invalid as err:
+            name = schemas[0].name if len(schemas) == 1 else _header_source(record, record.topic)
+            return DeadLetter(
+                name,
+                str(err),
+                record.value,
+                "log",
+                key=record.key,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+
+    def _pick(self, record: Record, schemas: list[EventSchema]) -> EventSchema:
+        if not schemas:
+            raise Invalid(f"no stream source reads topic {record.topic!r}")
+        if len(schemas) == 1:
+            return schemas[0]
+        named = record.header(SOURCE_HEADER)
+        for schema in schemas:
+            if named is not None and schema.name == named.decode(errors="replace"):
+                return schema
+        # Several Debezium sources on one topic: the envelope names the table.
+        table = _debezium_table(record.value)
+        for schema in schemas:
+            if schema.config.table == table:
+                return schema
+        raise Invalid(f"Debezium event for unknown table {table!r} on topic {record.topic!r}")
+
+
+def _dumps(event: Any) -> bytes:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _headers(source: str) -> tuple[tuple[str, bytes], ...]:
+    return ((SOURCE_HEADER, source.encode()),)
+
+
+def _header_source(record: Record, default: str) -> str:
+    named = record.header(SOURCE_HEADER)
+    return named.decode(errors="replace") if named is not None else default
+
+
+def _partition_key(schema: EventSchema, change: Change) -> bytes | None:
+    config = schema.config
+    # CDC rows keep their order per row; events keep theirs per subject (the entity).
+    order = (config.key,) if config.format == "debezium" else (config.subject, config.key)
+    for column in (*order, config.event_id):
+        if column and change.row.get(column) is not None:
+            return str(change.row[column]).encode()
+    return None
+
+
+def _debezium_table(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Invalid("malformed JSON") from None
+    if isinstance(data, dict) and "payload" in data and "schema" in data:
+        data = data["payload"]
+    source = data.get("source") if isinstance(data, dict) else None
+    table = source.get("table") if isinstance(source, dict) else None
+    return str(table) if table is not None else None
+
+
+def open_intake(project: Project) -> Intake:
+    """The project's event log and dead-letter store, behind one Intake."""
+    from tidegate.log.base import open_event_log
+
+    event_log = open_event_log(project.config.backends.log, project.root)
+    dead = DeadLetterStore(project.path(project.config.backends.metadata.path))
+    return Intake(project, event_log, dead)
+
+
+@dataclass
+class ReplayReport:
+    replayed: int = 0
+    still_failing: int = 0
+
+
+def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
+    """Check dead letters again; append those that now pass to their source's topic."""
+    report = ReplayReport()
+    done: list[int] = []
+    for letter in letters:
+        if letter.replayed_at is not None:
+            continue
+        try:
+            schema = intake.schema(letter.source)
+            change = schema.parse(letter.payload, letter.key)
+        except (Invalid, UnknownSourceError) as err:
+            reason = err.message if isinstance(err, UnknownSourceError) else str(err)
+            intake.dead.update_reason(letter.id, reason)
+            report.still_failing += 1
+            continue
+        message = Message(_partition_key(schema, change), letter.payload, _headers(letter.source))
+        intake.log.append(schema.config.topic_name, [message])
+        done.append(letter.id)
+        report.replayed += 1
+    intake.dead.mark_replayed(done)
+    return report

@@ -1,0 +1,132 @@
+"""Stream sources in DuckDB: `raw.<source>`, fed by Arrow batches, never row by row.
+
+* A `json` source is an append-only history of events. With an `event_id` column the
+  table has that column as primary key and an event seen twice is kept once.
+* A `debezium` (CDC) source mirrors the operational table: its `key` is the primary
+  key, creates and updates upsert, deletes delete. Several changes of one row in a
+  batch collapse to the last one (the log keeps one row's changes in order).
+
+`apply_changes` runs inside the caller's transaction and returns the rows it touched,
+before and after, which is how the worker knows which entities changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tidegate.ingest.validate import Change
+from tidegate.privacy.treatments import type_family
+from tidegate.project.models import StreamSource
+from tidegate.store.warehouse import RAW
+
+BATCH_RELATION = "__tidegate_events"
+
+
+def raw_table(source: str) -> str:
+    return f'{RAW}."{source}"'
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def primary_key(config: StreamSource) -> str | None:
+    return config.key if config.format == "debezium" else config.event_id
+
+
+def ensure_stream_table(db: Any, config: StreamSource) -> int:
+    """Create `raw.<source>` if missing; return its row count."""
+    columns = [f"{_quote(name)} {spec.type}" for name, spec in config.columns.items()]
+    key = primary_key(config)
+    if key is not None:
+        columns.append(f"PRIMARY KEY ({_quote(key)})")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {raw_table(config.name)} ({', '.join(columns)})")
+    rows = db.execute(f"SELECT count(*) FROM {raw_table(config.name)}").fetchall()
+    return int(rows[0][0])
+
+
+def arrow_type(column_type: str) -> Any:
+    import pyarrow as pa
+
+    family = type_family(column_type)
+    if family == "integer":
+        return pa.int64()
+    if family == "float":
+        return pa.float64()
+    if family == "timestamp":
+        return pa.timestamp("us", tz="UTC")
+    if family == "date":
+        return pa.date32()
+    if column_type.upper().startswith("BOOL"):
+        return pa.bool_()
+    return pa.string()
+
+
+def arrow_rows(config: StreamSource, rows: Sequence[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    schema = pa.schema([(n, arrow_type(s.type)) for n, s in config.columns.items()])
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+def apply_changes(db: Any, config: StreamSource, changes: Sequence[Change]) -> Any:
+    """Apply `changes` to `raw.<source>`; return an Arrow table of every row touched
+    (new rows, and the old version of rows updated or deleted)."""
+    import pyarrow as pa
+
+    table = raw_table(config.name)
+    names = list(config.columns)
+    select = ", ".join(
+        f"CAST({_quote(n)} AS {s.type}) AS {_quote(n)}" for n, s in config.columns.items()
+    )
+    if config.format != "debezium":
+        rows = [c.row for c in changes]
+        key = config.event_id
+        if key is not None:  # one event per id, the first seen
+            seen: set[Any] = set()
+            unique = []
+            for row in rows:
+                if row[key] not in seen:
+                    seen.add(row[key])
+                    unique.append(row)
+            rows = unique
+        batch = arrow_rows(config, rows)
+        verb = "INSERT OR IGNORE" if key is not None else "INSERT"
+        db.register(BATCH_RELATION, batch)
+        try:
+            db.execute(f"{verb} INTO {table} SELECT {select} FROM {BATCH_RELATION}")
+        finally:
+            db.unregister(BATCH_RELATION)
+        return batch
+
+    key = config.key
+    assert key is not None
+    last: dict[Any, Change] = {}
+    for change in changes:
+        last.pop(change.key, None)  # keep insertion order = order of the last change
+        last[change.key] = change
+    keys = arrow_rows(config, [{key: k} for k in last]).select([key])
+    upserts = [c.row for c in last.values() if c.op == "upsert"]
+    db.register(BATCH_RELATION, keys)
+    try:
+        old = db.sql(
+            f"SELECT {', '.join(_quote(n) for n in names)} FROM {table}"
+            f" WHERE {_quote(key)} IN (SELECT {_quote(key)} FROM {BATCH_RELATION})"
+        ).to_arrow_table()
+        db.execute(
+            f"DELETE FROM {table} WHERE {_quote(key)} IN"
+            f" (SELECT {_quote(key)} FROM {BATCH_RELATION})"
+        )
+    finally:
+        db.unregister(BATCH_RELATION)
+    batch = arrow_rows(config, upserts)
+    if upserts:
+        db.register(BATCH_RELATION, batch)
+        try:
+            db.execute(f"INSERT INTO {table} SELECT {select} FROM {BATCH_RELATION}")
+        finally:
+            db.unregister(BATCH_RELATION)
+    # Every touched key was deleted above; the rows whose last change is not a delete are
+    # inserted again, so deletes need nothing more.
+    return pa.concat_tables([old.cast(batch.schema), batch])

@@ -1,0 +1,297 @@
+"""Check one event against its stream source's declared columns, and say why not.
+
+Every way in (HTTP, Kafka topics, files, CDC) funnels through `parse_event`, which
+returns either a `Change` (typed values, ready for the store) or a reason a person can
+act on: malformed JSON, a wrong type (naming the column and the value), a missing
+key or required column, an event over `max_event_bytes`, a Debezium event for a table
+this source does not take. Fields the schema does not declare are ignored, so
+producers can add fields before the contract does.
+
+Coercions are the ones a JSON or CSV producer needs and nothing lossy: integers from
+integral numbers or digit strings, floats from numbers or numeric strings, booleans
+from true/false/1/0, timestamps from ISO 8601 or epoch numbers (seconds, or
+milliseconds/microseconds when the number is that large), dates from ISO dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tidegate.privacy.treatments import type_family
+from tidegate.project.models import StreamSource
+
+Op = Literal["append", "upsert", "delete"]
+_TRUE = {"true", "t", "yes", "1"}
+_FALSE = {"false", "f", "no", "0"}
+_INT_RANGES = {
+    "TINYINT": 2**7,
+    "SMALLINT": 2**15,
+    "INTEGER": 2**31,
+    "INT": 2**31,
+    "BIGINT": 2**63,
+}
+
+
+class Invalid(ValueError):
+    """An event that cannot be accepted; the message is the reason stored with it."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One validated event: append it (json), or upsert/delete the row by key (CDC)."""
+
+    source: str
+    op: Op
+    row: dict[str, Any]
+    key: Any = None  # the source's key value (None for an append without a key)
+    ts: float | None = None  # when it happened at the source, if the source says
+
+
+Coercer = Callable[[Any], Any]
+
+
+def _integer(column_type: str) -> Coercer:
+    bound = _INT_RANGES.get(column_type.upper().split("(")[0].strip())
+
+    def coerce(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise Invalid("is a boolean, not an integer")
+        if isinstance(value, int):
+            result = value
+        elif isinstance(value, float) and value.is_integer():
+            result = int(value)
+        elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            result = int(value.strip())
+        else:
+            raise Invalid(f"{_show(value)} is not an integer")
+        if bound is not None and not -bound <= result < bound:
+            raise Invalid(f"{result} is out of range for {column_type}")
+        return result
+
+    return coerce
+
+
+def _float(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise Invalid("is a boolean, not a number")
+    if isinstance(value, int | float):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value)
+        except ValueError:
+            raise Invalid(f"{_show(value)} is not a number") from None
+    else:
+        raise Invalid(f"{_show(value)} is not a number")
+    if not math.isfinite(result):
+        raise Invalid(f"{_show(value)} is not a finite number")
+    return result
+
+
+def _string(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise Invalid(f"{_show(value)} is not a string")
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise Invalid(f"{_show(value)} is not a boolean")
+
+
+def _timestamp(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        if abs(seconds) > 1e14:
+            seconds /= 1e6
+        elif abs(seconds) > 1e11:
+            seconds /= 1e3
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Invalid(f"{_show(value)} is not a timestamp") from None
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise Invalid(f"{_show(value)} is not an ISO 8601 timestamp") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    raise Invalid(f"{_show(value)} is not a timestamp")
+
+
+def _date(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    if isinstance(value, int) and not isinstance(value, bool):  # Debezium: days since epoch
+        return dt.date(1970, 1, 1) + dt.timedelta(days=value)
+    raise Invalid(f"{_show(value)} is not an ISO date")
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+def coercer(column_type: str) -> Coercer:
+    family = type_family(column_type)
+    if family == "integer":
+        return _integer(column_type)
+    if family == "float":
+        return _float
+    if family == "string":
+        return _string
+    if family == "timestamp":
+        return _timestamp
+    if family == "date":
+        return _date
+    if column_type.upper().startswith("BOOL"):
+        return _boolean
+    if column_type.upper() == "JSON":
+        return lambda value: value if isinstance(value, str) else json.dumps(value)
+    return _any
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class EventSchema:
+    """The compiled checks of one stream source."""
+
+    def __init__(self, config: StreamSource) -> None:
+        self.config = config
+        self.name = config.name
+        self.columns = [(name, coercer(spec.type)) for name, spec in config.columns.items()]
+        self.required = [
+            name
+            for name, spec in config.columns.items()
+            if not spec.nullable or name in (config.key, config.event_id)
+        ]
+
+    # ---------------------------------------------------------------- rows
+
+    def row(self, data: Any, *, partial: bool = False) -> dict[str, Any]:
+        """Typed row from a JSON object; `partial` allows absent columns (a delete's key)."""
+        if not isinstance(data, dict):
+            raise Invalid(f"an event must be a JSON object, not {_json_kind(data)}")
+        row: dict[str, Any] = {}
+        for name, coerce in self.columns:
+            value = data.get(name)
+            if value is None:
+                row[name] = None
+                continue
+            try:
+                row[name] = coerce(value)
+            except Invalid as err:
+                raise Invalid(f"column {name!r}: {err}") from None
+        if not partial:
+            missing = [name for name in self.required if row.get(name) is None]
+            if missing:
+                role = {self.config.event_id: "event id", self.config.key: "key"}
+                described = [
+                    f"{role[m]} column {m!r}" if m in role else f"required column {m!r}"
+                    for m in missing
+                ]
+                raise Invalid("missing " + ", ".join(described))
+        return row
+
+    def event_ts(self, row: dict[str, Any]) -> float | None:
+        column = self.config.event_time
+        value = row.get(column) if column else None
+        return value.timestamp() if isinstance(value, dt.datetime) else None
+
+    # ---------------------------------------------------------------- formats
+
+    def parse(self, value: bytes | None, key: bytes | None = None) -> Change:
+        """Parse and check one raw event (a Kafka-style value, and key for tombstones)."""
+        if value is not None and len(value) > self.config.max_event_bytes:
+            raise Invalid(
+                f"event is {len(value):,} bytes, more than max_event_bytes "
+                f"({self.config.max_event_bytes:,})"
+            )
+        if self.config.format == "debezium":
+            return self._debezium(value, key)
+        if value is None:
+            raise Invalid("empty event (no value)")
+        return self.from_object(_loads(value))
+
+    def from_object(self, data: Any) -> Change:
+        """A JSON-format event already parsed (HTTP batches, files)."""
+        if self.config.format == "debezium":
+            return self._debezium_payload(data)
+        row = self.row(data)
+        key = row.get(self.config.key) if self.config.key else None
+        return Change(self.name, "append", row, key, self.event_ts(row))
+
+    def _debezium(self, value: bytes | None, key: bytes | None) -> Change:
+        if value is None:  # a tombstone: the key alone says which row is gone
+            if key is None:
+                raise Invalid("tombstone without a key")
+            row = self.row(_unwrap(_loads(key)), partial=True)
+            return self._delete(row)
+        return self._debezium_payload(_loads(value))
+
+    def _debezium_payload(self, data: Any) -> Change:
+        payload = _unwrap(data)
+        if not isinstance(payload, dict) or "op" not in payload:
+            raise Invalid("not a Debezium change event (no `op`)")
+        source = payload.get("source") or {}
+        table = source.get("table") if isinstance(source, dict) else None
+        if self.config.table is not None and table != self.config.table:
+            raise Invalid(
+                f"Debezium event for unknown table {table!r} "
+                f"(source {self.name!r} takes {self.config.table!r})"
+            )
+        ts_ms = source.get("ts_ms") if isinstance(source, dict) else None
+        ts = float(ts_ms) / 1000.0 if isinstance(ts_ms, int | float) else None
+        op = payload["op"]
+        if op in ("c", "u", "r"):
+            row = self.row(payload.get("after"))
+            return Change(self.name, "upsert", row, row.get(self.config.key or ""), ts)
+        if op == "d":
+            before = payload.get("before")
+            if not isinstance(before, dict):
+                raise Invalid("Debezium delete without `before` (the deleted row's key)")
+            return self._delete(self.row(before, partial=True), ts)
+        raise Invalid(f"unknown Debezium op {op!r} (expected c, u, d or r)")
+
+    def _delete(self, row: dict[str, Any], ts: float | None = None) -> Change:
+        key = row.get(self.config.key or "")
+        if key is None:
+            raise Invalid(f"missing key column {self.config.key!r}")
+        return Change(self.name, "delete", row, key, ts)
+
+
+def _loads(value: bytes) -> Any:
+    try:
+        return json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Invalid(f"malformed JSON: {err}") from None
+
+
+def _unwrap(data: Any) -> Any:
+    """Debezium with the JSON converter's schemas on wraps everything in `payload`."""
+    if isinstance(data, dict) and "payload" in data and "schema" in data:
+        return data["payload"]
+    return data
+
+
+def _json_kind(data: Any) -> str:
+    if data is None:
+        return "null"
+    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(data), "a number")

@@ -1,0 +1,360 @@
+"""The event log on Apache Kafka (confluent-kafka / librdkafka).
+
+Kafka already is this contract: topics with partitions, keyed partitioning, consumer
+groups with committed offsets. What this module adds is the small surface of the
+contract: appends wait for the broker's acknowledgement (`acks=all`, idempotent
+producer), consumers never auto-commit, and commits are synchronous so a commit that
+returns is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tidegate.errors import CommitFailedError, LogError, ServiceUnavailableError
+from tidegate.log.base import (
+    Consumer,
+    EventLog,
+    LogCapabilities,
+    Message,
+    Record,
+    TopicPartition,
+    TopicSpec,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARTITIONS = 3
+TIMEOUT = 30.0
+#: librdkafka error names that mean "this member lost the partitions": redelivery follows
+_REBALANCED = {
+    "ILLEGAL_GENERATION",
+    "UNKNOWN_MEMBER_ID",
+    "REBALANCE_IN_PROGRESS",
+    "_ASSIGNMENT_LOST",
+}
+
+
+class KafkaEventLog(EventLog):
+    kind = "kafka"
+    capabilities = LogCapabilities(client_side_retention=False, multi_process_groups=True)
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        partitions: int = DEFAULT_PARTITIONS,
+        retention_seconds: float | None = None,
+        client: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.default_partitions = partitions
+        self.retention_seconds = retention_seconds
+        self.client = dict(client or {})
+        self._lock = threading.Lock()
+        self._known: set[str] = set()
+        self._admin: Any = None
+        self._producer: Any = None
+        self._meta: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any, root: Any) -> KafkaEventLog:
+        from tidegate.project.models import parse_duration
+
+        retention = config.retention
+        return cls(
+            config.bootstrap,
+            partitions=config.partitions,
+            retention_seconds=parse_duration(retention).total_seconds() if retention else None,
+            client=config.client,
+        )
+
+    def _config(self, **extra: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, **self.client, **extra}
+
+    def admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        with self._lock:
+            if self._admin is None:
+                self._admin = AdminClient(self._config())
+            return self._admin
+
+    def _metadata_consumer(self) -> Any:
+        from confluent_kafka import Consumer as RawConsumer
+
+        with self._lock:
+            if self._meta is None:
+                self._meta = RawConsumer(
+                    self._config(**{"group.id": f"tidegate-meta-{uuid.uuid4().hex[:8]}"})
+                )
+            return self._meta
+
+    # ---------------------------------------------------------------- topics
+
+    def create_topic(self, spec: TopicSpec) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka import admin as kafka_admin
+
+        config = {k: str(v) for k, v in spec.extra.items()}
+        if spec.retention_seconds is not None:
+            config["retention.ms"] = str(int(spec.retention_seconds * 1000))
+        if spec.retention_bytes is not None:
+            config["retention.bytes"] = str(spec.retention_bytes)
+        new_topic = kafka_admin.NewTopic  # type: ignore[attr-defined]
+        topic = new_topic(
+            spec.name, num_partitions=spec.partitions, replication_factor=1, config=config
+        )
+        future = self.admin().create_topics([topic])[spec.name]
+        try:
+            future.result(TIMEOUT)
+        except KafkaException as err:
+            if err.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise _unavailable(f"cannot create topic {spec.name!r}", err) from None
+        self._known.add(spec.name)
+
+    def _ensure(self, topic: str) -> None:
+        if topic not in self._known:
+            self.create_topic(TopicSpec(topic, self.default_partitions, self.retention_seconds))
+
+    def partitions(self, topic: str) -> int:
+        metadata = self.admin().list_topics(topic, timeout=TIMEOUT)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise LogError(f"no topic {topic!r} on Kafka at {self.bootstrap}")
+        return len(found.partitions)
+
+    def delete_topic(self, topic: str) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            self.admin().delete_topics([topic])[topic].result(TIMEOUT)
+        except KafkaException as err:
+            if err.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise _unavailable(f"cannot delete topic {topic!r}", err) from None
+        self._known.discard(topic)
+
+    # ---------------------------------------------------------------- produce
+
+    def _producer_client(self) -> Any:
+        from confluent_kafka import Producer
+
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(
+                    self._config(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+                )
+            return self._producer
+
+    def append(self, topic: str, messages: Sequence[Message]) -> list[TopicPartition]:
+        if not messages:
+            return []
+        self._ensure(topic)
+        producer = self._producer_client()
+        placed: list[int] = [-1] * len(messages)
+        errors: list[str] = []
+
+        def delivered(index: int) -> Any:
+            def callback(err: Any, msg: Any) -> None:
+                if err is not None:
+                    errors.append(str(err))
+                else:
+                    placed[index] = msg.partition()
+
+            return callback
+
+        for index, message in enumerate(messages):
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        key=message.key,
+                        value=message.value,
+                        headers=list(message.headers) or None,
+                        on_delivery=delivered(index),
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        remaining = producer.flush(TIMEOUT)
+        if remaining or errors:
+            raise ServiceUnavailableError(
+                f"Kafka at {self.bootstrap} did not acknowledge {remaining + len(errors)} of "
+                f"{len(messages)} records for {topic!r}"
+                + (f": {errors[0]}" if errors else " in time")
+            )
+        return [(topic, partition) for partition in placed]
+
+    # ---------------------------------------------------------------- consume
+
+    def consumer(
+        self, group: str, topics: Iterable[str], *, session_timeout: float = 10.0
+    ) -> Consumer:
+        names = sorted(set(topics))
+        for name in names:
+            self._ensure(name)
+        return KafkaConsumer(self, group, names, session_timeout)
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:
+        from confluent_kafka import Consumer as RawConsumer
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        high = self.end_offsets(topic).get(partition, 0)
+        raw = RawConsumer(
+            self._config(
+                **{
+                    "group.id": f"tidegate-replay-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+        )
+        found: list[Record] = []
+        try:
+            raw.assign([KafkaTP(topic, partition, offset)])
+            idle = 0
+            while len(found) < max_records and (not found or found[-1].offset + 1 < high):
+                messages = raw.consume(num_messages=max_records - len(found), timeout=1.0)
+                if not messages:
+                    idle += 1
+                    if idle > 10 or offset >= high:
+                        break
+                    continue
+                found.extend(_record(m) for m in messages if m.error() is None)
+        finally:
+            raw.close()
+        return found
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        meta = self._metadata_consumer()
+        offsets = {}
+        for partition in range(self.partitions(topic)):
+            _, high = meta.get_watermark_offsets(KafkaTP(topic, partition), timeout=TIMEOUT)
+            offsets[partition] = int(high)
+        return offsets
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        from confluent_kafka import Consumer as RawConsumer
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        raw = RawConsumer(self._config(**{"group.id": group, "enable.auto.commit": False}))
+        try:
+            wanted = [KafkaTP(topic, p) for p in range(self.partitions(topic))]
+            result = raw.committed(wanted, timeout=TIMEOUT)
+        finally:
+            raw.close()
+        return {tp.partition: int(tp.offset) for tp in result if tp.offset >= 0}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.flush(TIMEOUT)
+                self._producer = None
+            if self._meta is not None:
+                self._meta.close()
+                self._meta = None
+
+
+def _record(message: Any) -> Record:
+    _, timestamp = message.timestamp()
+    headers = tuple((str(k), bytes(v or b"")) for k, v in (message.headers() or ()))
+    return Record(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        headers,
+        timestamp / 1000.0 if timestamp > 0 else 0.0,
+    )
+
+
+def _unavailable(what: str, err: Any) -> ServiceUnavailableError:
+    return ServiceUnavailableError(f"{what}: {err}")
+
+
+class KafkaConsumer(Consumer):
+    def __init__(
+        self, owner: KafkaEventLog, group: str, topics: list[str], session_timeout: float
+    ) -> None:
+        from confluent_kafka import Consumer as RawConsumer
+
+        session_ms = max(6000, int(session_timeout * 1000))
+        self.group = group
+        self._positions: dict[TopicPartition, int] = {}
+        self._owned: set[TopicPartition] = set()
+        self._raw = RawConsumer(
+            owner._config(
+                **{
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": max(1000, session_ms // 3),
+                    "partition.assignment.strategy": "roundrobin",
+                }
+            )
+        )
+        self._raw.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked)
+        self._closed = False
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        self._owned |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._owned.discard(key)
+            self._positions.pop(key, None)
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        if self._closed:
+            raise LogError("poll on a closed consumer")
+        messages = self._raw.consume(num_messages=max_records, timeout=timeout)
+        found: list[Record] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.name() != "_PARTITION_EOF":
+                    log.warning("Kafka consumer of group %s: %s", self.group, error)
+                continue
+            record = _record(message)
+            self._positions[(record.topic, record.partition)] = record.offset + 1
+            found.append(record)
+        return found
+
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        wanted = dict(self._positions if offsets is None else offsets)
+        if not wanted:
+            return
+        try:
+            self._raw.commit(
+                offsets=[KafkaTP(t, p, int(o)) for (t, p), o in sorted(wanted.items())],
+                asynchronous=False,
+            )
+        except KafkaException as err:
+            name = err.args[0].name()
+            if name in _REBALANCED:
+                raise CommitFailedError(
+                    f"group {self.group!r} rebalanced ({name}); the records will be delivered "
+                    "again to the partitions' new owner"
+                ) from None
+            raise _unavailable(f"commit for group {self.group!r} failed", err) from None
+
+    def assignment(self) -> set[TopicPartition]:
+        return {(tp.topic, tp.partition) for tp in self._raw.assignment()}
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._raw.close()

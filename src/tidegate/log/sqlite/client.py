@@ -1,0 +1,264 @@
+"""The embedded event log: one SQLite file in WAL mode, no server.
+
+Topics have a fixed number of partitions; a keyed record goes to `crc32(key) % n`, an
+unkeyed one round-robin. Appends are one transaction, so a batch is in the log
+entirely or not at all. Group membership, partition ownership and committed offsets
+live in the same file, so consumers in different processes cooperate through it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tidegate.errors import LogError
+from tidegate.log.base import (
+    Consumer,
+    EventLog,
+    LogCapabilities,
+    Message,
+    Record,
+    TopicPartition,
+    TopicSpec,
+)
+from tidegate.log.sqlite.schema import (
+    connect,
+    decode_headers,
+    encode_headers,
+    partition_of,
+)
+
+DEFAULT_PARTITIONS = 4
+
+
+class SqliteEventLog(EventLog):
+    kind = "sqlite"
+    capabilities = LogCapabilities(client_side_retention=True, multi_process_groups=True)
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        partitions: int = DEFAULT_PARTITIONS,
+        retention_seconds: float | None = None,
+        retention_bytes: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.default_partitions = partitions
+        self.default_retention = (retention_seconds, retention_bytes)
+        self._lock = threading.RLock()
+        self._round_robin = itertools.count()
+        try:
+            self._db = connect(self.path)
+        except sqlite3.Error as err:
+            raise LogError(f"cannot open the event log {self.path}: {err}") from None
+
+    @classmethod
+    def from_config(cls, config: Any, root: Any) -> SqliteEventLog:
+        from tidegate.project.models import parse_duration
+
+        path = Path(config.path)
+        retention = config.retention
+        return cls(
+            path if path.is_absolute() else Path(root) / path,
+            partitions=config.partitions,
+            retention_seconds=parse_duration(retention).total_seconds() if retention else None,
+            retention_bytes=config.retention_bytes,
+        )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---------------------------------------------------------------- topics
+
+    def create_topic(self, spec: TopicSpec) -> None:
+        with self._tx() as db:
+            _ensure_topic(db, spec)
+
+    def _default_spec(self, topic: str) -> TopicSpec:
+        seconds, size = self.default_retention
+        return TopicSpec(topic, self.default_partitions, seconds, size)
+
+    def partitions(self, topic: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT partitions FROM topics WHERE name = ?", (topic,)
+            ).fetchone()
+        if row is None:
+            raise LogError(f"no topic {topic!r} in the event log")
+        return int(row[0])
+
+    def delete_topic(self, topic: str) -> None:
+        with self._tx() as db:
+            for table in ("records", "partitions", "owners", "offsets"):
+                db.execute(f"DELETE FROM {table} WHERE topic = ?", (topic,))
+            db.execute("DELETE FROM topics WHERE name = ?", (topic,))
+
+    # ---------------------------------------------------------------- produce
+
+    def append(self, topic: str, messages: Sequence[Message]) -> list[TopicPartition]:
+        if not messages:
+            return []
+        now = time.time()
+        placed: list[TopicPartition] = []
+        rows: list[tuple[Any, ...]] = []
+        with self._tx() as db:
+            count = _ensure_topic(db, self._default_spec(topic))
+            heads = dict(
+                db.execute(
+                    "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
+                ).fetchall()
+            )
+            for message in messages:
+                if message.key is None:
+                    partition = next(self._round_robin) % count
+                else:
+                    partition = partition_of(message.key, count)
+                offset = heads[partition]
+                heads[partition] = offset + 1
+                size = len(message.value or b"") + len(message.key or b"")
+                rows.append(
+                    (
+                        topic,
+                        partition,
+                        offset,
+                        message.key,
+                        message.value,
+                        encode_headers(message.headers),
+                        now,
+                        size,
+                    )
+                )
+                placed.append((topic, partition))
+            db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "UPDATE partitions SET next_offset = ? WHERE topic = ? AND partition = ?",
+                [(offset, topic, partition) for partition, offset in heads.items()],
+            )
+        return placed
+
+    # ---------------------------------------------------------------- consume
+
+    def consumer(
+        self, group: str, topics: Iterable[str], *, session_timeout: float = 10.0
+    ) -> Consumer:
+        from tidegate.log.sqlite.consumer import SqliteConsumer
+
+        names = sorted(set(topics))
+        with self._tx() as db:
+            for name in names:
+                _ensure_topic(db, self._default_spec(name))
+        return SqliteConsumer(self.path, group, names, session_timeout)
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:
+        with self._lock:
+            return fetch(self._db, topic, partition, offset, max_records)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
+            ).fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT partition, offset FROM offsets WHERE group_id = ? AND topic = ?",
+                (group, topic),
+            ).fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    # ---------------------------------------------------------------- retention
+
+    def enforce_retention(self) -> int:
+        removed = 0
+        now = time.time()
+        with self._tx() as db:
+            topics = db.execute(
+                "SELECT name, partitions, retention_seconds, retention_bytes FROM topics"
+                " WHERE retention_seconds IS NOT NULL OR retention_bytes IS NOT NULL"
+            ).fetchall()
+            for name, count, seconds, size in topics:
+                for partition in range(int(count)):
+                    cutoff = -1
+                    if seconds is not None:
+                        row = db.execute(
+                            "SELECT max(offset) FROM records WHERE topic = ? AND partition = ?"
+                            " AND ts < ?",
+                            (name, partition, now - float(seconds)),
+                        ).fetchone()
+                        if row and row[0] is not None:
+                            cutoff = max(cutoff, int(row[0]))
+                    if size is not None:
+                        row = db.execute(
+                            "SELECT max(offset) FROM (SELECT offset, sum(size) OVER"
+                            " (ORDER BY offset DESC) AS kept FROM records"
+                            " WHERE topic = ? AND partition = ?) WHERE kept > ?",
+                            (name, partition, int(size)),
+                        ).fetchone()
+                        if row and row[0] is not None:
+                            cutoff = max(cutoff, int(row[0]))
+                    if cutoff < 0:
+                        continue
+                    cursor = db.execute(
+                        "DELETE FROM records WHERE topic = ? AND partition = ? AND offset <= ?",
+                        (name, partition, cutoff),
+                    )
+                    removed += int(cursor.rowcount)
+                    db.execute(
+                        "UPDATE partitions SET start_offset = max(start_offset, ?)"
+                        " WHERE topic = ? AND partition = ?",
+                        (cutoff + 1, name, partition),
+                    )
+        return removed
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _ensure_topic(db: sqlite3.Connection, spec: TopicSpec) -> int:
+    """Create the topic inside the caller's transaction; return its partition count."""
+    row = db.execute("SELECT partitions FROM topics WHERE name = ?", (spec.name,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    if spec.partitions < 1:
+        raise LogError(f"topic {spec.name!r}: partitions must be at least 1")
+    db.execute(
+        "INSERT INTO topics VALUES (?, ?, ?, ?, ?)",
+        (spec.name, spec.partitions, spec.retention_seconds, spec.retention_bytes, time.time()),
+    )
+    db.executemany(
+        "INSERT INTO partitions (topic, partition) VALUES (?, ?)",
+        [(spec.name, p) for p in range(spec.partitions)],
+    )
+    return spec.partitions
+
+
+def fetch(
+    db: sqlite3.Connection, topic: str, partition: int, offset: int, limit: int
+) -> list[Record]:
+    rows = db.execute(
+        "SELECT offset, key, value, headers, ts FROM records"
+        " WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
+        (topic, partition, offset, limit),
+    ).fetchall()
+    return [
+        Record(topic, partition, int(o), k, v, decode_headers(h), float(ts))
+        for o, k, v, h, ts in rows
+    ]

@@ -1,0 +1,73 @@
+"""Tables of the embedded log, and how a connection to it is opened."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from pathlib import Path
+
+from tidegate.log.base import Headers
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+  name TEXT PRIMARY KEY, partitions INTEGER NOT NULL,
+  retention_seconds REAL, retention_bytes INTEGER, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS partitions (
+  topic TEXT NOT NULL, partition INTEGER NOT NULL,
+  next_offset INTEGER NOT NULL DEFAULT 0,   -- the offset the next record gets
+  start_offset INTEGER NOT NULL DEFAULT 0,  -- the earliest retained offset
+  PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+  topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+  key BLOB, value BLOB, headers TEXT, ts REAL NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groups (
+  group_id TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS members (
+  group_id TEXT NOT NULL, member_id TEXT NOT NULL, topics TEXT NOT NULL,
+  heartbeat_at REAL NOT NULL, session_timeout REAL NOT NULL,
+  PRIMARY KEY (group_id, member_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owners (
+  group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+  member_id TEXT NOT NULL,
+  PRIMARY KEY (group_id, topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offsets (
+  group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+  offset INTEGER NOT NULL, committed_at REAL NOT NULL,
+  PRIMARY KEY (group_id, topic, partition)
+) WITHOUT ROWID;
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a committed append survives the process being killed; only an
+    # OS crash or power loss can take back the last transactions.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    return zlib.crc32(key) % partitions
+
+
+def encode_headers(headers: Headers) -> str | None:
+    if not headers:
+        return None
+    return json.dumps([[name, value.decode("latin-1")] for name, value in headers])
+
+
+def decode_headers(text: str | None) -> Headers:
+    if not text:
+        return ()
+    return tuple((str(name), str(value).encode("latin-1")) for name, value in json.loads(text))

@@ -1,0 +1,138 @@
+"""Recompute only the entities that changed: the product's own SQL, restricted to keys.
+
+For a product P with key `k`, the changed keys are turned into an Arrow relation and
+P's SQL (tables qualified as in a build) becomes the subquery of
+
+    SELECT CAST(q.c AS type) AS c, ... FROM (<P's SQL>) AS q
+    WHERE q.k IN (SELECT k FROM <changed keys>)
+
+built as a SQLGlot tree; the keys are data, never pasted into SQL text. The live
+version table then has those keys' rows deleted and the recomputed rows inserted, in
+the caller's transaction, and the caller learns which rows really changed (a key whose
+row came out the same is not a change).
+
+Which keys a change touches: a changed row of a relation R touches the entities whose
+key is in R's column of the same name as P's key (or R's subject column when P's key
+is its subject). The planner only makes a product incremental when every relation it
+reads has such a column and the SQL has no cross-entity dependency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from tidegate.project.project import Product, Project
+from tidegate.store.warehouse import BUILDS, Warehouse
+
+KEYS_RELATION = "__tidegate_changed_keys"
+PRODUCT_ROWS = "__tidegate_product_rows"
+
+
+@dataclass
+class ProductDelta:
+    """What one micro-batch did to one product."""
+
+    product: str
+    upserts: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[Any] = field(default_factory=list)
+    touched: Any = None  # Arrow table of old and new rows of the recomputed keys
+
+    @property
+    def changed(self) -> int:
+        return len(self.upserts) + len(self.deletes)
+
+
+def key_column(project: Project, product: Product, relation: str) -> str | None:
+    """The column of `relation` (a source or product) that holds `product`'s key, if any."""
+    key = product.config.key
+    if relation in project.sources:
+        source = project.sources[relation].config
+        columns = source.columns
+        subject = getattr(source, "subject", None)
+    else:
+        upstream = project.products[relation].config
+        columns = upstream.columns
+        subject = upstream.subject
+    if key in columns:
+        return key
+    if product.config.subject == key and subject:
+        return str(subject)
+    return None
+
+
+def restricted_sql(warehouse: Warehouse, product: Product, project: Project) -> str:
+    """The product's SQL restricted to the keys in `KEYS_RELATION`, cast to the contract."""
+    body = sqlglot.parse_one(warehouse.qualify_sql(product, project), dialect="duckdb")
+    assert isinstance(body, exp.Query)
+    key = product.config.key
+    casts = [
+        exp.cast(exp.column(name, table="q", quoted=True), spec.type, dialect="duckdb").as_(
+            name, quoted=True
+        )
+        for name, spec in product.columns.items()
+    ]
+    keys = exp.select(exp.column(key, quoted=True)).from_(KEYS_RELATION)
+    query = (
+        exp.select(*casts)
+        .from_(body.subquery("q"))
+        .where(exp.column(key, table="q", quoted=True).isin(query=keys))
+    )
+    return query.sql(dialect="duckdb")
+
+
+def live_table(version_table: str) -> str:
+    return f'{BUILDS}."{version_table}"'
+
+
+def recompute(db: Any, sql: str, table: str, product: Product, keys: Any) -> ProductDelta:
+    """Replace the rows of `keys` (a one-column Arrow table) in `table` with `sql`'s."""
+    import pyarrow as pa
+
+    key = product.config.key
+    quoted_key = '"' + key.replace('"', '""') + '"'
+    db.register(KEYS_RELATION, keys)
+    try:
+        new = db.sql(sql).to_arrow_table()
+        old = db.sql(
+            f"SELECT * FROM {table} WHERE {quoted_key} IN (SELECT {quoted_key} FROM"
+            f" {KEYS_RELATION})"
+        ).to_arrow_table()
+        db.execute(
+            f"DELETE FROM {table} WHERE {quoted_key} IN (SELECT {quoted_key} FROM {KEYS_RELATION})"
+        )
+    finally:
+        db.unregister(KEYS_RELATION)
+    if new.num_rows:
+        db.register(PRODUCT_ROWS, new)
+        try:
+            db.execute(f"INSERT INTO {table} SELECT * FROM {PRODUCT_ROWS}")
+        finally:
+            db.unregister(PRODUCT_ROWS)
+    before = {row[key]: row for row in old.to_pylist()}
+    delta = ProductDelta(product.name)
+    seen = set()
+    for row in new.to_pylist():
+        seen.add(row[key])
+        if before.get(row[key]) != row:
+            delta.upserts.append(row)
+    delta.deletes = [k for k in before if k not in seen]
+    delta.touched = pa.concat_tables([old.cast(new.schema), new]) if old.num_rows else new
+    return delta
+
+
+def keys_table(values: Iterable[Any], column: str, arrow_type: Any) -> Any:
+    """A one-column Arrow table of distinct non-null keys, named like the product key."""
+    import pyarrow as pa
+
+    distinct = {v for v in values if v is not None}
+    return pa.table({column: pa.array(sorted(distinct, key=_sort_key), type=arrow_type)})
+
+
+def _sort_key(value: Any) -> str:
+    return json.dumps(value, default=str)

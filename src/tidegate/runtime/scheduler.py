@@ -1,0 +1,114 @@
+"""Work that is due by the clock, not by events: rebuilds, drop folders, log retention.
+
+`tick()` is cheap and called between micro-batches by the worker loop, so the one
+process that writes the warehouse does both and never races itself:
+
+* a **batch** product is rebuilt every `freshness` when something upstream changed
+  since its last build; a product that reads the clock (time windows) is rebuilt every
+  `freshness` whether or not anything changed, so "last hour" counters decay on time;
+* drop folders of stream sources are swept;
+* the embedded log drops records past retention (Kafka does this itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from tidegate.errors import TidegateError
+from tidegate.ingest.files import ingest_folder
+from tidegate.ingest.intake import Intake, stream_sources
+from tidegate.products.freshness import FreshnessLedger
+from tidegate.products.planner import ProductPlan
+from tidegate.runtime.platform import Platform
+
+log = logging.getLogger(__name__)
+
+TICK_EVERY = 0.25
+RETENTION_EVERY = 60.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        platform: Platform,
+        intake: Intake,
+        plans: dict[str, ProductPlan],
+        freshness: FreshnessLedger,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.platform = platform
+        self.intake = intake
+        self.plans = plans
+        self.freshness = freshness
+        self.clock = clock
+        self._last_tick = 0.0
+        self._last_retention = clock()
+        self.rebuilds: list[str] = []  # what tick() rebuilt, newest last (for tests and logs)
+
+    def due(self, now: float | None = None) -> list[str]:
+        """Products whose scheduled rebuild is due now."""
+        now = self.clock() if now is None else now
+        state = self.freshness.all()
+        found = []
+        for name, plan in self.plans.items():
+            every = plan.reevaluate_every
+            if every is None:
+                continue
+            live = self.platform.meta.live_version(name)
+            built_at = live.built_at if live else 0.0
+            if now - built_at < every:
+                continue
+            stale = state.get(name)
+            if plan.time_window or (stale is not None and stale.stale_since is not None):
+                found.append(name)
+        return found
+
+    def tick(self) -> None:
+        now = self.clock()
+        if now - self._last_tick < TICK_EVERY:
+            return
+        self._last_tick = now
+        self._sweep_folders()
+        if now - self._last_retention >= RETENTION_EVERY:
+            self._last_retention = now
+            removed = self.intake.log.enforce_retention()
+            if removed:
+                log.info("log retention dropped %s records", removed)
+        due = self.due(now)
+        if due:
+            self.rebuild(due)
+
+    def rebuild(self, names: list[str]) -> None:
+        from tidegate.products.builder import build_products
+
+        state = self.freshness.all()
+        try:
+            results = build_products(self.platform, names, principal="scheduler")
+        except TidegateError as err:
+            log.warning("scheduled rebuild of %s failed: %s", ", ".join(names), err.message)
+            return
+        now = self.clock()
+        for result in results:
+            plan = self.plans.get(result.product)
+            if result.status != "live" or plan is None:
+                continue
+            stale = state.get(result.product)
+            since = stale.stale_since if stale and stale.stale_since else now
+            self.freshness.updated(result.product, plan.mode, now - since, plan.freshness)
+            self.rebuilds.append(result.product)
+
+    def _sweep_folders(self) -> None:
+        for name, config in stream_sources(self.platform.project).items():
+            if config.drop_folder:
+                folder = self.platform.project.path(config.drop_folder)
+                report = ingest_folder(self.intake, name, folder)
+                if report.files:
+                    log.info(
+                        "ingested %s from %s: %s accepted, %s rejected",
+                        ", ".join(report.files),
+                        folder,
+                        report.accepted,
+                        report.rejected,
+                    )

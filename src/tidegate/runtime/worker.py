@@ -1,0 +1,345 @@
+"""The stream worker: micro-batches from the log into raw tables, products and the online store.
+
+One micro-batch, in this order:
+
+1. records already applied are skipped: DuckDB keeps, per log partition, the next
+   offset it applied, written in the same transaction as the data;
+2. each record is decoded and checked; the rejected are dead-lettered (idempotent by
+   log position);
+3. one DuckDB transaction: raw tables take the changes (Arrow batches, deduplicated by
+   event id), each incremental product recomputes the keys that changed (its own SQL,
+   restricted), the live version tables take the new rows, the applied offsets and the
+   keys waiting to be published are recorded;
+4. the changed rows go to the online store and to the change stream `__changes.<product>`
+   on the log, then the waiting keys are cleared; `trigger: on_change` syncs run;
+5. the caller commits the log offsets.
+
+A `kill -9` anywhere loses nothing and doubles nothing: before step 3 commits, the
+records are delivered again and applied once; after it, they are skipped, and
+`recover()` (run at start) publishes whatever keys were still waiting. The change
+stream is at-least-once: after a crash in step 4, a change may be published twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidegate.errors import BuildError, CommitFailedError, TidegateError
+from tidegate.ingest.deadletters import DeadLetter
+from tidegate.ingest.intake import Intake, open_intake, stream_sources
+from tidegate.ingest.raw import apply_changes, arrow_type, ensure_stream_table
+from tidegate.ingest.validate import Change
+from tidegate.log.base import Message, Record, TopicPartition
+from tidegate.products.freshness import FreshnessLedger
+from tidegate.products.incremental import (
+    ProductDelta,
+    keys_table,
+    live_table,
+    recompute,
+    restricted_sql,
+)
+from tidegate.products.planner import ProductPlan, plan_project
+from tidegate.runtime.platform import Platform
+from tidegate.store.online.codec import encode_row
+
+log = logging.getLogger(__name__)
+
+STATE = "tidegate_state"
+OFFSETS = f"{STATE}.applied_offsets"
+PENDING = f"{STATE}.pending_publish"
+CHANGES_PREFIX = "__changes."
+DEFAULT_GROUP = "tidegate-worker"
+
+
+@dataclass
+class BatchReport:
+    records: int = 0
+    skipped: int = 0  # already applied before a restart
+    applied: int = 0
+    dead: int = 0
+    products: dict[str, int] = field(default_factory=dict)  # product -> rows changed
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class StreamWorker:
+    """Applies micro-batches; one instance per process writes the warehouse."""
+
+    def __init__(self, platform: Platform, intake: Intake | None = None) -> None:
+        self.platform = platform
+        self.project = platform.project
+        self.intake = intake or open_intake(self.project)
+        self.plans: dict[str, ProductPlan] = plan_project(self.project)
+        self.order = self.project.build_order()
+        self.incremental = [n for n in self.order if self.plans[n].mode == "incremental"]
+        self.streams = stream_sources(self.project)
+        self.freshness = FreshnessLedger(
+            self.project.path(self.project.config.backends.metadata.path)
+        )
+        self._sql: dict[str, str] = {}
+        self._applied: dict[TopicPartition, int] = {}
+        self._setup()
+
+    def _setup(self) -> None:
+        with self.platform.warehouse.cursor() as db:
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE}")
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {OFFSETS} (topic VARCHAR, partition INTEGER,"
+                " next_offset BIGINT, PRIMARY KEY (topic, partition))"
+            )
+            db.execute(f"CREATE TABLE IF NOT EXISTS {PENDING} (product VARCHAR, key VARCHAR)")
+            for config in self.streams.values():
+                ensure_stream_table(db, config)
+            for topic, partition, offset in db.execute(f"SELECT * FROM {OFFSETS}").fetchall():
+                self._applied[(str(topic), int(partition))] = int(offset)
+
+    @property
+    def topics(self) -> list[str]:
+        return self.intake.topics
+
+    def close(self) -> None:
+        self.freshness.close()
+        self.intake.close()
+
+    # ---------------------------------------------------------------- one micro-batch
+
+    def process_batch(self, records: Sequence[Record]) -> BatchReport:
+        started = time.perf_counter()
+        report = BatchReport(records=len(records))
+        for record in records:
+            tp = (record.topic, record.partition)
+            report.offsets[tp] = max(report.offsets.get(tp, 0), record.offset + 1)
+        fresh = [r for r in records if r.offset >= self._applied.get((r.topic, r.partition), 0)]
+        report.skipped = len(records) - len(fresh)
+        if not fresh:
+            report.seconds = time.perf_counter() - started
+            return report
+        changes: dict[str, list[Change]] = defaultdict(list)
+        letters: list[DeadLetter] = []
+        for record in fresh:
+            decoded = self.intake.decode(record)
+            if isinstance(decoded, DeadLetter):
+                letters.append(decoded)
+            else:
+                changes[decoded.source].append(decoded)
+        self.intake.dead.add(letters)
+        report.dead = len(letters)
+        report.applied = len(fresh) - len(letters)
+        applied = {
+            tp: offset for tp, offset in report.offsets.items() if offset > self._applied.get(tp, 0)
+        }
+        deltas = self._apply(changes, applied)
+        self._applied.update(applied)
+        oldest = min(r.timestamp for r in fresh if r.timestamp) if fresh else time.time()
+        self._publish(deltas, oldest)
+        report.products = {d.product: d.changed for d in deltas}
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _live_tables(self) -> dict[str, str]:
+        tables = {}
+        for name in self.incremental:
+            version = self.platform.meta.live_version(name)
+            if version is None:
+                raise BuildError(f"product {name!r} is not built yet; run `tidegate build` first")
+            tables[name] = live_table(version.table)
+        return tables
+
+    def _apply(
+        self, changes: dict[str, list[Change]], applied: dict[TopicPartition, int]
+    ) -> list[ProductDelta]:
+        import pyarrow as pa
+
+        tables = self._live_tables()
+        deltas: list[ProductDelta] = []
+        with self.platform.warehouse.cursor() as db:
+            db.execute("BEGIN")
+            try:
+                touched: dict[str, Any] = {}
+                for source, items in changes.items():
+                    touched[source] = apply_changes(db, self.streams[source], items)
+                for name in self.incremental:
+                    plan = self.plans[name]
+                    values: list[Any] = []
+                    for relation, column in plan.key_columns.items():
+                        rows = touched.get(relation)
+                        if rows is not None and column in rows.column_names:
+                            values += rows.column(column).to_pylist()
+                    if not values:
+                        continue
+                    product = self.project.products[name]
+                    key = product.config.key
+                    keys = keys_table(values, key, arrow_type(product.columns[key].type))
+                    if name not in self._sql:
+                        self._sql[name] = restricted_sql(
+                            self.platform.warehouse, product, self.project
+                        )
+                    delta = recompute(db, self._sql[name], tables[name], product, keys)
+                    touched[name] = delta.touched
+                    if delta.changed:
+                        deltas.append(delta)
+                self._mark_stale(set(touched))
+                if applied:
+                    db.executemany(
+                        f"INSERT OR REPLACE INTO {OFFSETS} VALUES (?, ?, ?)",
+                        [(t, p, o) for (t, p), o in applied.items()],
+                    )
+                pending = [
+                    (d.product, str(k))
+                    for d in deltas
+                    for k in [*(r[self._key(d.product)] for r in d.upserts), *d.deletes]
+                ]
+                if pending:
+                    db.register(
+                        "__tidegate_pending",
+                        pa.table(
+                            {"product": [p for p, _ in pending], "key": [k for _, k in pending]}
+                        ),
+                    )
+                    db.execute(f"INSERT INTO {PENDING} SELECT * FROM __tidegate_pending")
+                    db.unregister("__tidegate_pending")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return deltas
+
+    def _key(self, product: str) -> str:
+        return self.project.products[product].config.key
+
+    def _mark_stale(self, touched: set[str]) -> None:
+        now = time.time()
+        for name, plan in self.plans.items():
+            if plan.mode == "batch" and (self.project.products[name].depends_on & touched):
+                self.freshness.stale(name, plan.mode, now)
+
+    # ---------------------------------------------------------------- publish
+
+    def _publish(self, deltas: list[ProductDelta], oldest: float) -> None:
+        online = self.platform.online
+        for delta in deltas:
+            key = self._key(delta.product)
+            if delta.upserts:
+                online.upsert(delta.product, [(str(r[key]), encode_row(r)) for r in delta.upserts])
+            if delta.deletes:
+                online.delete(delta.product, [str(k) for k in delta.deletes])
+            self._change_stream(delta, key)
+        with self.platform.warehouse.cursor() as db:
+            db.execute(f"DELETE FROM {PENDING}")
+        now = time.time()
+        for delta in deltas:
+            plan = self.plans[delta.product]
+            self.freshness.updated(delta.product, plan.mode, now - oldest, plan.freshness)
+        self._run_syncs({d.product for d in deltas})
+
+    def _change_stream(self, delta: ProductDelta, key: str) -> None:
+        at = time.time()
+        messages = [
+            Message(
+                str(r[key]).encode(),
+                encode_row({"op": "upsert", "key": r[key], "row": r, "at": at}).encode(),
+            )
+            for r in delta.upserts
+        ] + [
+            Message(str(k).encode(), encode_row({"op": "delete", "key": k, "at": at}).encode())
+            for k in delta.deletes
+        ]
+        self.intake.log.append(CHANGES_PREFIX + delta.product, messages)
+
+    def _run_syncs(self, products: set[str]) -> None:
+        if not products:
+            return
+        from tidegate.egress.sync import run_sync
+
+        for name, sync in sorted(self.project.syncs.items()):
+            if sync.config.trigger == "on_change" and sync.config.product in products:
+                try:
+                    run_sync(self.platform, name)
+                except TidegateError as err:
+                    log.warning("on_change sync %s failed: %s", name, err.message)
+
+    def recover(self) -> int:
+        """Publish keys a previous process applied in DuckDB but died before publishing."""
+        with self.platform.warehouse.cursor() as db:
+            pending = db.execute(f"SELECT DISTINCT product, key FROM {PENDING}").fetchall()
+        by_product: dict[str, set[str]] = defaultdict(set)
+        for product, key in pending:
+            if product in self.project.products:
+                by_product[str(product)].add(str(key))
+        deltas = []
+        tables = self._live_tables()
+        for product, keys in by_product.items():
+            key = self._key(product)
+            quoted = '"' + key.replace('"', '""') + '"'
+            with self.platform.warehouse.cursor() as db:
+                rows = (
+                    db.sql(
+                        f"SELECT * FROM {tables[product]} WHERE CAST({quoted} AS VARCHAR) IN"
+                        f" (SELECT key FROM {PENDING} WHERE product = ?)",
+                        params=[product],
+                    )
+                    .to_arrow_table()
+                    .to_pylist()
+                )
+            found = {str(r[key]) for r in rows}
+            deltas.append(ProductDelta(product, rows, sorted(keys - found)))
+        self._publish(deltas, time.time())
+        return sum(len(keys) for keys in by_product.values())
+
+
+_WORKERS: weakref.WeakKeyDictionary[Platform, StreamWorker] = weakref.WeakKeyDictionary()
+
+
+def process_batch(platform: Platform, records: Sequence[Record]) -> BatchReport:
+    """Apply one micro-batch with the platform's worker (created on first use)."""
+    worker = _WORKERS.get(platform)
+    if worker is None:
+        worker = StreamWorker(platform)
+        worker.recover()
+        _WORKERS[platform] = worker
+    return worker.process_batch(records)
+
+
+def run_worker(
+    platform: Platform,
+    *,
+    group: str = DEFAULT_GROUP,
+    max_records: int = 5_000,
+    poll_timeout: float = 0.05,
+    stop: Any = None,
+    on_batch: Any = None,
+    schedule: bool = True,
+    session_timeout: float = 10.0,
+) -> None:
+    """Consume until `stop` (a threading.Event) is set: poll, apply, commit; and, between
+    batches, the scheduler's rebuilds, drop folders and retention."""
+    from tidegate.runtime.scheduler import Scheduler
+
+    worker = StreamWorker(platform)
+    worker.recover()
+    scheduler = (
+        Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
+    )
+    consumer = worker.intake.log.consumer(group, worker.topics, session_timeout=session_timeout)
+    try:
+        while stop is None or not stop.is_set():
+            records = consumer.poll(max_records, poll_timeout)
+            if records:
+                report = worker.process_batch(records)
+                try:
+                    consumer.commit(report.offsets)
+                except CommitFailedError as err:
+                    log.warning("%s", err.message)
+                if on_batch is not None:
+                    on_batch(report)
+            if scheduler is not None:
+                scheduler.tick()
+    finally:
+        consumer.close()
+        worker.close()

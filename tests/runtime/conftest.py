@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tidegate.runtime.platform import Platform
+
+_spec = importlib.util.spec_from_file_location(
+    "tidegate_tests_streamshop", Path(__file__).parents[1] / "ingest" / "streamshop.py"
+)
+assert _spec is not None
+assert _spec.loader is not None
+streamshop = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(streamshop)
+
+
+@pytest.fixture
+def stream_project(tmp_path: Path) -> Path:
+    return streamshop.write_stream_project(tmp_path / "shop")
+
+
+@pytest.fixture
+def built_stream_project(stream_project: Path) -> Iterator[Path]:
+    from tidegate.products.builder import build_products, load_sources
+
+    with Platform.open(stream_project) as platform:
+        load_sources(platform)
+        results = build_products(platform)
+        assert all(r.status == "live" for r in results), results
+    return stream_project
+
+
+def differences(platform: Platform, product: str) -> int:
+    """Rows in the live product that a batch recompute would not give, and the reverse."""
+    from tidegate.store.warehouse import BUILDS, PRODUCTS, version_table
+
+    project = platform.project
+    check = 999_999
+    platform.warehouse.build_version(project.products[product], project, check)
+    fresh = f'{BUILDS}."{version_table(product, check)}"'
+    live = f'{PRODUCTS}."{product}"'
+    try:
+        with platform.warehouse.cursor() as db:
+            row = db.execute(
+                f"SELECT (SELECT count(*) FROM (SELECT * FROM {live} EXCEPT ALL"
+                f" SELECT * FROM {fresh})) + (SELECT count(*) FROM (SELECT * FROM {fresh}"
+                f" EXCEPT ALL SELECT * FROM {live}))"
+            ).fetchone()
+    finally:
+        platform.warehouse.drop_version(product, check)
+    assert row is not None
+    return int(row[0])
