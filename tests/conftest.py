@@ -57,6 +57,12 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture
+def mysql_dsn() -> str:
+    _require_port("MariaDB", "127.0.0.1", 3306)
+    return MYSQL_DSN
+
+
+@pytest.fixture
 def pg_table(pg_dsn: str) -> Iterator[str]:
     """A table name unique to this test, dropped afterwards."""
     import psycopg

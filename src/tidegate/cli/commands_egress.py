@@ -1,19 +1,22 @@
-"""Egress commands: serve the API, run syncs."""
+"""Egress commands: serve the API; run syncs and look at their state, history and errors."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.console import console, print_json, table
-from tidegate.errors import TidegateError
+from tidegate.errors import NotFoundError
 
 sync_app = typer.Typer(
     help="Reverse-ETL syncs: product → destination, through a purpose.", no_args_is_help=True
 )
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+SyncName = Annotated[str, typer.Argument(help="The sync's name (syncs/NAME.yml).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -43,14 +46,28 @@ def serve(
         uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="warning")
 
 
+def _when(at: float | None) -> str:
+    if not at:
+        return ""
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _known(platform: Any, name: str) -> Any:
+    sync = platform.project.syncs.get(name)
+    if sync is None:
+        known = ", ".join(sorted(platform.project.syncs)) or "none"
+        raise NotFoundError(f"no sync named {name!r} (known: {known})")
+    return sync.config
+
+
 @sync_app.command("run")
 def sync_run(
-    name: Annotated[str, typer.Argument(help="The sync's name (syncs/NAME.yml).")],
+    name: SyncName,
     project_dir: ProjectDir = Path("."),
     full: Annotated[
         bool, typer.Option("--full", help="Resend every row, not just changes.")
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Run one sync now: diff against what was sent last time, send the changes."""
     from tidegate.egress.sync import run_sync
@@ -59,52 +76,226 @@ def sync_run(
     with Platform.open(project_dir) as platform:
         report = run_sync(platform, name, full=full)
     if json_output:
-        print_json(report.__dict__)
+        print_json(
+            report.counts()
+            | {
+                "sync": name,
+                "status": report.status,
+                "seconds": report.seconds,
+                "errors": report.errors,
+                "notes": report.notes,
+            }
+        )
     else:
         console.print(
             f"sync [bold]{name}[/bold]: {report.added} added, {report.changed} changed, "
-            f"{report.removed} removed, {report.unchanged} unchanged, {report.failed} failed "
+            f"{report.removed} removed ({report.revoked} for consent), {report.unchanged} "
+            f"unchanged, {report.failed} failed, {report.skipped_total} skipped "
             f"({report.seconds:.2f}s)"
         )
+        for reason, rows in report.skipped.items():
+            console.print(f"  skipped {rows}: {reason}")
+        for note in report.notes:
+            console.print(f"  note: {note}")
         for error in report.errors[:10]:
-            console.print(f"  [red]error:[/red] {error}")
+            console.print(f"  [red]refused:[/red] {error}", soft_wrap=True)
+        if report.failed:
+            console.print(f"  see them all: tidegate sync errors {name}")
     if report.failed:
         raise typer.Exit(1)
 
 
-@sync_app.command("history")
-def sync_history(
-    name: Annotated[str, typer.Argument(help="The sync's name.")],
-    project_dir: ProjectDir = Path("."),
-    limit: Annotated[int, typer.Option(help="How many runs.")] = 20,
-) -> None:
-    """Past runs of a sync, newest first."""
-    import datetime as dt
-
+@sync_app.command("list")
+def sync_list(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
+    """Every sync of the project with its last run."""
     from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
-        if name not in platform.project.syncs:
-            raise TidegateError(f"no sync named {name!r}")
+        rows = []
+        for name, sync in sorted(platform.project.syncs.items()):
+            cfg = sync.config
+            last = platform.meta.runs("sync", name, limit=1)
+            rows.append(
+                {
+                    "sync": name,
+                    "product": cfg.product,
+                    "purpose": cfg.purpose,
+                    "destination": cfg.destination.type,
+                    "mode": cfg.mode,
+                    "trigger": cfg.trigger,
+                    "last_run": _when(last[0]["started_at"]) if last else "",
+                    "last_status": last[0]["status"] if last else "never run",
+                }
+            )
+    if json_output:
+        print_json(rows)
+        return
+    columns = list(rows[0]) if rows else ["sync"]
+    console.print(table("Syncs", columns, [list(r.values()) for r in rows]))
+
+
+@sync_app.command("status")
+def sync_status(
+    name: SyncName, project_dir: ProjectDir = Path("."), json_output: JsonOption = False
+) -> None:
+    """What a sync is, what it holds in its destination, and how its last run went."""
+    from tidegate.project.cron import next_fire
+    from tidegate.runtime.platform import Platform
+
+    with Platform.open(project_dir) as platform:
+        cfg = _known(platform, name)
+        last = platform.meta.runs("sync", name, limit=1)
+        status: dict[str, Any] = {
+            "sync": name,
+            "product": cfg.product,
+            "purpose": cfg.purpose,
+            "destination": cfg.destination.type,
+            "mode": cfg.mode,
+            "trigger": cfg.trigger,
+            "schedule": cfg.schedule,
+            "rows_written": len(platform.meta.synced_rows(name)),
+            "open_errors": len(platform.meta.sync_row_errors(name)),
+            "interrupted_batch_rows": len(platform.meta.sync_inflight(name)),
+            "suppressed": len(platform.meta.sync_suppressions(name)),
+            "last_run": last[0] if last else None,
+        }
+        if cfg.schedule:
+            after = (
+                dt.datetime.fromtimestamp(last[0]["started_at"], dt.UTC)
+                if last
+                else dt.datetime.now(dt.UTC)
+            )
+            status["next_run"] = next_fire(cfg.schedule, after).isoformat()
+    if json_output:
+        print_json(status)
+        return
+    console.print(f"sync [bold]{name}[/bold]: {cfg.product} → {cfg.destination.type}")
+    console.print(f"  purpose {cfg.purpose}, mode {cfg.mode}, trigger {cfg.trigger}")
+    if cfg.schedule:
+        console.print(f"  schedule {cfg.schedule} (next {status['next_run']})")
+    console.print(
+        f"  {status['rows_written']} rows written, {status['open_errors']} open row errors, "
+        f"{status['suppressed']} suppressed keys"
+    )
+    if status["interrupted_batch_rows"]:
+        console.print(
+            f"  an interrupted batch of {status['interrupted_batch_rows']} rows will be "
+            "reconciled by the next run"
+        )
+    if last:
+        run = last[0]
+        stats = run["stats"]
+        console.print(
+            f"  last run {_when(run['started_at'])}: {run['status']}; "
+            f"{stats.get('added', 0)} added, {stats.get('changed', 0)} changed, "
+            f"{stats.get('removed', 0)} removed, {stats.get('failed', 0)} failed"
+        )
+        if run["error"]:
+            console.print(f"  [red]error:[/red] {run['error']}", soft_wrap=True)
+    else:
+        console.print("  never run")
+
+
+@sync_app.command("history")
+def sync_history(
+    name: SyncName,
+    project_dir: ProjectDir = Path("."),
+    limit: Annotated[int, typer.Option(help="How many runs.")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Past runs of a sync, newest first."""
+    from tidegate.runtime.platform import Platform
+
+    with Platform.open(project_dir) as platform:
+        _known(platform, name)
         runs = platform.meta.runs("sync", name, limit)
+    if json_output:
+        print_json(runs)
+        return
+    columns = ["run", "started", "status", "added", "changed", "removed", "failed", "skipped"]
     console.print(
         table(
             f"Runs of {name}",
-            ["run", "started", "status", "added", "changed", "removed", "failed", "error"],
+            [*columns, "seconds", "error"],
             [
                 [
                     r["run_id"],
-                    dt.datetime.fromtimestamp(r["started_at"], dt.UTC).strftime(
-                        "%Y-%m-%d %H:%M:%S"
-                    ),
+                    _when(r["started_at"]),
                     r["status"],
-                    r["stats"].get("added", ""),
-                    r["stats"].get("changed", ""),
-                    r["stats"].get("removed", ""),
-                    r["stats"].get("failed", ""),
+                    *[r["stats"].get(c, "") for c in columns[3:]],
+                    r["stats"].get("seconds", ""),
                     r["error"],
                 ]
                 for r in runs
+            ],
+        )
+    )
+
+
+@sync_app.command("errors")
+def sync_errors(
+    name: SyncName,
+    project_dir: ProjectDir = Path("."),
+    dismiss: Annotated[
+        bool,
+        typer.Option(
+            "--dismiss",
+            help="Dismiss open errors (all, or those given with --key): the rows are skipped "
+            "until their content changes.",
+        ),
+    ] = False,
+    keys: Annotated[
+        list[str] | None, typer.Option("--key", help="Only these destination keys.")
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Include dismissed errors.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Rows the destination refused, with its own message; retried every run until they
+    land or are dismissed."""
+    import time
+
+    from tidegate.audit.log import AuditRecord
+    from tidegate.runtime.platform import Platform
+
+    with Platform.open(project_dir) as platform:
+        _known(platform, name)
+        if dismiss:
+            count = platform.meta.dismiss_sync_errors(name, keys, time.time())
+            platform.audit.append(
+                AuditRecord(
+                    action="admin",
+                    principal="cli",
+                    detail={"sync": name, "dismissed_errors": count, "keys": keys or "all"},
+                )
+            )
+            if json_output:
+                print_json({"dismissed": count})
+            else:
+                console.print(f"dismissed {count} row errors of sync {name}")
+            return
+        errors = platform.meta.sync_row_errors(name, include_dismissed=show_all)
+        if keys:
+            errors = [e for e in errors if e.key in set(keys)]
+    if json_output:
+        print_json([e.__dict__ for e in errors])
+        return
+    if not errors:
+        console.print(f"sync {name}: no open row errors")
+        return
+    console.print(
+        table(
+            f"Rows refused by the destination of {name}",
+            ["key", "attempts", "first", "last", "dismissed", "message"],
+            [
+                [
+                    e.key,
+                    e.attempts,
+                    _when(e.first_at),
+                    _when(e.last_at),
+                    _when(e.dismissed_at),
+                    e.message,
+                ]
+                for e in errors
             ],
         )
     )

@@ -8,7 +8,7 @@ domain logic (what a consent state means, how the audit chain is hashed) lives i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,33 @@ class SyncedRow:
     key: str
     row_hash: str
     subject: str | None
+    source_key: str | None = None  # the product key the row came from
+    written_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SyncRowError:
+    """A row a destination refused, with its own message; retried until it lands or is
+    dismissed (a dismissed row is skipped until its content changes)."""
+
+    key: str
+    subject: str | None
+    row_hash: str
+    message: str
+    first_at: float
+    last_at: float
+    attempts: int
+    dismissed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SubjectLocation:
+    """Where one subject's row was written: which sync, destination and key, and when."""
+
+    sync: str
+    destination: str
+    key: str
+    written_at: float | None
 
 
 class MetadataStore(ABC):
@@ -118,6 +145,18 @@ class MetadataStore(ABC):
         self, after_seq: int = 0, limit: int | None = None
     ) -> list[StoredAuditRecord]: ...
 
+    def append_audit_chained(
+        self, chain: Callable[[StoredAuditRecord | None], list[StoredAuditRecord]]
+    ) -> list[StoredAuditRecord]:
+        """Append `chain(last record)` with no other append in between; return it.
+
+        Backends override this with one transaction, so two processes writing the same
+        log never pick the same sequence number; this default is for single writers.
+        """
+        records = chain(self.last_audit())
+        self.append_audit(records)
+        return records
+
     # --- sync state: what each sync wrote, by destination key
     @abstractmethod
     def synced_rows(self, sync: str) -> dict[str, SyncedRow]: ...
@@ -126,6 +165,55 @@ class MetadataStore(ABC):
     def apply_synced(
         self, sync: str, upserted: Sequence[SyncedRow], deleted: Sequence[str]
     ) -> None: ...
+
+    # --- sync runs: checkpoints, in-flight batches, row errors, suppressions, where data went
+    @abstractmethod
+    def set_sync_target(self, sync: str, destination: str) -> None:
+        """Record which destination a sync writes to (for `subject_locations`)."""
+
+    @abstractmethod
+    def synced_hashes(self, sync: str) -> tuple[list[str], list[str]]:
+        """(keys, row hashes) of everything a sync wrote: the snapshot the diff needs."""
+
+    @abstractmethod
+    def synced_rows_matching(
+        self, sync: str, keys: Sequence[str], source_keys: Sequence[str]
+    ) -> dict[str, SyncedRow]:
+        """State rows whose key is in `keys` or whose source key is in `source_keys`."""
+
+    @abstractmethod
+    def checkpoint_sync(
+        self,
+        sync: str,
+        *,
+        upserted: Sequence[SyncedRow] = (),
+        deleted: Sequence[str] = (),
+        errors: Sequence[SyncRowError] = (),
+        suppressed: Sequence[SyncedRow] = (),
+        clear_inflight: bool = False,
+    ) -> None:
+        """One transaction: rows written (their errors cleared), keys deleted, rows refused
+        (attempts counted), keys suppressed, and the in-flight marker cleared."""
+
+    @abstractmethod
+    def set_sync_inflight(self, sync: str, rows: Sequence[SyncedRow]) -> None:
+        """Mark a batch as being sent (before sending it, in modes that are not idempotent)."""
+
+    @abstractmethod
+    def sync_inflight(self, sync: str) -> list[SyncedRow]: ...
+
+    @abstractmethod
+    def sync_row_errors(self, sync: str, include_dismissed: bool = False) -> list[SyncRowError]: ...
+
+    @abstractmethod
+    def dismiss_sync_errors(self, sync: str, keys: Sequence[str] | None, at: float) -> int:
+        """Dismiss the open errors of these keys (all when None); returns how many."""
+
+    @abstractmethod
+    def sync_suppressions(self, sync: str) -> list[SyncedRow]: ...
+
+    @abstractmethod
+    def subject_locations(self, subject: str) -> list[SubjectLocation]: ...
 
     # --- API keys (hashed)
     @abstractmethod

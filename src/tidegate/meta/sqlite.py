@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ from tidegate.meta.base import (
     MetadataStore,
     ProductVersion,
     StoredAuditRecord,
+    SubjectLocation,
     SyncedRow,
+    SyncRowError,
 )
 
 SCHEMA = """
@@ -61,6 +63,28 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
+# sync runs (egress/sync): row errors, the in-flight batch, suppressions, destinations
+SYNC_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sync_targets (
+  sync TEXT PRIMARY KEY, destination TEXT NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sync_row_errors (
+  sync TEXT NOT NULL, key TEXT NOT NULL, subject TEXT, row_hash TEXT NOT NULL,
+  message TEXT NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
+  attempts INTEGER NOT NULL, dismissed_at REAL,
+  PRIMARY KEY (sync, key)
+);
+CREATE TABLE IF NOT EXISTS sync_inflight (
+  sync TEXT NOT NULL, key TEXT NOT NULL, row_hash TEXT NOT NULL, subject TEXT,
+  source_key TEXT, PRIMARY KEY (sync, key)
+);
+CREATE TABLE IF NOT EXISTS sync_suppressions (
+  sync TEXT NOT NULL, key TEXT NOT NULL, subject TEXT, at REAL NOT NULL,
+  PRIMARY KEY (sync, key)
+);
+"""
+SYNC_ROW_COLUMNS = {"source_key": "TEXT", "written_at": "REAL"}
+
 
 class SqliteMetadataStore(MetadataStore):
     def __init__(self, path: Path | str) -> None:
@@ -73,6 +97,14 @@ class SqliteMetadataStore(MetadataStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._db.executescript(SYNC_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(sync_rows)")}
+        for column, kind in SYNC_ROW_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE sync_rows ADD COLUMN {column} {kind}")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS sync_rows_by_source ON sync_rows (sync, source_key)"
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -210,11 +242,37 @@ class SqliteMetadataStore(MetadataStore):
         return [ConsentRow(*row) for row in rows]
 
     # --- audit
+    # Read as bytes and decoded losslessly: a body edited into invalid UTF-8 (or stored as
+    # a BLOB) must reach `verify()`, which names the record, instead of failing the read.
+    _AUDIT = (
+        "SELECT seq, CAST(body AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB)"
+        " FROM audit_log"
+    )
+
+    @staticmethod
+    def _audit_row(row: tuple[Any, ...]) -> StoredAuditRecord:
+        def text(value: Any) -> str:
+            if isinstance(value, bytes):
+                return value.decode("utf-8", "surrogateescape")
+            return "" if value is None else str(value)
+
+        return StoredAuditRecord(int(row[0]), text(row[1]), text(row[2]), text(row[3]))
+
     def last_audit(self) -> StoredAuditRecord | None:
-        rows = self._query(
-            "SELECT seq, body, prev_hash, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
-        )
-        return StoredAuditRecord(*rows[0]) if rows else None
+        rows = self._query(f"{self._AUDIT} ORDER BY seq DESC LIMIT 1")
+        return self._audit_row(rows[0]) if rows else None
+
+    def append_audit_chained(
+        self, chain: Callable[[StoredAuditRecord | None], list[StoredAuditRecord]]
+    ) -> list[StoredAuditRecord]:
+        with self._tx() as db:
+            found = db.execute(f"{self._AUDIT} ORDER BY seq DESC LIMIT 1").fetchall()
+            records = chain(self._audit_row(found[0]) if found else None)
+            db.executemany(
+                "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
+                [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
+            )
+        return records
 
     def append_audit(self, records: Sequence[StoredAuditRecord]) -> None:
         with self._tx() as db:
@@ -227,14 +285,17 @@ class SqliteMetadataStore(MetadataStore):
         self, after_seq: int = 0, limit: int | None = None
     ) -> list[StoredAuditRecord]:
         rows = self._query(
-            "SELECT seq, body, prev_hash, hash FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"{self._AUDIT} WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, -1 if limit is None else limit),
         )
-        return [StoredAuditRecord(*row) for row in rows]
+        return [self._audit_row(row) for row in rows]
 
     # --- sync state
     def synced_rows(self, sync: str) -> dict[str, SyncedRow]:
-        rows = self._query("SELECT key, row_hash, subject FROM sync_rows WHERE sync = ?", (sync,))
+        rows = self._query(
+            "SELECT key, row_hash, subject, source_key, written_at FROM sync_rows WHERE sync = ?",
+            (sync,),
+        )
         return {row[0]: SyncedRow(*row) for row in rows}
 
     def apply_synced(
@@ -248,6 +309,140 @@ class SqliteMetadataStore(MetadataStore):
             db.executemany(
                 "DELETE FROM sync_rows WHERE sync = ? AND key = ?", [(sync, k) for k in deleted]
             )
+
+    # --- sync runs
+    _ROW = "key, row_hash, subject, source_key, written_at"
+
+    def set_sync_target(self, sync: str, destination: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sync_targets VALUES (?, ?, ?)",
+                (sync, destination, time.time()),
+            )
+
+    def synced_hashes(self, sync: str) -> tuple[list[str], list[str]]:
+        rows = self._query("SELECT key, row_hash FROM sync_rows WHERE sync = ?", (sync,))
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+    def synced_rows_matching(
+        self, sync: str, keys: Sequence[str], source_keys: Sequence[str]
+    ) -> dict[str, SyncedRow]:
+        found: dict[str, SyncedRow] = {}
+        for column, values in (("key", list(keys)), ("source_key", list(source_keys))):
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                rows = self._query(
+                    f"SELECT {self._ROW} FROM sync_rows WHERE sync = ? AND {column} IN ({marks})",
+                    (sync, *chunk),
+                )
+                found.update((row[0], SyncedRow(*row)) for row in rows)
+        return found
+
+    def checkpoint_sync(
+        self,
+        sync: str,
+        *,
+        upserted: Sequence[SyncedRow] = (),
+        deleted: Sequence[str] = (),
+        errors: Sequence[SyncRowError] = (),
+        suppressed: Sequence[SyncedRow] = (),
+        clear_inflight: bool = False,
+    ) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO sync_rows"
+                " (sync, key, row_hash, subject, source_key, written_at) VALUES (?,?,?,?,?,?)",
+                [
+                    (sync, r.key, r.row_hash, r.subject, r.source_key, r.written_at or now)
+                    for r in upserted
+                ],
+            )
+            has_errors = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM sync_row_errors WHERE sync = ?)", (sync,)
+            ).fetchone()[0]
+            if has_errors:  # most checkpoints have none to clear: skip a delete per row
+                gone = [(sync, r.key) for r in upserted] + [(sync, k) for k in deleted]
+                db.executemany("DELETE FROM sync_row_errors WHERE sync = ? AND key = ?", gone)
+            db.executemany(
+                "DELETE FROM sync_rows WHERE sync = ? AND key = ?",
+                [(sync, k) for k in deleted] + [(sync, r.key) for r in suppressed],
+            )
+            db.executemany(
+                "INSERT INTO sync_row_errors (sync, key, subject, row_hash, message, first_at,"
+                " last_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
+                " ON CONFLICT (sync, key) DO UPDATE SET subject = excluded.subject,"
+                " row_hash = excluded.row_hash, message = excluded.message,"
+                " last_at = excluded.last_at, attempts = sync_row_errors.attempts + 1,"
+                " dismissed_at = CASE WHEN sync_row_errors.row_hash = excluded.row_hash"
+                " THEN sync_row_errors.dismissed_at END",
+                [(sync, e.key, e.subject, e.row_hash, e.message, now, now) for e in errors],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO sync_suppressions VALUES (?, ?, ?, ?)",
+                [(sync, r.key, r.subject, now) for r in suppressed],
+            )
+            if clear_inflight:
+                db.execute("DELETE FROM sync_inflight WHERE sync = ?", (sync,))
+
+    def set_sync_inflight(self, sync: str, rows: Sequence[SyncedRow]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM sync_inflight WHERE sync = ?", (sync,))
+            db.executemany(
+                "INSERT OR REPLACE INTO sync_inflight VALUES (?, ?, ?, ?, ?)",
+                [(sync, r.key, r.row_hash, r.subject, r.source_key) for r in rows],
+            )
+
+    def sync_inflight(self, sync: str) -> list[SyncedRow]:
+        rows = self._query(
+            "SELECT key, row_hash, subject, source_key FROM sync_inflight WHERE sync = ?", (sync,)
+        )
+        return [SyncedRow(*row) for row in rows]
+
+    def sync_row_errors(self, sync: str, include_dismissed: bool = False) -> list[SyncRowError]:
+        rows = self._query(
+            "SELECT key, subject, row_hash, message, first_at, last_at, attempts, dismissed_at"
+            " FROM sync_row_errors WHERE sync = ? AND (? OR dismissed_at IS NULL)"
+            " ORDER BY last_at DESC, key",
+            (sync, include_dismissed),
+        )
+        return [SyncRowError(*row) for row in rows]
+
+    def dismiss_sync_errors(self, sync: str, keys: Sequence[str] | None, at: float) -> int:
+        with self._tx() as db:
+            if keys is None:
+                cursor = db.execute(
+                    "UPDATE sync_row_errors SET dismissed_at = ?"
+                    " WHERE sync = ? AND dismissed_at IS NULL",
+                    (at, sync),
+                )
+                return int(cursor.rowcount)
+            total = 0
+            for key in keys:
+                cursor = db.execute(
+                    "UPDATE sync_row_errors SET dismissed_at = ?"
+                    " WHERE sync = ? AND key = ? AND dismissed_at IS NULL",
+                    (at, sync, key),
+                )
+                total += int(cursor.rowcount)
+            return total
+
+    def sync_suppressions(self, sync: str) -> list[SyncedRow]:
+        rows = self._query(
+            "SELECT key, '', subject, NULL, at FROM sync_suppressions WHERE sync = ? ORDER BY key",
+            (sync,),
+        )
+        return [SyncedRow(*row) for row in rows]
+
+    def subject_locations(self, subject: str) -> list[SubjectLocation]:
+        rows = self._query(
+            "SELECT r.sync, COALESCE(t.destination, ''), r.key, r.written_at FROM sync_rows r"
+            " LEFT JOIN sync_targets t ON t.sync = r.sync WHERE r.subject = ?"
+            " ORDER BY r.sync, r.key",
+            (subject,),
+        )
+        return [SubjectLocation(*row) for row in rows]
 
     # --- API keys
     def add_api_key(self, row: ApiKeyRow) -> None:

@@ -35,7 +35,15 @@ def check_project(project: Project) -> list[Problem]:
         for name in project.build_order():
             problems += _check_output_columns(project.products[name], parsed[name], project)
     problems += _check_syncs(project)
+    problems += _check_taxonomy(project)
     return problems
+
+
+def _check_taxonomy(project: Project) -> list[Problem]:
+    """Classifications and data uses outside the taxonomy (see privacy/taxonomy.py)."""
+    from tidegate.privacy.taxonomy import check_taxonomy
+
+    return check_taxonomy(project)[0]
 
 
 def _check_name_collisions(project: Project) -> list[Problem]:

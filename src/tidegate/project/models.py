@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from tidegate.observe.config import CheckConfig, ObserveConfig
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 PURPOSE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
 CLASSIFICATION_PATTERN = PURPOSE_PATTERN
@@ -61,6 +63,16 @@ class ColumnSpec(Strict):
     description: str = ""
     classification: Classification | None = None
     nullable: bool = True
+    checks: list[Any] = Field(
+        default=[], description="quality checks on this column, in shorthand (observe/config.py)"
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _column_checks(cls, value: list[Any]) -> list[Any]:
+        from tidegate.observe.config import validate_column_checks
+
+        return validate_column_checks(value)
 
     @field_validator("type")
     @classmethod
@@ -173,6 +185,7 @@ class ProjectConfig(Strict):
     backends: BackendsConfig = BackendsConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     serve: ServeConfig = ServeConfig()
+    observe: ObserveConfig = ObserveConfig()
 
 
 # ---------------------------------------------------------------- sources
@@ -295,6 +308,19 @@ class ProductConfig(Strict):
     purposes: list[PurposeName] = Field(min_length=1)
     columns: dict[str, ColumnSpec] = Field(min_length=1)
     tags: list[str] = []
+    version: str | None = Field(
+        default=None, description="contract version; bump it with a breaking change"
+    )
+    checks: list[CheckConfig] = Field(default=[], description="quality checks (observe/)")
+
+    @model_validator(mode="after")
+    def _checks_name_columns(self) -> ProductConfig:
+        from tidegate.observe.config import check_columns
+
+        problem = check_columns(self)
+        if problem:
+            raise FieldError("checks", problem)
+        return self
 
     @field_validator("freshness")
     @classmethod
@@ -326,6 +352,14 @@ class PurposeConfig(Strict):
     description: str = ""
     legal_basis: LegalBasis
     data_uses: list[str] = []
+    tcf_purposes: list[Annotated[int, Field(ge=1, le=24)]] = Field(
+        default=[],
+        description="IAB TCF purposes whose consent (all of them) grants this purpose",
+    )
+    sale_or_sharing: bool | None = Field(
+        default=None,
+        description="a Global Privacy Control signal opts out of it (default: from data_uses)",
+    )
 
 
 class RoleConfig(Strict):
@@ -334,6 +368,12 @@ class RoleConfig(Strict):
     products: list[str] = ["*"]
     ingest: list[str] = Field(
         default=[], description="stream sources this role may post events to ('*': all)"
+    )
+    write_consent: bool = Field(
+        default=False, description="may record consent choices (POST /v1/consent) and read them"
+    )
+    subject_requests: bool = Field(
+        default=False, description="may run access requests for data subjects (the API)"
     )
 
 

@@ -14,17 +14,40 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tidegate.errors import TidegateError
+from tidegate.errors import TerminalDestinationError, TidegateError
 
 ENTRY_POINT_GROUP = "tidegate.destinations"
 
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What a destination can do; the sync engine and the conformance suite read only this."""
+
     supports_upsert: bool
     supports_delete: bool
     max_batch_rows: int
     rate_limit: float | None = None  # requests per second, None = unlimited
+    modes: tuple[str, ...] = ("insert", "update", "upsert")
+    # an insert of a key it already holds is rejected (tables with a primary key);
+    # False for append-only logs, where an insert is one more event
+    unique_keys: bool = True
+    # `existing_keys` answers which keys it holds: how an insert batch cut short by a
+    # crash is reconciled without sending a row twice
+    supports_lookup: bool = False
+    # `read_all` can read back what was written
+    supports_read: bool = True
+
+
+class RowErrors(TerminalDestinationError):
+    """Some rows of a batch were rejected, each with the destination's own message; the
+    other rows of the batch were written. `rows` maps row index in the batch -> message."""
+
+    code = "destination_row_errors"
+
+    def __init__(self, rows: dict[int, str], summary: str = "") -> None:
+        first = next(iter(rows.values()), "")
+        super().__init__(summary or f"{len(rows)} rows rejected; first: {first}")
+        self.rows = rows
 
 
 class Destination(ABC):
@@ -34,6 +57,7 @@ class Destination(ABC):
 
     kind: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities]
+    sync_name: str = ""  # set by `open_destination`; some destinations name things after it
 
     @abstractmethod
     def open(self, columns: dict[str, str], key: str) -> None: ...
@@ -51,6 +75,10 @@ class Destination(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def existing_keys(self, keys: list[Any]) -> set[str]:
+        """Which of `keys` the destination holds, as strings (when `supports_lookup`)."""
+        raise TerminalDestinationError(f"destination {self.kind!r} cannot look keys up")
 
     def describe(self) -> str:
         return self.kind
@@ -78,9 +106,31 @@ def destination_class(kind: str) -> type[Destination]:
 
 
 def _load_builtin() -> None:
-    from tidegate.egress.destinations import postgres, sqlite  # noqa: F401
+    from tidegate.egress.destinations import (  # noqa: F401
+        files,
+        http,
+        kafka,
+        mysql,
+        postgres,
+        redis,
+        sqlite,
+    )
 
 
-def open_destination(config: Any, root: Path) -> Destination:
+def setting(value: str | None, env: str | None, what: str) -> str:
+    """A setting given in config or, for secrets, by the name of an environment variable."""
+    import os
+
+    if value:
+        return value
+    resolved = os.environ.get(env or "", "")
+    if not resolved:
+        raise TerminalDestinationError(f"{what}: environment variable {env} is unset or empty")
+    return resolved
+
+
+def open_destination(config: Any, root: Path, sync: str = "") -> Destination:
     cls = destination_class(config.type)
-    return cls.from_config(config, root)  # type: ignore[attr-defined,no-any-return]
+    destination: Destination = cls.from_config(config, root)  # type: ignore[attr-defined]
+    destination.sync_name = sync  # after construction: plugins keep a 2-argument from_config
+    return destination

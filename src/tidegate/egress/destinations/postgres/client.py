@@ -7,11 +7,10 @@ changes nothing twice.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tidegate.egress.destinations.base import Capabilities, Destination, register
+from tidegate.egress.destinations.base import Capabilities, Destination, register, setting
 from tidegate.errors import (
     ServiceUnavailableError,
     TerminalDestinationError,
@@ -35,11 +34,38 @@ def pg_type(sql_type: str) -> str:
     return mapping.get(base, base)
 
 
+def _flat(batch: Any) -> bool:
+    import pyarrow as pa
+
+    return not any(pa.types.is_nested(f.type) or pa.types.is_binary(f.type) for f in batch.schema)
+
+
+def _copy_rows(cur: Any, copy_sql: Any, batch: Any) -> None:
+    """COPY a batch: Arrow writes it as CSV in C (the fast path, as a raw COPY would);
+    nested or binary columns go row by row through psycopg's adapters."""
+    from psycopg import sql
+
+    if _flat(batch):
+        import io
+
+        import pyarrow.csv as pv
+
+        buffer = io.BytesIO()
+        pv.write_csv(batch, buffer, pv.WriteOptions(include_header=False))
+        with cur.copy(sql.Composed([copy_sql, sql.SQL(" (FORMAT csv)")])) as copy:
+            copy.write(buffer.getbuffer())
+        return
+    names = list(batch.column_names)
+    with cur.copy(copy_sql) as copy:
+        for row in batch.to_pylist():
+            copy.write_row([row[n] for n in names])
+
+
 @register
 class PostgresDestination(Destination):
     kind: ClassVar[str] = "postgres"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        supports_upsert=True, supports_delete=True, max_batch_rows=50_000
+        supports_upsert=True, supports_delete=True, max_batch_rows=50_000, supports_lookup=True
     )
 
     def __init__(self, dsn: str, table: str, schema: str = "public") -> None:
@@ -54,12 +80,8 @@ class PostgresDestination(Destination):
             raise ServiceUnavailableError(f"cannot reach PostgreSQL: {err}") from None
 
     @classmethod
-    def from_config(cls, config: Any, root: Path) -> PostgresDestination:
-        dsn = config.dsn or os.environ.get(config.dsn_env or "", "")
-        if not dsn:
-            raise TerminalDestinationError(
-                f"PostgreSQL destination: environment variable {config.dsn_env} is unset"
-            )
+    def from_config(cls, config: Any, root: Path, sync: str = "") -> PostgresDestination:
+        dsn = setting(config.dsn, config.dsn_env, "PostgreSQL destination")
         return cls(dsn, config.table, config.schema_name)
 
     def _ident(self) -> Any:
@@ -128,9 +150,7 @@ class PostgresDestination(Destination):
                         "ON COMMIT DELETE ROWS"
                     ).format(stage, self._ident())
                 )
-                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
-                    for row in batch.to_pylist():
-                        copy.write_row([row[n] for n in names])
+                _copy_rows(cur, sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols), batch)
                 cur.execute(merge)
                 written = cur.rowcount
             self._conn.commit()
@@ -143,20 +163,44 @@ class PostgresDestination(Destination):
         return int(written)
 
     def delete(self, keys: list[Any]) -> int:
+        import psycopg
         from psycopg import sql
 
         if not keys:
             return 0
+        try:
+            with self._conn.cursor() as cur:
+                # typed keys compare on the primary key's index; text keys as text
+                typed = all(isinstance(k, int) for k in keys)
+                template = (
+                    "DELETE FROM {} WHERE {} = ANY(%s)"
+                    if typed
+                    else ("DELETE FROM {} WHERE {}::text = ANY(%s)")
+                )
+                cur.execute(
+                    sql.SQL(template).format(self._ident(), sql.Identifier(self.key)),
+                    (list(keys) if typed else [str(k) for k in keys],),
+                )
+                removed = cur.rowcount
+            self._conn.commit()
+        except psycopg.Error as err:
+            self._conn.rollback()
+            raise TransientDestinationError(f"PostgreSQL: {err}") from None
+        return int(removed)
+
+    def existing_keys(self, keys: list[Any]) -> set[str]:
+        from psycopg import sql
+
         with self._conn.cursor() as cur:
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)").format(
-                    self._ident(), sql.Identifier(self.key)
+                sql.SQL("SELECT {}::text FROM {} WHERE {}::text = ANY(%s)").format(
+                    sql.Identifier(self.key), self._ident(), sql.Identifier(self.key)
                 ),
                 ([str(k) for k in keys],),
             )
-            removed = cur.rowcount
+            found = {str(row[0]) for row in cur.fetchall()}
         self._conn.commit()
-        return int(removed)
+        return found
 
     def read_all(self) -> list[dict[str, Any]]:
         from psycopg import sql

@@ -33,7 +33,7 @@ def _plain(value: Any) -> Any:
 class SqliteDestination(Destination):
     kind: ClassVar[str] = "sqlite"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        supports_upsert=True, supports_delete=True, max_batch_rows=10_000
+        supports_upsert=True, supports_delete=True, max_batch_rows=10_000, supports_lookup=True
     )
 
     def __init__(self, path: Path, table: str) -> None:
@@ -46,7 +46,7 @@ class SqliteDestination(Destination):
         self._db.execute("PRAGMA journal_mode=WAL")
 
     @classmethod
-    def from_config(cls, config: Any, root: Path) -> SqliteDestination:
+    def from_config(cls, config: Any, root: Path, sync: str = "") -> SqliteDestination:
         path = Path(config.path)
         return cls(path if path.is_absolute() else root / path, config.table)
 
@@ -90,12 +90,29 @@ class SqliteDestination(Destination):
         return len(rows)
 
     def delete(self, keys: list[Any]) -> int:
-        self._db.execute("BEGIN")
-        cursor = self._db.executemany(
-            f"DELETE FROM {_q(self.table)} WHERE {_q(self.key)} = ?", [(k,) for k in keys]
-        )
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("BEGIN")
+            cursor = self._db.executemany(
+                f"DELETE FROM {_q(self.table)} WHERE {_q(self.key)} = ?", [(k,) for k in keys]
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise TransientDestinationError(f"SQLite {self.path}: {err}") from None
         return int(cursor.rowcount)
+
+    def existing_keys(self, keys: list[Any]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            cursor = self._db.execute(
+                f"SELECT {_q(self.key)} FROM {_q(self.table)} WHERE {_q(self.key)} IN ({marks})",
+                chunk,
+            )
+            found.update(str(row[0]) for row in cursor.fetchall())
+        return found
 
     def read_all(self) -> list[dict[str, Any]]:
         cursor = self._db.execute(f"SELECT * FROM {_q(self.table)}")

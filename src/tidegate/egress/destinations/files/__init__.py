@@ -1,0 +1,3 @@
+from tidegate.egress.destinations.files.client import FileDestination
+
+__all__ = ["FileDestination"]

@@ -1,0 +1,70 @@
+"""Reading and writing Parquet, CSV and JSON lines; every write replaces the file atomically.
+
+The new content goes to a temporary file in the same directory, is flushed to disk,
+and is renamed over the old file: a reader (or a crash) sees the old file or the new
+one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
+    if fmt == "csv":
+        import pyarrow.csv as pv
+
+        return list(pv.read_csv(path).to_pylist())
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_rows(path: Path, fmt: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        _write(Path(temp), fmt, rows, columns)
+        with open(temp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _write(path: Path, fmt: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if fmt == "jsonl":
+        with path.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, default=str, separators=(",", ":")) + "\n")
+        return
+    import pyarrow as pa
+
+    if rows:
+        table = pa.Table.from_pylist(rows)
+    else:
+        table = pa.table({c: pa.array([], type=pa.string()) for c in columns})
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    else:
+        import pyarrow.csv as pv
+
+        pv.write_csv(table, path)

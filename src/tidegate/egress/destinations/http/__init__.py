@@ -1,0 +1,3 @@
+from tidegate.egress.destinations.http.client import HttpDestination
+
+__all__ = ["HttpDestination"]

@@ -1,0 +1,3 @@
+from tidegate.egress.destinations.kafka.client import KafkaDestination
+
+__all__ = ["KafkaDestination"]

@@ -1,0 +1,3 @@
+from tidegate.egress.destinations.mysql.client import MysqlDestination
+
+__all__ = ["MysqlDestination"]

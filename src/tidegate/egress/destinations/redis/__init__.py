@@ -1,0 +1,3 @@
+from tidegate.egress.destinations.redis.client import RedisDestination
+
+__all__ = ["RedisDestination"]

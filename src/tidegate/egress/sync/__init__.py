@@ -1,0 +1,400 @@
+"""Syncs: a product, seen through the sync's purpose, written into a destination.
+
+One run:
+
+1. the guard's plan for the sync's purpose (row filter + column treatments) and the
+   field mapping become one SQL query, run by DuckDB (`mapping`);
+2. its rows are diffed in DuckDB against the (key, hash) snapshot of what this sync
+   wrote before (`diff`); only mapped, treated fields count;
+3. rows of subjects who lost the legal basis are removed from the destination first
+   (deleted, or suppressed where it cannot delete) and each removal is audited;
+4. added and changed rows go out in batches (`apply`: rate limit, retries, bisection
+   of refused batches); each batch is checkpointed in the metadata store, so a run
+   killed at any point resumes without losing a row, and in `insert` mode without
+   sending one twice (the batch is marked in flight first and reconciled on resume);
+5. in `mirror` mode, rows tidegate wrote that left the product are deleted; nothing
+   tidegate did not write is ever touched;
+6. refused rows are kept with the destination's own message and retried every run
+   until they land or are dismissed (`tidegate sync errors NAME --dismiss`); the run
+   report (added, changed, removed, failed, skipped with reasons) goes to the run
+   history, the audit log, and to alerts when thresholds pass (`alerts`).
+
+API for callers:
+
+* `run_sync(platform, name, full=False, keys=None) -> SyncReport`: one run. `full`
+  resends every row; `keys` limits the run to those product keys.
+* `sync_changes(platform, name, changed_keys) -> SyncReport`: what the stream worker
+  calls for `trigger: on_change` syncs with the product keys a micro-batch changed
+  (keys as the product's key column holds them; any type, compared as text). Rows of
+  those keys are diffed and sent, rows of those keys that vanished (or whose subject
+  lost the legal basis) are removed; other rows are not looked at. Runs of one sync are
+  serialized by a file lock, so a manual run and the worker never interleave.
+* `due_syncs(platform, now)` (in `schedule`): the `trigger: schedule` syncs whose cron
+  fired since their last run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidegate.audit.log import AuditRecord
+from tidegate.egress.destinations.base import Destination, open_destination
+from tidegate.egress.sync.alerts import send_alerts
+from tidegate.egress.sync.apply import Sender
+from tidegate.egress.sync.diff import PREV_MARK, Diff, state_rows
+from tidegate.egress.sync.mapping import CHANGED_RELATION, Mapping, resolve, rows_query, typed_key
+from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
+from tidegate.meta.base import SyncedRow, SyncRowError
+from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan
+from tidegate.privacy.treatments import sql_text
+from tidegate.project.models import SyncConfig
+from tidegate.runtime.platform import Platform
+from tidegate.store.warehouse import PRODUCTS
+
+__all__ = ["SyncReport", "run_sync", "sync_changes"]
+
+log = logging.getLogger(__name__)
+SUBJECT_SAMPLE = 100
+ERROR_SAMPLE = 100
+
+
+@dataclass
+class SyncReport:
+    sync: str
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    revoked: int = 0  # of `removed`: subjects who lost the legal basis
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    run_error: str | None = None
+    seconds: float = 0.0
+    run_id: int = 0
+    partial: bool = False
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.run_error or self.failed else "ok"
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "revoked": self.revoked,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "skipped": self.skipped_total,
+            "skipped_reasons": dict(self.skipped),
+            "partial": self.partial,
+        }
+
+    def skip(self, reason: str, rows: int) -> None:
+        if rows:
+            self.skipped[reason] = self.skipped.get(reason, 0) + rows
+
+
+def sync_changes(platform: Platform, name: str, changed_keys: Iterable[Any]) -> SyncReport:
+    """Sync only the rows of these product keys (for `trigger: on_change`)."""
+    return run_sync(platform, name, keys=list(changed_keys))
+
+
+def run_sync(
+    platform: Platform, name: str, *, full: bool = False, keys: list[Any] | None = None
+) -> SyncReport:
+    sync = platform.project.syncs.get(name)
+    if sync is None:
+        known = ", ".join(sorted(platform.project.syncs)) or "none"
+        raise NotFoundError(f"no sync named {name!r} (known: {known})")
+    cfg = sync.config
+    if full and cfg.mode == "insert":
+        raise BadRequestError(
+            f"sync {name!r} is in insert mode: --full would insert every row again; "
+            "use upsert or mirror mode to resend everything"
+        )
+    with _sync_lock(platform, name):
+        _close_interrupted_runs(platform, name)
+        report = SyncReport(sync=name, partial=keys is not None)
+        report.run_id = platform.meta.start_run("sync", name)
+        started = time.perf_counter()
+        try:
+            _run(platform, cfg, report, full=full, keys=keys)
+        except TidegateError as err:
+            report.run_error = err.message
+            raise
+        except Exception as err:
+            report.run_error = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            report.seconds = time.perf_counter() - started
+            platform.meta.finish_run(
+                report.run_id,
+                report.status,
+                report.counts() | {"seconds": round(report.seconds, 3), "notes": report.notes},
+                report.run_error or "; ".join(report.errors[:5]),
+            )
+            send_alerts(report, cfg.alerts)
+    return report
+
+
+@contextlib.contextmanager
+def _sync_lock(platform: Platform, name: str) -> Iterator[None]:
+    directory = platform.state_dir / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / f"sync-{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if the process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _close_interrupted_runs(platform: Platform, name: str) -> None:
+    """A run still 'running' while we hold the lock died with its process."""
+    for run in platform.meta.runs("sync", name, limit=10):
+        if run["status"] == "running":
+            platform.meta.finish_run(
+                run["run_id"], "interrupted", run["stats"], "the process stopped mid-run"
+            )
+
+
+def _run(
+    platform: Platform, cfg: SyncConfig, report: SyncReport, *, full: bool, keys: list[Any] | None
+) -> None:
+    name = cfg.name
+    context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
+    plan = platform.guard.plan(context, cfg.product, check_roles=False)
+    if not platform.warehouse.has_relation(PRODUCTS, cfg.product):
+        raise NotFoundError(
+            f"sync {name!r}: product {cfg.product!r} has no live version yet; "
+            f"build it first (tidegate build)"
+        )
+    mapping = resolve(cfg, plan)
+    report.notes += mapping.omitted
+    destination = open_destination(cfg.destination, platform.project.root, name)
+    caps = destination.capabilities
+    write_mode = "upsert" if cfg.mode == "mirror" else cfg.mode
+    sent_subjects: set[str] = set()
+    try:
+        if write_mode not in caps.modes:
+            raise DestinationError(
+                f"sync {name!r}: destination {destination.kind!r} does not support mode "
+                f"{cfg.mode!r} (it supports {', '.join(caps.modes)})"
+            )
+        destination.open(mapping.columns, mapping.key)
+        platform.meta.set_sync_target(name, destination.describe())
+        _reconcile_inflight(platform, destination, mapping, name, report)
+        rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
+        sender = Sender(destination, cfg.retry, min(rates) if rates else None)
+        batch_rows = min(
+            cfg.batch_rows or platform.project.config.defaults.sync_batch_rows,
+            caps.max_batch_rows,
+        )
+        with platform.warehouse.cursor() as cursor:
+            diff = _guarded_rows(cursor, plan, mapping, keys)
+            if keys is None:
+                previous = platform.meta.synced_hashes(name)
+            else:
+                matching = platform.meta.synced_rows_matching(
+                    name, diff.current_keys(), [str(k) for k in keys]
+                )
+                previous = (list(matching), [r.row_hash for r in matching.values()])
+            dismissed = {
+                e.key: e.row_hash
+                for e in platform.meta.sync_row_errors(name, include_dismissed=True)
+                if e.dismissed_at is not None
+            }
+            counts = diff.compare(previous, dismissed, resend_all=full)
+            report.unchanged = counts.unchanged
+            for reason, rows in counts.skipped.items():
+                report.skip(reason, rows)
+            removed = list(platform.meta.synced_rows_matching(name, diff.removed(), []).values())
+            lost = [r for r in removed if plan.row_filter and not plan.row_filter.admits(r.subject)]
+            lost_keys = {r.key for r in lost}
+            gone = [r for r in removed if r.key not in lost_keys]
+            _remove(platform, sender, plan, mapping, name, lost, report, batch_rows, consent=True)
+            _write_batches(
+                platform, sender, diff, write_mode, mapping, batch_rows, name, report, sent_subjects
+            )
+            if cfg.mode == "mirror":
+                _remove(platform, sender, plan, mapping, name, gone, report, batch_rows)
+            else:
+                report.skip(
+                    f"left the product; mode {cfg.mode} does not delete (mirror does)", len(gone)
+                )
+    except TidegateError as err:
+        report.run_error = err.message
+        raise
+    finally:
+        destination.close()
+        _audit_run(platform, plan, cfg, destination, report, sent_subjects)
+
+
+def _guarded_rows(cursor: Any, plan: AccessPlan, mapping: Mapping, keys: list[Any] | None) -> Diff:
+    """The guarded, mapped rows of the product, as a temporary table on `cursor`."""
+    import pyarrow as pa
+
+    relations: dict[str, Any] = {SUBJECTS_RELATION: plan.subjects_table()}
+    if keys is not None:
+        relations[CHANGED_RELATION] = pa.table({"k": pa.array([str(k) for k in keys], pa.string())})
+    tree = rows_query(plan, mapping, f'{PRODUCTS}."{plan.product}"', partial=keys is not None)
+    return Diff(cursor, sql_text(tree), relations)
+
+
+def _reconcile_inflight(
+    platform: Platform, destination: Destination, mapping: Mapping, name: str, report: SyncReport
+) -> None:
+    """After a crash mid-batch: record the rows of the interrupted batch that landed."""
+    marker = platform.meta.sync_inflight(name)
+    if not marker:
+        return
+    if destination.capabilities.supports_lookup:
+        present = destination.existing_keys([typed_key(r.key, mapping) for r in marker])
+        landed = [r for r in marker if r.key in present]
+        platform.meta.checkpoint_sync(name, upserted=landed, clear_inflight=True)
+        log.info("sync %s: reconciled an interrupted batch: %s", name, len(landed))
+        report.notes.append(
+            f"resumed after an interruption: {len(landed)} of {len(marker)} rows of the "
+            "interrupted batch had landed"
+        )
+    else:
+        platform.meta.checkpoint_sync(name, clear_inflight=True)
+        report.notes.append(
+            f"resumed after an interruption: the {len(marker)} rows of the interrupted batch "
+            "are sent again (this destination cannot say what landed; event ids and "
+            "idempotency keys let it drop duplicates)"
+        )
+
+
+def _write_batches(
+    platform: Platform,
+    sender: Sender,
+    diff: Diff,
+    mode: str,
+    mapping: Mapping,
+    batch_rows: int,
+    name: str,
+    report: SyncReport,
+    sent_subjects: set[str],
+) -> None:
+    import pyarrow.compute as pc
+
+    meta = platform.meta
+    fields = list(mapping.fields)
+    for table in diff.changed(batch_rows):
+        if mode == "insert":  # insert never touches a row it already sent
+            seen = table.column(PREV_MARK)
+            report.skip("changed, but mode insert does not update rows", pc.sum(seen).as_py() or 0)
+            table = table.filter(pc.invert(seen))
+            if not table.num_rows:
+                continue
+        now = time.time()
+        state = state_rows(table, now)
+        if mode == "insert":
+            meta.set_sync_inflight(name, state)
+        outcome = sender.write(table.select(fields), mode)
+        was_there = table.column(PREV_MARK).to_pylist()
+        landed = [state[i] for i in outcome.landed]
+        refused = [
+            SyncRowError(state[i].key, state[i].subject, state[i].row_hash, message, now, now, 1)
+            for i, message in sorted(outcome.refused.items())
+        ]
+        meta.checkpoint_sync(name, upserted=landed, errors=refused, clear_inflight=mode == "insert")
+        changed = sum(1 for i in outcome.landed if was_there[i])
+        report.changed += changed
+        report.added += len(landed) - changed
+        report.failed += len(refused)
+        for error in refused[: max(0, ERROR_SAMPLE - len(report.errors))]:
+            report.errors.append(f"{error.key}: {error.message}")
+        sent_subjects.update(r.subject for r in landed if r.subject is not None)
+        log.info("sync %s: batch sent, %s landed, %s refused", name, len(landed), len(refused))
+
+
+def _remove(
+    platform: Platform,
+    sender: Sender,
+    plan: AccessPlan,
+    mapping: Mapping,
+    name: str,
+    rows: list[SyncedRow],
+    report: SyncReport,
+    batch_rows: int,
+    *,
+    consent: bool = False,
+) -> None:
+    """Delete rows tidegate wrote (or suppress them where the destination cannot delete)."""
+    can_delete = sender.destination.capabilities.supports_delete
+    for start in range(0, len(rows), batch_rows):
+        chunk = rows[start : start + batch_rows]
+        if can_delete:
+            sender.delete([typed_key(r.key, mapping) for r in chunk])
+            platform.meta.checkpoint_sync(name, deleted=[r.key for r in chunk])
+        else:
+            platform.meta.checkpoint_sync(name, suppressed=chunk)
+        report.removed += len(chunk)
+        if not consent:
+            continue
+        report.revoked += len(chunk)
+        subjects = sorted({r.subject for r in chunk if r.subject is not None})
+        platform.audit.append(
+            AuditRecord(
+                action="sync_removal",
+                principal=f"sync:{name}",
+                purpose=plan.purpose,
+                product=plan.product,
+                rows=len(chunk),
+                subjects=tuple(subjects[:SUBJECT_SAMPLE]),
+                subject_count=len(subjects),
+                outcome="removed" if can_delete else "suppressed",
+                detail={
+                    "sync": name,
+                    "destination": sender.destination.describe(),
+                    "reason": f"no legal basis for {plan.purpose!r} any more",
+                    "keys": [r.key for r in chunk[:SUBJECT_SAMPLE]],
+                },
+            )
+        )
+
+
+def _audit_run(
+    platform: Platform,
+    plan: AccessPlan,
+    cfg: SyncConfig,
+    destination: Destination,
+    report: SyncReport,
+    sent_subjects: set[str],
+) -> None:
+    subjects = sorted(sent_subjects)
+    platform.audit.append(
+        AuditRecord(
+            action="sync",
+            principal=f"sync:{cfg.name}",
+            purpose=plan.purpose,
+            product=plan.product,
+            columns=plan.treatments(),
+            rows=report.added + report.changed,
+            subjects=tuple(subjects[:SUBJECT_SAMPLE]),
+            subject_count=len(subjects),
+            outcome="allowed" if not report.run_error else "failed",
+            detail={
+                "sync": cfg.name,
+                "destination": destination.describe(),
+                "mode": cfg.mode,
+                "run_id": report.run_id,
+            }
+            | report.counts(),
+        )
+    )
