@@ -302,13 +302,6 @@ def test_non_utf8_byte_stored_as_blob_is_detected(position: int, byte: int) -> N
             chain.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=sqlite3.OperationalError,
-    reason="known gap: a body made invalid UTF-8 as TEXT cannot be read back by the SQLite "
-    "metadata store, so verify() raises instead of naming the record (fix belongs in "
-    "meta/sqlite.py: read audit bodies with a lossless decoder)",
-)
 def test_non_utf8_byte_stored_as_text_is_named(chain: Chain) -> None:
     original = chain.row(2)[0].encode()
     edited = original[:5] + b"\xff" + original[6:]

@@ -53,8 +53,7 @@ class Api:
         return [r for s, r in self.platform.audit.records(after_seq=seq)]
 
     def last_seq(self) -> int:
-        last = self.platform.meta.last_audit()
-        return last.seq if last else 0
+        return self.platform.audit.last_seq()  # flushes the API's batched audit writer
 
 
 @pytest.fixture(scope="module")

@@ -284,6 +284,16 @@ def bulk_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any]]
     return out
 
 
+def stream_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any]]:
+    """The streaming path: the product's rows as Arrow batches through `apply_arrow`."""
+    table = platform.warehouse.arrow(f'SELECT * FROM {PRODUCTS}."{PRODUCT}"')
+    out: dict[int, dict[str, Any]] = {}
+    for batch in table.to_batches(max_chunksize=7):
+        for row in plan.apply_arrow(batch).to_pylist():
+            out[row["account_id"]] = row
+    return out
+
+
 # ------------------------------------------------------------------ expectations
 
 
@@ -444,6 +454,7 @@ def test_what_leaves_is_exactly_what_policy_and_consent_allow(
         plan = guard.plan(context, PRODUCT)
         served = serve_rows(platform, plan)
         bulk = bulk_rows(platform, plan)
+        stream = stream_rows(platform, plan)
 
     expected = expected_rows(purpose, allowed_subjects(history, purpose))
     # (a) exactly the subjects with a legal basis; (b) every column as the policy says
@@ -451,7 +462,8 @@ def test_what_leaves_is_exactly_what_policy_and_consent_allow(
     assert bulk == expected
     # (c) the two paths agree, column for column
     assert served == bulk
-    for rows in (served, bulk):
+    assert stream == expected
+    for rows in (served, bulk, stream):
         for row in rows.values():
             assert list(row) == [c for c in COLUMNS if c in EXPECTED_TREATMENT[purpose]]
 

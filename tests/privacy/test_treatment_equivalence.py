@@ -369,3 +369,38 @@ def test_purpose_keys_are_stable_within_and_unlinkable_across_purposes() -> None
 def test_distinct_purposes_give_distinct_keys(purposes: list[str]) -> None:
     keys = {purpose_key(b"master", p).key for p in purposes}
     assert len(keys) == len(purposes)
+
+
+# ------------------------------------------------------------------ the Arrow face
+
+
+@pytest.mark.parametrize("treatment", sorted(SPECS))
+@pytest.mark.parametrize("column_type", sorted(FAMILIES))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_arrow_face_equals_value_and_sql_faces(
+    duck: duckdb.DuckDBPyConnection, treatment: str, column_type: str, data: st.DataObject
+) -> None:
+    from tidegate.privacy.treatments_arrow import apply_arrow
+
+    arrow_type, values_strategy = FAMILIES[column_type]
+    spec = data.draw(SPECS[treatment], label="spec")
+    key = data.draw(_keys, label="key")
+    values = data.draw(
+        st.lists(st.one_of(st.none(), values_strategy), min_size=1, max_size=8), label="values"
+    )
+    column = pa.chunked_array([pa.array(values, type=arrow_type)])
+    from_arrow = apply_arrow(spec, column, column_type, key).to_pylist()
+    from_python = [apply_value(spec, v, column_type, key) for v in values]
+    from_sql = run_sql(duck, spec, column_type, arrow_type, values, key)
+    assert [exact(v) for v in from_arrow] == [exact(v) for v in from_python]
+    assert [exact(v) for v in from_arrow] == [exact(v) for v in from_sql]
+
+
+def test_arrow_face_takes_timestamps_in_utc_whatever_their_zone() -> None:
+    from tidegate.privacy.treatments_arrow import apply_arrow
+
+    moment = dt.datetime(2024, 12, 31, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-8)))
+    column = pa.array([moment], type=pa.timestamp("us", tz="America/Los_Angeles"))
+    spec = TreatmentSpec(treatment="generalize", granularity="year")
+    assert apply_arrow(spec, column, "TIMESTAMPTZ", None).to_pylist() == [dt.date(2025, 1, 1)]

@@ -3,6 +3,19 @@
 The chain makes any edit, deletion, insertion or reordering of stored records
 visible to `verify()`: each record's hash covers its own canonical body and the
 previous hash, so changing one record breaks its own hash and every later link.
+
+The chain alone cannot show that its *tail* was cut off (the remaining records are
+still consistent). An `AuditAnchor` kept outside the log (a small signed file, see
+`anchor.py`) remembers the last (seq, hash) written; `verify()` checks the log still
+reaches it.
+
+Two ways to append:
+
+* `append(*records)`: durable when it returns (admin actions, syncs, CLI);
+* `submit(record)`: queued and written in batches by a background thread
+  (`writer.py`), for the serving API's hot path. Reads through this class
+  (`records`, `verify`, `last_seq`) and `append` flush the queue first, so a process
+  always sees its own records in the order it produced them.
 """
 
 from __future__ import annotations
@@ -13,9 +26,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.meta.base import MetadataStore, StoredAuditRecord
+
+if TYPE_CHECKING:
+    from tidegate.audit.anchor import AuditAnchor
+    from tidegate.audit.writer import AuditWriter
 
 GENESIS = "0" * 64
 
@@ -24,7 +41,7 @@ GENESIS = "0" * 64
 class AuditRecord:
     """Who did what, on which data, for which purpose; never holds secrets or row values."""
 
-    action: str  # serve | sync | export | publish | admin | consent | deny
+    action: str  # serve | sync | export | publish | admin | consent | deny | erasure | ...
     principal: str
     purpose: str | None = None
     product: str | None = None
@@ -71,6 +88,21 @@ class AuditRecord:
             at=data["at"],
         )
 
+    @classmethod
+    def readable(cls, body: str) -> AuditRecord:
+        """The record a stored body holds, or a placeholder saying it cannot be read
+        (a damaged body must not stop `audit tail` or `search`; `verify` names it)."""
+        try:
+            return cls.from_canonical(body)
+        except (ValueError, KeyError, TypeError) as err:
+            return cls(
+                action="unreadable",
+                principal="?",
+                outcome="unreadable",
+                detail={"error": f"{type(err).__name__}: {err}"[:200]},
+                at=0.0,
+            )
+
 
 @dataclass(frozen=True)
 class ChainIssue:
@@ -82,35 +114,91 @@ class ChainIssue:
 
 
 def chain_hash(seq: int, prev_hash: str, body: str) -> str:
-    return hashlib.sha256(f"{seq}\n{prev_hash}\n{body}".encode()).hexdigest()
+    # surrogateescape: a body read back with bytes that are not UTF-8 (see meta/sqlite.py)
+    # hashes as exactly those bytes, so tampering shows as a mismatch, not a crash
+    text = f"{seq}\n{prev_hash}\n{body}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(text).hexdigest()
+
+
+def link(records: list[AuditRecord], last: StoredAuditRecord | None) -> list[StoredAuditRecord]:
+    """Chain `records` after `last` (None: the log is empty)."""
+    seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
+    stored = []
+    for record in records:
+        seq += 1
+        body = record.canonical()
+        digest = chain_hash(seq, prev, body)
+        stored.append(StoredAuditRecord(seq, body, prev, digest))
+        prev = digest
+    return stored
 
 
 class AuditLog:
-    def __init__(self, store: MetadataStore) -> None:
+    def __init__(self, store: MetadataStore, anchor: AuditAnchor | None = None) -> None:
         self._store = store
         self._lock = threading.Lock()
+        self.anchor = anchor
+        self._writer: AuditWriter | None = None
+        self._writer_lock = threading.Lock()
+
+    # ------------------------------------------------------------ writing
 
     def append(self, *records: AuditRecord) -> list[int]:
         """Append durably; returns the sequence numbers given to the records."""
+        self.flush()
+        return self.write_batch(list(records))
+
+    def write_batch(self, records: list[AuditRecord]) -> list[int]:
+        """Chain and store `records` in one transaction, then advance the anchor."""
+        if not records:
+            return []
         with self._lock:
-            last = self._store.last_audit()
-            seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
-            stored = []
-            for record in records:
-                seq += 1
-                body = record.canonical()
-                digest = chain_hash(seq, prev, body)
-                stored.append(StoredAuditRecord(seq, body, prev, digest))
-                prev = digest
-            self._store.append_audit(stored)
+            stored = self._store.append_audit_chained(lambda last: link(records, last))
+            if self.anchor is not None and stored:
+                self.anchor.advance(stored[0].seq, stored[-1].seq, stored[-1].hash, self._store)
             return [s.seq for s in stored]
 
+    @property
+    def writer(self) -> AuditWriter:
+        """The background batch writer (started on first use)."""
+        with self._writer_lock:
+            if self._writer is None:
+                from tidegate.audit.writer import AuditWriter
+
+                self._writer = AuditWriter(self)
+            return self._writer
+
+    def submit(self, record: AuditRecord) -> None:
+        """Queue a record for the background writer; returns at once."""
+        self.writer.submit(record)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every submitted record is stored (no-op without a writer)."""
+        if self._writer is not None:
+            self._writer.flush(timeout)
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer; `append` still works afterwards."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+    # ------------------------------------------------------------ reading
+
+    def last_seq(self) -> int:
+        self.flush()
+        last = self._store.last_audit()
+        return last.seq if last else 0
+
     def records(self, after_seq: int = 0) -> Iterator[tuple[int, AuditRecord]]:
+        self.flush()
         for stored in self._store.audit_records(after_seq):
-            yield stored.seq, AuditRecord.from_canonical(stored.body)
+            yield stored.seq, AuditRecord.readable(stored.body)
 
     def verify(self) -> list[ChainIssue]:
         """Walk the chain; every break is reported with the record where it shows."""
+        self.flush()
         issues: list[ChainIssue] = []
         expected_prev = GENESIS
         expected_seq = 1
@@ -135,4 +223,6 @@ class AuditLog:
                 issues.append(ChainIssue(stored.seq, "content does not match its hash: edited"))
             expected_prev = stored.hash
             expected_seq = stored.seq + 1
+        if self.anchor is not None:
+            issues += self.anchor.check(self._store, expected_seq - 1)
         return issues

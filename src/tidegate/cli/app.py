@@ -16,6 +16,7 @@ import typer
 from tidegate.cli import (
     commands_demo,
     commands_egress,
+    commands_governance,
     commands_privacy,
     commands_project,
     commands_stream,
@@ -38,6 +39,7 @@ commands_demo.register(app)
 commands_project.register(app)
 commands_egress.register(app)
 commands_privacy.register(app)
+commands_governance.register(app)
 commands_stream.register(app)
 
 

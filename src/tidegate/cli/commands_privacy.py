@@ -164,22 +164,134 @@ def audit_tail(
     console.print(
         table(
             "Audit log",
-            ["seq", "when", "action", "principal", "purpose", "product", "rows", "outcome"],
             [
-                [
-                    s,
-                    _when(r.at),
-                    r.action,
-                    r.principal,
-                    r.purpose or "",
-                    r.product or "",
-                    r.rows,
-                    r.outcome,
-                ]
-                for s, r in records
+                "seq",
+                "when",
+                "action",
+                "principal",
+                "purpose",
+                "product",
+                "rows",
+                "subjects",
+                "outcome",
             ],
+            _audit_rows(records),
         )
     )
+
+
+def _audit_rows(records: list[tuple[int, AuditRecord]]) -> list[list[object]]:
+    return [
+        [
+            s,
+            _when(r.at),
+            r.action,
+            r.principal,
+            r.purpose or "",
+            r.product or "",
+            r.rows,
+            ",".join(r.subjects[:3]) + ("…" if (r.subject_count or 0) > 3 else ""),
+            r.outcome,
+        ]
+        for s, r in records
+    ]
+
+
+@audit_app.command("search")
+def audit_search(
+    project_dir: ProjectDir = Path("."),
+    principal: Annotated[str | None, typer.Option(help="Who acted.")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Declared purpose.")] = None,
+    subject: Annotated[str | None, typer.Option(help="A data subject the record names.")] = None,
+    product: Annotated[str | None, typer.Option(help="Product read or sent.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="serve, sync, sync_removal, export, consent, admin, …")
+    ] = None,
+    outcome: Annotated[str | None, typer.Option(help="allowed, denied, filtered, …")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this time: ISO, Unix time, or an age (2h, 7d).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time (same forms).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Audit records matching every filter given, oldest first."""
+    from tidegate.audit.search import AuditQuery, parse_time, search
+    from tidegate.runtime.platform import Platform
+
+    query = AuditQuery(
+        principal=principal,
+        purpose=purpose,
+        subject=subject,
+        product=product,
+        action=action,
+        outcome=outcome,
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+    )
+    with Platform.open(project_dir) as platform:
+        found = list(search(platform.audit, query, limit))
+    if json_output:
+        print_json([{"seq": s, **r.__dict__} for s, r in found])
+        return
+    console.print(
+        table(
+            f"Audit records ({len(found)})",
+            [
+                "seq",
+                "when",
+                "action",
+                "principal",
+                "purpose",
+                "product",
+                "rows",
+                "subjects",
+                "outcome",
+            ],
+            _audit_rows(found),
+        )
+    )
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    project_dir: ProjectDir = Path("."),
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Re-anchor at the current head (after a review).")
+    ] = False,
+) -> None:
+    """Show the external anchor of the log's head; `--reset` re-anchors (audited)."""
+    from tidegate.runtime.platform import Platform
+
+    with Platform.open(project_dir) as platform:
+        anchor = platform.audit.anchor
+        assert anchor is not None
+        if reset:
+            before = None
+            try:
+                before = anchor.read()
+            except ValueError as err:
+                console.print(f"previous anchor unreadable: {err}")
+            platform.audit.append(
+                AuditRecord(
+                    action="admin",
+                    principal=ADMIN,
+                    detail={
+                        "op": "audit.anchor.reset",
+                        "previous": before.__dict__ if before else None,
+                    },
+                )
+            )
+            head = anchor.reset(platform.meta)
+        else:
+            try:
+                head = anchor.read()
+            except ValueError as err:
+                raise TidegateError(f"audit anchor: {err}") from None
+    if head is None:
+        console.print("no anchor (the log is empty or was never anchored)")
+    else:
+        console.print(f"anchored at record {head.seq} ({head.hash[:16]}…), {_when(head.at)}")
 
 
 @keys_app.command("create")

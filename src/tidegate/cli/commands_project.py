@@ -57,6 +57,9 @@ def validate(
             print_json({"valid": False, "problems": [p.__dict__ for p in err.problems]})
             raise typer.Exit(2) from None
         raise
+    from tidegate.privacy.taxonomy import check_taxonomy
+
+    warnings = check_taxonomy(project)[1]
     summary = {
         "valid": True,
         "project": project.name,
@@ -64,10 +67,13 @@ def validate(
         "products": project.build_order(),
         "purposes": sorted(project.policy.purposes),
         "syncs": sorted(project.syncs),
+        "warnings": [w.__dict__ for w in warnings],
     }
     if json_output:
         print_json(summary)
         return
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, soft_wrap=True)
     console.print(
         f"[green]✓[/green] project [bold]{project.name}[/bold] is valid: "
         f"{len(project.sources)} sources, {len(project.products)} products, "

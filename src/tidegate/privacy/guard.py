@@ -8,8 +8,9 @@ other way. The plan holds:
   the consent ledger at the moment of the request;
 * one column treatment per column, from the column's classification and the purpose.
 
-Plans apply two ways that give identical results: `select_sql` (a SQLGlot rewrite
-run by DuckDB, for bulk paths) and `apply_row` (values, for serving single rows).
+Plans apply three ways that give identical results: `select_sql` (a SQLGlot rewrite
+run by DuckDB, for bulk paths), `apply_row` (values, for serving single rows) and
+`apply_arrow` (Arrow compute on batches, for streaming and batch serving).
 """
 
 from __future__ import annotations
@@ -78,6 +79,33 @@ class AccessPlan:
             c.name: apply_value(c.treatment, row.get(c.name), c.type, self.hash_key)
             for c in self.visible_columns
         }
+
+    def apply_arrow(self, table: Any) -> Any:
+        """An Arrow table or record batch as this purpose may see it (the streaming and
+        batch-serving face): rows of subjects without a legal basis removed, columns treated
+        (`treatments_arrow`), dropped columns gone. Gives what `select_sql` and `apply_row`
+        give, column for column."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from tidegate.privacy.treatments_arrow import apply_arrow
+
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if self.row_filter is not None and self.subject_column is not None:
+            subject = pc.cast(table.column(self.subject_column), pa.string())
+            members = pa.array(sorted(self.row_filter.subjects), pa.string())
+            inside = pc.fill_null(pc.is_in(subject, value_set=members), False)
+            if self.row_filter.mode == "allow":
+                keep = pc.and_(inside, pc.is_valid(subject))
+            else:
+                keep = pc.or_(pc.is_null(subject), pc.invert(inside))
+            table = table.filter(keep)
+        columns = {
+            c.name: apply_arrow(c.treatment, table.column(c.name), c.type, self.hash_key)
+            for c in self.visible_columns
+        }
+        return pa.table(columns) if columns else table.select([])
 
     def select_sql(self, relation: str, *, with_subject: str | None = None) -> exp.Select:
         """`SELECT <treated columns> FROM relation WHERE <row filter>` as a syntax tree.

@@ -171,9 +171,26 @@ class DefaultsConfig(Strict):
         return value
 
 
+class JwtConfig(Strict):
+    """Bearer JWTs accepted beside API keys, checked against a JWKS file (egress/serve/auth.py)."""
+
+    jwks_file: str = Field(description="JSON Web Key Set, relative to the project root")
+    issuer: str
+    audience: str
+    algorithms: list[Literal["RS256", "ES256"]] = Field(default=["RS256", "ES256"], min_length=1)
+    roles_claim: str = Field(default="roles", description="claim holding the list of roles")
+    principal_claim: str = "sub"
+    leeway_seconds: float = Field(default=30, ge=0, le=300)
+
+
 class ServeConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8787, gt=0, lt=65536)
+    max_body_bytes: int = Field(default=256 * 1024, gt=0, description="larger bodies get 413")
+    cors_origins: list[str] = Field(
+        default=[], description="origins allowed by CORS; empty: CORS off (the default)"
+    )
+    jwt: JwtConfig | None = None
 
 
 class ProjectConfig(Strict):
@@ -305,6 +322,9 @@ class ProductConfig(Strict):
     key: str
     subject: str | None = None
     freshness: str | None = None
+    ttl: str | None = Field(
+        default=None, description="online values older than this are not served (e.g. 7d)"
+    )
     purposes: list[PurposeName] = Field(min_length=1)
     columns: dict[str, ColumnSpec] = Field(min_length=1)
     tags: list[str] = []
@@ -322,7 +342,7 @@ class ProductConfig(Strict):
             raise FieldError("checks", problem)
         return self
 
-    @field_validator("freshness")
+    @field_validator("freshness", "ttl")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
@@ -362,8 +382,18 @@ class PurposeConfig(Strict):
     )
 
 
+class RateLimitConfig(Strict):
+    """A token bucket per principal: `requests_per_second` on average, bursts up to `burst`."""
+
+    requests_per_second: float = Field(gt=0)
+    burst: int = Field(default=0, ge=0, description="bucket size; 0: one second's worth")
+
+
 class RoleConfig(Strict):
     description: str = ""
+    rate_limit: RateLimitConfig | None = Field(
+        default=None, description="per principal on the serving API; none: unlimited"
+    )
     purposes: list[PurposeName] = Field(min_length=1)
     products: list[str] = ["*"]
     ingest: list[str] = Field(

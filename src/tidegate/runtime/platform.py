@@ -10,11 +10,13 @@ from functools import cached_property
 from pathlib import Path
 
 from tidegate.audit.log import AuditLog
+from tidegate.audit.writer import AuditWriter
 from tidegate.meta import MetadataStore, open_metadata
 from tidegate.privacy.consent import ConsentLedger, ConsentView
 from tidegate.privacy.guard import Guard
 from tidegate.privacy.secrets import load_master_key
 from tidegate.project import Project, load_project
+from tidegate.project.models import parse_duration
 from tidegate.store.online import OnlineStore, open_online_store
 from tidegate.store.warehouse import Warehouse
 
@@ -46,11 +48,24 @@ class Platform:
 
     @cached_property
     def online(self) -> OnlineStore:
-        return open_online_store(self.project.config.backends.online, self.project.root)
+        ttls = {
+            name: parse_duration(product.config.ttl).total_seconds()
+            for name, product in self.project.products.items()
+            if product.config.ttl
+        }
+        return open_online_store(self.project.config.backends.online, self.project.root, ttls)
 
     @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.meta)
+        from tidegate.audit.anchor import AuditAnchor
+
+        anchor = AuditAnchor(self.state_dir / "audit-anchor.json", load_master_key(self.state_dir))
+        return AuditLog(self.meta, anchor)
+
+    @property
+    def audit_writer(self) -> AuditWriter:
+        """Batched, non-blocking audit appends for hot paths (the serving API)."""
+        return self.audit.writer
 
     @cached_property
     def consent(self) -> ConsentLedger:
@@ -65,6 +80,9 @@ class Platform:
         return Guard(self.project, self.consent_view, load_master_key(self.state_dir))
 
     def close(self) -> None:
+        if "audit" in self.__dict__:
+            self.audit.close()  # stores what the batch writer still holds
+            del self.__dict__["audit"]
         for name in ("warehouse", "online", "meta"):
             if name in self.__dict__:
                 getattr(self, name).close()

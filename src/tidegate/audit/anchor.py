@@ -1,0 +1,181 @@
+"""An anchor outside the audit log, so that cutting off its tail shows.
+
+The hash chain proves every stored record is the one written after its predecessor,
+but a log whose last records were deleted is still a valid chain. The anchor is a
+small file beside the project state (`.tidegate/audit-anchor.json`) holding the last
+(seq, hash) written, signed with an HMAC key derived from the project's master key, so
+someone who can edit the metadata database cannot simply rewrite the anchor to match.
+
+Rules:
+
+* it only moves forward, and only when the record it points at is still in the log
+  with the same hash; otherwise it stays where it is as evidence (and a warning is
+  logged);
+* it is created only together with the first record of a log: a missing anchor next to
+  a non-empty log is reported by `verify`, never silently re-created. After a review,
+  `tidegate audit anchor --reset` re-anchors at the current head (itself audited);
+* it is replaced atomically (write, fsync, rename) under a file lock, so two processes
+  writing the same log never move it backwards.
+
+An anchor kept on the same disk guards against edits of the database, not against an
+attacker who also holds the master key; ship it off-host (WORM storage, a transparency
+log) for that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tidegate.audit.log import ChainIssue
+from tidegate.meta.base import MetadataStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    hash: str
+    at: float
+
+
+class AuditAnchor:
+    def __init__(self, path: Path, master_key: bytes) -> None:
+        self.path = Path(path)
+        self._key = hmac.new(master_key, b"tidegate/audit/anchor", hashlib.sha256).digest()
+
+    # ------------------------------------------------------------ file
+
+    def _mac(self, seq: int, digest: str, at: float) -> str:
+        message = f"{seq}\n{digest}\n{at!r}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def read(self) -> Head | None:
+        """The anchored head; raises ValueError when the file is damaged or forged."""
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise ValueError(f"the anchor file cannot be read: {err}") from None
+        try:
+            head = Head(int(data["seq"]), str(data["hash"]), float(data["at"]))
+            mac = str(data["mac"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("the anchor file is malformed") from None
+        if not hmac.compare_digest(mac, self._mac(head.seq, head.hash, head.at)):
+            raise ValueError("the anchor file's signature does not match: it was edited")
+        return head
+
+    def write(self, seq: int, digest: str) -> None:
+        at = time.time()
+        body = {"seq": seq, "hash": digest, "at": at, "mac": self._mac(seq, digest, at)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as handle:
+            json.dump(body, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _file_lock(self.path.with_suffix(".lock"))
+
+    # ------------------------------------------------------------ moves
+
+    def advance(self, first_seq: int, seq: int, digest: str, store: MetadataStore) -> None:
+        """Move the anchor to (seq, digest): the last record of a batch just written to
+        `store` whose first record was `first_seq`."""
+        with self._locked():
+            try:
+                head = self.read()
+            except ValueError as err:
+                log.warning("audit anchor not advanced: %s", err)
+                return
+            if head is None:
+                if first_seq == 1:
+                    self.write(seq, digest)
+                else:
+                    log.warning(
+                        "audit anchor %s is missing beside a non-empty log; not re-created "
+                        "(review with `tidegate audit verify`, then `tidegate audit anchor "
+                        "--reset`)",
+                        self.path,
+                    )
+                return
+            if seq <= head.seq:
+                return
+            if _hash_at(store, head.seq) != head.hash:
+                log.warning("audit anchor not advanced: record %s no longer matches it", head.seq)
+                return
+            self.write(seq, digest)
+
+    def reset(self, store: MetadataStore) -> Head | None:
+        """Anchor at the current head of the log (after a human review)."""
+        with self._locked():
+            last = store.last_audit()
+            if last is None:
+                self.path.unlink(missing_ok=True)
+                return None
+            self.write(last.seq, last.hash)
+            return self.read()
+
+    # ------------------------------------------------------------ checks
+
+    def check(self, store: MetadataStore, last_seq: int) -> list[ChainIssue]:
+        try:
+            head = self.read()
+        except ValueError as err:
+            return [ChainIssue(last_seq, f"audit anchor: {err}")]
+        if head is None:
+            if last_seq > 0:
+                return [
+                    ChainIssue(
+                        last_seq,
+                        f"the audit anchor ({self.path.name}) is missing: the log's tail "
+                        "cannot be checked (deleted anchor?)",
+                    )
+                ]
+            return []
+        if last_seq < head.seq:
+            return [
+                ChainIssue(
+                    head.seq,
+                    f"the log ends at record {last_seq} but the anchor says record {head.seq} "
+                    f"was written: records {last_seq + 1}..{head.seq} were removed",
+                )
+            ]
+        if _hash_at(store, head.seq) != head.hash:
+            return [
+                ChainIssue(
+                    head.seq,
+                    "does not match the anchor's hash: the log was cut and rewritten from here",
+                )
+            ]
+        return []
+
+
+def _hash_at(store: MetadataStore, seq: int) -> str | None:
+    found = store.audit_records(seq - 1, limit=1)
+    return found[0].hash if found and found[0].seq == seq else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,46 @@
+"""`tidegate audit search` and `audit verify` on a built demo shop, from the command line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TIDEGATE, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_search_json_and_table_then_truncation_is_caught(demo_copy: Path) -> None:
+    shop = str(demo_copy)
+    assert run("consent", "revoke", "42", "analytics", "-p", shop).returncode == 0
+    found = run("audit", "search", "-p", shop, "--subject", "42", "--json")
+    assert found.returncode == 0, found.stderr
+    records = json.loads(found.stdout)
+    assert records
+    assert all("42" in r["subjects"] for r in records)
+    assert records[-1]["action"] == "consent"
+    assert records[-1]["purpose"] == "analytics"
+
+    table = run("audit", "search", "-p", shop, "--action", "consent", "--since", "1h")
+    assert table.returncode == 0, table.stderr
+    assert "consent" in table.stdout
+    bad = run("audit", "search", "-p", shop, "--since", "someday")
+    assert bad.returncode == 1
+    assert "not a time" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    assert run("audit", "verify", "-p", shop).returncode == 0
+    db = sqlite3.connect(str(demo_copy / ".tidegate" / "metadata.db"), isolation_level=None)
+    last = db.execute("SELECT MAX(seq) FROM audit_log").fetchone()[0]
+    db.execute("DELETE FROM audit_log WHERE seq = ?", (last,))
+    db.close()
+    cut = run("audit", "verify", "-p", shop)
+    assert cut.returncode == 1
+    assert f"records {last}..{last} were removed" in cut.stdout
