@@ -17,8 +17,10 @@ from tidegate.cli import (
     commands_demo,
     commands_egress,
     commands_governance,
+    commands_observe,
     commands_privacy,
     commands_project,
+    commands_requests,
     commands_stream,
 )
 from tidegate.cli.console import errors
@@ -38,8 +40,10 @@ app = typer.Typer(
 commands_demo.register(app)
 commands_project.register(app)
 commands_egress.register(app)
+commands_observe.register(app)
 commands_privacy.register(app)
 commands_governance.register(app)
+commands_requests.register(app)
 commands_stream.register(app)
 
 

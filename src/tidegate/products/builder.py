@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from tidegate.audit.log import AuditRecord
 from tidegate.errors import BuildError, TidegateError
 from tidegate.meta.base import ProductVersion
+from tidegate.observe.hooks import BuildObserver
+from tidegate.privacy.tombstones import purge_erased
 from tidegate.project.models import FileSource
 from tidegate.runtime.platform import Platform
 from tidegate.store.sources import file_select, read_table_source
@@ -54,6 +56,7 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
             table = read_table_source(project, source)
             types = {c: s.type for c, s in source.columns.items()}
             rows = platform.warehouse.load_source_arrow(name, table, types)
+        rows -= purge_erased(platform, name)  # erased subjects never come back (privacy/)
         loaded[name] = rows
         log.info("loaded source %s: %s rows", name, rows)
     return loaded
@@ -68,12 +71,12 @@ def build_products(
     project = platform.project
     unknown = sorted(set(only or ()) - set(project.products))
     if unknown:
-        raise TidegateError(
-            f"unknown product(s): {', '.join(unknown)} (known: {', '.join(sorted(project.products))})"
-        )
+        known = ", ".join(sorted(project.products))
+        raise TidegateError(f"unknown product(s): {', '.join(unknown)} (known: {known})")
     order = project.downstream_of(set(only)) if only else project.build_order()
     results: list[BuildResult] = []
     failed: set[str] = set()
+    observer = BuildObserver(platform)  # quality gate, pillars, lineage events (observe/)
     for name in order:
         product = project.products[name]
         if product.depends_on & failed:
@@ -85,8 +88,10 @@ def build_products(
         started = time.perf_counter()
         run_id = platform.meta.start_run("build", name)
         version = platform.meta.next_version(name)
+        observer.started(name, version)
         try:
             rows = platform.warehouse.build_version(product, project, version)
+            observer.gate(name, version)  # failed `error` checks raise: not published
             platform.warehouse.publish(name, version)
             _publish_online(platform, name, version, product.config.key)
         except (TidegateError, Exception) as err:
@@ -104,6 +109,7 @@ def build_products(
             seconds = time.perf_counter() - started
             results.append(BuildResult(name, version, 0, seconds, "failed", message))
             log.warning("build of %s failed: %s", name, message)
+            observer.failed(name, version, message)
             if progress:
                 progress(name, "failed")
             continue
@@ -124,6 +130,7 @@ def build_products(
             )
         )
         results.append(BuildResult(name, version, rows, seconds, "live"))
+        observer.published(name, version, rows, seconds)
         if progress:
             progress(name, "live")
     return results

@@ -1,0 +1,268 @@
+"""Prometheus metrics: `/metrics` on the API app (`instrument(app, platform)`).
+
+Two sources, so that what the API process shows is true for every process:
+
+* read at scrape time from the metadata file and the event log: build and sync runs
+  (durations, outcomes), product freshness against the SLO, ingest (records per topic)
+  and consumer lag. Builds, syncs and the worker usually run in other processes;
+* measured in the API process itself (an ASGI wrapper): request latency histograms, and the guard's
+  decisions on entity reads by purpose (allowed, filtered out, denied, unauthenticated).
+
+prometheus-client is the reference client for the exposition format; the registry is
+per app, never the global one, so several apps (tests) do not share series.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from tidegate.runtime.platform import Platform
+
+WORKER_GROUP = "tidegate-worker"
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+DECISIONS = {200: "allowed", 404: "filtered_or_absent", 403: "denied", 401: "unauthenticated"}
+
+#: builds in this process (the metadata table has them all; this is for logs and tests)
+_LOCAL_BUILDS: dict[tuple[str, str], int] = {}
+
+
+def record_build(product: str, outcome: str, seconds: float) -> None:
+    _LOCAL_BUILDS[(product, outcome)] = _LOCAL_BUILDS.get((product, outcome), 0) + 1
+
+
+class PlatformCollector:
+    """Series computed from stored state at each scrape."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._log: Any = None
+
+    def _runs(self) -> list[tuple[str, str, str, float | None]]:
+        from tidegate.observe.hooks import metadata_path
+
+        path = metadata_path(self.platform)
+        if not path.exists():
+            return []
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(
+                "SELECT kind, target, status, finished_at - started_at FROM runs"
+                " WHERE finished_at IS NOT NULL"
+            ).fetchall()
+        except sqlite3.Error:
+            return []
+        finally:
+            db.close()
+        return [(str(k), str(t), str(s), d) for k, t, s, d in rows]
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        runs = self._runs()
+        for kind, label in (("build", "product"), ("sync", "sync")):
+            outcomes = CounterMetricFamily(
+                f"tidegate_{kind}_runs",
+                f"{kind.capitalize()} runs by outcome",
+                labels=[label, "outcome"],
+            )
+            durations = HistogramMetricFamily(
+                f"tidegate_{kind}_duration_seconds",
+                f"{kind.capitalize()} run durations",
+                labels=[label],
+            )
+            by_target: dict[str, list[float]] = {}
+            counts: dict[tuple[str, str], int] = {}
+            for run_kind, target, status, seconds in runs:
+                if run_kind != kind:
+                    continue
+                counts[(target, status)] = counts.get((target, status), 0) + 1
+                if seconds is not None:
+                    by_target.setdefault(target, []).append(float(seconds))
+            for (target, status), count in sorted(counts.items()):
+                outcomes.add_metric([target, status], count)
+            for target, values in sorted(by_target.items()):
+                buckets = [(str(b), sum(1 for v in values if v <= b)) for b in BUCKETS]
+                buckets.append(("+Inf", len(values)))
+                durations.add_metric([target], buckets, sum(values))
+            yield outcomes
+            yield durations
+        yield from self._freshness()
+        yield from self._ingest()
+
+    def _freshness(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from tidegate.observe.hooks import metadata_path
+        from tidegate.products.freshness import FreshnessLedger
+
+        project = self.platform.project
+        now = time.time()
+        age = GaugeMetricFamily(
+            "tidegate_product_freshness_seconds",
+            "Seconds since the product last changed (build or incremental update)",
+            labels=["product"],
+        )
+        slo = GaugeMetricFamily(
+            "tidegate_product_freshness_slo_seconds", "Declared freshness", labels=["product"]
+        )
+        breach = GaugeMetricFamily(
+            "tidegate_product_slo_breach",
+            "1 while the product is older than its freshness SLO",
+            labels=["product"],
+        )
+        breaches = CounterMetricFamily(
+            "tidegate_product_slo_breaches",
+            "Incremental updates slower than the SLO",
+            labels=["product"],
+        )
+        ledger = FreshnessLedger(metadata_path(self.platform))
+        try:
+            updates = ledger.all()
+        finally:
+            ledger.close()
+        for name in sorted(project.products):
+            live = self.platform.meta.live_version(name)
+            update = updates.get(name)
+            last = max(
+                [
+                    t
+                    for t in (
+                        live.built_at if live else None,
+                        update.last_update if update else None,
+                    )
+                    if t
+                ]
+                or [0.0]
+            )
+            seconds = project.freshness_seconds(name)
+            slo.add_metric([name], seconds)
+            breaches.add_metric([name], update.breaches if update else 0)
+            if last:
+                age.add_metric([name], now - last)
+                breach.add_metric([name], float(now - last > seconds))
+        yield from (age, slo, breach, breaches)
+
+    def _ingest(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        records = CounterMetricFamily(
+            "tidegate_ingest_records",
+            "Records appended to each stream source's topic (rate() = ingest rate)",
+            labels=["topic"],
+        )
+        lag = GaugeMetricFamily(
+            "tidegate_consumer_lag_records",
+            "Records the stream worker has not applied yet",
+            labels=["topic", "group"],
+        )
+        topics = sorted(
+            {
+                s.config.topic_name
+                for s in self.platform.project.sources.values()
+                if s.config.type == "stream"
+            }
+        )
+        if topics:
+            try:
+                if self._log is None:
+                    from tidegate.log.base import open_event_log
+
+                    project = self.platform.project
+                    self._log = open_event_log(project.config.backends.log, project.root)
+                for topic in topics:
+                    ends = self._log.end_offsets(topic)
+                    committed = self._log.committed(WORKER_GROUP, topic)
+                    records.add_metric([topic], sum(ends.values()))
+                    lag.add_metric(
+                        [topic, WORKER_GROUP],
+                        sum(max(0, end - committed.get(p, 0)) for p, end in ends.items()),
+                    )
+            except Exception:  # a log that cannot be read now: no samples this scrape
+                pass
+        yield records
+        yield lag
+
+
+ENTITY = re.compile(r"^/v1/products/[^/]+/entities/[^/]+$")
+ROUTES = (
+    (ENTITY, "/v1/products/{product}/entities/{key}"),
+    (re.compile(r"^/v1/products/[^/]+$"), "/v1/products/{product}"),
+    (re.compile(r"^/v1/events/[^/]+$"), "/v1/events/{source}"),
+)
+
+
+def route_of(path: str) -> str:
+    """A bounded route label for a request path."""
+    for pattern, label in ROUTES:
+        if pattern.match(path):
+            return label
+    parts = path.split("/")
+    return "/".join(parts[:3]) if len(parts) > 3 else path
+
+
+def instrument(app: ASGIApp, platform: Platform) -> ASGIApp:
+    """Wrap an ASGI app: serve `/metrics`, time every request, count guard decisions."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "tidegate_api_request_duration_seconds",
+        "API request latency",
+        ["route", "method", "status"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    )
+    decisions = Counter(
+        "tidegate_guard_decisions",
+        "Entity reads by declared purpose and the guard's decision",
+        ["purpose", "decision"],
+        registry=registry,
+    )
+    registry.register(PlatformCollector(platform))
+    purposes = set(platform.project.policy.purposes)
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path == "/metrics":
+            body = generate_latest(registry)
+            headers = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":  # the status the app answered
+                status["code"] = int(message["status"])
+            await send(message)
+
+        try:
+            await app(scope, receive, capture)
+        finally:
+            route = route_of(path)
+            latency.labels(route, scope.get("method", ""), str(status["code"])).observe(
+                time.perf_counter() - started
+            )
+            if ENTITY.match(path):
+                sent: dict[bytes, bytes] = dict(scope.get("headers") or [])
+                purpose = sent.get(b"x-purpose", b"").decode("latin-1") or "none"
+                if purpose not in purposes and purpose != "none":
+                    purpose = "undeclared"  # keeps label values bounded
+                decisions.labels(purpose, DECISIONS.get(status["code"], "error")).inc()
+
+    return wrapped
