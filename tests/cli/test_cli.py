@@ -103,3 +103,27 @@ def test_demo_no_serve_runs_the_whole_tour(tmp_path: Path) -> None:
     assert "gone from the CRM" in out
     assert "chain intact" in out
     assert shutil.which(TIDEGATE) or Path(TIDEGATE).exists()
+
+
+def test_validate_against_a_git_ref_fails_a_breaking_change(tmp_path: Path) -> None:
+    target = tmp_path / "x"
+    run("init", str(target))
+    git = ["git", "-C", str(target), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    assert run("validate", str(target), "--against", "HEAD").returncode == 0
+    yml = target / "products" / "customer_profile.yml"
+    yml.write_text(
+        yml.read_text().replace(
+            "  country: {type: VARCHAR, classification: user.contact.address.country}\n", ""
+        )
+    )
+    sql = target / "products" / "customer_profile.sql"
+    sql.write_text(sql.read_text().replace("  country,\n", ""))
+    broken = run("validate", str(target), "--against", "HEAD")
+    assert broken.returncode == 1
+    assert "column removed country" in broken.stderr
+    assert "Traceback" not in broken.stderr
+    yml.write_text(yml.read_text() + "version: '2.0.0'\n")
+    assert run("validate", str(target), "--against", "HEAD").returncode == 0

@@ -46,6 +46,14 @@ def init(
 def validate(
     directory: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Also fail when a product contract breaks against this git ref "
+            "(e.g. origin/main) without a `version:` bump.",
+        ),
+    ] = None,
 ) -> None:
     """Check every file of a project; list each problem with file:line and field."""
     from tidegate.project import load_project
@@ -69,6 +77,10 @@ def validate(
         "syncs": sorted(project.syncs),
         "warnings": [w.__dict__ for w in warnings],
     }
+    if against is not None:
+        from tidegate.cli.commands_observe import contract_verify
+
+        contract_verify(against=against, project_dir=directory)
     if json_output:
         print_json(summary)
         return
