@@ -2,10 +2,12 @@
 
 A small project is written to disk, loaded, and built once (DuckDB warehouse + SQLite
 online store). Each example then records a random consent history in a fresh ledger
-and reads the product through both egress paths:
+and reads the product through every egress path:
 
 * serve: rows from the online store, decoded and passed through `AccessPlan.apply_row`;
-* bulk (syncs, exports): `AccessPlan.select_sql` run by DuckDB.
+* bulk (syncs): `AccessPlan.select_sql` run by DuckDB;
+* stream: `AccessPlan.apply_arrow` on Arrow batches;
+* export: the rows `privacy.export` reads (then k-anonymises), subjects never added.
 
 Which subjects may appear, and what each column must look like, are worked out here
 from the history and from the policy as written below, not by asking the guard.
@@ -294,6 +296,24 @@ def stream_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any
     return out
 
 
+def export_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any]]:
+    """The export path: the rows `privacy.export` anonymises, before generalisation; and,
+    after k-anonymisation on one column, every subject left must be among them."""
+    from tidegate.privacy.anonymize import anonymize
+    from tidegate.privacy.export import SUBJECT_MARKER, guarded_rows
+
+    rows = guarded_rows(platform, plan)
+    subjects = {r[SUBJECT_MARKER] for r in rows}
+    qi = next(c.name for c in plan.visible_columns if c.name != plan.key_column)
+    anonymised = anonymize([dict(r) for r in rows], [qi], 2, 0.5)
+    assert {r[SUBJECT_MARKER] for r in anonymised.rows} <= subjects
+    out: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        row.pop(SUBJECT_MARKER)
+        out[row["account_id"]] = row
+    return out
+
+
 # ------------------------------------------------------------------ expectations
 
 
@@ -455,6 +475,7 @@ def test_what_leaves_is_exactly_what_policy_and_consent_allow(
         served = serve_rows(platform, plan)
         bulk = bulk_rows(platform, plan)
         stream = stream_rows(platform, plan)
+        exported = export_rows(platform, plan)
 
     expected = expected_rows(purpose, allowed_subjects(history, purpose))
     # (a) exactly the subjects with a legal basis; (b) every column as the policy says
@@ -463,7 +484,8 @@ def test_what_leaves_is_exactly_what_policy_and_consent_allow(
     # (c) the two paths agree, column for column
     assert served == bulk
     assert stream == expected
-    for rows in (served, bulk, stream):
+    assert exported == expected
+    for rows in (served, bulk, stream, exported):
         for row in rows.values():
             assert list(row) == [c for c in COLUMNS if c in EXPECTED_TREATMENT[purpose]]
 

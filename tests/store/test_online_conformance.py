@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStor
         backend = RedisOnlineStore(url, prefix=f"test-{uuid.uuid4().hex[:8]}")
     yield backend
     if isinstance(backend, RedisOnlineStore):
-        for product in ("p", "q"):
+        for product in ("p", "q", "nothing_here"):
             for version in (1, 2, 3):
                 backend._drop_version(product, version)
             backend._redis.delete(backend._pointer(product))
@@ -95,3 +97,138 @@ def test_typed_values_round_trip_through_the_codec() -> None:
     row = {"d": dt.date(2024, 2, 29), "t": dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC), "n": None}
     decoded = decode_row(encode_row(row), {"d": "DATE", "t": "TIMESTAMPTZ", "n": "BIGINT"})
     assert decoded == row
+
+
+# ---------------------------------------------------------------- entries, freshness, TTL
+
+
+def test_entries_carry_version_and_write_time(store: OnlineStore) -> None:
+    before = time.time()
+    store.write_batch("p", 1, rows(3))
+    store.activate("p", 1)
+    entry = store.read_entry("p", "2")
+    assert entry is not None
+    assert entry.version == 1
+    assert before - 0.01 <= entry.written_at <= time.time() + 0.01
+    time.sleep(0.02)
+    store.upsert("p", [("2", encode_row({"id": 2, "tag": "later"}))])
+    updated = store.read_entry("p", "2")
+    assert updated is not None
+    assert updated.written_at > entry.written_at  # an in-place update is fresher
+    assert updated.version == 1
+    untouched = store.read_entry("p", "1")
+    assert untouched is not None
+    assert untouched.written_at == pytest.approx(entry.written_at, abs=1e-3)
+
+
+def test_expired_values_are_not_served(store: OnlineStore) -> None:
+    store.set_ttl("p", 0.2)
+    store.write_batch("p", 1, rows(3))
+    store.activate("p", 1)
+    assert store.read("p", "1") is not None
+    time.sleep(0.3)
+    assert store.read("p", "1") is None
+    assert store.read_many("p", ["0", "1", "2"]) == {}
+    store.upsert("p", [("1", encode_row({"id": 1}))])  # rewritten: fresh again
+    assert store.read("p", "1") is not None
+    assert store.read("p", "0") is None
+
+
+def test_ttl_is_applied_on_read_not_only_by_the_backend(store: OnlineStore) -> None:
+    """feast#1802: a TTL must hold on read, whatever the backend still keeps."""
+    store.write_batch("p", 1, rows(2))
+    store.activate("p", 1)
+    time.sleep(0.05)
+    assert store.read("p", "0") is not None  # no TTL yet: served
+    store.set_ttl("p", 0.01)  # written without a TTL, so the backend still holds it
+    assert store.read("p", "0") is None
+    assert store.read_entries("p", ["0", "1"]) == {}
+    store.set_ttl("p", None)
+    assert store.read("p", "0") is not None
+
+
+def test_ttl_is_per_product(store: OnlineStore) -> None:
+    store.set_ttl("p", 0.01)
+    for product in ("p", "q"):
+        store.write_batch(product, 1, rows(1))
+        store.activate(product, 1)
+    time.sleep(0.05)
+    assert store.read("p", "0") is None
+    assert store.read("q", "0") is not None
+
+
+def test_purge_keeps_unexpired_values(store: OnlineStore) -> None:
+    store.set_ttl("p", 0.05)
+    store.write_batch("p", 1, rows(2))
+    store.activate("p", 1)
+    store.write_batch("q", 1, rows(2))
+    store.activate("q", 1)
+    time.sleep(0.1)
+    store.purge_expired()
+    assert store.read("p", "0") is None
+    assert store.read("q", "0") is not None
+
+
+def test_invalid_ttl_is_refused(store: OnlineStore) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        store.set_ttl("p", 0)
+
+
+# ---------------------------------------------------------------- versions under change
+
+
+def test_batch_reads_see_one_version_across_chunks(store: OnlineStore) -> None:
+    keys = [str(i) for i in range(1200)]
+    store.write_batch("p", 1, rows(1200, "v1"))
+    store.activate("p", 1)
+    found = store.read_entries("p", keys)
+    assert len(found) == 1200
+    assert {e.version for e in found.values()} == {1}
+    store.write_batch("p", 2, rows(1200, "v2"))
+    store.activate("p", 2)
+    found = store.read_entries("p", keys)
+    assert {e.version for e in found.values()} == {2}
+    assert {decode_row(e.value, {})["tag"] for e in found.values()} == {"v2"}
+
+
+def test_readers_never_see_a_half_written_version_while_building(store: OnlineStore) -> None:
+    """A reader thread during a build of v2 and its activation sees v1 or v2, whole."""
+    store.write_batch("p", 1, rows(200, "v1"))
+    store.activate("p", 1)
+    seen: list[set[str]] = []
+    stop = threading.Event()
+
+    def read_loop() -> None:
+        while not stop.is_set():
+            found = store.read_many("p", [str(i) for i in range(200)])
+            seen.append({decode_row(v, {})["tag"] for v in found.values()} | {f"n{len(found)}"})
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    try:
+        for start in range(0, 200, 50):  # v2 written in pieces, as a build does
+            store.write_batch("p", 2, rows(200, "v2")[start : start + 50])
+        store.activate("p", 2)
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        reader.join()
+    assert seen
+    assert all(s in ({"v1", "n200"}, {"v2", "n200"}) for s in seen), seen[:5]
+
+
+def test_delete_reaches_a_version_being_built(store: OnlineStore) -> None:
+    """Erasure during a build: the subject must not come back when v2 activates."""
+    store.write_batch("p", 1, rows(3))
+    store.activate("p", 1)
+    store.write_batch("p", 2, rows(3))
+    store.delete("p", ["1"])
+    store.activate("p", 2)
+    assert store.read("p", "1") is None
+    assert store.read("p", "2") is not None
+
+
+def test_unknown_product_reads_nothing(store: OnlineStore) -> None:
+    assert store.read_entries("nothing_here", ["1"]) == {}
+    assert store.read_entry("nothing_here", "1") is None
+    assert store.read_entries("p", []) == {}

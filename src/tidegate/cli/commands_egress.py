@@ -153,7 +153,7 @@ def sync_status(
             "mode": cfg.mode,
             "trigger": cfg.trigger,
             "schedule": cfg.schedule,
-            "rows_written": len(platform.meta.synced_rows(name)),
+            "rows_written": platform.meta.synced_count(name),
             "open_errors": len(platform.meta.sync_row_errors(name)),
             "interrupted_batch_rows": len(platform.meta.sync_inflight(name)),
             "suppressed": len(platform.meta.sync_suppressions(name)),

@@ -1,4 +1,4 @@
-"""Governance commands: classify columns, subject requests (access, erasure), exports."""
+"""Governance commands: classify columns, anonymised exports (requests: commands_requests)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ import typer
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.console import console, print_json
 
-request_app = typer.Typer(
-    help="Data subject requests: access and erasure (GDPR Art. 15 and 17).", no_args_is_help=True
-)
-
 
 def register(app: typer.Typer) -> None:
     app.command("classify")(classify_command)
-    app.add_typer(request_app, name="request")
+    app.command("export")(export_command)
 
 
 def classify_command(
@@ -53,3 +49,57 @@ def classify_command(
             console.print(f"added to {found.path}: {line}", markup=False)
         if not added:
             console.print("nothing to add: every suggested column is already classified")
+
+
+def export_command(
+    product: Annotated[str, typer.Argument(help="The product to export.")],
+    purpose: Annotated[str, typer.Option(help="Why: a purpose the product allows.")],
+    quasi_identifiers: Annotated[
+        str, typer.Option(help="Comma-separated columns to generalise (e.g. zip,birth_date).")
+    ],
+    out: Annotated[Path, typer.Option(help="The file to write.")],
+    k: Annotated[int, typer.Option("--k", help="Each combination of QIs has ≥ k rows.")] = 5,
+    format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    max_suppression: Annotated[
+        float, typer.Option(help="Share of rows that may be suppressed before generalising more.")
+    ] = 0.05,
+    principal: Annotated[str, typer.Option(help="Who exports (audited).")] = "cli",
+    role: Annotated[
+        list[str] | None, typer.Option(help="Check the purpose against these roles.")
+    ] = None,
+    project_dir: ProjectDir = Path("."),
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Export a product k-anonymised, through the guard, audited; reports information loss."""
+    from tidegate.privacy.export import export
+    from tidegate.runtime.platform import Platform
+
+    qis = [q.strip() for q in quasi_identifiers.split(",") if q.strip()]
+    with Platform.open(project_dir) as platform:
+        result = export(
+            platform,
+            product,
+            purpose=purpose,
+            k=k,
+            quasi_identifiers=qis,
+            out=out,
+            fmt=format,
+            principal=principal,
+            roles=tuple(role or ()),
+            max_suppression=max_suppression,
+        )
+    if json_output:
+        print_json(result.as_json())
+        return
+    loss = result.loss
+    console.print(
+        f"exported {loss['rows_out']} of {loss['rows_in']} rows ({result.subjects} subjects) "
+        f"of {product} for {purpose} to {out} ({format}); k={k}: {loss['classes']} classes, "
+        f"average size {loss['average_class_size']}, suppressed {loss['suppressed']} "
+        f"({loss['suppression_rate']:.1%}), discernibility {loss['discernibility']}",
+        markup=False,
+    )
+    for name, level in loss["levels"].items():
+        console.print(f"  {name}: {level['as']} (level {level['level']})", markup=False)
+    if result.dropped:
+        console.print(f"  left out as identifying: {', '.join(result.dropped)}", markup=False)

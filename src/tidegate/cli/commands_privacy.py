@@ -363,3 +363,40 @@ def keys_revoke(key_id: str, project_dir: ProjectDir = Path(".")) -> None:
             )
         )
     console.print(f"revoked key {key_id}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: str,
+    project_dir: ProjectDir = Path("."),
+    grace: Annotated[
+        str, typer.Option(help="How long the old key keeps working, e.g. 1h; 0s: revoke now.")
+    ] = "1h",
+    ttl: Annotated[str | None, typer.Option(help="Lifetime of the new key, e.g. 90d.")] = None,
+) -> None:
+    """Replace a key: a new secret for the same principal and roles (shown once)."""
+    from tidegate.egress.serve.keys import rotate_key
+    from tidegate.project.models import parse_duration
+    from tidegate.runtime.platform import Platform
+
+    grace_seconds = 0.0 if grace.strip() in {"0", "0s"} else parse_duration(grace).total_seconds()
+    seconds = parse_duration(ttl).total_seconds() if ttl else None
+    with Platform.open(project_dir) as platform:
+        token, row, stops = rotate_key(platform.meta, key_id, grace_seconds, seconds)
+        platform.audit.append(
+            AuditRecord(
+                action="admin",
+                principal=ADMIN,
+                detail={
+                    "op": "key.rotate",
+                    "key_id": key_id,
+                    "new_key_id": row.key_id,
+                    "old_key_stops_at": stops,
+                },
+            )
+        )
+    console.print(
+        f"key id {row.key_id} replaces {key_id} ({row.principal}); {key_id} stops "
+        f"{'now' if grace_seconds == 0 else 'at ' + _when(stops)}:"
+    )
+    console.print(token, markup=False, soft_wrap=True)

@@ -3,7 +3,9 @@
 Generate the shop → load its consent choices → build the products → sync the
 marketing audience into a local "CRM" database → serve the API → walk a tour of real
 calls under three purposes → revoke a consent and show the person vanish from the API
-and the CRM. Every step goes through the same code a real project uses.
+and the CRM → go live: the shop's backend keeps posting web events and orders, the
+stream worker keeps `customer_360` fresh, and the tour times a counter changing.
+Every step goes through the same code a real project uses.
 """
 
 from __future__ import annotations
@@ -177,6 +179,53 @@ def crm_rows(platform: Any) -> list[dict[str, Any]]:
         destination.close()
 
 
+def live_tour(
+    live: Any, client: httpx.Client, base: str, keys: dict[str, str], watches: int = 3
+) -> list[float]:
+    """Step 6: the shop is live; time a counter of customer 1 moving after a new event."""
+    headers = {"Authorization": f"Bearer {keys['support_agent']}", "X-Purpose": "support"}
+
+    def read() -> dict[str, Any]:
+        response = client.get(
+            f"/v1/products/customer_360/entities/{TOUR_CUSTOMER}", headers=headers
+        )
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    console.print(
+        "\n[bold]6. The shop is live.[/bold] Its backend posts web events and orders to "
+        f"{base}/v1/events/web_events_live and …/orders_live; the stream worker applies them in "
+        "micro-batches and recomputes only the customers they touch."
+    )
+    console.print(
+        f"  curl -X POST -H 'Authorization: Bearer {live.token[:12]}…' "
+        f'{base}/v1/events/web_events_live -d \'[{{"event_id": 99, "customer_id": 1}}]\'',
+        markup=False,
+        soft_wrap=True,
+    )
+    delays = []
+    for index in range(watches):
+        counter = "order_count" if index % 3 == 2 else "web_event_count"
+        seen = live.watch(client, read, int(TOUR_CUSTOMER), counter)
+        moved = seen.after != seen.before
+        delays.append(seen.seconds if moved else float("inf"))
+        console.print(
+            f"  a new {'order' if counter == 'order_count' else 'web event'} for customer "
+            f"{TOUR_CUSTOMER}: {counter} {seen.before} → {seen.after}, "
+            + (
+                f"visible in the API {seen.seconds * 1000:.0f} ms after it was posted"
+                if moved
+                else f"[red]not visible after {seen.seconds:.1f}s[/red]"
+            )
+        )
+    console.print(
+        f"  meanwhile the generator posted {live.posted:,} events for other customers; "
+        f"the worker applied {live.batches:,} micro-batches"
+    )
+    return delays
+
+
 def tour(platform: Any, client: httpx.Client, base: str, keys: dict[str, str]) -> None:
     from tidegate.egress.sync import run_sync
     from tidegate.privacy.consent import ConsentEvent
@@ -286,6 +335,7 @@ def summary(platform: Any, base: str | None) -> None:
 
 def run_demo(options: DemoOptions) -> None:
     from tidegate.cli.commands_project import run_build
+    from tidegate.demo.livefeed import LiveShop, apply_live_overlay
     from tidegate.egress.serve.app import create_app
     from tidegate.runtime.jobs import syncs_after_build
     from tidegate.runtime.platform import Platform
@@ -295,6 +345,7 @@ def run_demo(options: DemoOptions) -> None:
     console.rule(f"tidegate demo: a small online shop in {directory}")
     options.directory = directory
     prepare_directory(directory)
+    apply_live_overlay(directory)
     rows = generate(options)
     console.print(f"generated {sum(rows.values()):,} rows (seed {options.seed})")
     with Platform.open(directory) as platform:
@@ -316,9 +367,12 @@ def run_demo(options: DemoOptions) -> None:
         server = BackgroundServer(app, _free_port(options.port))
         server.start()
         base = f"http://127.0.0.1:{server.port}"
+        live = LiveShop(platform, base, rows.get("customers", 0), seed=options.seed)
         try:
             with httpx.Client(base_url=base, timeout=10) as client:
                 tour(platform, client, base, keys)
+                live.start()
+                live_tour(live, client, base, keys)
             summary(platform, base if options.serve else None)
             elapsed = time.perf_counter() - started
             if not options.serve:
@@ -330,6 +384,7 @@ def run_demo(options: DemoOptions) -> None:
         except KeyboardInterrupt:
             console.print("\nstopping…")
         finally:
+            live.stop()
             server.stop()
         if options.serve:
             console.print("stopped cleanly")

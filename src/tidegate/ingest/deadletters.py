@@ -9,6 +9,7 @@ and appends those that now pass to the source's topic.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -146,6 +147,26 @@ class DeadLetterStore:
     def update_reason(self, letter_id: int, reason: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE dead_letters SET reason = ? WHERE id = ?", (reason, letter_id))
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Remove letters for good (erasure requests, privacy/requests.py): overwritten in
+        the file (`secure_delete`), and the write-ahead log truncated afterwards."""
+        if not ids:
+            return 0
+        with self._lock:
+            self._db.execute("PRAGMA secure_delete = ON")
+        try:
+            with self._tx() as db:
+                before = db.total_changes
+                db.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids])
+                removed = db.total_changes - before
+        finally:
+            with self._lock:
+                self._db.execute("PRAGMA secure_delete = OFF")
+                # a reader holding the log defers the truncation to a later checkpoint
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
 
     def close(self) -> None:
         with self._lock:

@@ -33,6 +33,16 @@ class PayloadTooLargeError(TidegateError):
     http_status = 413
 
 
+#: the answers other than 200, for the OpenAPI document (bodies: `{"error": {...}}`)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body is not JSON, or not an array of events"},
+    401: {"description": "no API key, or an unknown, revoked or expired one"},
+    403: {"description": "the key's roles may not post to this source"},
+    404: {"description": "no stream source of that name"},
+    413: {"description": "the body is over 64 MiB"},
+}
+
+
 def _token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -51,7 +61,7 @@ def create_ingest_router(platform: Platform) -> APIRouter:
                 opened.append(open_intake(platform.project))
             return opened[0]
 
-    @router.post("/v1/events/{source}")
+    @router.post("/v1/events/{source}", responses=ERROR_RESPONSES)
     async def post_events(source: str, request: Request) -> dict[str, Any]:
         """Validate each event against the source's columns; log the valid, dead-letter the rest."""
         principal = authenticate(platform.meta, _token(request))

@@ -62,8 +62,7 @@ class PostgresCdc:
         table: str,
         schema: str = "public",
     ) -> None:
-        import psycopg
-
+        self.dsn = dsn
         self.slot = slot
         self.intake = intake
         self.source = intake.schema(source)
@@ -71,11 +70,33 @@ class PostgresCdc:
             raise TidegateError(f"source {source!r}: CDC needs `format: debezium`")
         self.table, self.schema_name = table, schema
         self.topic = self.source.config.topic_name
+        self._conn = self._connect()
+        self.state = CdcState(intake.project.path(intake.project.config.backends.metadata.path))
+
+    def _connect(self) -> Any:
+        import psycopg
+
         try:
-            self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            return psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as err:
             raise ServiceUnavailableError(f"cannot reach PostgreSQL for CDC: {err}") from None
-        self.state = CdcState(intake.project.path(intake.project.config.backends.metadata.path))
+
+    def _sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run `query`; after a lost connection (PostgreSQL restarted), reconnect once and
+        run it again. Every statement here is safe to repeat: the slot only moves by an
+        explicit advance, after the log holds the changes."""
+        import psycopg
+
+        for attempt in (1, 2):
+            try:
+                cursor = self._conn.execute(query, params)
+                return cursor.fetchall() if cursor.description else []
+            except psycopg.OperationalError as err:
+                self._conn.close()
+                if attempt == 2:
+                    raise ServiceUnavailableError(f"PostgreSQL CDC: {err}") from None
+                self._conn = self._connect()
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._conn.close()
@@ -83,13 +104,9 @@ class PostgresCdc:
 
     def start(self) -> int:
         """Create the slot if needed and take the snapshot if it was never finished."""
-        exists = self._conn.execute(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
-        ).fetchone()
+        exists = self._sql("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
         if not exists:
-            self._conn.execute(
-                "SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (self.slot,)
-            )
+            self._sql("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (self.slot,))
         if self.state.snapshot_done(self.slot):
             return 0
         count = self._snapshot()
@@ -120,12 +137,12 @@ class PostgresCdc:
 
     def poll(self, max_changes: int = BATCH) -> int:
         """Move up to `max_changes` changes from the slot into the log; return how many."""
-        rows = self._conn.execute(
+        rows = self._sql(
             "SELECT lsn::text, data FROM pg_logical_slot_peek_changes(%s, NULL, %s,"
             " 'format-version', '2', 'include-lsn', '1', 'include-timestamp', '1',"
             " 'add-tables', %s)",
             (self.slot, max_changes, f"{self.schema_name}.{self.table}"),
-        ).fetchall()
+        )
         if not rows:
             return 0
         messages = []
@@ -141,14 +158,12 @@ class PostgresCdc:
             )
         if messages:
             self.intake.log.append(self.topic, messages)
-        self._conn.execute(
-            "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, rows[-1][0])
-        )
+        self._sql("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, rows[-1][0]))
         return len(messages)
 
     def drop(self) -> None:
         """Drop the slot (PostgreSQL keeps WAL for a slot until then) and forget it."""
-        self._conn.execute(
+        self._sql(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
             " WHERE slot_name = %s",
             (self.slot,),

@@ -157,14 +157,50 @@ class MetadataStore(ABC):
         self.append_audit(records)
         return records
 
-    # --- sync state: what each sync wrote, by destination key
+    # --- sync state: what each sync wrote, by destination key (Arrow; see `sync_segments`)
     @abstractmethod
-    def synced_rows(self, sync: str) -> dict[str, SyncedRow]: ...
+    def synced_state(
+        self,
+        sync: str,
+        keys: Sequence[str] | None = None,
+        source_keys: Sequence[str] | None = None,
+    ) -> Any:
+        """What a sync wrote, as a pyarrow Table (`sync_segments.STATE_COLUMNS`: key,
+        row_hash, subject, source_key, written_at): every row, or when `keys` or
+        `source_keys` is given only the rows whose key or source key is in them."""
 
     @abstractmethod
+    def compact_sync_state(self, sync: str, max_segments: int) -> bool:
+        """Rewrite a sync's state as one segment when it has more than `max_segments`;
+        returns whether it did."""
+
+    @abstractmethod
+    def forget_sync(self, sync: str) -> None:
+        """Drop everything recorded for a sync (state, in-flight batch, row errors,
+        suppressions): as if it had never run. The destination is not touched."""
+
+    def synced_rows(self, sync: str) -> dict[str, SyncedRow]:
+        """The state as Python objects (small states, tests and the CLI)."""
+        from tidegate.meta.sync_segments import to_synced_rows
+
+        return {row.key: row for row in to_synced_rows(self.synced_state(sync))}
+
+    def synced_count(self, sync: str) -> int:
+        return int(self.synced_state(sync).num_rows)
+
+    def synced_rows_matching(
+        self, sync: str, keys: Sequence[str], source_keys: Sequence[str]
+    ) -> dict[str, SyncedRow]:
+        """State rows whose key is in `keys` or whose source key is in `source_keys`."""
+        from tidegate.meta.sync_segments import to_synced_rows
+
+        table = self.synced_state(sync, keys=list(keys), source_keys=list(source_keys))
+        return {row.key: row for row in to_synced_rows(table)}
+
     def apply_synced(
         self, sync: str, upserted: Sequence[SyncedRow], deleted: Sequence[str]
-    ) -> None: ...
+    ) -> None:
+        self.checkpoint_sync(sync, upserted=upserted, deleted=deleted)
 
     # --- sync runs: checkpoints, in-flight batches, row errors, suppressions, where data went
     @abstractmethod
@@ -172,32 +208,29 @@ class MetadataStore(ABC):
         """Record which destination a sync writes to (for `subject_locations`)."""
 
     @abstractmethod
-    def synced_hashes(self, sync: str) -> tuple[list[str], list[str]]:
-        """(keys, row hashes) of everything a sync wrote: the snapshot the diff needs."""
-
-    @abstractmethod
-    def synced_rows_matching(
-        self, sync: str, keys: Sequence[str], source_keys: Sequence[str]
-    ) -> dict[str, SyncedRow]:
-        """State rows whose key is in `keys` or whose source key is in `source_keys`."""
-
-    @abstractmethod
     def checkpoint_sync(
         self,
         sync: str,
         *,
-        upserted: Sequence[SyncedRow] = (),
+        upserted: Sequence[SyncedRow] | Any = (),
         deleted: Sequence[str] = (),
         errors: Sequence[SyncRowError] = (),
         suppressed: Sequence[SyncedRow] = (),
         clear_inflight: bool = False,
+        fresh: bool = False,
     ) -> None:
         """One transaction: rows written (their errors cleared), keys deleted, rows refused
-        (attempts counted), keys suppressed, and the in-flight marker cleared."""
+        (attempts counted), keys suppressed, and the in-flight marker cleared.
+
+        `upserted` is a sequence of `SyncedRow` or a pyarrow Table with the state
+        columns (a sent batch's, without a row in Python). `fresh` promises that none of
+        its keys is in the state yet (rows the diff found added), so reading the state
+        back needs no de-duplication against older segments."""
 
     @abstractmethod
-    def set_sync_inflight(self, sync: str, rows: Sequence[SyncedRow]) -> None:
-        """Mark a batch as being sent (before sending it, in modes that are not idempotent)."""
+    def set_sync_inflight(self, sync: str, rows: Sequence[SyncedRow] | Any) -> None:
+        """Mark a batch as being sent (before sending it, in modes that are not idempotent);
+        `rows` as for `checkpoint_sync(upserted=...)`."""
 
     @abstractmethod
     def sync_inflight(self, sync: str) -> list[SyncedRow]: ...

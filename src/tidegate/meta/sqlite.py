@@ -25,6 +25,7 @@ from tidegate.meta.base import (
     SyncedRow,
     SyncRowError,
 )
+from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: privacy/requests.py
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -52,19 +53,23 @@ CREATE INDEX IF NOT EXISTS consent_by_purpose ON consent_ledger (purpose, seq);
 CREATE TABLE IF NOT EXISTS audit_log (
   seq INTEGER PRIMARY KEY, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sync_rows (
-  sync TEXT NOT NULL, key TEXT NOT NULL, row_hash TEXT NOT NULL, subject TEXT,
-  PRIMARY KEY (sync, key)
-);
-CREATE INDEX IF NOT EXISTS sync_rows_by_subject ON sync_rows (subject);
 CREATE TABLE IF NOT EXISTS api_keys (
   key_id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, principal TEXT NOT NULL,
   roles TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL, revoked_at REAL
 );
 """
 
-# sync runs (egress/sync): row errors, the in-flight batch, suppressions, destinations
+# sync runs (egress/sync): state segments (`sync_segments`), row errors, the in-flight
+# batch, suppressions, destinations
 SYNC_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sync_state_segments (
+  sync TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, fresh INTEGER NOT NULL,
+  rows INTEGER NOT NULL, body BLOB NOT NULL,
+  PRIMARY KEY (sync, seq)
+);
+CREATE TABLE IF NOT EXISTS sync_inflight_batches (
+  sync TEXT PRIMARY KEY, rows INTEGER NOT NULL, body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sync_targets (
   sync TEXT PRIMARY KEY, destination TEXT NOT NULL, updated_at REAL NOT NULL
 );
@@ -74,19 +79,15 @@ CREATE TABLE IF NOT EXISTS sync_row_errors (
   attempts INTEGER NOT NULL, dismissed_at REAL,
   PRIMARY KEY (sync, key)
 );
-CREATE TABLE IF NOT EXISTS sync_inflight (
-  sync TEXT NOT NULL, key TEXT NOT NULL, row_hash TEXT NOT NULL, subject TEXT,
-  source_key TEXT, PRIMARY KEY (sync, key)
-);
 CREATE TABLE IF NOT EXISTS sync_suppressions (
   sync TEXT NOT NULL, key TEXT NOT NULL, subject TEXT, at REAL NOT NULL,
   PRIMARY KEY (sync, key)
 );
 """
-SYNC_ROW_COLUMNS = {"source_key": "TEXT", "written_at": "REAL"}
+SEGMENTS_HARD_LIMIT = 256  # a checkpoint compacts a sync's state past this many segments
 
 
-class SqliteMetadataStore(MetadataStore):
+class SqliteMetadataStore(SqliteErasureMixin, MetadataStore):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,13 +99,7 @@ class SqliteMetadataStore(MetadataStore):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._db.executescript(SYNC_SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(sync_rows)")}
-        for column, kind in SYNC_ROW_COLUMNS.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE sync_rows ADD COLUMN {column} {kind}")
-        self._db.execute(
-            "CREATE INDEX IF NOT EXISTS sync_rows_by_source ON sync_rows (sync, source_key)"
-        )
+        self._migrate_sync_rows()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -245,8 +240,7 @@ class SqliteMetadataStore(MetadataStore):
     # Read as bytes and decoded losslessly: a body edited into invalid UTF-8 (or stored as
     # a BLOB) must reach `verify()`, which names the record, instead of failing the read.
     _AUDIT = (
-        "SELECT seq, CAST(body AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB)"
-        " FROM audit_log"
+        "SELECT seq, CAST(body AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB) FROM audit_log"
     )
 
     @staticmethod
@@ -290,29 +284,103 @@ class SqliteMetadataStore(MetadataStore):
         )
         return [self._audit_row(row) for row in rows]
 
-    # --- sync state
-    def synced_rows(self, sync: str) -> dict[str, SyncedRow]:
-        rows = self._query(
-            "SELECT key, row_hash, subject, source_key, written_at FROM sync_rows WHERE sync = ?",
-            (sync,),
-        )
-        return {row[0]: SyncedRow(*row) for row in rows}
+    # --- sync state (Arrow segments, see `sync_segments`)
+    def _migrate_sync_rows(self) -> None:
+        """State of an older version (one SQL row per destination row) into segments."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        if "sync_rows" not in tables:
+            return
+        from tidegate.meta import sync_segments as seg
 
-    def apply_synced(
-        self, sync: str, upserted: Sequence[SyncedRow], deleted: Sequence[str]
-    ) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sync_rows)")}
+        source = "source_key" if "source_key" in columns else "NULL"
+        written = "written_at" if "written_at" in columns else "NULL"
         with self._tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO sync_rows (sync, key, row_hash, subject) VALUES (?,?,?,?)",
-                [(sync, r.key, r.row_hash, r.subject) for r in upserted],
-            )
-            db.executemany(
-                "DELETE FROM sync_rows WHERE sync = ? AND key = ?", [(sync, k) for k in deleted]
-            )
+            syncs = [r[0] for r in db.execute("SELECT DISTINCT sync FROM sync_rows")]
+            for sync in syncs:
+                rows = db.execute(
+                    f"SELECT key, row_hash, subject, {source}, {written} FROM sync_rows"
+                    " WHERE sync = ?",
+                    (sync,),
+                ).fetchall()
+                state = seg.rows_table([SyncedRow(*row) for row in rows], time.time())
+                self._append_segment(db, sync, seg.ROWS, state, fresh=False)
+            if "sync_inflight" in tables:
+                for sync in [r[0] for r in db.execute("SELECT DISTINCT sync FROM sync_inflight")]:
+                    rows = db.execute(
+                        "SELECT key, row_hash, subject, source_key FROM sync_inflight"
+                        " WHERE sync = ?",
+                        (sync,),
+                    ).fetchall()
+                    self._put_inflight(db, sync, [SyncedRow(*row) for row in rows])
+                db.execute("DROP TABLE sync_inflight")
+            db.execute("DROP TABLE sync_rows")
+
+    @staticmethod
+    def _append_segment(
+        db: sqlite3.Connection, sync: str, kind: str, table: Any, *, fresh: bool
+    ) -> None:
+        from tidegate.meta.sync_segments import encode
+
+        (seq,) = db.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM sync_state_segments WHERE sync = ?", (sync,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO sync_state_segments VALUES (?, ?, ?, ?, ?, ?)",
+            (sync, seq, kind, int(fresh), table.num_rows, encode(table)),
+        )
+
+    @staticmethod
+    def _segments(db: sqlite3.Connection, sync: str) -> list[Any]:
+        from tidegate.meta.sync_segments import Segment, decode
+
+        rows = db.execute(
+            "SELECT seq, kind, fresh, body FROM sync_state_segments WHERE sync = ? ORDER BY seq",
+            (sync,),
+        ).fetchall()
+        return [Segment(seq, kind, bool(fresh), decode(body)) for seq, kind, fresh, body in rows]
+
+    def synced_state(
+        self,
+        sync: str,
+        keys: Sequence[str] | None = None,
+        source_keys: Sequence[str] | None = None,
+    ) -> Any:
+        from tidegate.meta.sync_segments import fold
+
+        with self._lock:
+            segments = self._segments(self._db, sync)
+        return fold(segments, keys, source_keys)
+
+    def _compact(self, db: sqlite3.Connection, sync: str) -> None:
+        from tidegate.meta.sync_segments import ROWS, fold
+
+        state = fold(self._segments(db, sync))
+        db.execute("DELETE FROM sync_state_segments WHERE sync = ?", (sync,))
+        if state.num_rows:
+            self._append_segment(db, sync, ROWS, state.combine_chunks(), fresh=True)
+
+    def compact_sync_state(self, sync: str, max_segments: int) -> bool:
+        with self._tx() as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM sync_state_segments WHERE sync = ?", (sync,)
+            ).fetchone()
+            if count <= max_segments:
+                return False
+            self._compact(db, sync)
+            return True
+
+    def forget_sync(self, sync: str) -> None:
+        with self._tx() as db:
+            for table in (
+                "sync_state_segments",
+                "sync_inflight_batches",
+                "sync_row_errors",
+                "sync_suppressions",
+            ):
+                db.execute(f"DELETE FROM {table} WHERE sync = ?", (sync,))
 
     # --- sync runs
-    _ROW = "key, row_hash, subject, source_key, written_at"
-
     def set_sync_target(self, sync: str, destination: str) -> None:
         with self._tx() as db:
             db.execute(
@@ -320,55 +388,39 @@ class SqliteMetadataStore(MetadataStore):
                 (sync, destination, time.time()),
             )
 
-    def synced_hashes(self, sync: str) -> tuple[list[str], list[str]]:
-        rows = self._query("SELECT key, row_hash FROM sync_rows WHERE sync = ?", (sync,))
-        return [r[0] for r in rows], [r[1] for r in rows]
+    @staticmethod
+    def _state_table(rows: Sequence[SyncedRow] | Any, now: float) -> Any:
+        from tidegate.meta import sync_segments as seg
 
-    def synced_rows_matching(
-        self, sync: str, keys: Sequence[str], source_keys: Sequence[str]
-    ) -> dict[str, SyncedRow]:
-        found: dict[str, SyncedRow] = {}
-        for column, values in (("key", list(keys)), ("source_key", list(source_keys))):
-            for start in range(0, len(values), 500):
-                chunk = values[start : start + 500]
-                marks = ", ".join("?" for _ in chunk)
-                rows = self._query(
-                    f"SELECT {self._ROW} FROM sync_rows WHERE sync = ? AND {column} IN ({marks})",
-                    (sync, *chunk),
-                )
-                found.update((row[0], SyncedRow(*row)) for row in rows)
-        return found
+        if hasattr(rows, "schema"):  # an Arrow table
+            return seg.conform(rows, now)
+        return seg.rows_table(list(rows), now)
 
     def checkpoint_sync(
         self,
         sync: str,
         *,
-        upserted: Sequence[SyncedRow] = (),
+        upserted: Sequence[SyncedRow] | Any = (),
         deleted: Sequence[str] = (),
         errors: Sequence[SyncRowError] = (),
         suppressed: Sequence[SyncedRow] = (),
         clear_inflight: bool = False,
+        fresh: bool = False,
     ) -> None:
+        import pyarrow as pa
+
+        from tidegate.meta.sync_segments import GONE, ROWS
+
         now = time.time()
+        state = self._state_table(upserted, now)  # encoded before the lock is taken
+        gone = list(deleted) + [r.key for r in suppressed]
         with self._tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO sync_rows"
-                " (sync, key, row_hash, subject, source_key, written_at) VALUES (?,?,?,?,?,?)",
-                [
-                    (sync, r.key, r.row_hash, r.subject, r.source_key, r.written_at or now)
-                    for r in upserted
-                ],
-            )
-            has_errors = db.execute(
-                "SELECT EXISTS (SELECT 1 FROM sync_row_errors WHERE sync = ?)", (sync,)
-            ).fetchone()[0]
-            if has_errors:  # most checkpoints have none to clear: skip a delete per row
-                gone = [(sync, r.key) for r in upserted] + [(sync, k) for k in deleted]
-                db.executemany("DELETE FROM sync_row_errors WHERE sync = ? AND key = ?", gone)
-            db.executemany(
-                "DELETE FROM sync_rows WHERE sync = ? AND key = ?",
-                [(sync, k) for k in deleted] + [(sync, r.key) for r in suppressed],
-            )
+            if state.num_rows:
+                self._append_segment(db, sync, ROWS, state, fresh=fresh)
+            if gone:
+                tombstones = pa.table({"key": pa.array(gone, pa.string())})
+                self._append_segment(db, sync, GONE, tombstones, fresh=False)
+            self._clear_errors(db, sync, state, gone)
             db.executemany(
                 "INSERT INTO sync_row_errors (sync, key, subject, row_hash, message, first_at,"
                 " last_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
@@ -384,21 +436,52 @@ class SqliteMetadataStore(MetadataStore):
                 [(sync, r.key, r.subject, now) for r in suppressed],
             )
             if clear_inflight:
-                db.execute("DELETE FROM sync_inflight WHERE sync = ?", (sync,))
+                db.execute("DELETE FROM sync_inflight_batches WHERE sync = ?", (sync,))
+            (count,) = db.execute(
+                "SELECT count(*) FROM sync_state_segments WHERE sync = ?", (sync,)
+            ).fetchone()
+            if count > SEGMENTS_HARD_LIMIT:
+                self._compact(db, sync)
 
-    def set_sync_inflight(self, sync: str, rows: Sequence[SyncedRow]) -> None:
+    @staticmethod
+    def _clear_errors(db: sqlite3.Connection, sync: str, state: Any, gone: list[str]) -> None:
+        """Errors of keys that were written or deleted are gone (most syncs have none)."""
+        open_errors = [
+            r[0] for r in db.execute("SELECT key FROM sync_row_errors WHERE sync = ?", (sync,))
+        ]
+        if not open_errors:
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        errored = pa.array(open_errors, pa.string())
+        written = state.column("key")
+        cleared = written.filter(pc.is_in(written, value_set=errored)).to_pylist()
+        cleared += [k for k in gone if k in set(open_errors)]
+        db.executemany(
+            "DELETE FROM sync_row_errors WHERE sync = ? AND key = ?", [(sync, k) for k in cleared]
+        )
+
+    def _put_inflight(
+        self, db: sqlite3.Connection, sync: str, rows: Sequence[SyncedRow] | Any
+    ) -> None:
+        from tidegate.meta.sync_segments import encode
+
+        table = self._state_table(rows, time.time())
+        db.execute(
+            "INSERT OR REPLACE INTO sync_inflight_batches VALUES (?, ?, ?)",
+            (sync, table.num_rows, encode(table)),
+        )
+
+    def set_sync_inflight(self, sync: str, rows: Sequence[SyncedRow] | Any) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM sync_inflight WHERE sync = ?", (sync,))
-            db.executemany(
-                "INSERT OR REPLACE INTO sync_inflight VALUES (?, ?, ?, ?, ?)",
-                [(sync, r.key, r.row_hash, r.subject, r.source_key) for r in rows],
-            )
+            self._put_inflight(db, sync, rows)
 
     def sync_inflight(self, sync: str) -> list[SyncedRow]:
-        rows = self._query(
-            "SELECT key, row_hash, subject, source_key FROM sync_inflight WHERE sync = ?", (sync,)
-        )
-        return [SyncedRow(*row) for row in rows]
+        from tidegate.meta.sync_segments import decode, to_synced_rows
+
+        rows = self._query("SELECT body FROM sync_inflight_batches WHERE sync = ?", (sync,))
+        return to_synced_rows(decode(rows[0][0])) if rows else []
 
     def sync_row_errors(self, sync: str, include_dismissed: bool = False) -> list[SyncRowError]:
         rows = self._query(
@@ -436,13 +519,38 @@ class SqliteMetadataStore(MetadataStore):
         return [SyncedRow(*row) for row in rows]
 
     def subject_locations(self, subject: str) -> list[SubjectLocation]:
-        rows = self._query(
-            "SELECT r.sync, COALESCE(t.destination, ''), r.key, r.written_at FROM sync_rows r"
-            " LEFT JOIN sync_targets t ON t.sync = r.sync WHERE r.subject = ?"
-            " ORDER BY r.sync, r.key",
-            (subject,),
-        )
-        return [SubjectLocation(*row) for row in rows]
+        import pyarrow.compute as pc
+
+        from tidegate.meta.sync_segments import ROWS, fold
+
+        found: list[SubjectLocation] = []
+        with self._lock:
+            targets = dict(self._db.execute("SELECT sync, destination FROM sync_targets"))
+            syncs = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT DISTINCT sync FROM sync_state_segments ORDER BY sync"
+                )
+            ]
+            for sync in syncs:
+                segments = self._segments(self._db, sync)
+                keys = set()
+                for segment in segments:  # candidates first: a cheap filter per segment
+                    if segment.kind == ROWS:
+                        hits = pc.equal(segment.table.column("subject"), subject)
+                        keys.update(segment.table.column("key").filter(hits).to_pylist())
+                if not keys:
+                    continue
+                state = fold(segments, keys=sorted(keys))
+                for key, owner, written in zip(
+                    state.column("key").to_pylist(),
+                    state.column("subject").to_pylist(),
+                    state.column("written_at").to_pylist(),
+                    strict=True,
+                ):
+                    if owner == subject:
+                        found.append(SubjectLocation(sync, targets.get(sync, ""), key, written))
+        return sorted(found, key=lambda loc: (loc.sync, loc.key))
 
     # --- API keys
     def add_api_key(self, row: ApiKeyRow) -> None:

@@ -131,7 +131,11 @@ def keys_table(values: Iterable[Any], column: str, arrow_type: Any) -> Any:
     import pyarrow as pa
 
     distinct = {v for v in values if v is not None}
-    return pa.table({column: pa.array(sorted(distinct, key=_sort_key), type=arrow_type)})
+    try:
+        ordered = sorted(distinct)  # keys of one type: the natural order, and fast
+    except TypeError:
+        ordered = sorted(distinct, key=_sort_key)
+    return pa.table({column: pa.array(ordered, type=arrow_type)})
 
 
 def _sort_key(value: Any) -> str:

@@ -60,7 +60,11 @@ class Platform:
         from tidegate.audit.anchor import AuditAnchor
 
         anchor = AuditAnchor(self.state_dir / "audit-anchor.json", load_master_key(self.state_dir))
-        return AuditLog(self.meta, anchor)
+        log = self.__dict__["audit"] = AuditLog(self.meta, anchor)
+        from tidegate.privacy.monitors import monitors_from_env
+
+        monitors_from_env(self)  # access monitors when TIDEGATE_ACCESS_ALERT_WEBHOOK is set
+        return log
 
     @property
     def audit_writer(self) -> AuditWriter:

@@ -30,12 +30,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidegate.errors import BuildError, CommitFailedError, TidegateError
+from tidegate.errors import (
+    BuildError,
+    CommitFailedError,
+    ServiceUnavailableError,
+    TidegateError,
+)
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake, stream_sources
 from tidegate.ingest.raw import apply_changes, arrow_type, ensure_stream_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
+from tidegate.privacy.tombstones import ErasedFilter
 from tidegate.products.freshness import FreshnessLedger
 from tidegate.products.incremental import (
     ProductDelta,
@@ -63,6 +69,7 @@ class BatchReport:
     skipped: int = 0  # already applied before a restart
     applied: int = 0
     dead: int = 0
+    erased: int = 0  # events of erased subjects, dropped unstored (privacy/tombstones.py)
     products: dict[str, int] = field(default_factory=dict)  # product -> rows changed
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -83,6 +90,7 @@ class StreamWorker:
             self.project.path(self.project.config.backends.metadata.path)
         )
         self._sql: dict[str, str] = {}
+        self.erased = ErasedFilter(platform)
         self._applied: dict[TopicPartition, int] = {}
         self._setup()
 
@@ -122,15 +130,18 @@ class StreamWorker:
             return report
         changes: dict[str, list[Change]] = defaultdict(list)
         letters: list[DeadLetter] = []
+        self.erased.refresh()
         for record in fresh:
             decoded = self.intake.decode(record)
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
+            elif self.erased(decoded):
+                report.erased += 1
             else:
                 changes[decoded.source].append(decoded)
         self.intake.dead.add(letters)
         report.dead = len(letters)
-        report.applied = len(fresh) - len(letters)
+        report.applied = len(fresh) - len(letters) - report.erased
         applied = {
             tp: offset for tp, offset in report.offsets.items() if offset > self._applied.get(tp, 0)
         }
@@ -225,11 +236,12 @@ class StreamWorker:
         online = self.platform.online
         for delta in deltas:
             key = self._key(delta.product)
-            if delta.upserts:
-                online.upsert(delta.product, [(str(r[key]), encode_row(r)) for r in delta.upserts])
+            encoded = [(str(r[key]), encode_row(r)) for r in delta.upserts]
+            if encoded:
+                online.upsert(delta.product, encoded)
             if delta.deletes:
                 online.delete(delta.product, [str(k) for k in delta.deletes])
-            self._change_stream(delta, key)
+            self._change_stream(delta, key, [text for _, text in encoded])
         with self.platform.warehouse.cursor() as db:
             db.execute(f"DELETE FROM {PENDING}")
         now = time.time()
@@ -238,14 +250,21 @@ class StreamWorker:
             self.freshness.updated(delta.product, plan.mode, now - oldest, plan.freshness)
         self._run_syncs({d.product for d in deltas})
 
-    def _change_stream(self, delta: ProductDelta, key: str) -> None:
+    def _change_stream(self, delta: ProductDelta, key: str, rows: list[str]) -> None:
+        """`rows`: the upserted rows as the online store holds them (encoded once for both)."""
         at = time.time()
         messages = [
             Message(
                 str(r[key]).encode(),
-                encode_row({"op": "upsert", "key": r[key], "row": r, "at": at}).encode(),
+                (
+                    '{"op":"upsert","key":'
+                    + encode_row({"k": r[key]})[5:-1]
+                    + ',"row":'
+                    + text
+                    + f',"at":{at!r}}}'
+                ).encode(),
             )
-            for r in delta.upserts
+            for r, text in zip(delta.upserts, rows, strict=True)
         ] + [
             Message(str(k).encode(), encode_row({"op": "delete", "key": k, "at": at}).encode())
             for k in delta.deletes
@@ -318,28 +337,85 @@ def run_worker(
     session_timeout: float = 10.0,
 ) -> None:
     """Consume until `stop` (a threading.Event) is set: poll, apply, commit; and, between
-    batches, the scheduler's rebuilds, drop folders and retention."""
+    batches, the scheduler's rebuilds, drop folders and retention.
+
+    A log that goes away (a Kafka broker restarting) does not stop the worker: a batch
+    that could not be applied or published is retried, after `recover()` published what
+    the failed attempt left waiting, until the log answers again; offsets that could not
+    be committed are committed with the next batch (until then, a restart redelivers the
+    records and the applied-offset table skips them)."""
     from tidegate.runtime.scheduler import Scheduler
 
     worker = StreamWorker(platform)
-    worker.recover()
+    _retrying(worker.recover, stop, "recovering unpublished keys")
     scheduler = (
         Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
     )
     consumer = worker.intake.log.consumer(group, worker.topics, session_timeout=session_timeout)
+    uncommitted: dict[TopicPartition, int] = {}
     try:
         while stop is None or not stop.is_set():
             records = consumer.poll(max_records, poll_timeout)
             if records:
-                report = worker.process_batch(records)
-                try:
-                    consumer.commit(report.offsets)
-                except CommitFailedError as err:
-                    log.warning("%s", err.message)
+                report = _retrying(_batch(worker, records), stop, "micro-batch")
+                if report is None:  # stopped while the log was away
+                    break
+                for tp, offset in report.offsets.items():
+                    uncommitted[tp] = max(offset, uncommitted.get(tp, 0))
                 if on_batch is not None:
                     on_batch(report)
+            if uncommitted:
+                _commit(consumer, uncommitted)
             if scheduler is not None:
-                scheduler.tick()
+                try:
+                    scheduler.tick()
+                except ServiceUnavailableError as err:
+                    log.warning("scheduler: %s; trying again at the next tick", err.message)
     finally:
         consumer.close()
         worker.close()
+
+
+#: first and longest pause between attempts while a service is unavailable
+RETRY_FIRST = 0.2
+RETRY_LONGEST = 5.0
+
+
+def _batch(worker: StreamWorker, records: Sequence[Record]) -> Any:
+    attempts = [0]
+
+    def attempt() -> BatchReport:
+        attempts[0] += 1
+        if attempts[0] > 1:  # a failed attempt may have applied without publishing
+            worker.recover()
+        return worker.process_batch(records)
+
+    return attempt
+
+
+def _retrying(action: Any, stop: Any, what: str) -> Any:
+    """`action()`, tried again while it fails with ServiceUnavailableError; None if `stop`
+    was set meanwhile."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return action()
+        except ServiceUnavailableError as err:
+            log.warning("%s failed: %s; retrying in %.1fs", what, err.message, delay)
+        if stop is not None:
+            if stop.wait(delay):
+                return None
+        else:
+            time.sleep(delay)
+        delay = min(delay * 2, RETRY_LONGEST)
+
+
+def _commit(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+    try:
+        consumer.commit(offsets)
+    except CommitFailedError as err:
+        log.warning("%s", err.message)
+    except ServiceUnavailableError as err:
+        log.warning("offset commit failed (%s); it is retried with the next batch", err.message)
+        return
+    offsets.clear()

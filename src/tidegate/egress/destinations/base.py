@@ -27,6 +27,9 @@ class Capabilities:
     supports_delete: bool
     max_batch_rows: int
     rate_limit: float | None = None  # requests per second, None = unlimited
+    # the batch size to use when neither the sync nor the project sets one (bulk loaders
+    # such as COPY go faster with big batches); None: the project's default
+    preferred_batch_rows: int | None = None
     modes: tuple[str, ...] = ("insert", "update", "upsert")
     # an insert of a key it already holds is rejected (tables with a primary key);
     # False for append-only logs, where an insert is one more event

@@ -47,8 +47,17 @@ from tidegate.audit.log import AuditRecord
 from tidegate.egress.destinations.base import Destination, open_destination
 from tidegate.egress.sync.alerts import send_alerts
 from tidegate.egress.sync.apply import Sender
-from tidegate.egress.sync.diff import PREV_MARK, Diff, state_rows
-from tidegate.egress.sync.mapping import CHANGED_RELATION, Mapping, resolve, rows_query, typed_key
+from tidegate.egress.sync.diff import PREV_MARK, Diff, Prefetch, SubjectTally, state_table
+from tidegate.egress.sync.mapping import (
+    CHANGED_RELATION,
+    HASH,
+    KEY,
+    SUBJECT,
+    Mapping,
+    resolve,
+    rows_query,
+    typed_key,
+)
 from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan
@@ -62,6 +71,7 @@ __all__ = ["SyncReport", "run_sync", "sync_changes"]
 log = logging.getLogger(__name__)
 SUBJECT_SAMPLE = 100
 ERROR_SAMPLE = 100
+COMPACT_AFTER = 32  # state segments a sync may pile up before a run compacts them
 
 
 @dataclass
@@ -187,7 +197,7 @@ def _run(
     destination = open_destination(cfg.destination, platform.project.root, name)
     caps = destination.capabilities
     write_mode = "upsert" if cfg.mode == "mirror" else cfg.mode
-    sent_subjects: set[str] = set()
+    sent_subjects = SubjectTally()
     try:
         if write_mode not in caps.modes:
             raise DestinationError(
@@ -199,19 +209,15 @@ def _run(
         _reconcile_inflight(platform, destination, mapping, name, report)
         rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
         sender = Sender(destination, cfg.retry, min(rates) if rates else None)
-        batch_rows = min(
-            cfg.batch_rows or platform.project.config.defaults.sync_batch_rows,
-            caps.max_batch_rows,
-        )
+        batch_rows = _batch_rows(platform, cfg, destination)
         with platform.warehouse.cursor() as cursor:
             diff = _guarded_rows(cursor, plan, mapping, keys)
             if keys is None:
-                previous = platform.meta.synced_hashes(name)
+                previous = platform.meta.synced_state(name)
             else:
-                matching = platform.meta.synced_rows_matching(
-                    name, diff.current_keys(), [str(k) for k in keys]
+                previous = platform.meta.synced_state(
+                    name, keys=diff.current_keys(), source_keys=[str(k) for k in keys]
                 )
-                previous = (list(matching), [r.row_hash for r in matching.values()])
             dismissed = {
                 e.key: e.row_hash
                 for e in platform.meta.sync_row_errors(name, include_dismissed=True)
@@ -221,7 +227,7 @@ def _run(
             report.unchanged = counts.unchanged
             for reason, rows in counts.skipped.items():
                 report.skip(reason, rows)
-            removed = list(platform.meta.synced_rows_matching(name, diff.removed(), []).values())
+            removed = diff.removed()
             lost = [r for r in removed if plan.row_filter and not plan.row_filter.admits(r.subject)]
             lost_keys = {r.key for r in lost}
             gone = [r for r in removed if r.key not in lost_keys]
@@ -235,12 +241,27 @@ def _run(
                 report.skip(
                     f"left the product; mode {cfg.mode} does not delete (mirror does)", len(gone)
                 )
+        platform.meta.compact_sync_state(name, COMPACT_AFTER)
     except TidegateError as err:
         report.run_error = err.message
         raise
     finally:
         destination.close()
         _audit_run(platform, plan, cfg, destination, report, sent_subjects)
+
+
+def _batch_rows(platform: Platform, cfg: SyncConfig, destination: Destination) -> int:
+    """The sync's `batch_rows`; else the project default when it sets one; else the
+    destination's preferred batch (bulk destinations load faster in big batches)."""
+    caps = destination.capabilities
+    defaults = platform.project.config.defaults
+    if cfg.batch_rows:
+        wanted = cfg.batch_rows
+    elif "sync_batch_rows" in defaults.model_fields_set:
+        wanted = defaults.sync_batch_rows
+    else:
+        wanted = caps.preferred_batch_rows or defaults.sync_batch_rows
+    return max(1, min(wanted, caps.max_batch_rows))
 
 
 def _guarded_rows(cursor: Any, plan: AccessPlan, mapping: Mapping, keys: list[Any] | None) -> Diff:
@@ -288,39 +309,73 @@ def _write_batches(
     batch_rows: int,
     name: str,
     report: SyncReport,
-    sent_subjects: set[str],
+    sent_subjects: SubjectTally,
 ) -> None:
+    """Send the added and changed rows batch by batch, each one checkpointed; the rows
+    stay Arrow from DuckDB to the destination and into the sync state. The next batch
+    is read from DuckDB while the current one is sent."""
+    fields = list(mapping.fields)
+    with Prefetch(diff.changed(batch_rows)) as batches:
+        for table in batches:
+            _write_batch(platform, sender, diff, table, mode, fields, name, report, sent_subjects)
+
+
+def _write_batch(
+    platform: Platform,
+    sender: Sender,
+    diff: Diff,
+    table: Any,
+    mode: str,
+    fields: list[str],
+    name: str,
+    report: SyncReport,
+    sent_subjects: SubjectTally,
+) -> None:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     meta = platform.meta
-    fields = list(mapping.fields)
-    for table in diff.changed(batch_rows):
-        if mode == "insert":  # insert never touches a row it already sent
-            seen = table.column(PREV_MARK)
-            report.skip("changed, but mode insert does not update rows", pc.sum(seen).as_py() or 0)
-            table = table.filter(pc.invert(seen))
-            if not table.num_rows:
-                continue
+    if mode == "insert":  # insert never touches a row it already sent
+        seen = table.column(PREV_MARK)
+        report.skip("changed, but mode insert does not update rows", pc.sum(seen).as_py() or 0)
+        table = table.filter(pc.invert(seen))
+        if not table.num_rows:
+            return
+        meta.set_sync_inflight(name, state_table(table))
+    outcome = sender.write(table.select(fields), mode)
+    refused: list[SyncRowError] = []
+    landed = table
+    if outcome.refused:
         now = time.time()
-        state = state_rows(table, now)
-        if mode == "insert":
-            meta.set_sync_inflight(name, state)
-        outcome = sender.write(table.select(fields), mode)
-        was_there = table.column(PREV_MARK).to_pylist()
-        landed = [state[i] for i in outcome.landed]
+        order = sorted(outcome.refused)
+        landed = table.take(pa.array(outcome.landed, pa.int64()))
+        failed = table.take(pa.array(order, pa.int64()))
         refused = [
-            SyncRowError(state[i].key, state[i].subject, state[i].row_hash, message, now, now, 1)
-            for i, message in sorted(outcome.refused.items())
+            SyncRowError(key, subject, row_hash, outcome.refused[i], now, now, 1)
+            for i, key, subject, row_hash in zip(
+                order,
+                failed.column(KEY).to_pylist(),
+                failed.column(SUBJECT).to_pylist(),
+                failed.column(HASH).to_pylist(),
+                strict=True,
+            )
         ]
-        meta.checkpoint_sync(name, upserted=landed, errors=refused, clear_inflight=mode == "insert")
-        changed = sum(1 for i in outcome.landed if was_there[i])
-        report.changed += changed
-        report.added += len(landed) - changed
-        report.failed += len(refused)
-        for error in refused[: max(0, ERROR_SAMPLE - len(report.errors))]:
-            report.errors.append(f"{error.key}: {error.message}")
-        sent_subjects.update(r.subject for r in landed if r.subject is not None)
-        log.info("sync %s: batch sent, %s landed, %s refused", name, len(landed), len(refused))
+    changed = int(pc.sum(landed.column(PREV_MARK)).as_py() or 0)
+    meta.checkpoint_sync(
+        name,
+        upserted=state_table(landed),
+        errors=refused,
+        clear_inflight=mode == "insert",
+        # rows the diff found added are not in the state: no de-duplication on read
+        fresh=not diff.resend_all and changed == 0,
+    )
+    report.changed += changed
+    report.added += landed.num_rows - changed
+    report.failed += len(refused)
+    for error in refused[: max(0, ERROR_SAMPLE - len(report.errors))]:
+        report.errors.append(f"{error.key}: {error.message}")
+    sent_subjects.add(landed.column(SUBJECT))
+    log.info("sync %s: batch sent, %s landed, %s refused", name, landed.num_rows, len(refused))
 
 
 def _remove(
@@ -375,9 +430,9 @@ def _audit_run(
     cfg: SyncConfig,
     destination: Destination,
     report: SyncReport,
-    sent_subjects: set[str],
+    sent_subjects: SubjectTally,
 ) -> None:
-    subjects = sorted(sent_subjects)
+    subject_count, subjects = sent_subjects.summary(SUBJECT_SAMPLE)
     platform.audit.append(
         AuditRecord(
             action="sync",
@@ -386,8 +441,8 @@ def _audit_run(
             product=plan.product,
             columns=plan.treatments(),
             rows=report.added + report.changed,
-            subjects=tuple(subjects[:SUBJECT_SAMPLE]),
-            subject_count=len(subjects),
+            subjects=tuple(subjects),
+            subject_count=subject_count,
             outcome="allowed" if not report.run_error else "failed",
             detail={
                 "sync": cfg.name,

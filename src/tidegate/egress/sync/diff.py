@@ -1,14 +1,18 @@
 """The diff, in DuckDB: current mapped rows against the previous (key, hash) snapshot.
 
-The current rows (a temporary table on the run's own cursor) and the previous snapshot
-(Arrow, from the metadata store) are joined once; the changed rows stream out in Arrow
-record batches, so a large product never becomes a list of Python dicts. Rows with a
-null or duplicated destination key, and rows whose refusal was dismissed and that have
-not changed since, are skipped and counted with their reason.
+The current rows (a temporary table on the run's own cursor) and the previous state
+(Arrow, from the metadata store) are joined; the changed rows stream out in Arrow
+record batches, so a large product never becomes a list of Python dicts, and the state
+of a sent batch is taken from its Arrow columns (`state_table`). Rows with a null or
+duplicated destination key, and rows whose refusal was dismissed and that have not
+changed since, are skipped and counted with their reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +23,8 @@ from tidegate.meta.base import SyncedRow
 CURRENT = "__tidegate_sync_current"
 PREVIOUS = "__tidegate_sync_previous"
 DISMISSED = "__tidegate_sync_dismissed"
+DUPLICATES = "__tidegate_sync_duplicates"
+CANDIDATES = "__tidegate_sync_candidates"
 PREV_MARK = "__in_previous"
 
 
@@ -27,14 +33,6 @@ class DiffCounts:
     current: int = 0
     unchanged: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
-
-
-def _state_table(keys: list[str], hashes: list[str]) -> Any:
-    import pyarrow as pa
-
-    return pa.table(
-        {"key": pa.array(keys, type=pa.string()), "row_hash": pa.array(hashes, type=pa.string())}
-    )
 
 
 def _dismissed_table(dismissed: dict[str, str]) -> Any:
@@ -53,6 +51,7 @@ class Diff:
 
     def __init__(self, cursor: Any, current_sql: str, relations: dict[str, Any]) -> None:
         self.cursor = cursor
+        self.resend_all = False
         for name, table in relations.items():
             cursor.register(name, table)
         cursor.execute(f"CREATE OR REPLACE TEMP TABLE {CURRENT} AS {current_sql}")
@@ -61,25 +60,23 @@ class Diff:
         rows = self.cursor.execute(f'SELECT "{KEY}" FROM {CURRENT} WHERE "{KEY}" IS NOT NULL')
         return [r[0] for r in rows.fetchall()]
 
-    def compare(
-        self,
-        previous: tuple[list[str], list[str]],
-        dismissed: dict[str, str],
-        *,
-        resend_all: bool,
-    ) -> DiffCounts:
-        """`previous`: (keys, row hashes) of what this sync wrote before."""
-        self.cursor.register(PREVIOUS, _state_table(*previous))
+    def compare(self, previous: Any, dismissed: dict[str, str], *, resend_all: bool) -> DiffCounts:
+        """`previous`: the state table (key, row_hash, subject, source_key, written_at) of
+        what this sync wrote before, or the part of it the run looks at."""
+        self.resend_all = resend_all
+        self.cursor.register(PREVIOUS, previous)
         self.cursor.register(DISMISSED, _dismissed_table(dismissed))
+        self.cursor.execute(
+            f'CREATE OR REPLACE TEMP TABLE {DUPLICATES} AS SELECT "{KEY}" AS key FROM {CURRENT} '
+            f'WHERE "{KEY}" IS NOT NULL GROUP BY "{KEY}" HAVING count(*) > 1'
+        )
         # the rows that may be sent: non-null key, key unique in this run
         self.cursor.execute(
-            f"CREATE OR REPLACE TEMP VIEW __tidegate_sync_candidates AS "
+            f"CREATE OR REPLACE TEMP VIEW {CANDIDATES} AS "
             f'SELECT c.*, p.row_hash AS "__prev_hash", d.row_hash AS "__dismissed_hash" '
             f'FROM {CURRENT} c LEFT JOIN {PREVIOUS} p ON p.key = c."{KEY}" '
             f'LEFT JOIN {DISMISSED} d ON d.key = c."{KEY}" '
-            f'WHERE c."{KEY}" IS NOT NULL AND c."{KEY}" NOT IN ('
-            f'SELECT "{KEY}" FROM {CURRENT} WHERE "{KEY}" IS NOT NULL '
-            f'GROUP BY "{KEY}" HAVING count(*) > 1)'
+            f'WHERE c."{KEY}" IS NOT NULL AND c."{KEY}" NOT IN (SELECT key FROM {DUPLICATES})'
         )
         total, null_keys = self.cursor.execute(
             f'SELECT count(*), count(*) FILTER (WHERE "{KEY}" IS NULL) FROM {CURRENT}'
@@ -89,7 +86,7 @@ class Diff:
             f'count(*) FILTER (WHERE "__prev_hash" = "{HASH}"), '
             f'count(*) FILTER (WHERE "__dismissed_hash" = "{HASH}" '
             f'AND "__prev_hash" IS DISTINCT FROM "{HASH}") '
-            "FROM __tidegate_sync_candidates"
+            f"FROM {CANDIDATES}"
         ).fetchone()
         counts = DiffCounts(current=int(total), unchanged=0 if resend_all else int(unchanged))
         duplicates = int(total) - int(null_keys) - int(candidates)
@@ -100,23 +97,22 @@ class Diff:
         ):
             if count:
                 counts.skipped[reason] = int(count)
-        self._resend_all = resend_all
         return counts
 
     def changed(self, batch_rows: int) -> Iterator[Any]:
         """Added and changed rows as Arrow tables of at most `batch_rows`, with a boolean
         `__in_previous` (changed rather than added) beside the bookkeeping columns."""
-        # a full resend counts every row as added, as if nothing had been sent before
-        condition = "TRUE" if self._resend_all else f'"__prev_hash" IS DISTINCT FROM "{HASH}"'
-        seen = "FALSE" if self._resend_all else '"__prev_hash" IS NOT NULL'
-        query = (
-            f'SELECT * EXCLUDE ("__prev_hash", "__dismissed_hash"), '
-            f'{seen} AS "{PREV_MARK}" FROM __tidegate_sync_candidates '
-            f'WHERE {condition} AND "__dismissed_hash" IS DISTINCT FROM "{HASH}"'
-        )
-        reader = self.cursor.sql(query).to_arrow_reader(batch_rows)
         import pyarrow as pa
 
+        # a full resend counts every row as added, as if nothing had been sent before
+        condition = "TRUE" if self.resend_all else f'"__prev_hash" IS DISTINCT FROM "{HASH}"'
+        seen = "FALSE" if self.resend_all else '"__prev_hash" IS NOT NULL'
+        query = (
+            f'SELECT * EXCLUDE ("__prev_hash", "__dismissed_hash"), '
+            f'{seen} AS "{PREV_MARK}" FROM {CANDIDATES} '
+            f'WHERE {condition} AND "__dismissed_hash" IS DISTINCT FROM "{HASH}"'
+        )
+        reader = self.cursor.sql(query).to_arrow_reader(min(batch_rows, 1 << 17))
         pending: list[Any] = []
         size = 0
         for record_batch in reader:
@@ -130,21 +126,102 @@ class Diff:
         if size:
             yield pa.Table.from_batches(pending)
 
-    def removed(self) -> list[str]:
-        """Keys of the previous snapshot that the current rows no longer hold."""
+    def removed(self) -> list[SyncedRow]:
+        """State rows of the previous snapshot whose key the current rows no longer hold."""
         gone = self.cursor.execute(
-            f'SELECT p.key FROM {PREVIOUS} p ANTI JOIN {CURRENT} c ON c."{KEY}" = p.key'
+            "SELECT p.key, p.row_hash, p.subject, p.source_key, p.written_at "
+            f'FROM {PREVIOUS} p ANTI JOIN {CURRENT} c ON c."{KEY}" = p.key ORDER BY p.key'
         ).fetchall()
-        return [r[0] for r in gone]
+        return [SyncedRow(*row) for row in gone]
 
 
-def state_rows(table: Any, written_at: float) -> list[SyncedRow]:
-    """The state to record for rows of a sent batch."""
-    keys = table.column(KEY).to_pylist()
-    hashes = table.column(HASH).to_pylist()
-    subjects = table.column(SUBJECT).to_pylist()
-    sources = table.column(SOURCE_KEY).to_pylist()
-    return [
-        SyncedRow(k, h, s, src, written_at)
-        for k, h, s, src in zip(keys, hashes, subjects, sources, strict=True)
-    ]
+def state_table(table: Any) -> Any:
+    """The state to record for rows of a sent batch, from its Arrow columns (the metadata
+    store adds when they were written)."""
+    return table.select([KEY, HASH, SUBJECT, SOURCE_KEY]).rename_columns(
+        ["key", "row_hash", "subject", "source_key"]
+    )
+
+
+class SubjectTally:
+    """The distinct subjects of the rows a run sent, kept as Arrow arrays until counted."""
+
+    def __init__(self) -> None:
+        self._chunks: list[Any] = []
+
+    def add(self, subjects: Any) -> None:
+        import pyarrow.compute as pc
+
+        distinct = pc.unique(subjects).drop_null()
+        if len(distinct):
+            self._chunks.append(distinct)
+
+    def summary(self, sample: int) -> tuple[int, list[str]]:
+        """How many distinct subjects, and the first `sample` of them in order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self._chunks:
+            return 0, []
+        subjects = self._chunks[0]
+        if len(self._chunks) > 1:
+            subjects = pc.unique(pa.chunked_array(self._chunks, type=subjects.type))
+        first = subjects.take(pc.bottom_k_unstable(subjects, k=min(sample, len(subjects))))
+        return len(subjects), sorted(str(s) for s in first.to_pylist())
+
+
+class Prefetch:
+    """Iterate `source` in a thread, up to `depth` items ahead: the next batch leaves
+    DuckDB (which releases the GIL) while the current one is being sent. `close` stops
+    and joins the thread, so the cursor it reads is free again; errors of the source
+    are raised to the consumer."""
+
+    _DONE = object()
+
+    def __init__(self, source: Iterator[Any], depth: int = 1) -> None:
+        self._source = source
+        self._queue: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="sync-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any, error: BaseException | None = None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put((item, error), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            self._put(None, err)
+            return
+        self._put(self._DONE)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item, error = self._queue.get()
+            if error is not None:
+                raise error
+            if item is self._DONE:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import zlib
@@ -67,7 +68,9 @@ def encode_headers(headers: Headers) -> str | None:
     return json.dumps([[name, value.decode("latin-1")] for name, value in headers])
 
 
+@functools.lru_cache(maxsize=1024)
 def decode_headers(text: str | None) -> Headers:
+    """Headers are few and repeat (the source name): decoded once per distinct text."""
     if not text:
         return ()
     return tuple((str(name), str(value).encode("latin-1")) for name, value in json.loads(text))

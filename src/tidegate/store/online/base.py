@@ -2,26 +2,72 @@
 
 Values are versioned: a product version is written in full under its own number and
 made current by one atomic pointer flip, so a half-written version never serves.
+
+Every value remembers when it was written (a full build or an incremental update in
+place). A product may declare a TTL (`ttl: 1d` in its YAML): a value older than that
+is **not served** (checked on every read, against the TTL configured now, so a TTL
+added or shortened later applies at once). Backends also expire such values
+physically (Redis `PX` on write; SQLite `purge_expired`), but correctness never
+depends on that.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tidegate.store.online.codec import encode_row
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored value: the encoded row, the version it belongs to, when it was written."""
+
+    value: str
+    version: int
+    written_at: float
 
 
 class OnlineStore(ABC):
     #: name -> class, filled by subclasses; `open_online_store` picks by config type
     registry: dict[str, type[OnlineStore]] = {}
     kind: str = ""
+    #: capabilities as data (CONVENTIONS.md)
+    max_keys_per_read: int = 1_000
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.kind:
             OnlineStore.registry[cls.kind] = cls
+
+    def __init__(self, ttls: Mapping[str, float] | None = None) -> None:
+        self._ttls: dict[str, float] = dict(ttls or {})
+
+    # ---------------------------------------------------------------- TTL
+
+    def set_ttl(self, product: str, seconds: float | None) -> None:
+        """Values of `product` older than `seconds` are not served (None: no TTL)."""
+        if seconds is None:
+            self._ttls.pop(product, None)
+        elif seconds <= 0:
+            raise ValueError(f"TTL of {product!r} must be positive, not {seconds}")
+        else:
+            self._ttls[product] = float(seconds)
+
+    def ttl(self, product: str) -> float | None:
+        return self._ttls.get(product)
+
+    def _fresh_after(self, product: str, now: float | None = None) -> float | None:
+        """Values written at or before this moment are expired (None: no TTL)."""
+        ttl = self._ttls.get(product)
+        if ttl is None:
+            return None
+        return (time.time() if now is None else now) - ttl
+
+    # ---------------------------------------------------------------- contract
 
     @abstractmethod
     def write_batch(self, product: str, version: int, rows: Iterable[tuple[str, str]]) -> int:
@@ -35,11 +81,8 @@ class OnlineStore(ABC):
     def current_version(self, product: str) -> int | None: ...
 
     @abstractmethod
-    def read(self, product: str, key: str) -> str | None:
-        """The encoded row of `key` in the current version."""
-
-    @abstractmethod
-    def read_many(self, product: str, keys: Sequence[str]) -> dict[str, str]: ...
+    def read_entries(self, product: str, keys: Sequence[str]) -> dict[str, Entry]:
+        """The unexpired entries of `keys` in the current version, seen at one moment."""
 
     @abstractmethod
     def upsert(self, product: str, rows: Iterable[tuple[str, str]]) -> int:
@@ -52,15 +95,37 @@ class OnlineStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    # ---------------------------------------------------------------- conveniences
+
+    def read_entry(self, product: str, key: str) -> Entry | None:
+        return self.read_entries(product, (key,)).get(key)
+
+    def read(self, product: str, key: str) -> str | None:
+        """The encoded row of `key` in the current version (None: absent or expired)."""
+        entry = self.read_entry(product, key)
+        return entry.value if entry is not None else None
+
+    def read_many(self, product: str, keys: Sequence[str]) -> dict[str, str]:
+        return {key: entry.value for key, entry in self.read_entries(product, keys).items()}
+
     def write_version(
         self, product: str, version: int, rows: Iterable[dict[str, Any]], key_column: str
     ) -> int:
         encoded = ((str(row[key_column]), encode_row(row)) for row in rows)
         return self.write_batch(product, version, encoded)
 
+    def purge_expired(self) -> int:
+        """Physically remove expired values where the backend does not do it itself."""
+        return 0
 
-def open_online_store(config: Any, root: Any) -> OnlineStore:
+
+def open_online_store(
+    config: Any, root: Any, ttls: Mapping[str, float] | None = None
+) -> OnlineStore:
     from tidegate.store.online import redis_store, sqlite_store  # noqa: F401  (registers)
 
     cls = OnlineStore.registry[config.type]
-    return cls.from_config(config, root)  # type: ignore[attr-defined,no-any-return]
+    store: OnlineStore = cls.from_config(config, root)  # type: ignore[attr-defined]
+    for product, seconds in (ttls or {}).items():
+        store.set_ttl(product, seconds)
+    return store

@@ -1,33 +1,59 @@
 """Online store on Redis: one string per entity, `{prefix}:{product}:v{N}:{key}`.
 
-A plain GET of a JSON string is the cheapest read Redis offers; the current version
-number lives at `{prefix}:{product}:current` and is flipped with one SET.
+A plain string is the cheapest value Redis serves. It holds `{written_at}|{json row}`,
+so every read knows how old the value is. The current version number lives at
+`{prefix}:{product}:current` and is flipped with one SET.
+
+Reads are one round trip: a small Lua script resolves the current version and MGETs
+the keys in it atomically, so a reader never mixes versions while a build activates
+(and never chases a pointer to a version that was just dropped). With a product TTL
+values are written with `PX` (Redis forgets them) and checked on read as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tidegate.errors import ServiceUnavailableError
-from tidegate.store.online.base import OnlineStore
+from tidegate.store.online.base import Entry, OnlineStore
 
 PIPELINE_ROWS = 1_000
+
+_READ_SCRIPT = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local base = ARGV[1] .. v .. ':'
+local names = {}
+for i = 2, #ARGV do names[#names + 1] = base .. ARGV[i] end
+local values = redis.call('MGET', unpack(names))
+table.insert(values, 1, v)
+return values
+"""
+
+
+def _envelope(written_at: float, value: str) -> str:
+    return f"{written_at:.6f}|{value}"
 
 
 class RedisOnlineStore(OnlineStore):
     kind = "redis"
 
-    def __init__(self, url: str, prefix: str = "tidegate") -> None:
+    def __init__(
+        self, url: str, prefix: str = "tidegate", ttls: Mapping[str, float] | None = None
+    ) -> None:
         import redis
 
+        super().__init__(ttls)
         self.prefix = prefix
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
             self._redis.ping()
         except redis.exceptions.ConnectionError as err:
             raise ServiceUnavailableError(f"cannot reach Redis at {url}: {err}") from None
+        self._read = self._redis.register_script(_READ_SCRIPT)
 
     @classmethod
     def from_config(cls, config: Any, root: Path) -> RedisOnlineStore:
@@ -40,10 +66,13 @@ class RedisOnlineStore(OnlineStore):
         return f"{self.prefix}:{product}:current"
 
     def write_batch(self, product: str, version: int, rows: Iterable[tuple[str, str]]) -> int:
+        now = time.time()
+        ttl = self.ttl(product)
+        px = max(1, int(ttl * 1000)) if ttl is not None else None
         count = 0
         pipe = self._redis.pipeline(transaction=False)
         for key, value in rows:
-            pipe.set(self._entity(product, version, key), value)
+            pipe.set(self._entity(product, version, key), _envelope(now, value), px=px)
             count += 1
             if count % PIPELINE_ROWS == 0:
                 pipe.execute()
@@ -80,19 +109,27 @@ class RedisOnlineStore(OnlineStore):
         value = self._redis.get(self._pointer(product))
         return int(value) if value is not None else None
 
-    def read(self, product: str, key: str) -> str | None:
-        version = self.current_version(product)
-        if version is None:
-            return None
-        value = self._redis.get(self._entity(product, version, key))
-        return value.decode() if isinstance(value, bytes) else None
-
-    def read_many(self, product: str, keys: Sequence[str]) -> dict[str, str]:
-        version = self.current_version(product)
-        if version is None or not keys:
+    def read_entries(self, product: str, keys: Sequence[str]) -> dict[str, Entry]:
+        if not keys:
             return {}
-        values = self._redis.mget([self._entity(product, version, k) for k in keys])
-        return {k: v.decode() for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)}
+        reply = self._read(
+            keys=[self._pointer(product)], args=[f"{self.prefix}:{product}:v", *keys]
+        )
+        if not reply:
+            return {}
+        version = int(reply[0])
+        fresh_after = self._fresh_after(product)
+        found: dict[str, Entry] = {}
+        for key, raw in zip(keys, reply[1:], strict=True):
+            if raw is None:
+                continue
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            stamp, _, value = text.partition("|")
+            written_at = float(stamp)
+            if fresh_after is not None and written_at <= fresh_after:
+                continue
+            found[key] = Entry(value, version, written_at)
+        return found
 
     def upsert(self, product: str, rows: Iterable[tuple[str, str]]) -> int:
         version = self.current_version(product)

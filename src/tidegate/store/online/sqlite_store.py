@@ -1,51 +1,77 @@
-"""Embedded online store: one SQLite table keyed by (product, version, key)."""
+"""Embedded online store: one SQLite table keyed by (product, version, key).
+
+Each value carries `written_at` (build or incremental update) and `expires_at` (when
+the product has a TTL). Reads check the TTL configured now against `written_at`, in
+the same statement that resolves the current version, so a reader sees one
+consistent version even while a build activates or the stream worker upserts.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tidegate.store.online.base import OnlineStore
+from tidegate.store.online.base import Entry, OnlineStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
   product TEXT NOT NULL, version INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  written_at REAL NOT NULL DEFAULT 0, expires_at REAL,
   PRIMARY KEY (product, version, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS current_versions (product TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
+#: columns added after the first release: (name, declaration), added to older files
+ADDED_COLUMNS = (("written_at", "REAL NOT NULL DEFAULT 0"), ("expires_at", "REAL"))
+CHUNK = 500  # keys per IN (...) list, under SQLite's variable limit
+
+_READ = (
+    "SELECT e.key, e.value, e.version, e.written_at FROM current_versions c JOIN entities e"
+    " ON e.product = c.product AND e.version = c.version"
+    " WHERE c.product = ? AND e.written_at > ? AND e.key IN ({marks})"
+)
 
 
 class SqliteOnlineStore(OnlineStore):
     kind = "sqlite"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, ttls: Mapping[str, float] | None = None) -> None:
+        super().__init__(ttls)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self._current: dict[str, tuple[int, int]] = {}
+        present = {str(r[1]) for r in self._db.execute("PRAGMA table_info(entities)")}
+        for name, declaration in ADDED_COLUMNS:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE entities ADD COLUMN {name} {declaration}")
 
     @classmethod
     def from_config(cls, config: Any, root: Path) -> SqliteOnlineStore:
         path = Path(config.path)
         return cls(path if path.is_absolute() else root / path)
 
-    def write_batch(self, product: str, version: int, rows: Iterable[tuple[str, str]]) -> int:
+    def _write(self, product: str, version: int, rows: Iterable[tuple[str, str]]) -> int:
+        now = time.time()
+        ttl = self.ttl(product)
+        expires = now + ttl if ttl is not None else None
         count = 0
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 for key, value in rows:
                     self._db.execute(
-                        "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?)",
-                        (product, version, key, value),
+                        "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?)",
+                        (product, version, key, value, now, expires),
                     )
                     count += 1
                 self._db.execute("COMMIT")
@@ -53,6 +79,9 @@ class SqliteOnlineStore(OnlineStore):
                 self._db.execute("ROLLBACK")
                 raise
         return count
+
+    def write_batch(self, product: str, version: int, rows: Iterable[tuple[str, str]]) -> int:
+        return self._write(product, version, rows)
 
     def activate(self, product: str, version: int) -> None:
         with self._lock:
@@ -72,43 +101,52 @@ class SqliteOnlineStore(OnlineStore):
             ).fetchone()
         return int(row[0]) if row else None
 
-    def read(self, product: str, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT e.value FROM current_versions c JOIN entities e"
-                " ON e.product = c.product AND e.version = c.version"
-                " WHERE c.product = ? AND e.key = ?",
-                (product, key),
-            ).fetchone()
-        return str(row[0]) if row else None
-
-    def read_many(self, product: str, keys: Sequence[str]) -> dict[str, str]:
-        version = self.current_version(product)
-        if version is None or not keys:
+    def read_entries(self, product: str, keys: Sequence[str]) -> dict[str, Entry]:
+        if not keys:
             return {}
-        found: dict[str, str] = {}
+        fresh_after = self._fresh_after(product)
+        after = fresh_after if fresh_after is not None else float("-inf")
+        found: dict[str, Entry] = {}
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                for key, value in self._db.execute(
-                    f"SELECT key, value FROM entities WHERE product = ? AND version = ?"
-                    f" AND key IN ({marks})",
-                    (product, version, *chunk),
-                ):
-                    found[str(key)] = str(value)
+            if len(keys) <= CHUNK:
+                self._collect(found, product, after, keys)
+                return found
+            # several statements: one read transaction, so one version is seen throughout
+            self._db.execute("BEGIN")
+            try:
+                for start in range(0, len(keys), CHUNK):
+                    self._collect(found, product, after, keys[start : start + CHUNK])
+            finally:
+                self._db.execute("COMMIT")
         return found
+
+    def _collect(
+        self, found: dict[str, Entry], product: str, after: float, keys: Sequence[str]
+    ) -> None:
+        marks = ",".join("?" * len(keys))
+        for key, value, version, written_at in self._db.execute(
+            _READ.format(marks=marks), (product, after, *keys)
+        ):
+            found[str(key)] = Entry(str(value), int(version), float(written_at))
 
     def upsert(self, product: str, rows: Iterable[tuple[str, str]]) -> int:
         version = self.current_version(product)
         if version is None:
             raise LookupError(f"product {product!r} has no current version to update")
-        return self.write_batch(product, version, rows)
+        return self._write(product, version, rows)
 
     def delete(self, product: str, keys: Sequence[str]) -> int:
         with self._lock:
             cursor = self._db.executemany(
                 "DELETE FROM entities WHERE product = ? AND key = ?", [(product, k) for k in keys]
+            )
+            return int(cursor.rowcount)
+
+    def purge_expired(self) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM entities WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (time.time(),),
             )
             return int(cursor.rowcount)
 

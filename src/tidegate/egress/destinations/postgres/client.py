@@ -3,6 +3,18 @@
 COPY is the fastest way rows enter PostgreSQL; merging from staging with
 `INSERT … ON CONFLICT` keeps the write idempotent, so a batch retried after a crash
 changes nothing twice.
+
+Straight COPY, no staging: an `insert` batch means exactly what a COPY into the table
+means (a key already held fails the batch, as the `INSERT … SELECT` from staging
+would). An `upsert` batch is also copied straight into the table while the table has
+a unique index on the key and no batch of this session has met a key it holds (an
+initial load: half the work of staging then merging). A batch that does meet one fails
+as a whole with a unique violation, is rolled back, and goes through staging and
+`ON CONFLICT` instead, as does every later batch of the session: the result is the
+same rows either way.
+
+Rows go out as CSV written by Arrow (in C), in chunks, so PostgreSQL parses one chunk
+while the next is written.
 """
 
 from __future__ import annotations
@@ -40,9 +52,12 @@ def _flat(batch: Any) -> bool:
     return not any(pa.types.is_nested(f.type) or pa.types.is_binary(f.type) for f in batch.schema)
 
 
+COPY_CHUNK_ROWS = 16_384
+
+
 def _copy_rows(cur: Any, copy_sql: Any, batch: Any) -> None:
-    """COPY a batch: Arrow writes it as CSV in C (the fast path, as a raw COPY would);
-    nested or binary columns go row by row through psycopg's adapters."""
+    """COPY a batch: Arrow writes it as CSV in C (the fast path, as a raw COPY would),
+    chunk by chunk; nested or binary columns go row by row through psycopg's adapters."""
     from psycopg import sql
 
     if _flat(batch):
@@ -50,10 +65,12 @@ def _copy_rows(cur: Any, copy_sql: Any, batch: Any) -> None:
 
         import pyarrow.csv as pv
 
-        buffer = io.BytesIO()
-        pv.write_csv(batch, buffer, pv.WriteOptions(include_header=False))
+        options = pv.WriteOptions(include_header=False)
         with cur.copy(sql.Composed([copy_sql, sql.SQL(" (FORMAT csv)")])) as copy:
-            copy.write(buffer.getbuffer())
+            for chunk in batch.to_batches(max_chunksize=COPY_CHUNK_ROWS):
+                buffer = io.BytesIO()
+                pv.write_csv(chunk, buffer, options)
+                copy.write(buffer.getbuffer())
         return
     names = list(batch.column_names)
     with cur.copy(copy_sql) as copy:
@@ -65,7 +82,11 @@ def _copy_rows(cur: Any, copy_sql: Any, batch: Any) -> None:
 class PostgresDestination(Destination):
     kind: ClassVar[str] = "postgres"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        supports_upsert=True, supports_delete=True, max_batch_rows=50_000, supports_lookup=True
+        supports_upsert=True,
+        supports_delete=True,
+        max_batch_rows=500_000,
+        preferred_batch_rows=100_000,
+        supports_lookup=True,
     )
 
     def __init__(self, dsn: str, table: str, schema: str = "public") -> None:
@@ -74,6 +95,7 @@ class PostgresDestination(Destination):
         self.table = table
         self.schema = schema
         self.key = ""
+        self._copy_upserts = False  # upsert batches COPY straight in (see the module doc)
         try:
             self._conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
         except psycopg.OperationalError as err:
@@ -103,9 +125,51 @@ class PostgresDestination(Destination):
         )
         with self._conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self._ident(), defs))
+            self._copy_upserts = self._key_is_unique(cur)
         self._conn.commit()
 
+    def _key_is_unique(self, cur: Any) -> bool:
+        """Whether a unique index covers exactly the key column (so a COPY of a key the
+        table holds fails instead of adding a second row)."""
+        cur.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a"
+            " ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+            " WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indnkeyatts = 1"
+            " AND i.indpred IS NULL AND a.attname = %s)",
+            (self._ident().as_string(self._conn), self.key),
+        )
+        row = cur.fetchone()
+        return bool(row and row[0])
+
     def write(self, batch: Any, mode: str) -> int:
+        import psycopg
+
+        if mode == "insert" or (mode == "upsert" and self._copy_upserts):
+            try:
+                return self._copy_straight(batch)
+            except psycopg.errors.UniqueViolation as err:
+                self._conn.rollback()
+                if mode == "insert":
+                    raise TerminalDestinationError(f"PostgreSQL: {err}") from None
+                self._copy_upserts = False  # the table holds keys: merge from now on
+            except psycopg.OperationalError as err:
+                self._conn.rollback()
+                raise TransientDestinationError(f"PostgreSQL: {err}") from None
+            except psycopg.Error as err:
+                self._conn.rollback()
+                raise TerminalDestinationError(f"PostgreSQL: {err}") from None
+        return self._merge(batch, mode)
+
+    def _copy_straight(self, batch: Any) -> int:
+        from psycopg import sql
+
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in batch.column_names)
+        with self._conn.cursor() as cur:
+            _copy_rows(cur, sql.SQL("COPY {} ({}) FROM STDIN").format(self._ident(), cols), batch)
+        self._conn.commit()
+        return int(batch.num_rows)
+
+    def _merge(self, batch: Any, mode: str) -> int:
         import psycopg
         from psycopg import sql
 
@@ -113,11 +177,7 @@ class PostgresDestination(Destination):
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
         stage = sql.Identifier("tidegate_stage")
         others = [n for n in names if n != self.key]
-        if mode == "insert":
-            merge = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-                self._ident(), cols, cols, stage
-            )
-        elif mode == "update":
+        if mode == "update":
             merge = sql.SQL("UPDATE {} t SET {} FROM {} s WHERE t.{} = s.{}").format(
                 self._ident(),
                 sql.SQL(", ").join(
@@ -128,6 +188,10 @@ class PostgresDestination(Destination):
                 sql.Identifier(self.key),
                 sql.Identifier(self.key),
             )
+        elif not others:  # nothing but the key: a key it holds is already as it should be
+            merge = sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING"
+            ).format(self._ident(), cols, cols, stage, sql.Identifier(self.key))
         else:
             merge = sql.SQL(
                 "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"

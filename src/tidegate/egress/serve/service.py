@@ -1,0 +1,380 @@
+"""What each serving endpoint does, without HTTP: authenticate, limit, plan, read, treat, audit.
+
+The hot path of one entity read, in order: the credential (cached while the metadata
+database is unchanged), the rate limit (a token bucket in memory), the access plan
+(cached per roles x purpose x product until consent changes, see `state.py`), one
+online-store read, one JSON parse (typed decoding only for date columns whose
+treatment needs a date), the treatments, one orjson encode, and an audit record handed
+to the background writer (never waited for).
+
+Every call produces exactly one audit record, allowed or denied; a subject the purpose
+may not see is answered exactly like a key that does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tidegate.audit.log import AuditRecord
+from tidegate.egress.serve.auth import Authenticator
+from tidegate.egress.serve.keys import Principal
+from tidegate.egress.serve.ratelimit import RateLimiter
+from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
+from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
+from tidegate.privacy.guard import AccessContext, AccessPlan
+from tidegate.privacy.treatments import type_family
+from tidegate.project.models import NAME_PATTERN
+from tidegate.runtime.platform import Platform
+from tidegate.store.online.base import Entry
+
+MAX_KEY_LENGTH = 256
+MAX_LOOKUP_KEYS = 1_000
+AUDIT_KEYS_SHOWN = 20  # keys named in a lookup's audit record (the count is always there)
+
+
+def iso(at: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat() if at is not None else None
+
+
+@dataclass
+class Call:
+    """One request's audit facts, filled in as it goes."""
+
+    action: str
+    product: str | None = None
+    purpose: str | None = None
+    principal: Principal | None = None
+    generation: int | None = None  # the metadata watch, read once per request
+    audited: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Per plan: what decoding and auditing need, computed once."""
+
+    plan: AccessPlan
+    decode: dict[str, str]  # column -> family, for values a treatment needs typed
+    columns: dict[str, str]  # visible column -> treatment (audit)
+    treatments: dict[str, str]  # every column -> treatment (response)
+
+
+class Serving:
+    def __init__(self, platform: Platform) -> None:
+        import re
+
+        self.platform = platform
+        self.project = platform.project
+        meta_config = self.project.config.backends.metadata
+        watch_path = self.project.path(meta_config.path) if meta_config.type == "sqlite" else None
+        self.watch = ChangeWatch(watch_path)
+        serve = self.project.config.serve
+        self.auth = Authenticator(platform.meta, self.watch, serve.jwt, self.project.root)
+        self.plans = PlanCache(platform.guard, platform.meta, self.watch)
+        self.limiter = RateLimiter(self.project.policy)
+        self.versions = VersionTimes(platform.meta)
+        self._shapes: dict[int, _Shape] = {}
+        self._name = re.compile(NAME_PATTERN)
+
+    def close(self) -> None:
+        self.watch.close()
+
+    # ---------------------------------------------------------------- common steps
+
+    def principal(self, call: Call, token: str | None) -> Principal:
+        call.generation = self.watch.generation()
+        principal = self.auth.authenticate(token, call.generation)
+        call.principal = principal
+        self.limiter.check(principal.name, principal.roles)
+        return principal
+
+    def audit(self, call: Call, record: AuditRecord) -> None:
+        call.audited = True
+        self.platform.audit_writer.submit(record)
+
+    def audit_denied(self, call: Call, err: TidegateError) -> None:
+        if call.audited:
+            return
+        principal = call.principal
+        detail = dict(call.detail)
+        detail.update(code=err.code, reason=err.message[:300])
+        if principal is not None:
+            detail["key_id"] = principal.key_id
+        self.audit(
+            call,
+            AuditRecord(
+                action=call.action,
+                principal=principal.name if principal else "anonymous",
+                purpose=call.purpose,
+                product=call.product,
+                outcome="denied",
+                detail=detail,
+            ),
+        )
+
+    def _shape(self, plan: AccessPlan) -> _Shape:
+        found = self._shapes.get(id(plan))
+        if found is not None and found.plan is plan:
+            return found
+        decode = {}
+        for column in plan.visible_columns:
+            family = type_family(column.type)
+            if family in ("date", "timestamp") and column.treatment.treatment != "clear":
+                decode[column.name] = family
+        shape = _Shape(
+            plan=plan,
+            decode=decode,
+            columns={c.name: c.treatment.treatment for c in plan.visible_columns},
+            treatments={c.name: c.treatment.treatment for c in plan.columns},
+        )
+        if len(self._shapes) > 1_000:
+            self._shapes.clear()
+        self._shapes[id(plan)] = shape
+        return shape
+
+    def _plan(self, call: Call, principal: Principal, product: str) -> AccessPlan:
+        if not self._name.match(product) or len(product) > 63:
+            raise NotFoundError(f"no product named {product[:80]!r}", product=product[:80])
+        return self.plans.plan(
+            AccessContext(principal.name, principal.roles, call.purpose), product
+        )
+
+    def _treat(self, shape: _Shape, entry: Entry) -> tuple[dict[str, Any] | None, str | None]:
+        """(treated row or None when filtered, subject id)."""
+        row: dict[str, Any] = orjson.loads(entry.value)
+        for name, family in shape.decode.items():
+            value = row.get(name)
+            if isinstance(value, str):
+                row[name] = (
+                    dt.date.fromisoformat(value)
+                    if family == "date"
+                    else dt.datetime.fromisoformat(value)
+                )
+        plan = shape.plan
+        subject_value = row.get(plan.subject_column) if plan.subject_column else None
+        subject = str(subject_value) if subject_value is not None else None
+        return plan.apply_row(row), subject
+
+    # ---------------------------------------------------------------- endpoints
+
+    def entity(self, call: Call, token: str | None, key: str) -> dict[str, Any]:
+        principal = self.principal(call, token)
+        product = call.product or ""
+        plan = self._plan(call, principal, product)
+        shape = self._shape(plan)
+        entry = (
+            self.platform.online.read_entry(product, key) if len(key) <= MAX_KEY_LENGTH else None
+        )
+        treated, subject = self._treat(shape, entry) if entry is not None else (None, None)
+        shown_key = key[:MAX_KEY_LENGTH]
+        if entry is None or treated is None:
+            self.audit(
+                call,
+                AuditRecord(
+                    action="serve",
+                    principal=principal.name,
+                    purpose=plan.purpose,
+                    product=product,
+                    rows=0,
+                    subjects=(subject,) if subject is not None else (),
+                    outcome="filtered" if entry is not None else "absent",
+                    detail={"key": shown_key, "key_id": principal.key_id},
+                ),
+            )
+            raise NotFoundError(f"no entity {shown_key!r} in {product!r}", product=product)
+        self.audit(
+            call,
+            AuditRecord(
+                action="serve",
+                principal=principal.name,
+                purpose=plan.purpose,
+                product=product,
+                columns=shape.columns,
+                rows=1,
+                subjects=(subject,) if subject is not None else (),
+                detail={"key": shown_key, "key_id": principal.key_id},
+            ),
+        )
+        built_at = self.versions.built_at(product, entry.version)
+        return {
+            "product": product,
+            "key": key,
+            "purpose": plan.purpose,
+            "version": entry.version,
+            "built_at": built_at,
+            "updated_at": iso(entry.written_at),
+            "treatments": shape.treatments,
+            "data": treated,
+        }
+
+    def lookup(
+        self, call: Call, token: str | None, keys: Sequence[str], *, authenticated: bool = False
+    ) -> dict[str, Any]:
+        principal = call.principal
+        if principal is None or not authenticated:
+            principal = self.principal(call, token)
+        product = call.product or ""
+        plan = self._plan(call, principal, product)
+        shape = self._shape(plan)
+        distinct = list(dict.fromkeys(keys))
+        entries = self.platform.online.read_entries(product, distinct)
+        served: dict[str, dict[str, Any]] = {}
+        subjects: dict[str, None] = {}
+        filtered = 0
+        version: int | None = None
+        for key in distinct:
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            treated, subject = self._treat(shape, entry)
+            if treated is None:
+                filtered += 1
+                continue
+            version = entry.version
+            served[key] = {"data": treated, "updated_at": iso(entry.written_at)}
+            if subject is not None:
+                subjects[subject] = None
+        self.audit(
+            call,
+            AuditRecord(
+                action="serve",
+                principal=principal.name,
+                purpose=plan.purpose,
+                product=product,
+                columns=shape.columns if served else {},
+                rows=len(served),
+                subjects=tuple(subjects),
+                outcome="allowed" if served else "absent",
+                detail={
+                    "key_id": principal.key_id,
+                    "lookup": len(keys),
+                    "found": len(served),
+                    "not_found": len(distinct) - len(served),
+                    "keys": distinct[:AUDIT_KEYS_SHOWN],
+                },
+            ),
+        )
+        results = []
+        for key in keys:
+            hit = served.get(key)
+            if hit is None:
+                results.append({"key": key, "found": False})
+            else:
+                results.append({"key": key, "found": True, **hit})
+        return {
+            "product": product,
+            "purpose": plan.purpose,
+            "version": version,
+            "built_at": self.versions.built_at(product, version) if version else None,
+            "treatments": shape.treatments,
+            "results": results,
+        }
+
+    def list_products(self, call: Call, token: str | None) -> dict[str, Any]:
+        principal = self.principal(call, token)
+        policy = self.project.policy
+        mine = policy.purposes_of_roles(principal.roles)
+        visible = [
+            {
+                "name": name,
+                "description": p.config.description,
+                "owner": p.config.owner,
+                "purposes": list(p.config.purposes),
+                "allowed_purposes": [x for x in p.config.purposes if x in mine],
+            }
+            for name, p in self.project.products.items()
+            if policy.roles_allow_product(principal.roles, name)
+        ]
+        self.audit(
+            call,
+            AuditRecord(
+                action="catalog",
+                principal=principal.name,
+                detail={"key_id": principal.key_id, "products": len(visible)},
+            ),
+        )
+        return {"products": visible}
+
+    def describe(self, call: Call, token: str | None) -> dict[str, Any]:
+        principal = self.principal(call, token)
+        name = call.product or ""
+        product = self.project.products.get(name) if self._name.match(name) else None
+        if product is None:
+            raise NotFoundError(f"no product named {name[:80]!r}", product=name[:80])
+        policy = self.project.policy
+        if not policy.roles_allow_product(principal.roles, name):
+            raise ForbiddenError(
+                f"principal {principal.name!r} may not read product {name!r}", product=name
+            )
+        mine = policy.purposes_of_roles(principal.roles)
+        config = product.config
+        live = self.platform.meta.live_version(name)
+        body = {
+            "name": name,
+            "description": config.description,
+            "owner": config.owner,
+            "contract_version": config.version,
+            "key": config.key,
+            "subject": config.subject,
+            "purposes": list(config.purposes),
+            "allowed_purposes": [x for x in config.purposes if x in mine],
+            "columns": {
+                column: {
+                    "type": spec.type,
+                    "description": spec.description,
+                    "classification": spec.classification,
+                    "nullable": spec.nullable,
+                }
+                for column, spec in config.columns.items()
+            },
+            "freshness": self._freshness(name),
+            "ttl_seconds": self.platform.online.ttl(name),
+            "version": live.version if live else None,
+            "built_at": iso(live.built_at) if live else None,
+        }
+        self.audit(
+            call,
+            AuditRecord(
+                action="catalog",
+                principal=principal.name,
+                product=name,
+                detail={"key_id": principal.key_id},
+            ),
+        )
+        return body
+
+    def _freshness(self, product: str) -> dict[str, Any]:
+        """The declared SLO, and what the stream worker last recorded (products/freshness.py)."""
+        declared = self.project.products[product].config.freshness
+        body: dict[str, Any] = {
+            "slo": declared or self.project.config.defaults.freshness,
+            "slo_seconds": self.project.freshness_seconds(product),
+            "mode": None,
+            "last_update": None,
+            "lag_seconds": None,
+            "breaches": 0,
+        }
+        meta_config = self.project.config.backends.metadata
+        if meta_config.type != "sqlite":
+            return body
+        from tidegate.products.freshness import FreshnessLedger
+
+        ledger = FreshnessLedger(self.project.path(meta_config.path))
+        try:
+            seen = ledger.all().get(product)
+        finally:
+            ledger.close()
+        if seen is not None:
+            body.update(
+                mode=seen.mode,
+                last_update=iso(seen.last_update),
+                lag_seconds=round(seen.current_lag(time.time()), 3),
+                breaches=seen.breaches,
+            )
+        return body

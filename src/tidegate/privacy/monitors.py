@@ -1,0 +1,301 @@
+"""Real-time access monitors on the audit stream.
+
+Every batch the audit log stores is handed, as records, to the monitors (an observer of
+`AuditLog.write_batch`: the serving path's batched writer included, so an alert follows
+the read within one batch interval plus a webhook call). Four rules:
+
+* `volume`: a principal read more distinct subjects in the current window than
+  `factor` x its baseline (the median of its earlier windows, at least `floor`);
+* `new_purpose`: a principal with history declares a purpose it never used before;
+* `denied`: a principal collects `denied_threshold` denied requests within a window;
+* `erased_read`: a read names a subject that was erased (tombstone) or, for its
+  purpose, has no legal basis any more (revoked, objected).
+
+Reads are the actions in `READ_ACTIONS`. An alert goes to the log (warning) and, when
+a webhook URL is set, as a Slack-compatible JSON POST (`{"text": ..., "blocks": [...]}`)
+from a background thread. Alerts are deduplicated by (kind, principal, subject/purpose)
+for `dedup_seconds`.
+
+`attach_monitors(platform, webhook_url=...)` starts them on a platform's audit log; a
+process started with `TIDEGATE_ACCESS_ALERT_WEBHOOK` set gets them from
+`monitors_from_env` (an environment variable, not project config: a Slack webhook URL
+carries its token). Baselines and known purposes are first read from the audit history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import threading
+import time
+import urllib.request
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidegate.audit.log import AuditRecord
+
+log = logging.getLogger(__name__)
+
+READ_ACTIONS = frozenset({"serve", "export", "consent_read"})
+ENV_WEBHOOK = "TIDEGATE_ACCESS_ALERT_WEBHOOK"
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    principal: str
+    message: str
+    key: str
+    at: float = field(default_factory=time.time)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def slack(self) -> dict[str, Any]:
+        text = f":rotating_light: tidegate access monitor [{self.kind}] {self.message}"
+        return {
+            "text": text,
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+                {
+                    "type": "context",
+                    "elements": [
+                        {"type": "mrkdwn", "text": f"principal `{self.principal}` · {self.kind}"}
+                    ],
+                },
+            ],
+            "tidegate": {
+                "kind": self.kind,
+                "principal": self.principal,
+                "at": self.at,
+                "detail": self.detail,
+            },
+        }
+
+
+@dataclass
+class MonitorSettings:
+    window: float = 60.0
+    factor: float = 5.0
+    floor: int = 20
+    denied_threshold: int = 5
+    dedup_seconds: float = 600.0
+
+
+class Webhook:
+    """POSTs alerts from a background thread; never blocks the audit writer."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.sent = 0
+        self.failures = 0
+
+    def __call__(self, alert: Alert) -> None:
+        threading.Thread(target=self._post, args=(alert,), daemon=True).start()
+
+    def _post(self, alert: Alert) -> None:
+        body = json.dumps(alert.slack(), default=str).encode()
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout):
+                self.sent += 1
+        except Exception as err:  # an unreachable webhook must not stop the monitors
+            self.failures += 1
+            log.warning("alert webhook failed: %s", err)
+
+
+class AccessMonitor:
+    def __init__(
+        self,
+        is_erased: Callable[[str], bool] | None = None,
+        has_basis: Callable[[str, str], bool] | None = None,
+        settings: MonitorSettings | None = None,
+        sinks: Iterable[Callable[[Alert], None]] = (),
+    ) -> None:
+        self.settings = settings or MonitorSettings()
+        self._is_erased = is_erased
+        self._has_basis = has_basis
+        self.sinks = list(sinks)
+        self.alerts: list[Alert] = []
+        self._lock = threading.Lock()
+        self._purposes: dict[str, set[str]] = defaultdict(set)
+        self._windows: dict[str, deque[int]] = defaultdict(lambda: deque(maxlen=50))
+        self._current: dict[str, tuple[float, set[str]]] = {}
+        self._denied: dict[str, deque[float]] = defaultdict(deque)
+        self._sent: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- history
+
+    def learn(self, records: Iterable[AuditRecord]) -> None:
+        """Baselines and known purposes from past records (no alerts)."""
+        with self._lock:
+            for record in records:
+                self._track(record, alert=False)
+            for principal in list(self._current):
+                self._roll(principal, float("inf"))
+
+    # ---------------------------------------------------------------- live
+
+    def observe(self, records: Iterable[AuditRecord]) -> list[Alert]:
+        with self._lock:
+            fired = [a for r in records for a in self._track(r, alert=True)]
+        raised = [a for a in fired if self._fresh(a)]
+        for alert in raised:
+            log.warning("access monitor: %s", alert.message)
+            self.alerts.append(alert)
+            for sink in self.sinks:
+                try:
+                    sink(alert)
+                except Exception:
+                    log.exception("alert sink failed")
+        return raised
+
+    def _fresh(self, alert: Alert) -> bool:
+        with self._lock:
+            last = self._sent.get(alert.key)
+            if last is not None and alert.at - last < self.settings.dedup_seconds:
+                return False
+            self._sent[alert.key] = alert.at
+            return True
+
+    def _track(self, record: AuditRecord, alert: bool) -> list[Alert]:
+        found: list[Alert] = []
+        who = record.principal
+        if record.outcome == "denied":
+            found += self._denied_rule(record)
+        if record.action not in READ_ACTIONS or record.outcome == "denied":
+            return found if alert else []
+        if record.purpose:
+            known = self._purposes[who]
+            if record.purpose not in known and known:
+                found.append(
+                    Alert(
+                        "new_purpose",
+                        who,
+                        f"{who} declared purpose {record.purpose!r} for the first time "
+                        f"(used before: {', '.join(sorted(known))})",
+                        f"new_purpose:{who}:{record.purpose}",
+                        detail={"purpose": record.purpose, "product": record.product},
+                    )
+                )
+            known.add(record.purpose)
+        found += self._volume_rule(record)
+        if alert:
+            found += self._subject_rule(record)
+        return found if alert else []
+
+    def _roll(self, principal: str, now: float) -> None:
+        started, subjects = self._current.get(principal, (now, set()))
+        if now - started >= self.settings.window:
+            self._windows[principal].append(len(subjects))
+            self._current[principal] = (now, set())
+
+    def _volume_rule(self, record: AuditRecord) -> list[Alert]:
+        who = record.principal
+        self._roll(who, record.at)
+        _, subjects = self._current.setdefault(who, (record.at, set()))
+        subjects.update(record.subjects)
+        history = self._windows[who]
+        baseline = statistics.median(history) if history else 0
+        limit = self.settings.factor * max(baseline, self.settings.floor)
+        if len(subjects) > limit:
+            return [
+                Alert(
+                    "volume",
+                    who,
+                    f"{who} read {len(subjects)} distinct subjects in {self.settings.window:g}s, "
+                    f"over {limit:g} ({self.settings.factor:g} x baseline {baseline:g})",
+                    f"volume:{who}",
+                    detail={"subjects": len(subjects), "baseline": baseline, "limit": limit},
+                )
+            ]
+        return []
+
+    def _denied_rule(self, record: AuditRecord) -> list[Alert]:
+        who = record.principal
+        times = self._denied[who]
+        times.append(record.at)
+        while times and record.at - times[0] > self.settings.window:
+            times.popleft()
+        if len(times) >= self.settings.denied_threshold:
+            return [
+                Alert(
+                    "denied",
+                    who,
+                    f"{who} was denied {len(times)} times within {self.settings.window:g}s",
+                    f"denied:{who}",
+                    detail={"count": len(times), "last": record.action},
+                )
+            ]
+        return []
+
+    def _subject_rule(self, record: AuditRecord) -> list[Alert]:
+        found = []
+        for subject in record.subjects:
+            why = None
+            if self._is_erased is not None and self._is_erased(subject):
+                why = "erased"
+            elif (
+                self._has_basis is not None
+                and record.purpose
+                and not self._has_basis(subject, record.purpose)
+            ):
+                why = f"without a legal basis for {record.purpose!r} (revoked or objected)"
+            if why:
+                found.append(
+                    Alert(
+                        "erased_read",
+                        record.principal,
+                        f"{record.principal} asked for a subject that is {why} "
+                        f"({record.action} {record.product or ''}, outcome {record.outcome})",
+                        f"erased_read:{record.principal}:{subject}:{record.purpose}",
+                        detail={"purpose": record.purpose, "outcome": record.outcome},
+                    )
+                )
+        return found
+
+
+def attach_monitors(
+    platform: Any,
+    *,
+    webhook_url: str | None = None,
+    settings: MonitorSettings | None = None,
+    learn: bool = True,
+) -> AccessMonitor:
+    """Monitors on the platform's audit log (learned from its history first)."""
+    from tidegate.privacy.tombstones import tombstones_of
+
+    tombstones = tombstones_of(platform)
+    view = platform.consent_view
+    purposes = platform.project.policy.purposes
+
+    def is_erased(subject: str) -> bool:
+        return tombstones.is_erased(subject)
+
+    def has_basis(subject: str, purpose: str) -> bool:
+        config = purposes.get(purpose)
+        if config is None:
+            return True
+        return bool(view.allowed(subject, purpose, config.legal_basis))
+
+    def refreshed(records: list[AuditRecord]) -> None:
+        tombstones.refresh()
+        view.refresh()
+        monitor.observe(records)
+
+    sinks: list[Callable[[Alert], None]] = [Webhook(webhook_url)] if webhook_url else []
+    monitor = AccessMonitor(is_erased, has_basis, settings, sinks)
+    if learn:
+        monitor.learn(record for _, record in platform.audit.records())
+    platform.audit.observers.append(refreshed)
+    return monitor
+
+
+def monitors_from_env(platform: Any) -> AccessMonitor | None:
+    url = os.environ.get(ENV_WEBHOOK)
+    return attach_monitors(platform, webhook_url=url) if url else None

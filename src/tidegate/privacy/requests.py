@@ -1,0 +1,612 @@
+"""Data subject requests: access (GDPR Art. 15) and erasure (Art. 17, 19).
+
+`access(platform, subject, principal)` returns, as JSON, everything tidegate holds about
+the subject: warehouse rows (raw tables and every product version), the online store,
+each sync destination the sync state says received them (read back by key), dead
+letters, the consent ledger and state, and the audit records naming them. The request
+itself is audited (action `subject_access`).
+
+`erase(platform, subject, principal)` removes the subject everywhere and returns a
+completion report, one entry per system, with what was removed and when. In order:
+
+1. **tombstone** first: `HMAC-SHA256(key, id)` (`tombstones.py`), so from this moment
+   the stream worker drops the subject's events and source loads purge them;
+2. **warehouse**: the subject's rows in `raw.<source>` and in every `builds.<product>__vN`
+   (the `products.*` views follow), and keys waiting to be published;
+3. **online store**: the subject's product keys, in every version held;
+4. **destinations**: every key the sync state recorded for the subject is deleted through
+   the destination's `delete`, under the sync's lock; the state rows go with it. A
+   destination that cannot delete is reported `manual` with its description;
+5. **dead letters** mentioning the subject (`subject_data.letter_mentions`);
+6. **metadata**: the sync state's remaining rows of the subject (row errors, in-flight,
+   suppression lists), and the run history's texts naming the subject (redacted);
+7. **consent ledger**: see below;
+8. **audit log**: records naming the subject are redacted (`audit/redact.py`) after the
+   completion report, a chained `erasure` record that authorises each redaction by its
+   hash, is written; the chain still verifies.
+
+What is kept, and why (Art. 17(3)(b) and (e): compliance with a legal obligation, and
+the defence of legal claims; Art. 5(2) and 7(1): the controller must be able to show
+that past processing had a legal basis and that the erasure was done):
+
+* the tombstone: needed so that the erasure holds (Art. 17 and 19 would be defeated by
+  a re-import); it cannot be reversed without the key;
+* the consent ledger entries, **pseudonymised**: purpose, action, when, source, and
+  `sha256:` of the evidence in place of the evidence; the subject id is replaced by the
+  pseudonym `erased:<hash prefix>`. This shows which purposes had consent and when it
+  was withdrawn, without naming the person; the original evidence (a TCF string, a form
+  submission) can be matched against the digest if it is ever produced in a dispute;
+* the audit records, with the subject's identifiers replaced by the same pseudonym;
+* the completion report (itself the `erasure` audit record), naming the subject only by
+  tombstone hash.
+
+Not erased by tidegate (reported as such): operational sources it reads (files, tables,
+topics it does not own; their owners erase there, and tidegate purges the subject at
+every load), and records already in the event log (kept until the topic's retention;
+re-deliveries are dropped by the worker).
+
+Both functions need the DuckDB warehouse, which one process at a time may open. When
+another process (`tidegate run`) holds it, access reports the warehouse `unavailable`
+and erasure reports it `pending`: the tombstone is already written, so the next source
+load purges the subject (`tombstones.purge_erased`), and running the erasure again
+(it is idempotent) completes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tidegate.audit.log import AuditRecord
+from tidegate.audit.redact import ERASURE_ACTION, Redactor, body_digest, redactions_for
+from tidegate.errors import BadRequestError, TidegateError
+from tidegate.privacy.subject_data import (
+    Found,
+    dead_letters_of,
+    find_in_warehouse,
+    letter_json,
+    online_keys,
+    plain,
+    quote,
+)
+from tidegate.privacy.tombstones import erasure_store, pseudonym, tombstones_of
+
+log = logging.getLogger(__name__)
+ACCESS_ACTION = "subject_access"
+
+
+@dataclass
+class SystemResult:
+    """One line of the completion report."""
+
+    system: str  # tombstone | warehouse | online_store | destination | dead_letters | ...
+    location: str
+    status: str  # removed | none | pending | failed | manual | kept | retained
+    removed: int = 0
+    at: float = field(default_factory=time.time)
+    note: str = ""
+
+
+@dataclass
+class ErasureReport:
+    request_id: str
+    subject_hash: str
+    principal: str
+    started_at: float
+    finished_at: float = 0.0
+    systems: list[SystemResult] = field(default_factory=list)
+    audit_seq: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return all(s.status not in {"pending", "failed"} for s in self.systems)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "subject_hash": self.subject_hash,
+            "principal": self.principal,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "complete": self.complete,
+            "audit_seq": self.audit_seq,
+            "systems": [asdict(s) for s in self.systems],
+        }
+
+
+def _check_subject(subject: str) -> str:
+    subject = str(subject).strip()
+    if not subject or len(subject) > 256:
+        raise BadRequestError("a subject id is 1 to 256 characters")
+    return subject
+
+
+def _warehouse(platform: Any) -> tuple[Any, str]:
+    """The warehouse, or (None, why not) when another process holds the DuckDB file."""
+    try:
+        return platform.warehouse, ""
+    except Exception as err:  # duckdb.IOException: the file is locked by another process
+        return None, f"{type(err).__name__}: {err}"[:300]
+
+
+# ---------------------------------------------------------------- access
+
+
+def access(platform: Any, subject: str, principal: str) -> dict[str, Any]:
+    """Everything held about `subject`, as JSON (GDPR Art. 15)."""
+    subject = _check_subject(subject)
+    result: dict[str, Any] = {"subject": subject, "generated_at": time.time()}
+    tombstones = tombstones_of(platform)
+    result["erased"] = tombstones.is_erased(subject)
+    warehouse, why = _warehouse(platform)
+    found: Found | None = None
+    if warehouse is None:
+        result["warehouse"] = {"status": "unavailable", "error": why}
+    else:
+        with warehouse.cursor() as cur:
+            _, found = find_in_warehouse(platform, cur, subject)
+        result["warehouse"] = {"status": "ok", "tables": found.rows}
+    result["online_store"] = _online_rows(platform, subject, found)
+    result["destinations"] = _destination_rows(platform, subject)
+    result["dead_letters"] = _dead_letters(platform, subject)
+    result["consent"] = _consent(platform, subject)
+    redactor = Redactor([subject], "")
+    platform.audit.flush()
+    result["audit"] = [
+        {"seq": stored.seq, **AuditRecord.readable(stored.body).__dict__}
+        for stored in platform.meta.audit_records()
+        if redactor.mentions(stored.body) and _names(redactor, stored.body)
+    ]
+    counts = {
+        "warehouse_rows": sum(len(r) for r in found.rows.values()) if found else None,
+        "online_rows": sum(len(r) for r in result["online_store"].values()),
+        "destinations": len(result["destinations"]),
+        "dead_letters": len(result["dead_letters"]),
+        "consent_entries": len(result["consent"]["history"]),
+        "audit_records": len(result["audit"]),
+    }
+    platform.audit.append(
+        AuditRecord(
+            action=ACCESS_ACTION,
+            principal=principal,
+            subjects=(subject,),
+            detail={"subject": subject, "counts": counts},
+        )
+    )
+    result["counts"] = counts
+    return plain(result)  # type: ignore[no-any-return]
+
+
+def _names(redactor: Redactor, body: str) -> bool:
+    """Whether a body names the subject as a value or a whole word (not as a digit run
+    inside another number)."""
+    return redactor._pattern is not None and redactor._pattern.search(body) is not None
+
+
+def _online_rows(platform: Any, subject: str, found: Found | None) -> dict[str, Any]:
+    import json
+
+    rows: dict[str, Any] = {}
+    for product, keys in online_keys(platform, subject, found).items():
+        if not keys:
+            continue
+        held = platform.online.read_many(product, sorted(keys))
+        if held:
+            rows[product] = [json.loads(v) for _, v in sorted(held.items())]
+    return rows
+
+
+def _locations(platform: Any, subject: str) -> dict[str, list[str]]:
+    by_sync: dict[str, list[str]] = {}
+    for location in platform.meta.subject_locations(subject):
+        by_sync.setdefault(location.sync, []).append(location.key)
+    return by_sync
+
+
+def _open_sync_destination(platform: Any, name: str) -> tuple[Any, Any]:
+    from tidegate.egress.destinations.base import open_destination
+    from tidegate.egress.sync.mapping import resolve
+    from tidegate.privacy.guard import AccessContext
+
+    cfg = platform.project.syncs[name].config
+    context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
+    mapping = resolve(cfg, platform.guard.plan(context, cfg.product, check_roles=False))
+    destination = open_destination(cfg.destination, platform.project.root, name)
+    destination.open(mapping.columns, mapping.key)
+    return destination, mapping
+
+
+def _destination_rows(platform: Any, subject: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, keys in sorted(_locations(platform, subject).items()):
+        entry: dict[str, Any] = {"keys": keys}
+        if name not in platform.project.syncs:
+            entry["status"] = "sync no longer configured: rows not read back"
+            result[name] = entry
+            continue
+        destination = None
+        try:
+            destination, mapping = _open_sync_destination(platform, name)
+            entry["destination"] = destination.describe()
+            if destination.capabilities.supports_read:
+                wanted = set(keys)
+                entry["rows"] = [
+                    plain(r) for r in destination.read_all() if str(r.get(mapping.key)) in wanted
+                ]
+                entry["status"] = "ok"
+            else:
+                entry["status"] = "destination cannot be read back; keys listed"
+        except Exception as err:  # reported in the answer; the other systems still answer
+            entry["status"] = f"failed: {type(err).__name__}: {err}"[:300]
+        finally:
+            if destination is not None:
+                destination.close()
+        result[name] = entry
+    return result
+
+
+def _dead_letters(platform: Any, subject: str) -> list[dict[str, Any]]:
+    from tidegate.ingest.deadletters import DeadLetterStore
+
+    project = platform.project
+    dead = DeadLetterStore(project.path(project.config.backends.metadata.path))
+    try:
+        return [letter_json(letter) for letter in dead_letters_of(dead, project, subject)]
+    finally:
+        dead.close()
+
+
+def _consent(platform: Any, subject: str) -> dict[str, Any]:
+    from tidegate.privacy.consent_api import state_of
+
+    history = platform.consent.history(subject)
+    return {"history": [h.__dict__ for h in history], "allowed": state_of(platform, subject)}
+
+
+# ---------------------------------------------------------------- erasure
+
+
+def erase(platform: Any, subject: str, principal: str, reason: str = "") -> ErasureReport:
+    """Erase `subject` everywhere tidegate put it; see the module docstring."""
+    subject = _check_subject(subject)
+    store = erasure_store(platform.meta)
+    tombstones = tombstones_of(platform)
+    digest = tombstones.hash(subject)
+    token = pseudonym(tombstones.key, subject)
+    report = ErasureReport(uuid.uuid4().hex[:16], digest, principal, time.time())
+    systems = report.systems
+
+    added = store.add_tombstone(digest, report.started_at, report.request_id)
+    tombstones.refresh()
+    systems.append(
+        SystemResult(
+            "tombstone",
+            "metadata: erased_subjects",
+            "kept",
+            note="new" if added else "already erased before; this request completes it",
+        )
+    )
+    found = _erase_warehouse(platform, subject, systems)
+    _erase_online(platform, subject, found, systems)
+    _erase_destinations(platform, subject, systems)
+    _erase_dead_letters(platform, subject, systems)
+    rows = store.erase_subject_rows(subject, token, _evidence_digest)
+    state = sum(n for t, n in rows.items() if t != "consent_ledger")
+    systems.append(
+        SystemResult(
+            "sync_state",
+            "metadata: sync rows, row errors, in-flight batches, suppression lists",
+            "removed" if state else "none",
+            state,
+        )
+    )
+    systems.append(
+        SystemResult(
+            "consent_ledger",
+            "metadata: consent_ledger",
+            "kept" if rows.get("consent_ledger") else "none",
+            rows.get("consent_ledger", 0),
+            note="entries pseudonymised: purpose, action and times kept, subject id replaced "
+            "by its pseudonym, evidence by its SHA-256 (Art. 17(3)(b),(e); Art. 7(1))",
+        )
+    )
+    identifiers = (found.identifiers if found else set()) | {subject}
+    redactor = Redactor(identifiers, token)
+    _redact_runs(store, redactor, systems)
+    _redact_observations(platform, store, subject, systems)
+    _events_and_sources(platform, systems)
+    _audit_and_redact(platform, store, redactor, report, reason)
+    return report
+
+
+def _evidence_digest(evidence: str) -> str:
+    if not evidence:
+        return ""
+    return "sha256:" + hashlib.sha256(evidence.encode("utf-8")).hexdigest()
+
+
+def _erase_warehouse(platform: Any, subject: str, systems: list[SystemResult]) -> Found | None:
+    from tidegate.store.warehouse import RAW
+
+    warehouse, why = _warehouse(platform)
+    if warehouse is None:
+        systems.append(
+            SystemResult(
+                "warehouse",
+                "duckdb",
+                "pending",
+                note="the DuckDB file is held by another process; the subject is purged at "
+                f"the next source load (tombstone) and by running the erasure again ({why})",
+            )
+        )
+        return None
+    with warehouse.cursor() as cur:
+        tables, found = find_in_warehouse(platform, cur, subject)
+        cur.execute("BEGIN")
+        try:
+            for relation in tables:
+                removed = len(found.rows.get(relation.qualified, []))
+                if removed:
+                    cur.execute(
+                        f"DELETE FROM {relation.qualified}"
+                        f" WHERE CAST({quote(relation.subject_column)} AS VARCHAR) = ?",
+                        [subject],
+                    )
+                systems.append(
+                    SystemResult(
+                        "warehouse",
+                        f"duckdb: {relation.qualified}"
+                        + (" (raw source)" if relation.schema == RAW else ""),
+                        "removed" if removed else "none",
+                        removed,
+                    )
+                )
+            pending = _pending_publish(cur, found)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        if pending:
+            systems.append(
+                SystemResult(
+                    "warehouse", "duckdb: tidegate_state.pending_publish", "removed", pending
+                )
+            )
+        cur.execute("CHECKPOINT")
+    return found
+
+
+def _pending_publish(cur: Any, found: Found) -> int:
+    present = cur.execute(
+        "SELECT count(*) FROM information_schema.tables"
+        " WHERE table_schema = 'tidegate_state' AND table_name = 'pending_publish'"
+    ).fetchone()[0]
+    if not present:
+        return 0
+    removed = 0
+    for product, keys in found.keys.items():
+        for key in keys:
+            hit = cur.execute(
+                "SELECT count(*) FROM tidegate_state.pending_publish WHERE product = ? AND key = ?",
+                [product, key],
+            ).fetchone()[0]
+            if hit:
+                cur.execute(
+                    "DELETE FROM tidegate_state.pending_publish WHERE product = ? AND key = ?",
+                    [product, key],
+                )
+                removed += int(hit)
+    return removed
+
+
+def _erase_online(
+    platform: Any, subject: str, found: Found | None, systems: list[SystemResult]
+) -> None:
+    kind = platform.project.config.backends.online.type
+    for product, keys in online_keys(platform, subject, found).items():
+        if not keys:
+            continue
+        held = platform.online.read_many(product, sorted(keys))
+        platform.online.delete(product, sorted(keys))
+        systems.append(
+            SystemResult(
+                "online_store",
+                f"{kind}: {product}",
+                "removed" if held else "none",
+                len(held),
+            )
+        )
+    if found is None:
+        systems.append(
+            SystemResult(
+                "online_store",
+                kind,
+                "pending",
+                note="keys of products not keyed by the subject need the warehouse",
+            )
+        )
+
+
+def _erase_destinations(platform: Any, subject: str, systems: list[SystemResult]) -> None:
+    from tidegate.egress.sync.mapping import typed_key
+    from tidegate.privacy.propagation import sync_lock
+
+    for name, keys in sorted(_locations(platform, subject).items()):
+        if name not in platform.project.syncs:
+            systems.append(
+                SystemResult(
+                    "destination",
+                    f"sync {name}",
+                    "manual",
+                    note=f"{len(keys)} key(s) written by a sync no longer in the project: "
+                    "erase them in its destination by hand",
+                )
+            )
+            continue
+        destination = None
+        where = f"sync {name}"
+        try:
+            with sync_lock(platform, name):
+                destination, mapping = _open_sync_destination(platform, name)
+                where = f"sync {name} -> {destination.describe()}"
+                if not destination.capabilities.supports_delete:
+                    systems.append(
+                        SystemResult(
+                            "destination",
+                            where,
+                            "manual",
+                            note=f"{len(keys)} key(s): this destination cannot delete",
+                        )
+                    )
+                    continue
+                destination.delete([typed_key(k, mapping) for k in keys])
+                with erasure_store(platform.meta).erasing():
+                    platform.meta.checkpoint_sync(name, deleted=keys)
+                    # deletions are kept as "gone" entries until the state is compacted
+                    compact = getattr(platform.meta, "compact_sync_state", None)
+                    if compact is not None:
+                        compact(name, 0)
+            systems.append(SystemResult("destination", where, "removed", len(keys)))
+        except Exception as err:  # reported (status failed); running the erasure again retries
+            log.warning("erasure: destination of sync %s failed: %s", name, err)
+            systems.append(
+                SystemResult(
+                    "destination", where, "failed", note=f"{type(err).__name__}: {err}"[:300]
+                )
+            )
+        finally:
+            if destination is not None:
+                destination.close()
+
+
+def _erase_dead_letters(platform: Any, subject: str, systems: list[SystemResult]) -> None:
+    from tidegate.ingest.deadletters import DeadLetterStore
+
+    project = platform.project
+    dead = DeadLetterStore(project.path(project.config.backends.metadata.path))
+    try:
+        letters = dead_letters_of(dead, project, subject)
+        removed = dead.delete([letter.id for letter in letters])
+    finally:
+        dead.close()
+    systems.append(
+        SystemResult(
+            "dead_letters", "metadata: dead_letters", "removed" if removed else "none", removed
+        )
+    )
+
+
+def _redact_runs(store: Any, redactor: Redactor, systems: list[SystemResult]) -> None:
+    changed: dict[int, tuple[str, str]] = {}
+    for run_id, stats, error in store.runs_text():
+        if redactor.mentions(stats) or redactor.mentions(error):
+            new = (redactor.text(stats), redactor.text(error))
+            if new != (stats, error):
+                changed[run_id] = new
+    store.redact_runs(changed)
+    systems.append(
+        SystemResult(
+            "run_history",
+            "metadata: runs",
+            "removed" if changed else "none",
+            len(changed),
+            note="identifiers in run stats and errors replaced by the pseudonym" if changed else "",
+        )
+    )
+
+
+def _redact_observations(
+    platform: Any, store: Any, subject: str, systems: list[SystemResult]
+) -> None:
+    """Column statistics (min, max) of subject and id columns equal to the subject's id."""
+    try:
+        value = float(subject)
+    except ValueError:
+        return  # observations hold numbers only
+    columns = [
+        (name, column)
+        for name, product in platform.project.products.items()
+        for column, spec in product.columns.items()
+        if column == product.subject_column
+        or (spec.classification or "").startswith("user.unique_id")
+    ]
+    changed = store.redact_observations(columns, value)
+    systems.append(
+        SystemResult(
+            "observations",
+            "metadata: obs_points, obs_quality",
+            "removed" if changed else "none",
+            changed,
+            note="statistics equal to the subject's id nulled" if changed else "",
+        )
+    )
+
+
+def _events_and_sources(platform: Any, systems: list[SystemResult]) -> None:
+    for name, source in sorted(platform.project.sources.items()):
+        config = source.config
+        if not getattr(config, "subject", None):
+            continue
+        if config.type == "stream":
+            systems.append(
+                SystemResult(
+                    "event_log",
+                    f"topic {config.topic_name}",
+                    "retained",
+                    note="events already logged stay until the topic's retention; the "
+                    "worker drops them if delivered again (tombstone)",
+                )
+            )
+        else:
+            systems.append(
+                SystemResult(
+                    "upstream_source",
+                    f"source {name} ({config.type})",
+                    "retained",
+                    note="an operational source tidegate reads but does not own: erase "
+                    "there; every load purges the subject meanwhile (tombstone)",
+                )
+            )
+
+
+def _audit_and_redact(
+    platform: Any, store: Any, redactor: Redactor, report: ErasureReport, reason: str
+) -> None:
+    platform.audit.flush()  # records queued by the serving path are redacted too
+    bodies = redactions_for(platform.meta.audit_records(), redactor)
+    report.systems.append(
+        SystemResult(
+            "audit_log",
+            "metadata: audit_log",
+            "removed" if bodies else "none",
+            len(bodies),
+            note="identifiers replaced by the pseudonym in place; each redaction is "
+            "authorised by this report's record, so `audit verify` still passes",
+        )
+    )
+    report.finished_at = time.time()
+    record = AuditRecord(
+        action=ERASURE_ACTION,
+        principal=report.principal,
+        subject_count=1,
+        outcome="complete" if report.complete else "partial",
+        detail={
+            "request_id": report.request_id,
+            "subject_hash": report.subject_hash,
+            "reason": redactor.text(reason),
+            "systems": [asdict(s) for s in report.systems],
+            "redactions": [[seq, body_digest(body)] for seq, body in sorted(bodies.items())],
+        },
+    )
+    (report.audit_seq,) = platform.audit.append(record)
+    try:
+        store.redact_audit(bodies)
+    except Exception as err:
+        raise TidegateError(
+            f"erasure {report.request_id}: the audit records naming the subject could not be "
+            f"redacted ({err}); run the erasure again"
+        ) from None

@@ -1,0 +1,223 @@
+"""Where one subject's data is, system by system: what access requests read and erasure
+requests delete (`requests.py`).
+
+A subject is matched by its id as text (`42` and `"42"` are the same person) in the
+column each source and product declares as `subject`:
+
+* **warehouse** (DuckDB): `raw.<source>` of every source with a subject column, and
+  every version table `builds.<product>__vN` of every product with one (the
+  `products.<product>` views read those, so they need nothing of their own);
+* **online store**: the product keys of the subject's rows (the subject itself when a
+  product is keyed by its subject column);
+* **destinations**: the keys the sync state recorded for the subject
+  (`MetadataStore.subject_locations`), read back from (or deleted in) each destination;
+* **dead letters**: letters whose payload, parsed as the source's events are, has the
+  subject in the source's subject field (Debezium: in `after` or `before`), whose
+  message key is the subject id, or, for a payload that does not parse, that names the
+  subject field and the id as a whole word.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidegate.store.warehouse import BUILDS, RAW
+
+#: classifications whose values identify a person outright: searched for in free text
+#: (audit, run history) when the subject is erased
+IDENTIFYING = ("user.unique_id", "user.contact.email", "user.contact.phone_number")
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON can hold it (dates as ISO text)."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A DuckDB table holding subject rows."""
+
+    kind: str  # raw | build
+    owner: str  # source or product name
+    schema: str
+    table: str
+    subject_column: str
+    key_column: str | None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{quote(self.table)}"
+
+
+@dataclass
+class Found:
+    """What the warehouse holds about a subject: rows per relation, product keys, and the
+    identifying values seen (ids, emails, phones) for redaction elsewhere."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    keys: dict[str, set[str]] = field(default_factory=dict)  # product -> keys
+    identifiers: set[str] = field(default_factory=set)
+
+
+def relations(platform: Any, cursor: Any) -> list[Relation]:
+    project = platform.project
+    present = {
+        (str(s), str(t))
+        for s, t in cursor.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_type = 'BASE TABLE'"
+        ).fetchall()
+    }
+    found: list[Relation] = []
+    for name, source in sorted(project.sources.items()):
+        column = getattr(source.config, "subject", None)
+        if column and (RAW, name) in present:
+            key = getattr(source.config, "key", None)
+            found.append(Relation("raw", name, RAW, name, column, key))
+    for name, product in sorted(project.products.items()):
+        column = product.subject_column
+        if not column:
+            continue
+        for schema, table in sorted(present):
+            suffix = table[len(name) + 3 :] if table.startswith(f"{name}__v") else ""
+            if schema == BUILDS and suffix.isdigit():
+                found.append(Relation("build", name, BUILDS, table, column, product.config.key))
+    return found
+
+
+def identifying_columns(platform: Any, relation: Relation) -> list[str]:
+    project = platform.project
+    owner = (
+        project.sources[relation.owner]
+        if relation.kind == "raw"
+        else project.products[relation.owner]
+    )
+    return [
+        name
+        for name, spec in owner.columns.items()
+        if spec.classification and spec.classification.startswith(IDENTIFYING)
+    ]
+
+
+def subject_rows(cursor: Any, relation: Relation, subject: str) -> list[dict[str, Any]]:
+    sql = (
+        f"SELECT * FROM {relation.qualified}"
+        f" WHERE CAST({quote(relation.subject_column)} AS VARCHAR) = ?"
+    )
+    rows: list[dict[str, Any]] = cursor.sql(sql, params=[subject]).to_arrow_table().to_pylist()
+    return rows
+
+
+def find_in_warehouse(platform: Any, cursor: Any, subject: str) -> tuple[list[Relation], Found]:
+    found = Found(identifiers={subject})
+    tables = relations(platform, cursor)
+    for relation in tables:
+        rows = subject_rows(cursor, relation, subject)
+        found.rows[relation.qualified] = [plain(r) for r in rows]
+        if relation.kind == "build" and relation.key_column:
+            keys = found.keys.setdefault(relation.owner, set())
+            keys.update(str(r[relation.key_column]) for r in rows)
+        for column in identifying_columns(platform, relation):
+            found.identifiers.update(str(r[column]) for r in rows if r.get(column) is not None)
+    return tables, found
+
+
+def online_keys(platform: Any, subject: str, found: Found | None) -> dict[str, set[str]]:
+    """Product -> online-store keys of the subject (products with a subject column)."""
+    keys: dict[str, set[str]] = {}
+    for name, product in sorted(platform.project.products.items()):
+        if not product.subject_column:
+            continue
+        wanted = set(found.keys.get(name, set())) if found else set()
+        if product.subject_column == product.config.key:
+            wanted.add(subject)
+        keys[name] = wanted
+    return keys
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+def letter_mentions(letter: Any, subject_column: str | None, subject: str) -> bool:
+    if letter.key is not None and letter.key.decode("utf-8", "replace") == subject:
+        return True
+    if letter.payload is None or not subject_column:
+        return False
+    try:
+        data = json.loads(letter.payload)
+    except (ValueError, UnicodeDecodeError):
+        text = letter.payload.decode("utf-8", "replace")
+        word = re.compile(r"(?<![0-9A-Za-z_@.-])" + re.escape(subject) + r"(?![0-9A-Za-z_@-])")
+        return subject_column in text and word.search(text) is not None
+    return any(
+        isinstance(candidate, dict)
+        and candidate.get(subject_column) is not None
+        and str(candidate.get(subject_column)) == subject
+        for candidate in _event_objects(data)
+    )
+
+
+def _event_objects(data: Any) -> Iterator[Any]:
+    yield data
+    if isinstance(data, dict):
+        inner = data.get("payload", data) if "schema" in data else data
+        if isinstance(inner, dict):
+            yield inner
+            yield inner.get("after")
+            yield inner.get("before")
+    if isinstance(data, list):  # a batch posted as one payload
+        yield from data
+
+
+def dead_letters_of(dead: Any, project: Any, subject: str) -> list[Any]:
+    columns = {
+        name: getattr(source.config, "subject", None) for name, source in project.sources.items()
+    }
+    found: list[Any] = []
+    after = 0
+    while True:
+        page = dead.list(limit=1000, include_replayed=True, after_id=after)
+        if not page:
+            return found
+        for letter in page:
+            if letter_mentions(letter, columns.get(letter.source), subject):
+                found.append(letter)
+        after = page[-1].id
+
+
+def letter_json(letter: Any) -> dict[str, Any]:
+    payload: Any = None
+    if letter.payload is not None:
+        try:
+            payload = json.loads(letter.payload)
+        except (ValueError, UnicodeDecodeError):
+            payload = letter.payload.decode("utf-8", "replace")
+    return {
+        "id": letter.id,
+        "source": letter.source,
+        "reason": letter.reason,
+        "via": letter.via,
+        "at": letter.at,
+        "payload": payload,
+        "replayed_at": letter.replayed_at,
+    }

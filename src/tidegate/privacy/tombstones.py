@@ -1,0 +1,169 @@
+"""Tombstones: the only thing kept about an erased subject, and how it keeps them out.
+
+A tombstone is `HMAC-SHA256(key, subject id)`, the key derived from the project's master
+key (`secrets.py`) for this use only. It is not the clear id: without the key nobody can
+tell whose it is, nor test a guess. With the key, tidegate can answer one question: "is
+this subject erased?", which is what stops the subject coming back:
+
+* the stream worker drops events of an erased subject (counted in its batch report as
+  `erased`, never dead-lettered, so the payload is not stored anywhere);
+* loading a source snapshot (`load_sources`) purges erased subjects from `raw.<source>`
+  before any product is built from it (`purge_erased`), so a rebuild, and every sync
+  and API read after it, cannot resurrect them.
+
+`Tombstones` holds the set in memory and reads only tombstones newer than the last one
+seen, once per `refresh()` (the worker refreshes per micro-batch); with no tombstone at
+all, `is_erased` costs one set lookup and no hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from typing import Any, Protocol, cast, runtime_checkable
+
+from tidegate.errors import TidegateError
+
+TOMBSTONE_PREFIX = "erased:"
+
+
+@runtime_checkable
+class ErasureStore(Protocol):
+    """What erasure needs of a metadata store (`meta/sqlite_erasure.py`)."""
+
+    def add_tombstone(self, subject_hash: str, at: float, request_id: str) -> bool: ...
+
+    def tombstones(self, after_seq: int = 0) -> list[tuple[int, str, float]]: ...
+
+    def erase_subject_rows(self, subject: str, pseudonym: str, digest: Any) -> dict[str, int]: ...
+
+    def redact_audit(self, bodies: Any) -> int: ...
+
+    def redact_runs(self, stats: Any) -> int: ...
+
+    def runs_text(self) -> Any: ...
+
+    def redact_observations(self, columns: Any, value: float) -> int: ...
+
+    def erasing(self) -> Any: ...
+
+
+def erasure_store(meta: Any) -> ErasureStore:
+    if not isinstance(meta, ErasureStore):
+        raise TidegateError(
+            f"the metadata backend {type(meta).__name__} does not support erasure requests"
+        )
+    return meta
+
+
+def tombstone_key(master_key: bytes) -> bytes:
+    return hmac.new(master_key, b"tidegate/erasure/tombstone", hashlib.sha256).digest()
+
+
+def subject_hash(key: bytes, subject: object) -> str:
+    """The tombstone of `subject` (its id as text: 42 and "42" are the same subject)."""
+    return hmac.new(key, str(subject).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def pseudonym(key: bytes, subject: object) -> str:
+    """How erased records name the subject: `erased:<first 32 hex of the tombstone>`."""
+    return TOMBSTONE_PREFIX + subject_hash(key, subject)[:32]
+
+
+class Tombstones:
+    def __init__(self, meta: Any, master_key: bytes) -> None:
+        self._store = erasure_store(meta)
+        self.key = tombstone_key(master_key)
+        self._hashes: set[str] = set()
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        with self._lock:
+            for seq, digest, _ in self._store.tombstones(self._seq):
+                self._hashes.add(digest)
+                self._seq = max(self._seq, seq)
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def hash(self, subject: object) -> str:
+        return subject_hash(self.key, subject)
+
+    def is_erased(self, subject: object) -> bool:
+        """Whether `subject` was erased (as of the last `refresh`); None is nobody."""
+        if subject is None or not self._hashes:
+            return False
+        return self.hash(subject) in self._hashes
+
+    def erased_among(self, subjects: list[Any]) -> list[Any]:
+        """The values of `subjects` (distinct values, any type) that were erased."""
+        if not self._hashes:
+            return []
+        return [s for s in subjects if s is not None and self.hash(s) in self._hashes]
+
+
+def tombstones_of(platform: Any) -> Tombstones:
+    """The platform's tombstone set (one per platform object), refreshed."""
+    from tidegate.privacy.secrets import load_master_key
+
+    found = platform.__dict__.get("_tidegate_tombstones")
+    if found is None:
+        found = Tombstones(platform.meta, load_master_key(platform.state_dir))
+        platform.__dict__["_tidegate_tombstones"] = found
+    found.refresh()
+    return cast(Tombstones, found)
+
+
+def is_erased(platform: Any, subject: object) -> bool:
+    return tombstones_of(platform).is_erased(subject)
+
+
+class ErasedFilter:
+    """The stream worker's check: is this validated event about an erased subject?"""
+
+    def __init__(self, platform: Any) -> None:
+        from tidegate.ingest.intake import stream_sources
+
+        self._platform = platform
+        self._subjects = {
+            name: config.subject for name, config in stream_sources(platform.project).items()
+        }
+        self._tombstones: Tombstones | None = None
+
+    def refresh(self) -> None:
+        self._tombstones = tombstones_of(self._platform)
+
+    def __call__(self, change: Any) -> bool:
+        if self._tombstones is None:
+            self.refresh()
+        assert self._tombstones is not None
+        column = self._subjects.get(change.source)
+        if column is None:
+            return False
+        return self._tombstones.is_erased(change.row.get(column))
+
+
+def purge_erased(platform: Any, source: str) -> int:
+    """Delete erased subjects' rows from `raw.<source>` (after a snapshot load); returns
+    how many rows went. Nothing to do (and no query) while there is no tombstone."""
+    tombstones = tombstones_of(platform)
+    config = platform.project.sources[source].config
+    column = getattr(config, "subject", None)
+    if not len(tombstones) or column is None:
+        return 0
+    quoted = '"' + column.replace('"', '""') + '"'
+    relation = f'raw."{source}"'
+    with platform.warehouse.cursor() as cur:
+        distinct = cur.execute(
+            f"SELECT DISTINCT CAST({quoted} AS VARCHAR) FROM {relation} WHERE {quoted} IS NOT NULL"
+        ).fetchall()
+        erased = tombstones.erased_among([row[0] for row in distinct])
+        if not erased:
+            return 0
+        before = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
+        for value in erased:
+            cur.execute(f"DELETE FROM {relation} WHERE CAST({quoted} AS VARCHAR) = ?", [value])
+        after = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
+    return int(before) - int(after)
