@@ -41,6 +41,7 @@ from tidegate.ingest.intake import Intake, open_intake, stream_sources
 from tidegate.ingest.raw import apply_changes, arrow_type, ensure_stream_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
+from tidegate.observe.stream import StreamObserver
 from tidegate.privacy.tombstones import ErasedFilter
 from tidegate.products.freshness import FreshnessLedger
 from tidegate.products.incremental import (
@@ -90,6 +91,7 @@ class StreamWorker:
             self.project.path(self.project.config.backends.metadata.path)
         )
         self._sql: dict[str, str] = {}
+        self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)
         self._applied: dict[TopicPartition, int] = {}
         self._setup()
@@ -112,6 +114,7 @@ class StreamWorker:
         return self.intake.topics
 
     def close(self) -> None:
+        self.observer.close()
         self.freshness.close()
         self.intake.close()
 
@@ -248,6 +251,8 @@ class StreamWorker:
         for delta in deltas:
             plan = self.plans[delta.product]
             self.freshness.updated(delta.product, plan.mode, now - oldest, plan.freshness)
+            lag = now - oldest
+            self.observer.updated(delta.product, len(delta.upserts), len(delta.deletes), lag)
         self._run_syncs({d.product for d in deltas})
 
     def _change_stream(self, delta: ProductDelta, key: str, rows: list[str]) -> None:
