@@ -5,13 +5,16 @@ It reads one JSON object on stdin and prints one JSON object on stdout:
     in : {"host": "127.0.0.1", "port": 8787, "path": "/v1/products/p/entities/{key}",
           "keys": 10000, "headers": {...}, "concurrency": 16, "duration": 10.0,
           "max_requests": 200000, "warmup_requests": 20, "seed": 1,
-          "client": "http.client" | "httpx"}
+          "client": "http.client" | "httpx",
+          "method": "GET" | "POST", "body": '{"keys": __KEYS__}', "batch": 100}
     out: {"requests": n, "elapsed": s, "latencies": [s, ...], "statuses": {"200": n},
           "errors": [...]}
 
 Closed loop: `concurrency` threads, each with one keep-alive connection, each sending
 its next request when the last one answered, every `{key}` drawn uniformly from
-1..keys. It stops at `duration` seconds or `max_requests`, whichever comes first, and
+1..keys. With `"method": "POST"`, each request sends `body` with `__KEYS__` replaced by a
+JSON array of `batch` keys drawn the same way (as `application/json`, unless the headers
+say otherwise). It stops at `duration` seconds or `max_requests`, whichever comes first, and
 refuses any host outside the loopback range: this is for servers on this machine.
 
 The default client is the standard library's `http.client`, the thinnest HTTP/1.1
@@ -50,9 +53,9 @@ class _StdlibClient:
         self.conn = http.client.HTTPConnection(host, port, timeout=30)
         self.headers = headers
 
-    def get(self, path: str) -> int:
+    def send(self, method: str, path: str, body: bytes | None = None) -> int:
         try:
-            self.conn.request("GET", path, headers=self.headers)
+            self.conn.request(method, path, body=body, headers=self.headers)
             response = self.conn.getresponse()
             response.read()
         except (OSError, http.client.HTTPException):
@@ -70,8 +73,8 @@ class _HttpxClient:
 
         self.client = httpx.Client(base_url=f"http://{host}:{port}", headers=headers, timeout=30)
 
-    def get(self, path: str) -> int:
-        response = self.client.get(path)
+    def send(self, method: str, path: str, body: bytes | None = None) -> int:
+        response = self.client.request(method, path, content=body)
         return int(response.status_code)
 
     def close(self) -> None:
@@ -91,6 +94,13 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     warmup = int(config.get("warmup_requests", 10))
     seed = int(config.get("seed", 1))
     client_class = _HttpxClient if config.get("client") == "httpx" else _StdlibClient
+    method = str(config.get("method", "GET")).upper()
+    if method not in ("GET", "POST"):
+        raise SystemExit(f"loadgen: method {method!r} is not GET or POST")
+    body_template = str(config.get("body", "")) if method == "POST" else ""
+    batch = max(1, min(int(config.get("batch", 1)), 10_000))
+    if method == "POST" and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"
 
     lock = threading.Lock()
     issued = 0
@@ -109,6 +119,13 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             issued += 1
             return True
 
+    def request(client: Any, rng: random.Random) -> int:
+        path = template.format(key=rng.randint(1, keys))
+        if method == "GET":
+            return int(client.send("GET", path))
+        drawn = json.dumps([rng.randint(1, keys) for _ in range(batch)])
+        return int(client.send("POST", path, body_template.replace("__KEYS__", drawn).encode()))
+
     def worker(index: int) -> None:
         rng = random.Random(seed * 1_000 + index)
         client = client_class(host, port, headers)
@@ -117,17 +134,16 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         try:
             for _ in range(warmup):
                 try:
-                    client.get(template.format(key=rng.randint(1, keys)))
+                    request(client, rng)
                 except Exception as err:
                     with lock:
                         errors.append(f"warm-up: {type(err).__name__}: {err}")
             ready.wait()
             go.wait()
             while time.perf_counter() < deadline[0] and take():
-                path = template.format(key=rng.randint(1, keys))
                 started = time.perf_counter()
                 try:
-                    status = str(client.get(path))
+                    status = str(request(client, rng))
                 except Exception as err:
                     status = "error"
                     if len(errors) < 20:

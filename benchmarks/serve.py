@@ -1,32 +1,51 @@
-"""`serve`: one entity over HTTP, through the guard, against a raw online-store read.
+"""`serve`: customer_360 over HTTP on Redis: tidegate vs Feast's feature server vs raw Redis.
 
-The demo shop is built (consent choices loaded, as `tidegate demo` does), an API key is
-created for a `support_agent`, and the API runs in a process of its own
-(`benchmarks/serve_runner.py`, the same app and uvicorn settings as `tidegate serve`).
-A separate load-generator process (`benchmarks/loadgen.py`) sends
-`GET /v1/products/customer_360/entities/{random customer}` with `X-Purpose: support`,
-closed loop, at 1 and at 16 concurrent clients, each run bounded in time and count.
+One run, every contender alternated round by round, at 1, 16 and 64 concurrent clients
+(quick: 1 and 16):
 
-Beside it:
+* **tidegate**: the demo shop built with `backends.online` on Redis (a unique key prefix,
+  removed afterwards), consent choices loaded, an API key for a `support_agent`, the API
+  as the README advises for several cores (`uvicorn --factory --workers 2
+  tidegate.egress.serve.app:app_from_env`, one worker per core; `benchmarks/serve_runner.py`).
+  `GET /v1/products/customer_360/entities/{k}` and `POST .../lookup` with 100 keys, purpose
+  `support`: authentication, purpose check, consent filter, treatments and audit all on.
+* **Feast** (the peer), pinned in its own venv: a temporary feature repo with entity
+  `customer_id` and one feature view holding the same product's columns, from a Parquet
+  export of the rows tidegate built; `feast apply`, `feast materialize` into the same
+  Redis server (Feast's own key format, its own project name, `feast teardown` and a key
+  sweep afterwards); `feast serve` tuned as its docs advise for production: several
+  gunicorn/uvicorn workers (2, one per core, like tidegate), no worker recycling
+  (`--max-requests 0`), keep-alive, access log off, registry cached 60 s.
+  `POST /get-online-features` (the feature service) for 1 and for 100 entities.
+* **raw Redis**, the physical limit: `redis-benchmark` (C, one connection per client, no
+  pipelining) on copies of the same values under the tidegate prefix: `GET` of the
+  same JSON strings, `HGETALL` of a hash with the same fields (Feast's layout is a
+  hash), and `MGET` of 100 keys for the batch.
+* an informative floor: `GET /v1/health` on tidegate's server at 16 clients.
 
-* the physical limit: `SqliteOnlineStore.read` of a random key in a loop, in one
-  process: what reading the serving store costs with no HTTP, auth, guard or audit;
-* an informative floor: `GET /v1/health` on the same server at 16 clients, which is
-  what uvicorn + FastAPI + the load generator cost before tidegate does any work.
-
-The server's and the load generator's CPU time per request are recorded too: on a
-small machine they share the cores, and these say who was busy.
+HTTP load comes from a separate process (`benchmarks/loadgen.py`: closed loop, threads,
+keep-alive, random customer per request, bounded by time and count, loopback only).
+Server and load-generator CPU per request are recorded. After the runs, a tidegate-vs-
+Feast table (throughput and p99 ratios per concurrency) is printed and stored in the
+JSON under `environment.versus`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
 import os
 import random
 import resource
+import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +55,9 @@ from benchmarks.harness import (
     Contender,
     Metric,
     Sample,
+    median,
+    peer_venv,
+    percentile,
     profile_path,
     register,
     run_json,
@@ -45,10 +67,26 @@ from benchmarks.serve_runner import PROFILE_ENV
 
 PRODUCT = "customer_360"
 ENTITY_PATH = f"/v1/products/{PRODUCT}/entities/{{key}}"
-API_C1 = "tidegate API, 1 client"
-API_C16 = "tidegate API, 16 clients"
-FLOOR = "HTTP floor: /v1/health, 16 clients"
-RAW = "raw SQLite online-store read"
+LOOKUP_PATH = f"/v1/products/{PRODUCT}/lookup"
+BATCH = 100
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+#: one uvicorn worker per core: the README's advice for this machine (`--workers 2`)
+TIDEGATE_WORKERS = 2
+FEAST_REQUIREMENTS = ["feast[redis]==0.67.0"]
+#: Feast's docs: several workers for production; 2 = one per core, as tidegate gets
+#: (`--workers -1` would be 2 x cores + 1 = 5; TIDEGATE_BENCH_FEAST_WORKERS overrides)
+FEAST_WORKERS = int(os.environ.get("TIDEGATE_BENCH_FEAST_WORKERS", "2"))
+FEAST_DIR = ROOT / "feast_app"
+FLOOR = "HTTP floor: /v1/health, c=16"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    system: str  # tidegate | feast | redis | floor
+    shape: str  # single | batch
+    concurrency: int
+    op: str = ""  # redis: GET | HGETALL | MGET
 
 
 def _free_port() -> int:
@@ -57,14 +95,36 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (0 where /proc is missing)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (uvicorn's and gunicorn's workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(parents.get(current, []))
+    return found
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes, from /proc (0 for any gone)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def _children_cpu() -> float:
@@ -72,10 +132,36 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _started(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): tells a PID from its reuse."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _stop(process: subprocess.Popen[bytes] | None, pids: dict[int, str | None]) -> None:
+    """SIGTERM the server (it stops its workers), then SIGKILL any of its recorded worker
+    PIDs still alive (the same process: same start time)."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    for pid, started in pids.items():
+        if process is not None and pid == process.pid:
+            continue
+        if started is not None and _started(pid) == started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @register
 class ServeBenchmark(Benchmark):
     name = "serve"
-    title = "GET one entity (support purpose) over HTTP, vs a raw online-store read"
+    title = "customer_360 over HTTP on Redis: tidegate (guard on) vs Feast vs raw Redis"
     metric = Metric("requests/s", higher_is_better=True)
     rounds_full = 3
     rounds_quick = 2
@@ -85,17 +171,34 @@ class ServeBenchmark(Benchmark):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.duration = 3.0 if self.quick else 10.0
+        self.duration = 2.0 if self.quick else 4.0
+        self.levels = (1, 16) if self.quick else (1, 16, 64)
         self.max_requests = 50_000 if self.quick else 300_000
-        self.raw_reads = 30_000 if self.quick else 200_000
         self.project_dir = self.workdir / "shop"
-        self.server: subprocess.Popen[bytes] | None = None
-        self.server_log: Any = None
-        self.port = 0
+        self.feast_repo = self.workdir / "feast_repo"
+        self.prefix = f"tgbench_{os.getpid()}_{secrets.token_hex(3)}"
+        self.feast_project = f"tgbench_{secrets.token_hex(4)}"
+        self.specs: dict[str, _Spec] = {}
         self.token = ""
         self.customers = 0
-        self.online: Any = None
         self.rng = random.Random(7)
+        self.redis: Any = None
+        self.server: subprocess.Popen[bytes] | None = None
+        self.server_pids: dict[int, str | None] = {}
+        self.port = 0
+        self.feast: subprocess.Popen[bytes] | None = None
+        self.feast_pids: dict[int, str | None] = {}
+        self.feast_port = 0
+        self.feast_python: Path | None = None
+        self.feast_unavailable: str | None = None
+        self.feast_applied = False
+        self.logs: list[Any] = []
+        self.rate_guess: dict[str, float] = {}
+        self.seen: dict[str, int] = {}
+        self.counted: dict[str, list[Sample]] = {}
+        self.env: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- contenders
 
     def shop_size(self) -> Any:
         from tidegate.demo.generator import ShopSize
@@ -107,36 +210,118 @@ class ServeBenchmark(Benchmark):
     def sizes(self) -> dict[str, Any]:
         return {
             "customers": self.shop_size().customers,
+            "concurrency": list(self.levels),
+            "batch_keys": BATCH,
             "duration_s": self.duration,
             "max_requests": self.max_requests,
-            "raw_reads": self.raw_reads,
         }
 
     def contenders(self) -> list[Contender]:
-        return [
-            Contender(API_C1, "tidegate", description="closed loop, 1 connection"),
-            Contender(API_C16, "tidegate", description="closed loop, 16 connections"),
-            Contender(FLOOR, "baseline", description="no auth, guard, store or audit"),
-            Contender(RAW, "limit", reference=True, description="in-process loop"),
-        ]
+        out: list[Contender] = []
 
-    def todo(self) -> list[str]:
-        return [
-            "peer: Feast feature server (SQLite online store, get-online-features) "
-            "in its own venv, at 1 and 16 clients"
-        ]
+        def add(name: str, kind: str, group: str, spec: _Spec, desc: str, ref: bool = False):
+            self.specs[name] = spec
+            out.append(Contender(name, kind, group=group, reference=ref, description=desc))
+
+        guard = "purpose support, consent filter, treatments, audit; Redis online store"
+        for c in self.levels:
+            single, batch = f"single c={c}", f"batch{BATCH} c={c}"
+            add(
+                f"tidegate GET, c={c}",
+                "tidegate",
+                single,
+                _Spec("tidegate", "single", c),
+                f"GET {ENTITY_PATH}, {guard}; uvicorn --workers {TIDEGATE_WORKERS}",
+            )
+            add(
+                f"Feast get-online-features, c={c}",
+                "peer",
+                single,
+                _Spec("feast", "single", c),
+                f"feast serve --workers {FEAST_WORKERS} --max-requests 0 --no-access-log, "
+                "1 entity, feature service (15 features), Redis online store",
+            )
+            add(
+                f"redis GET, c={c}",
+                "limit",
+                single,
+                _Spec("redis", "single", c, "GET"),
+                "redis-benchmark GET of a random key holding the same JSON value",
+                ref=True,
+            )
+            add(
+                f"redis HGETALL, c={c}",
+                "limit",
+                single,
+                _Spec("redis", "single", c, "HGETALL"),
+                "redis-benchmark HGETALL of a random hash with the same 16 fields",
+                ref=True,
+            )
+            add(
+                f"tidegate lookup x{BATCH}, c={c}",
+                "tidegate",
+                batch,
+                _Spec("tidegate", "batch", c),
+                f"POST {LOOKUP_PATH} with {BATCH} random keys, {guard}",
+            )
+            add(
+                f"Feast x{BATCH}, c={c}",
+                "peer",
+                batch,
+                _Spec("feast", "batch", c),
+                f"POST /get-online-features with {BATCH} random entities",
+            )
+            add(
+                f"redis MGET x{BATCH}, c={c}",
+                "limit",
+                batch,
+                _Spec("redis", "batch", c, "MGET"),
+                f"redis-benchmark MGET of {BATCH} random keys holding the same JSON values",
+                ref=True,
+            )
+            if c == 16:
+                add(
+                    FLOOR,
+                    "baseline",
+                    single,
+                    _Spec("floor", "single", 16),
+                    "tidegate's server, an endpoint that does nothing: uvicorn + loadgen cost",
+                )
+        return out
+
+    # ---------------------------------------------------------------- preparation
 
     def prepare(self) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(REDIS_URL)
+        self.redis.ping()
+        self._build_tidegate()
+        self._copy_raw_values()
+        try:
+            self._prepare_feast()
+        except Exception as err:
+            self.feast_unavailable = f"{type(err).__name__}: {str(err)[-1500:]}"
+        self._start_tidegate()
+
+    def _build_tidegate(self) -> None:
         from tidegate.demo.generator import generate_shop
         from tidegate.demo.runner import load_consent, prepare_directory
         from tidegate.egress.serve.keys import create_key
         from tidegate.products.builder import build_products, load_sources
         from tidegate.runtime.platform import Platform
-        from tidegate.store.online.sqlite_store import SqliteOnlineStore
 
         size = self.shop_size()
         self.customers = size.customers
         prepare_directory(self.project_dir)
+        config = self.project_dir / "tidegate.yml"
+        text = config.read_text()
+        old = "online: {type: sqlite, path: .tidegate/online.db}"
+        if old not in text:
+            raise RuntimeError(f"the demo's tidegate.yml has no line {old!r} to switch to Redis")
+        config.write_text(
+            text.replace(old, f"online: {{type: redis, url: '{REDIS_URL}', prefix: {self.prefix}}}")
+        )
         generate_shop(self.project_dir / "data", size=size)
         with Platform.open(self.project_dir) as platform:
             load_consent(platform, self.project_dir)
@@ -145,15 +330,178 @@ class ServeBenchmark(Benchmark):
             if any(r.status != "live" for r in results):
                 raise RuntimeError(f"the demo shop did not build: {results}")
             self.token, _ = create_key(platform.meta, "bench", ["support_agent"])
-            online_path = platform.project.path(platform.project.config.backends.online.path)
-        self.online = SqliteOnlineStore(online_path)
-        self._start_server()
+            warehouse = platform.project.path(platform.project.config.backends.store.path)
+        self.parquet = self.workdir / "customer_360.parquet"
+        self._export_parquet(warehouse, self.parquet)
 
-    def _start_server(self) -> None:
+    def _export_parquet(self, warehouse: Path, target: Path) -> None:
+        """The built product's rows for Feast, plus the event timestamp Feast needs."""
+        import duckdb
+
+        self.event_time = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
+        con = duckdb.connect(str(warehouse), read_only=True)
+        try:
+            con.execute(
+                f"""COPY (
+                  SELECT * REPLACE (CAST(birth_date AS VARCHAR) AS birth_date),
+                         TIMESTAMPTZ '{self.event_time.isoformat()}' AS event_timestamp
+                  FROM products.{PRODUCT}
+                ) TO '{target}' (FORMAT parquet)"""
+            )
+        finally:
+            con.close()
+
+    def _copy_raw_values(self) -> None:
+        """For redis-benchmark: the same values at `{prefix}:raw:s:{i:012d}` (string) and
+        `{prefix}:raw:h:{i:012d}` (hash of the columns), i = customer_id - 1."""
+        version = self.redis.get(f"{self.prefix}:{PRODUCT}:current")
+        if version is None:
+            raise RuntimeError("tidegate published nothing to Redis")
+        base = f"{self.prefix}:{PRODUCT}:v{int(version)}:"
+        pipe = self.redis.pipeline(transaction=False)
+        sizes = []
+        for start in range(0, self.customers, 1000):
+            ids = range(start + 1, min(start + 1000, self.customers) + 1)
+            values = self.redis.mget([f"{base}{i}" for i in ids])
+            for i, value in zip(ids, values, strict=True):
+                if value is None:
+                    raise RuntimeError(f"customer {i} is missing from tidegate's Redis store")
+                sizes.append(len(value))
+                row = json.loads(value.split(b"|", 1)[1])
+                fields = {k: "" if v is None else str(v) for k, v in row.items()}
+                pipe.set(f"{self.prefix}:raw:s:{i - 1:012d}", value)
+                pipe.hset(f"{self.prefix}:raw:h:{i - 1:012d}", mapping=fields)
+            pipe.execute()
+        self.value_bytes = median([float(s) for s in sizes])
+
+    def _feast_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FEAST_USAGE"] = "False"  # no telemetry
+        return env
+
+    def _feast(self, *args: str, timeout: float = 600) -> str:
+        assert self.feast_python is not None
+        feast = self.feast_python.parent / "feast"
+        done = subprocess.run(
+            [str(feast), "-c", str(self.feast_repo), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self._feast_env(),
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"feast {' '.join(args)} exited with {done.returncode}: "
+                f"{(done.stderr or done.stdout).strip()[-1500:]}"
+            )
+        return done.stdout
+
+    def _prepare_feast(self) -> None:
+        self.feast_python = peer_venv("feast", FEAST_REQUIREMENTS)
+        self.feast_repo.mkdir()
+        (self.feast_repo / "feature_store.yaml").write_text(
+            f"""project: {self.feast_project}
+provider: local
+registry: {self.feast_repo / "registry.db"}
+online_store:
+  type: redis
+  connection_string: "{REDIS_HOST}:{REDIS_PORT},db=0"
+offline_store:
+  type: file
+entity_key_serialization_version: 3
+"""
+        )
+        template = (FEAST_DIR / "features.py").read_text()
+        (self.feast_repo / "features.py").write_text(
+            template.replace("__PARQUET__", str(self.parquet))
+        )
+        started = time.perf_counter()
+        self._feast("apply")
+        self.feast_applied = True
+        applied = time.perf_counter()
+        end = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        start = self.event_time - dt.timedelta(days=1)
+        self._feast("materialize", start.isoformat(), end.isoformat())
+        self.feast_times = {
+            "apply_s": applied - started,
+            "materialize_s": time.perf_counter() - applied,
+        }
+        self._start_feast()
+
+    def _start_feast(self) -> None:
+        import httpx
+
+        assert self.feast_python is not None
+        self.feast_port = _free_port()
+        log = (self.workdir / "feast.log").open("wb")
+        self.logs.append(log)
+        self.feast = subprocess.Popen(
+            [
+                str(self.feast_python.parent / "feast"),
+                "-c",
+                str(self.feast_repo),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.feast_port),
+                "--workers",
+                str(FEAST_WORKERS),
+                "--max-requests",
+                "0",
+                "--max-requests-jitter",
+                "0",
+                "--keep-alive-timeout",
+                "30",
+                "--registry_ttl_sec",
+                "60",
+                "--no-access-log",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._feast_env(),
+            start_new_session=True,
+        )
+        self._wait_up(self.feast, f"http://127.0.0.1:{self.feast_port}/health", "feast.log")
+        self.feast_pids = {p: _started(p) for p in _descendants(self.feast.pid)}
+        response = httpx.post(
+            f"http://127.0.0.1:{self.feast_port}/get-online-features",
+            content=self._feast_body().replace("__KEYS__", "[1, 2]"),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"Feast sanity POST: {response.status_code} {response.text[:300]}")
+        answer = response.json()
+        statuses = [s for r in answer["results"] for s in r["statuses"]]
+        if any(s != "PRESENT" for s in statuses):
+            raise RuntimeError(f"Feast answered values not PRESENT: {answer}"[:500])
+        self.feast_sample = answer
+
+    def _feast_body(self) -> str:
+        return '{"feature_service": "customer_360_service", "entities": {"customer_id": __KEYS__}}'
+
+    def _wait_up(self, process: subprocess.Popen[bytes], url: str, log: str) -> None:
+        import httpx
+
+        def up() -> bool:
+            if process.poll() is not None:
+                tail = (self.workdir / log).read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"server exited with {process.returncode}: {tail}")
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        if not wait_until(up, timeout=120, interval=0.2):
+            raise RuntimeError(f"{url} did not answer within 120s")
+
+    def _start_tidegate(self) -> None:
         import httpx
 
         self.port = _free_port()
-        self.server_log = (self.workdir / "server.log").open("wb")
+        log = (self.workdir / "server.log").open("wb")
+        self.logs.append(log)
         env = dict(os.environ)
         if self.settings.profile:
             path = profile_path(self.settings.results_dir, self.name, "api-server")
@@ -164,76 +512,138 @@ class ServeBenchmark(Benchmark):
                 "-m",
                 "benchmarks.serve_runner",
                 str(self.project_dir),
-                f"{self.port}",
+                str(self.port),
+                str(TIDEGATE_WORKERS),
             ],
             cwd=ROOT.parent,
-            stdout=self.server_log,
+            stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,
         )
-
-        def up() -> bool:
-            if self.server is not None and self.server.poll() is not None:
-                raise RuntimeError(
-                    f"the API exited with {self.server.returncode}; see {self.workdir}/server.log"
-                )
-            try:
-                return httpx.get(f"{self._base()}/v1/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        if not wait_until(up, timeout=60, interval=0.1):
-            raise RuntimeError("the API did not answer /v1/health within 60s")
-        response = httpx.get(
-            self._base() + ENTITY_PATH.format(key=1), headers=self._headers(), timeout=10
+        base = f"http://127.0.0.1:{self.port}"
+        self._wait_up(self.server, f"{base}/v1/health", "server.log")
+        # each worker opens the project; give them all time to answer
+        for _ in range(20):
+            response = httpx.get(base + ENTITY_PATH.format(key=1), headers=self._headers())
+            if response.status_code != 200:
+                raise RuntimeError(f"sanity GET: {response.status_code} {response.text[:300]}")
+        self.tidegate_sample = response.json()
+        response = httpx.post(
+            base + LOOKUP_PATH, json={"keys": list(range(1, BATCH + 1))}, headers=self._headers()
         )
         if response.status_code != 200:
-            raise RuntimeError(f"sanity GET failed: {response.status_code} {response.text[:300]}")
-
-    def _base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+            raise RuntimeError(f"sanity lookup: {response.status_code} {response.text[:300]}")
+        self.server_pids = {p: _started(p) for p in _descendants(self.server.pid)}
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", "X-Purpose": "support"}
 
     def environment(self) -> dict[str, Any]:
-        return {
-            "server": "uvicorn, 1 worker, log_level=warning (as `tidegate serve`)",
-            "loadgen": "benchmarks/loadgen.py: threads + http.client keep-alive, closed loop",
-            "loadgen_process": "separate",
-            "uvloop": _has("uvloop"),
-            "httptools": _has("httptools"),
-        }
+        feast: dict[str, Any] = {"requirements": FEAST_REQUIREMENTS}
+        if self.feast_unavailable:
+            feast["unavailable"] = self.feast_unavailable
+        else:
+            feast.update(
+                workers=FEAST_WORKERS,
+                command=f"feast serve --workers {FEAST_WORKERS} --max-requests 0 "
+                "--max-requests-jitter 0 --keep-alive-timeout 30 --registry_ttl_sec 60 "
+                "--no-access-log (gunicorn + uvicorn workers)",
+                project=self.feast_project,
+                setup_seconds=getattr(self, "feast_times", {}),
+                version=self._feast_version(),
+            )
+        profiled = self.settings.profile
+        self.env.update(
+            tidegate_server=(
+                "uvicorn, 1 worker, in-process app (profiling)"
+                if profiled
+                else f"uvicorn --factory --workers {TIDEGATE_WORKERS} app_from_env, "
+                "log_level=warning (README: --workers 2 for both cores)"
+            ),
+            tidegate_workers=1 if profiled else TIDEGATE_WORKERS,
+            online_store=f"redis {REDIS_URL} prefix {self.prefix}",
+            value_bytes_median=getattr(self, "value_bytes", None),
+            feast=feast,
+            redis_benchmark=_command_version(["redis-benchmark", "--version"]),
+            redis_server=_command_version(["redis-cli", "INFO", "server"], "redis_version:"),
+            loadgen="benchmarks/loadgen.py: threads + http.client keep-alive, closed loop",
+            loadgen_process="separate",
+            p50_p99_note="per-run p50/p99 are in each sample's metrics; the comparison "
+            "table uses their medians over counted rounds for every contender",
+        )
+        return self.env
+
+    def _feast_version(self) -> str | None:
+        if self.feast_python is None:
+            return None
+        done = subprocess.run(
+            [str(self.feast_python), "-c", "import feast; print(feast.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self._feast_env(),
+        )
+        return done.stdout.strip() or None
+
+    # ---------------------------------------------------------------- runs
 
     def run(self, contender: Contender) -> Sample:
-        if contender.name == RAW:
-            return self._raw_reads()
-        if contender.name == FLOOR:
-            return self._load("/v1/health", 16, {})
-        return self._load(ENTITY_PATH, 1 if contender.name == API_C1 else 16, self._headers())
+        spec = self.specs[contender.name]
+        if spec.system == "redis":
+            sample = self._redis_benchmark(contender.name, spec)
+        elif spec.system == "feast":
+            if self.feast_unavailable or self.feast is None:
+                raise RuntimeError(f"Feast unavailable: {self.feast_unavailable}")
+            sample = self._load(spec, self.feast_port, self.feast_pids)
+        else:
+            sample = self._load(spec, self.port, self.server_pids)
+        self.seen[contender.name] = self.seen.get(contender.name, 0) + 1
+        if self.seen[contender.name] > self.warmup_rounds():
+            self.counted.setdefault(contender.name, []).append(sample)
+        return sample
 
-    def _load(self, path: str, concurrency: int, headers: dict[str, str]) -> Sample:
-        assert self.server is not None
-        config = {
+    def _load(self, spec: _Spec, port: int, processes: dict[int, str | None]) -> Sample:
+        pids = list(processes)
+        config: dict[str, Any] = {
             "host": "127.0.0.1",
-            "port": self.port,
-            "path": path,
+            "port": port,
             "keys": self.customers,
-            "headers": headers,
-            "concurrency": concurrency,
+            "concurrency": spec.concurrency,
             "duration": self.duration,
             "max_requests": self.max_requests,
             "warmup_requests": 20,
             "seed": self.rng.randrange(1 << 30),
         }
-        server_cpu, client_cpu = _cpu_seconds(self.server.pid), _children_cpu()
+        batch = BATCH if spec.shape == "batch" else 1
+        if spec.system == "floor":
+            config.update(path="/v1/health", headers={})
+        elif spec.system == "tidegate" and spec.shape == "single":
+            config.update(path=ENTITY_PATH, headers=self._headers())
+        elif spec.system == "tidegate":
+            config.update(
+                path=LOOKUP_PATH,
+                headers=self._headers(),
+                method="POST",
+                body='{"keys": __KEYS__}',
+                batch=BATCH,
+            )
+        else:
+            config.update(
+                path="/get-online-features",
+                headers={},
+                method="POST",
+                body=self._feast_body(),
+                batch=batch,
+            )
+        server_cpu, client_cpu = _cpu_seconds(pids), _children_cpu()
         result = run_json(
             [sys.executable, "-m", "benchmarks.loadgen"],
             stdin=config,
             timeout=self.duration + 120,
             cwd=ROOT.parent,
         )
-        server_cpu = _cpu_seconds(self.server.pid) - server_cpu
+        server_cpu = _cpu_seconds(pids) - server_cpu
         client_cpu = _children_cpu() - client_cpu
         requests = int(result["requests"])
         if not requests:
@@ -243,56 +653,213 @@ class ServeBenchmark(Benchmark):
             raise RuntimeError(
                 f"{bad} of {requests} requests failed: {result['statuses']} {result['errors'][:3]}"
             )
+        latencies = result["latencies"]
+        rate = requests / result["elapsed"]
         metrics = {
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "keys_per_s": rate * batch,
             "requests": float(requests),
             "non_200": float(bad),
             "server_cpu_ms_per_req": server_cpu * 1000 / requests,
             "loadgen_cpu_ms_per_req": client_cpu * 1000 / requests,
         }
-        return Sample(
-            requests / result["elapsed"],
-            metrics,
-            latencies=result["latencies"],
-            info={"statuses": result["statuses"], "errors": result["errors"]},
-        )
+        info = {"statuses": result["statuses"], "errors": result["errors"]}
+        return Sample(rate, metrics, latencies=latencies, info=info)
 
-    def _raw_reads(self) -> Sample:
-        store, rng, keys = self.online, self.rng, self.customers
-        deadline = time.perf_counter() + self.duration
-        latencies: list[float] = []
-        missing = 0
+    def _redis_benchmark(self, name: str, spec: _Spec) -> Sample:
+        if spec.op == "GET":
+            command = ["GET", f"{self.prefix}:raw:s:__rand_int__"]
+        elif spec.op == "HGETALL":
+            command = ["HGETALL", f"{self.prefix}:raw:h:__rand_int__"]
+        else:
+            command = ["MGET", *[f"{self.prefix}:raw:s:__rand_int__"] * BATCH]
+        guess = self.rate_guess.get(name, 2_000.0 if spec.op == "MGET" else 15_000.0)
+        count = int(min(max(guess * self.duration, 2_000), 3_000_000))
         started = time.perf_counter()
-        for _ in range(self.raw_reads):
-            key = str(rng.randint(1, keys))
-            began = time.perf_counter()
-            value = store.read(PRODUCT, key)
-            ended = time.perf_counter()
-            latencies.append(ended - began)
-            missing += value is None
-            if ended > deadline:
-                break
-        elapsed = time.perf_counter() - started
-        if missing:
-            raise RuntimeError(f"{missing} keys missing from the online store")
-        return Sample(
-            len(latencies) / elapsed, {"reads": float(len(latencies))}, latencies=latencies
+        done = subprocess.run(
+            [
+                "redis-benchmark",
+                "-h",
+                REDIS_HOST,
+                "-p",
+                str(REDIS_PORT),
+                "-n",
+                str(count),
+                "-c",
+                str(spec.concurrency),
+                "-r",
+                str(self.customers),
+                "--csv",
+                *command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=self.duration * 10 + 60,
         )
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-benchmark exited {done.returncode}: {done.stderr[-500:]}")
+        rows = [line for line in done.stdout.splitlines() if line.startswith('"')]
+        if len(rows) < 2:
+            raise RuntimeError(f"redis-benchmark printed no CSV: {done.stdout[-500:]}")
+        header = [h.strip('"') for h in rows[0].split(",")]
+        values = dict(zip(header, [v.strip('"') for v in rows[1].split(",")], strict=True))
+        rate = float(values["rps"])
+        self.rate_guess[name] = rate
+        metrics = {
+            "p50_ms": float(values["p50_latency_ms"]),
+            "p99_ms": float(values["p99_latency_ms"]),
+            "avg_ms": float(values["avg_latency_ms"]),
+            "keys_per_s": rate * (BATCH if spec.op == "MGET" else 1),
+            "requests": float(count),
+            "wall_s": elapsed,
+        }
+        return Sample(rate, metrics, info={"csv": values})
+
+    # ---------------------------------------------------------------- comparison and teardown
+
+    def _medians(self, name: str) -> dict[str, float] | None:
+        samples = self.counted.get(name)
+        if not samples:
+            return None
+        return {
+            "requests_per_s": median([s.value for s in samples]),
+            "p50_ms": median([s.metrics["p50_ms"] for s in samples]),
+            "p99_ms": median([s.metrics["p99_ms"] for s in samples]),
+        }
+
+    def _versus(self) -> list[dict[str, Any]]:
+        rows = []
+        for c in self.levels:
+            for shape, tg, peer, raw in (
+                (
+                    "single",
+                    f"tidegate GET, c={c}",
+                    f"Feast get-online-features, c={c}",
+                    f"redis GET, c={c}",
+                ),
+                (
+                    f"batch{BATCH}",
+                    f"tidegate lookup x{BATCH}, c={c}",
+                    f"Feast x{BATCH}, c={c}",
+                    f"redis MGET x{BATCH}, c={c}",
+                ),
+            ):
+                mine, theirs, limit = self._medians(tg), self._medians(peer), self._medians(raw)
+                row: dict[str, Any] = {"shape": shape, "concurrency": c, "tidegate": mine}
+                row["feast"] = theirs if theirs else {"unavailable": self.feast_unavailable}
+                row["raw_redis"] = limit
+                if mine and theirs:
+                    row["throughput_tidegate_over_feast"] = (
+                        mine["requests_per_s"] / theirs["requests_per_s"]
+                    )
+                    row["p99_tidegate_over_feast"] = mine["p99_ms"] / theirs["p99_ms"]
+                if mine and limit:
+                    row["throughput_tidegate_over_raw"] = (
+                        mine["requests_per_s"] / limit["requests_per_s"]
+                    )
+                rows.append(row)
+        return rows
+
+    def _print_versus(self, rows: list[dict[str, Any]]) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console() if sys.stdout.isatty() else Console(width=150)
+        table = Table(title="serve: tidegate vs Feast vs raw Redis (medians of counted rounds)")
+        for heading in (
+            "shape",
+            "c",
+            "tidegate req/s",
+            "p50 / p99 ms",
+            "Feast req/s",
+            "p50 / p99 ms",
+            "tidegate/Feast req/s",
+            "tidegate/Feast p99",
+            "raw Redis req/s",
+            "raw p50 / p99 ms",
+            "tidegate/raw",
+        ):
+            table.add_column(heading, justify="left" if heading == "shape" else "right")
+
+        def rate(m: dict[str, Any] | None) -> str:
+            return f"{m['requests_per_s']:,.0f}" if m and "requests_per_s" in m else "—"
+
+        def lat(m: dict[str, Any] | None) -> str:
+            return f"{m['p50_ms']:.2f} / {m['p99_ms']:.2f}" if m and "p99_ms" in m else "—"
+
+        def ratio(value: float | None) -> str:
+            return "—" if value is None else f"{value:.2f}x"
+
+        for row in rows:
+            feast = row["feast"] if "requests_per_s" in row["feast"] else None
+            table.add_row(
+                row["shape"],
+                str(row["concurrency"]),
+                rate(row["tidegate"]),
+                lat(row["tidegate"]),
+                rate(feast) if feast else "unavailable",
+                lat(feast),
+                ratio(row.get("throughput_tidegate_over_feast")),
+                ratio(row.get("p99_tidegate_over_feast")),
+                rate(row["raw_redis"]),
+                lat(row["raw_redis"]),
+                ratio(row.get("throughput_tidegate_over_raw")),
+            )
+        if self.feast_unavailable:
+            table.caption = f"Feast unavailable: {self.feast_unavailable}"
+        console.print(table)
 
     def teardown(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()
+        try:
+            if self.counted:
+                rows = self._versus()
+                self.env["versus"] = rows
+                self._print_versus(rows)
+        finally:
+            self._teardown_processes()
+
+    def _teardown_processes(self) -> None:
+        _stop(self.server, self.server_pids)
+        _stop(self.feast, self.feast_pids)
+        for log in self.logs:
+            log.close()
+        cleanup: dict[str, Any] = {}
+        if self.feast_applied:
             try:
-                self.server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(timeout=15)
-        if self.server_log is not None:
-            self.server_log.close()
-        if self.online is not None:
-            self.online.close()
+                self._feast("teardown", timeout=300)
+                cleanup["feast_teardown"] = "ok"
+            except Exception as err:
+                cleanup["feast_teardown"] = f"failed: {err}"[:500]
+        if self.redis is not None:
+            cleanup["tidegate_keys_removed"] = self._sweep(f"{self.prefix}:*")
+            # Feast's Redis keys end with the project name (serialized entity key + project)
+            cleanup["feast_keys_left_removed"] = self._sweep(f"*{self.feast_project}")
+            self.redis.close()
+        if self.feast_repo.exists():
+            shutil.rmtree(self.feast_repo, ignore_errors=True)
+        self.env["cleanup"] = cleanup
+
+    def _sweep(self, pattern: str) -> int:
+        removed = 0
+        batch: list[Any] = []
+        for key in self.redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += int(self.redis.unlink(*batch))
+                batch = []
+        if batch:
+            removed += int(self.redis.unlink(*batch))
+        return removed
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+def _command_version(command: list[str], marker: str = "") -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in done.stdout.splitlines():
+        if line.startswith(marker):
+            return line[len(marker) :].strip() if marker else line.strip()
+    return None

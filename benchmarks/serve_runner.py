@@ -1,12 +1,15 @@
 """The API server the `serve` benchmark loads, in a process of its own.
 
-`python -m benchmarks.serve_runner PROJECT_DIR PORT`: what `tidegate serve -p
-PROJECT_DIR --port PORT` does (same app, same uvicorn settings: one worker, log level
-warning, so no access log), on 127.0.0.1.
+`python -m benchmarks.serve_runner PROJECT_DIR PORT [WORKERS]`: with one worker, what
+`tidegate serve -p PROJECT_DIR --port PORT` does (same app, same uvicorn settings: log
+level warning, so no access log), on 127.0.0.1. With more, what the README advises for
+several cores: `TIDEGATE_PROJECT=PROJECT_DIR uvicorn --factory --workers N
+tidegate.egress.serve.app:app_from_env` (each worker opens the project itself).
 
 With `TIDEGATE_BENCH_PROFILE=<file.pstats>` in the environment, every thread (the event
 loop and the worker threads that run the endpoints) is profiled with cProfile, and the
-merged profile is written there when the server stops.
+merged profile is written there when the server stops. Profiling needs the app in this
+process, so it always runs one worker.
 """
 
 from __future__ import annotations
@@ -63,7 +66,19 @@ def main() -> int:
     from tidegate.runtime.platform import Platform
 
     directory, port = Path(sys.argv[1]), int(sys.argv[2])
+    workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     profile_to = os.environ.get(PROFILE_ENV)
+    if workers > 1 and not profile_to:
+        os.environ["TIDEGATE_PROJECT"] = str(directory.resolve())
+        uvicorn.run(
+            "tidegate.egress.serve.app:app_from_env",
+            factory=True,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            workers=workers,
+        )
+        return 0
     profiler = _AllThreads() if profile_to else None
     if profiler:
         # uvicorn re-raises SIGTERM after its graceful shutdown, with the handler found
