@@ -25,6 +25,7 @@ from tidegate.project.models import StreamSource
 from tidegate.project.project import Project
 
 SOURCE_HEADER = "tidegate-source"
+CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
 
 
 @dataclass
@@ -199,6 +200,13 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
     for letter in letters:
         if letter.replayed_at is not None:
             continue
+        if letter.source == CONSENT_SOURCE:  # a consent-topic message (privacy/consent_stream)
+            if _replay_consent(intake, letter):
+                done.append(letter.id)
+                report.replayed += 1
+            else:
+                report.still_failing += 1
+            continue
         try:
             schema = intake.schema(letter.source)
             change = schema.parse(letter.payload, letter.key)
@@ -213,3 +221,16 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
         report.replayed += 1
     intake.dead.mark_replayed(done)
     return report
+
+
+def _replay_consent(intake: Intake, letter: DeadLetter) -> bool:
+    from tidegate.privacy.consent_stream import recheck
+
+    reason = recheck(intake.project, letter.payload)
+    if reason is not None:
+        intake.dead.update_reason(letter.id, reason)
+        return False
+    topic = intake.project.config.consent.topic
+    assert topic is not None
+    intake.log.append(topic, [Message(letter.key, letter.payload)])
+    return True

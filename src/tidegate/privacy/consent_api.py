@@ -108,9 +108,14 @@ def may_write_consent(platform: Any, principal: Principal) -> None:
 
 def events_for(platform: Any, body: ConsentBody, gpc: bool) -> list[ConsentEvent]:
     """The ledger events a request means (validated; nothing is written)."""
+    return consent_events(platform.project.policy.purposes, body, gpc)
+
+
+def consent_events(purposes: dict[str, Any], body: ConsentBody, gpc: bool) -> list[ConsentEvent]:
+    """The ledger events a consent body means, given the project's purposes: shared by the
+    API and the consent topic (`consent_stream.py`). Raises BadRequestError."""
     from tidegate.privacy import tcf
 
-    purposes = platform.project.policy.purposes
     now = time.time()
     at = _moment(body.occurred_at) or now
     source, evidence = body.source, body.evidence

@@ -193,6 +193,26 @@ class ServeConfig(Strict):
     jwt: JwtConfig | None = None
 
 
+class ConsentConfig(Strict):
+    """Consent choices arriving on a topic of the event log (privacy/consent_stream.py).
+
+    Off unless `topic` is set: whoever may write the topic records consent for anyone,
+    a right the API grants only to roles with `write_consent`, so it is opted into."""
+
+    topic: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="topic the stream worker reads consent messages from; unset: none",
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _not_internal(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("__changes."):
+            raise ValueError("`__changes.*` topics are the products' change streams")
+        return value
+
+
 class ProjectConfig(Strict):
     """`tidegate.yml`."""
 
@@ -203,6 +223,7 @@ class ProjectConfig(Strict):
     defaults: DefaultsConfig = DefaultsConfig()
     serve: ServeConfig = ServeConfig()
     observe: ObserveConfig = ObserveConfig()
+    consent: ConsentConfig = ConsentConfig()
 
 
 # ---------------------------------------------------------------- sources

@@ -5,7 +5,8 @@ One micro-batch, in this order:
 1. records already applied are skipped: DuckDB keeps, per log partition, the next
    offset it applied, written in the same transaction as the data;
 2. each record is decoded and checked; the rejected are dead-lettered (idempotent by
-   log position);
+   log position); records of the consent topic, if one is configured, go into the
+   consent ledger here, durably (`privacy/consent_stream.py`);
 3. one DuckDB transaction: raw tables take the changes (Arrow batches, deduplicated by
    event id), each incremental product recomputes the keys that changed (its own SQL,
    restricted), the live version tables take the new rows, the applied offsets and the
@@ -42,6 +43,7 @@ from tidegate.ingest.raw import apply_changes, arrow_type, ensure_stream_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
 from tidegate.observe.stream import StreamObserver
+from tidegate.privacy.consent_stream import ConsentStream
 from tidegate.privacy.tombstones import ErasedFilter
 from tidegate.products.freshness import FreshnessLedger
 from tidegate.products.incremental import (
@@ -71,6 +73,7 @@ class BatchReport:
     applied: int = 0
     dead: int = 0
     erased: int = 0  # events of erased subjects, dropped unstored (privacy/tombstones.py)
+    consent: int = 0  # ledger entries from the consent topic (privacy/consent_stream.py)
     products: dict[str, int] = field(default_factory=dict)  # product -> rows changed
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -93,6 +96,7 @@ class StreamWorker:
         self._sql: dict[str, str] = {}
         self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)
+        self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
         self._applied: dict[TopicPartition, int] = {}
         self._setup()
 
@@ -111,6 +115,8 @@ class StreamWorker:
 
     @property
     def topics(self) -> list[str]:
+        if self.consent is not None:
+            return sorted({*self.intake.topics, self.consent.topic})
         return self.intake.topics
 
     def close(self) -> None:
@@ -134,7 +140,15 @@ class StreamWorker:
         changes: dict[str, list[Change]] = defaultdict(list)
         letters: list[DeadLetter] = []
         self.erased.refresh()
+        consent_topic = self.consent.topic if self.consent is not None else None
+        if self.consent is not None:  # into the ledger before any offset is stored
+            taken = self.consent.handle([r for r in fresh if r.topic == consent_topic])
+            letters += taken.letters
+            report.erased += taken.erased
+            report.consent = taken.events
         for record in fresh:
+            if record.topic == consent_topic:
+                continue
             decoded = self.intake.decode(record)
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
