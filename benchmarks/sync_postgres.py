@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
+    ROOT,
     Benchmark,
     Contender,
     Sample,
     Stopwatch,
+    peer_venv,
     register,
+    run_json,
     timed_attribute,
 )
 
@@ -66,6 +69,8 @@ COPY_CSV = "COPY csv (Arrow-written)"
 COPY_BINARY = "COPY binary (psycopg rows)"
 TG_INCREMENTAL = "tidegate sync: 1% changed"
 RAW_INCREMENTAL = "raw: DuckDB diff + COPY + upsert"
+DLT_INITIAL = "dlt merge (Arrow → CSV COPY)"
+DLT_REQUIREMENTS = ["dlt[postgres,parquet]==1.31.0"]
 
 
 def _column_yaml() -> str:
@@ -128,6 +133,8 @@ class SyncPostgresBenchmark(Benchmark):
         self.raw_version: int | None = None  # what the raw table mirrors
         self.changed_rows = max(1, int(self.rows * CHANGED_SHARE))
         self.server_version = ""
+        self.dlt_python: Path | None = None
+        self.dlt_dataset = f"bench_dlt_{self.run_id}"
 
     def sizes(self) -> dict[str, Any]:
         return {"rows": self.rows, "changed_rows": self.changed_rows}
@@ -137,15 +144,24 @@ class SyncPostgresBenchmark(Benchmark):
             Contender(TG_INITIAL, "tidegate", "initial", description="run_sync into empty table"),
             Contender(COPY_CSV, "limit", "initial", reference=True),
             Contender(COPY_BINARY, "limit", "initial", reference=True),
+            Contender(
+                DLT_INITIAL,
+                "peer",
+                "initial",
+                description=(
+                    f"{DLT_REQUIREMENTS[0]} in its own venv, as its Postgres docs advise for "
+                    "tabular data: the same Parquet rows as an Arrow table, "
+                    'loader_file_format="csv" (pyarrow CSV streamed by COPY), '
+                    'write_disposition="merge", primary_key="id" (default delete-insert '
+                    "strategy, staging dataset); timed: read Parquet + pipeline.run"
+                ),
+            ),
             Contender(TG_INCREMENTAL, "tidegate", "incremental", description="diff + apply"),
             Contender(RAW_INCREMENTAL, "limit", "incremental", reference=True),
         ]
 
     def todo(self) -> list[str]:
-        return [
-            "peer: dlt (duckdb → postgres, write_disposition=merge) in its own venv, "
-            "initial and incremental"
-        ]
+        return ["peer: dlt incremental (an `incremental` cursor on updated_at + merge)"]
 
     # ------------------------------------------------------------ setup
 
@@ -167,6 +183,7 @@ class SyncPostgresBenchmark(Benchmark):
             "country": np.array(COUNTRIES)[self.rng.integers(0, len(COUNTRIES), self.rows)],
             "updated_at": BASE_MICROS + ids * 1_000,
         }
+        self.dlt_python = peer_venv("dlt", DLT_REQUIREMENTS)
         write_project(self.project_dir, self.tg_table)
         self._write_source()
         self.platform = Platform.open(self.project_dir)
@@ -178,6 +195,7 @@ class SyncPostgresBenchmark(Benchmark):
             "dsn": DSN.split("@")[-1],
             "tables": [self.tg_table, self.raw_table],
             "sync_batch_rows": self.platform.project.config.defaults.sync_batch_rows,
+            "dlt": DLT_REQUIREMENTS,
         }
 
     def _write_source(self) -> None:
@@ -277,6 +295,8 @@ class SyncPostgresBenchmark(Benchmark):
             return self._tidegate_incremental()
         if contender.name == RAW_INCREMENTAL:
             return self._raw_incremental()
+        if contender.name == DLT_INITIAL:
+            return self._dlt_initial()
         return self._copy_initial(binary=contender.name == COPY_BINARY)
 
     def _timed_sync(self) -> tuple[float, Any, dict[str, float]]:
@@ -497,8 +517,53 @@ class SyncPostgresBenchmark(Benchmark):
         }
         return Sample(seconds, metrics, info={"changed": changed.num_rows})
 
+    def _drop_dlt(self) -> None:
+        from psycopg import sql
+
+        with self._pg() as conn:
+            for schema in (self.dlt_dataset, f"{self.dlt_dataset}_staging"):
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
+
+    def _dlt_initial(self) -> Sample:
+        """dlt's merge load of the same rows into an empty dataset (its own process)."""
+        import shutil
+
+        from psycopg import sql
+
+        assert self.dlt_python is not None
+        self._drop_dlt()
+        pipelines = self.workdir / "dlt_pipelines"
+        shutil.rmtree(pipelines, ignore_errors=True)
+        result = run_json(
+            [str(self.dlt_python), str(ROOT / "dlt_sync_app.py")],
+            stdin={
+                "dsn": DSN,
+                "parquet": str(self.project_dir / "data" / f"{SOURCE}.parquet"),
+                "dataset": self.dlt_dataset,
+                "table": "people",
+                "pipelines_dir": str(pipelines),
+                "pipeline": f"bench_{self.run_id}",
+            },
+            timeout=1800,
+        )
+        with self._pg() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(self.dlt_dataset, "people")
+                )
+            ).fetchone()
+        if not row or int(row[0]) != self.rows:
+            raise RuntimeError(f"dlt loaded {row} rows, not {self.rows}")
+        seconds = float(result["seconds"])
+        metrics = {k: float(v) for k, v in result["steps"].items()}
+        metrics["rows_per_s"] = self.rows / seconds
+        return Sample(seconds, metrics, info={"dlt": result["dlt"]})
+
     def teardown(self) -> None:
         try:
+            self._drop_dlt()
             self._drop(self.tg_table, self.raw_table)
         finally:
             if self.platform is not None:

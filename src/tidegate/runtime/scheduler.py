@@ -7,11 +7,13 @@ process that writes the warehouse does both and never races itself:
   since its last build; a product that reads the clock (time windows) is rebuilt every
   `freshness` whether or not anything changed, so "last hour" counters decay on time;
 * drop folders of stream sources are swept;
-* the embedded log drops records past retention (Kafka does this itself).
+* the embedded log drops records past retention (Kafka does this itself);
+* `trigger: schedule` syncs whose cron fired since their last run are run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +48,8 @@ class Scheduler:
         self._last_tick = 0.0
         self._last_retention = clock()
         self.rebuilds: list[str] = []  # what tick() rebuilt, newest last (for tests and logs)
+        self.synced: list[str] = []  # scheduled syncs tick() ran, newest last
+        self._sync_started: dict[str, dt.datetime] = {}  # sync -> when tick() last started it
 
     def due(self, now: float | None = None) -> list[str]:
         """Products whose scheduled rebuild is due now."""
@@ -79,6 +83,21 @@ class Scheduler:
         due = self.due(now)
         if due:
             self.rebuild(due)
+        self.run_due_syncs(now)
+
+    def run_due_syncs(self, now: float) -> None:
+        """Run the `trigger: schedule` syncs whose cron fired since their last run."""
+        from tidegate.egress.sync import run_sync
+        from tidegate.egress.sync.schedule import due_syncs
+
+        moment = dt.datetime.fromtimestamp(now, dt.UTC)
+        for name in due_syncs(self.platform, moment, self._sync_started):
+            self._sync_started[name] = moment
+            try:
+                run_sync(self.platform, name)
+            except TidegateError as err:  # recorded in the run history; retried next fire
+                log.warning("scheduled sync %s failed: %s", name, err.message)
+            self.synced.append(name)
 
     def rebuild(self, names: list[str]) -> None:
         from tidegate.products.builder import build_products

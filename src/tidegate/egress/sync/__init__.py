@@ -197,7 +197,11 @@ def _run(
     destination = open_destination(cfg.destination, platform.project.root, name)
     caps = destination.capabilities
     write_mode = "upsert" if cfg.mode == "mirror" else cfg.mode
-    sent_subjects = SubjectTally()
+    # a product's key is unique: when it is also the subject, each row is one subject
+    sent_subjects = SubjectTally(
+        one_per_row=plan.subject_column is not None and plan.subject_column == plan.key_column,
+        sample=SUBJECT_SAMPLE,
+    )
     try:
         if write_mode not in caps.modes:
             raise DestinationError(
@@ -432,7 +436,7 @@ def _audit_run(
     report: SyncReport,
     sent_subjects: SubjectTally,
 ) -> None:
-    subject_count, subjects = sent_subjects.summary(SUBJECT_SAMPLE)
+    subject_count, subjects = sent_subjects.summary()
     platform.audit.append(
         AuditRecord(
             action="sync",

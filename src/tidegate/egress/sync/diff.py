@@ -144,30 +144,42 @@ def state_table(table: Any) -> Any:
 
 
 class SubjectTally:
-    """The distinct subjects of the rows a run sent, kept as Arrow arrays until counted."""
+    """The distinct subjects of the rows a run sent, and the first few of them in order.
 
-    def __init__(self) -> None:
+    `one_per_row`: each product row has its own subject (the subject column is the
+    product key, unique in a published version), so counting rows counts subjects and
+    no distinct set is built; otherwise each batch's distinct subjects are kept (Arrow)
+    and de-duplicated across batches at the end."""
+
+    def __init__(self, one_per_row: bool = False, sample: int = 100) -> None:
+        self.one_per_row = one_per_row
+        self.sample = sample
+        self._count = 0
         self._chunks: list[Any] = []
+        self._first: list[str] = []
 
     def add(self, subjects: Any) -> None:
         import pyarrow.compute as pc
 
-        distinct = pc.unique(subjects).drop_null()
-        if len(distinct):
+        present = subjects.drop_null()
+        if not len(present):
+            return
+        distinct = present if self.one_per_row else pc.unique(present)
+        self._count += len(distinct)
+        if not self.one_per_row:
             self._chunks.append(distinct)
+        first = distinct.take(pc.bottom_k_unstable(distinct, k=min(self.sample, len(distinct))))
+        self._first = sorted(set(self._first) | {str(s) for s in first.to_pylist()})[: self.sample]
 
-    def summary(self, sample: int) -> tuple[int, list[str]]:
+    def summary(self) -> tuple[int, list[str]]:
         """How many distinct subjects, and the first `sample` of them in order."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if not self._chunks:
-            return 0, []
-        subjects = self._chunks[0]
-        if len(self._chunks) > 1:
-            subjects = pc.unique(pa.chunked_array(self._chunks, type=subjects.type))
-        first = subjects.take(pc.bottom_k_unstable(subjects, k=min(sample, len(subjects))))
-        return len(subjects), sorted(str(s) for s in first.to_pylist())
+        if self.one_per_row or len(self._chunks) <= 1:
+            return self._count, self._first
+        merged = pc.unique(pa.chunked_array(self._chunks, type=self._chunks[0].type))
+        return len(merged), self._first
 
 
 class Prefetch:
