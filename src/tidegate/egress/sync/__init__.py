@@ -60,6 +60,7 @@ from tidegate.egress.sync.mapping import (
 )
 from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
+from tidegate.observe.syncs import SyncLineage
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan
 from tidegate.privacy.treatments import sql_text
 from tidegate.project.models import SyncConfig
@@ -140,14 +141,20 @@ def run_sync(
         report = SyncReport(sync=name, partial=keys is not None)
         report.run_id = platform.meta.start_run("sync", name)
         started = time.perf_counter()
+        lineage = SyncLineage(platform, name)  # OpenLineage START / COMPLETE / FAIL
+        lineage.started()
         try:
             _run(platform, cfg, report, full=full, keys=keys)
         except TidegateError as err:
             report.run_error = err.message
+            lineage.failed(report.run_error)
             raise
         except Exception as err:
             report.run_error = f"{type(err).__name__}: {err}"
+            lineage.failed(report.run_error)
             raise
+        else:
+            lineage.completed(report.added + report.changed)
         finally:
             report.seconds = time.perf_counter() - started
             platform.meta.finish_run(
