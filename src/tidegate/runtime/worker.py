@@ -98,6 +98,7 @@ class StreamWorker:
         self.erased = ErasedFilter(platform)
         self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
         self._applied: dict[TopicPartition, int] = {}
+        self._caught_up: set[str] = set()  # on_change syncs fully diffed once in this process
         self._setup()
 
     def _setup(self) -> None:
@@ -267,7 +268,7 @@ class StreamWorker:
             self.freshness.updated(delta.product, plan.mode, now - oldest, plan.freshness)
             lag = now - oldest
             self.observer.updated(delta.product, len(delta.upserts), len(delta.deletes), lag)
-        self._run_syncs({d.product for d in deltas})
+        self._run_syncs(deltas)
 
     def _change_stream(self, delta: ProductDelta, key: str, rows: list[str]) -> None:
         """`rows`: the upserted rows as the online store holds them (encoded once for both)."""
@@ -290,17 +291,32 @@ class StreamWorker:
         ]
         self.intake.log.append(CHANGES_PREFIX + delta.product, messages)
 
-    def _run_syncs(self, products: set[str]) -> None:
-        if not products:
+    def _run_syncs(self, deltas: list[ProductDelta]) -> None:
+        """Push changed rows to `trigger: on_change` syncs.
+
+        The first run of each sync in this process diffs the whole product (catching up
+        on anything a crashed predecessor applied but never synced); later runs send only
+        the keys this batch changed."""
+        changed: dict[str, list[Any]] = defaultdict(list)
+        for delta in deltas:
+            key = self._key(delta.product)
+            changed[delta.product] += [r[key] for r in delta.upserts] + list(delta.deletes)
+        if not changed:
             return
-        from tidegate.egress.sync import run_sync
+        from tidegate.egress.sync import run_sync, sync_changes
 
         for name, sync in sorted(self.project.syncs.items()):
-            if sync.config.trigger == "on_change" and sync.config.product in products:
-                try:
+            product = sync.config.product
+            if sync.config.trigger != "on_change" or product not in changed:
+                continue
+            try:
+                if name in self._caught_up:
+                    sync_changes(self.platform, name, changed[product])
+                else:
                     run_sync(self.platform, name)
-                except TidegateError as err:
-                    log.warning("on_change sync %s failed: %s", name, err.message)
+                    self._caught_up.add(name)
+            except TidegateError as err:
+                log.warning("on_change sync %s failed: %s", name, err.message)
 
     def recover(self) -> int:
         """Publish keys a previous process applied in DuckDB but died before publishing."""
