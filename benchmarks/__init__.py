@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 #: One module per benchmark; importing a module registers its benchmark.
-MODULES = ("build", "sync_postgres", "serve", "ingest", "freshness", "revocation")
+MODULES = ("build", "sync_postgres", "serve", "ingest", "freshness", "revocation", "http_sync")
 
 
 def load_all() -> None:

@@ -157,7 +157,39 @@ def test_the_rate_limiter_spaces_requests_evenly(monkeypatch: pytest.MonkeyPatch
     for _ in range(9):
         limiter.acquire()
         starts.append(clock[0])
-    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [0.25] * 8
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
+    assert gaps[:3] == [0.25] * 3  # evenly spaced ...
+    assert all(g >= 0.25 for g in gaps)
+    # ... and never a fifth start within one second of the first: a strict server counting
+    # requests per sliding second sees at most the limit
+    assert all(starts[i + 4] - starts[i] > 1.0 for i in range(len(starts) - 4))
+    assert starts[-1] - starts[0] < 2.1  # but not slower than needed
+
+
+def test_the_rate_limiter_slows_down_after_push_back_and_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr("tidegate.egress.sync.apply.time.sleep", sleep)
+    limiter = RateLimiter(10.0, clock=lambda: clock[0])
+    assert limiter.interval == pytest.approx(0.1)
+    limiter.pushed_back()
+    limiter.pushed_back()
+    assert limiter.interval == pytest.approx(0.1 * 1.5 * 1.5)
+    for _ in range(2000):
+        limiter.succeeded()
+    assert limiter.interval == pytest.approx(0.1)
+    limiter.acquire()
+    first = clock[0]
+    limiter.pushed_back()
+    limiter.acquire()
+    assert clock[0] - first == pytest.approx(0.1)  # the widened spacing applies to the next one
+    limiter.acquire()
+    assert clock[0] - first == pytest.approx(0.1 + 0.15)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

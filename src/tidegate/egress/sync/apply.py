@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,23 +32,53 @@ T = TypeVar("T")
 
 
 class RateLimiter:
-    """At most `rate` acquisitions per second, evenly spaced (a bucket of one token)."""
+    """At most `rate` requests in any one-second window, evenly spaced, slower after push-back.
+
+    Even spacing alone lets request n+rate start a hair under a second after request n,
+    which a strict server counts as one too many; so each start is also kept a second
+    (plus a small margin for network jitter) after the start `rate` requests before it.
+    A 429 widens the spacing (multiplicative decrease); each success narrows it back
+    towards the configured rate, so a sync set above the server's limit settles near it
+    instead of bursting into 429s and waiting out Retry-After again and again."""
+
+    WINDOW = 1.0
+    MARGIN = 0.02
+    BACKOFF = 1.5
+    RECOVERY = 0.995
 
     def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
+        self.base = 1.0 / rate if rate else 0.0
+        self.interval = self.base
+        self.capacity = max(1, int(rate)) if rate else 0
         self._clock = clock
         self._next = 0.0
+        self._starts: deque[float] = deque(maxlen=self.capacity or 1)
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
-        if not self.interval:
+        if not self.base:
             return
         with self._lock:
             now = self._clock()
-            wait = self._next - now
-            self._next = max(now, self._next) + self.interval
+            start = max(now, self._next)
+            if len(self._starts) == self.capacity:
+                start = max(start, self._starts[0] + self.WINDOW + self.MARGIN)
+            self._starts.append(start)
+            self._next = start + self.interval
+            wait = start - now
         if wait > 0:
             time.sleep(wait)
+
+    def pushed_back(self) -> None:
+        """The destination said "too many" (429): space requests further apart."""
+        if self.base:
+            with self._lock:
+                self.interval = min(self.interval * self.BACKOFF, self.base * 16)
+
+    def succeeded(self) -> None:
+        if self.base and self.interval > self.base:
+            with self._lock:
+                self.interval = max(self.base, self.interval * self.RECOVERY)
 
 
 @dataclass
@@ -89,8 +120,10 @@ class Sender:
             self.limiter.acquire()
             self.requests += 1
             try:
-                return action()
+                result = action()
             except TransientDestinationError as err:
+                if "retry_after" in err.details:  # the destination said "too many"
+                    self.limiter.pushed_back()
                 attempt += 1
                 if attempt >= self.policy.max_attempts:
                     raise TransientDestinationError(
@@ -100,6 +133,9 @@ class Sender:
                 self.retries += 1
                 log.info("transient error, retry %s in %.2fs: %s", attempt, wait, err.message)
                 self.sleep(wait)
+            else:
+                self.limiter.succeeded()
+                return result
 
     def write(self, table: Any, mode: str) -> Outcome:
         """Write `table` (destination fields only); bisect terminal failures down to rows."""
