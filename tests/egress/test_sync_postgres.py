@@ -14,6 +14,7 @@ from tidegate.privacy.consent import ConsentEvent
 from tidegate.runtime.platform import Platform
 
 pytestmark = pytest.mark.services
+ADA, GRACE = 1, 2  # the demo's fixed customers (see tidegate.demo.generator)
 
 
 def _pg_sync(
@@ -59,8 +60,8 @@ def test_sync_sends_only_consented_rows_and_removes_revoked(
         assert set(held) == expected
         assert report.added == len(expected)
         assert report.failed == 0
-        assert 1 in held
-        assert 2 not in held
+        assert ADA in held  # consented
+        assert GRACE not in held  # revoked marketing email
         assert held[1]["email"] == "ada.lovelace1@example.com"
 
         # a second run with nothing changed sends nothing
@@ -78,7 +79,7 @@ def test_sync_sends_only_consented_rows_and_removes_revoked(
         )
         after = run_sync(platform, "to_pg")
         assert after.removed == 1
-        assert 1 not in _rows(pg_dsn, pg_table)
+        assert ADA not in _rows(pg_dsn, pg_table)
 
         records = [r for _, r in platform.audit.records() if r.action == "sync"]
         assert len(records) == 3
