@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 
@@ -47,15 +48,34 @@ CREATE TABLE IF NOT EXISTS offsets (
 """
 
 
+OPEN_ATTEMPTS = 50
+
+
 def connect(path: Path) -> sqlite3.Connection:
+    """Open the log file, retrying while another process holds it during its own setup.
+
+    Switching to WAL and creating the schema can meet SQLITE_BUSY without SQLite's busy
+    handler being consulted (e.g. while another connection recovers the WAL), so opening
+    is retried with a short backoff instead of failing the HTTP request or the worker."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
-    db.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode: a committed append survives the process being killed; only an
-    # OS crash or power loss can take back the last transactions.
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
-    return db
+    for attempt in range(OPEN_ATTEMPTS):
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed append survives the process being killed; only
+            # an OS crash or power loss can take back the last transactions.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            return db
+        except sqlite3.OperationalError as err:
+            db.close()
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(min(0.02 * (attempt + 1), 0.2))
+    raise AssertionError("unreachable")
 
 
 def partition_of(key: bytes, partitions: int) -> int:
