@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,6 +73,41 @@ def pg_table(pg_dsn: str) -> Iterator[str]:
     yield name
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _load_module(name: str, path: Path) -> Any:
+    """A helper module of the test suite, loaded by path (tests are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+streamshop = _load_module(
+    "tidegate_tests_streamshop", Path(__file__).parent / "ingest" / "streamshop.py"
+)
+
+
+@pytest.fixture
+def stream_project(tmp_path: Path) -> Path:
+    """The small stream project (tests/ingest/streamshop.py), not built yet."""
+    root: Path = streamshop.write_stream_project(tmp_path / "shop")
+    return root
+
+
+@pytest.fixture
+def built_stream_project(stream_project: Path) -> Path:
+    from tidegate.products.builder import build_products, load_sources
+
+    with Platform.open(stream_project) as platform:
+        load_sources(platform)
+        results = build_products(platform)
+        assert all(r.status == "live" for r in results), results
+    return stream_project
 
 
 @pytest.fixture(scope="session")

@@ -127,3 +127,26 @@ def test_validate_against_a_git_ref_fails_a_breaking_change(tmp_path: Path) -> N
     assert "Traceback" not in broken.stderr
     yml.write_text(yml.read_text() + "version: '2.0.0'\n")
     assert run("validate", str(target), "--against", "HEAD").returncode == 0
+
+
+def test_consent_revoke_from_the_cli_removes_the_subject_from_destinations(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    shop = tmp_path / "shop"
+    assert run("demo", "--no-serve", "--small", "--dir", str(shop)).returncode == 0
+    with sqlite3.connect(shop / "crm.db") as db:
+        (subject,) = db.execute("SELECT min(customer_id) FROM audience").fetchone()
+    shown = run("consent", "show", str(subject), "-p", str(shop))
+    assert shown.returncode == 0, shown.stderr
+    revoked = run("consent", "revoke", str(subject), "marketing.email", "-p", str(shop))
+    assert revoked.returncode == 0, revoked.stderr
+    assert "removed from sync crm_audience: deleted" in revoked.stdout
+    with sqlite3.connect(shop / "crm.db") as db:
+        held = {row[0] for row in db.execute("SELECT customer_id FROM audience")}
+    assert subject not in held
+    assert held  # only that subject left
+    granted = run("consent", "grant", str(subject), "analytics", "-p", str(shop))
+    assert granted.returncode == 0
+    assert "removed from sync" not in granted.stdout

@@ -1,20 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-
-from tidegate.runtime.platform import Platform
-
-_spec = importlib.util.spec_from_file_location(
-    "tidegate_tests_streamshop", Path(__file__).with_name("streamshop.py")
-)
-assert _spec is not None
-assert _spec.loader is not None
-streamshop = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(streamshop)
 
 _faults_spec = importlib.util.spec_from_file_location(
     "tidegate_tests_faults", Path(__file__).parents[1] / "runtime" / "faults.py"
@@ -23,19 +10,3 @@ assert _faults_spec is not None
 assert _faults_spec.loader is not None
 faults = importlib.util.module_from_spec(_faults_spec)
 _faults_spec.loader.exec_module(faults)
-
-
-@pytest.fixture
-def stream_project(tmp_path: Path) -> Path:
-    return streamshop.write_stream_project(tmp_path / "shop")
-
-
-@pytest.fixture
-def built_stream_project(stream_project: Path) -> Iterator[Path]:
-    from tidegate.products.builder import build_products, load_sources
-
-    with Platform.open(stream_project) as platform:
-        load_sources(platform)
-        results = build_products(platform)
-        assert all(r.status == "live" for r in results), results
-    return stream_project

@@ -35,10 +35,20 @@ def _when(timestamp: float | None) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+CHOICES = {
+    "grant": "Record that SUBJECT grants consent for PURPOSE.",
+    "revoke": "Record that SUBJECT withdraws consent for PURPOSE: the next API read already "
+    "filters them, and every sync destination that holds them for it removes them now.",
+    "object": "Record that SUBJECT objects to PURPOSE (ends legitimate-interest processing); "
+    "destinations that hold them for it remove them now.",
+}
+
+
 def _record_choice(
     project_dir: Path, action: str, subject: str, purpose: str, evidence: str
 ) -> None:
     from tidegate.privacy.consent import ConsentEvent
+    from tidegate.privacy.propagation import propagate
     from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
@@ -58,40 +68,28 @@ def _record_choice(
                 detail={"choice": action, "evidence": evidence},
             )
         )
+        # the same propagation the API and the consent topic run, here in the foreground
+        report = propagate(platform, subject, principal=ADMIN) if action != "grant" else None
     console.print(f"recorded: subject {subject} {action} {purpose}")
+    for removal in report.removals if report else []:
+        console.print(f"  removed from sync {removal.sync}: {removal.how}")
 
 
-@consent_app.command("grant")
-def consent_grant(
-    subject: str,
-    purpose: str,
-    project_dir: ProjectDir = Path("."),
-    evidence: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
-) -> None:
-    """Record that SUBJECT grants consent for PURPOSE."""
-    _record_choice(project_dir, "grant", subject, purpose, evidence)
+def _choice_command(action: str) -> None:
+    def command(
+        subject: str,
+        purpose: str,
+        project_dir: ProjectDir = Path("."),
+        evidence: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
+    ) -> None:
+        _record_choice(project_dir, action, subject, purpose, evidence)
+
+    command.__doc__ = CHOICES[action]
+    consent_app.command(action)(command)
 
 
-@consent_app.command("revoke")
-def consent_revoke(
-    subject: str,
-    purpose: str,
-    project_dir: ProjectDir = Path("."),
-    evidence: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
-) -> None:
-    """Record that SUBJECT withdraws consent for PURPOSE (effective on the next read)."""
-    _record_choice(project_dir, "revoke", subject, purpose, evidence)
-
-
-@consent_app.command("object")
-def consent_object(
-    subject: str,
-    purpose: str,
-    project_dir: ProjectDir = Path("."),
-    evidence: Annotated[str, typer.Option(help="Where the objection was made.")] = "cli",
-) -> None:
-    """Record that SUBJECT objects to PURPOSE (ends legitimate-interest processing)."""
-    _record_choice(project_dir, "object", subject, purpose, evidence)
+for _action in CHOICES:
+    _choice_command(_action)
 
 
 @consent_app.command("show")

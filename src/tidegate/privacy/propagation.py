@@ -22,12 +22,9 @@ Nothing here opens the DuckDB warehouse, so the serving process can run it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,19 +56,6 @@ class PropagationReport:
         return all(r.how != "failed" for r in self.removals)
 
 
-@contextlib.contextmanager
-def sync_lock(platform: Any, name: str) -> Iterator[None]:
-    """The sync engine's per-sync lock (same file), so a removal never interleaves a run."""
-    directory = platform.state_dir / "locks"
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / f"sync-{name}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def remove_from_sync(
     platform: Any, name: str, rows: list[SyncedRow], reason: str, principal: str
 ) -> Removal:
@@ -88,6 +72,8 @@ def remove_from_sync(
     destination = open_destination(cfg.destination, platform.project.root, name)
     removal = Removal(name, destination.describe(), cfg.purpose, keys, "deleted")
     try:
+        from tidegate.egress.sync import sync_lock
+
         with sync_lock(platform, name):
             if destination.capabilities.supports_delete:
                 destination.open(mapping.columns, mapping.key)

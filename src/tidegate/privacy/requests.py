@@ -432,8 +432,8 @@ def _erase_online(
 
 
 def _erase_destinations(platform: Any, subject: str, systems: list[SystemResult]) -> None:
+    from tidegate.egress.sync import sync_lock
     from tidegate.egress.sync.mapping import typed_key
-    from tidegate.privacy.propagation import sync_lock
 
     for name, keys in sorted(_locations(platform, subject).items()):
         if name not in platform.project.syncs:

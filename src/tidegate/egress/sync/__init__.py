@@ -136,7 +136,7 @@ def run_sync(
             f"sync {name!r} is in insert mode: --full would insert every row again; "
             "use upsert or mirror mode to resend everything"
         )
-    with _sync_lock(platform, name):
+    with sync_lock(platform, name):
         _close_interrupted_runs(platform, name)
         report = SyncReport(sync=name, partial=keys is not None)
         report.run_id = platform.meta.start_run("sync", name)
@@ -168,7 +168,8 @@ def run_sync(
 
 
 @contextlib.contextmanager
-def _sync_lock(platform: Platform, name: str) -> Iterator[None]:
+def sync_lock(platform: Platform, name: str) -> Iterator[None]:
+    """The per-sync lock: runs, removals and erasures of one sync never interleave."""
     directory = platform.state_dir / "locks"
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / f"sync-{name}.lock").open("a") as handle:
