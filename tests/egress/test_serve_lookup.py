@@ -221,10 +221,7 @@ def test_product_description_has_contract_owner_freshness_and_purposes(api: Api)
 
 
 def test_freshness_recorded_by_the_stream_worker_is_shown(api: Api) -> None:
-    from tidegate.products.freshness import FreshnessLedger
-
-    meta = api.platform.project.path(api.platform.project.config.backends.metadata.path)
-    ledger = FreshnessLedger(meta)
+    ledger = api.platform.meta.freshness
     try:
         ledger.updated("churn_risk", "incremental", lag=0.25, slo=900)
     finally:

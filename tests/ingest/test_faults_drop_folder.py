@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.log.sqlite import SqliteEventLog
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.runtime.platform import Platform
 from tidegate.runtime.worker import DEFAULT_GROUP, run_worker
 from tidegate.store.online.codec import decode_row
@@ -102,7 +102,7 @@ def test_dropped_files_reach_the_product_and_bad_lines_the_dead_letters(
                 worker.event.set()
                 worker.thread.join(60)
 
-    dead = DeadLetterStore(root / ".tidegate" / "metadata.db")
+    dead = sqlite_part(root / ".tidegate" / "metadata.db", "dead_letters")
     try:
         letters = sorted((d.via, d.reason) for d in dead.list(limit=100))
     finally:

@@ -12,8 +12,8 @@ import pytest
 from tidegate.demo.runner import BackgroundServer, _free_port
 from tidegate.egress.serve.app import create_app
 from tidegate.egress.serve.keys import create_key
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.log.sqlite import SqliteEventLog
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.runtime.platform import Platform
 
 
@@ -43,7 +43,7 @@ def _logged(project: Path, topic: str) -> list[dict[str, object]]:
 
 
 def _dead(project: Path) -> list[tuple[str, str]]:
-    store = DeadLetterStore(project / ".tidegate" / "metadata.db")
+    store = sqlite_part(project / ".tidegate" / "metadata.db", "dead_letters")
     try:
         return [(d.source, d.reason) for d in store.list(limit=1000)]
     finally:

@@ -7,9 +7,9 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Message
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.runtime.platform import Platform
 from tidegate.runtime.worker import process_batch
 
@@ -61,7 +61,7 @@ def test_a_thousand_malformed_events_are_all_dead_lettered(built_stream_project:
             assert db.execute('SELECT count(*) FROM raw."clicks"').fetchall() == [(good,)]
             total = db.execute('SELECT sum(click_count) FROM products."customer_orders"').fetchall()
         assert total == [(good,)]
-    store = DeadLetterStore(built_stream_project / ".tidegate" / "metadata.db")
+    store = sqlite_part(built_stream_project / ".tidegate" / "metadata.db", "dead_letters")
     letters = store.list(limit=5_000)
     store.close()
     assert len(letters) == 1_000

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.observe.anomaly import Anomaly, detect
 from tidegate.observe.config import AnomalyConfig
 from tidegate.observe.timeseries import ObserveStore
@@ -46,7 +47,7 @@ def simulate(store: ObserveStore, config: AnomalyConfig, hours: int) -> list[Ano
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ObserveStore]:
-    with ObserveStore(tmp_path / "metadata.db") as opened:
+    with sqlite_part(tmp_path / "metadata.db", "observations") as opened:
         yield opened
 
 
@@ -54,7 +55,7 @@ def store(tmp_path: Path) -> Iterator[ObserveStore]:
 def week(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Anomaly]]:
     """A week of hourly builds with normal noise, simulated once."""
     path = tmp_path_factory.mktemp("week") / "metadata.db"
-    with ObserveStore(path) as opened:
+    with sqlite_part(path, "observations") as opened:
         found = simulate(opened, AnomalyConfig(), hours=7 * 24)
     return path, found
 
@@ -77,7 +78,7 @@ def test_injected_anomalies_are_detected(
     week: tuple[Path, list[Anomaly]], metric: str, column: str, value: float, direction: str
 ) -> None:
     config = AnomalyConfig()
-    store = ObserveStore(week[0])
+    store = sqlite_part(week[0], "observations")
     at = START + 7 * 24 * HOUR
     rng = random.Random(99)
     metrics = [(m, c, value if (m, c) == (metric, column) else v) for m, c, v in normal(rng)]

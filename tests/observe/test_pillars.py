@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.observe.pillars import measure
-from tidegate.observe.timeseries import ObserveStore
 from tidegate.products.builder import build_products, load_sources
 from tidegate.runtime.platform import Platform
 
@@ -74,7 +74,7 @@ def test_every_build_stores_its_pillars(small_project: Path) -> None:
         )
         load_sources(platform)
         build_products(platform)
-    with ObserveStore(small_project / ".tidegate" / "metadata.db") as store:
+    with sqlite_part(small_project / ".tidegate" / "metadata.db", "observations") as store:
         rows = store.series("customer_profile", "volume.rows")
         assert [(p.version, p.value) for p in rows] == [(1, 5.0), (2, 6.0)]
         changed = store.series("customer_profile", "volume.rows_changed")

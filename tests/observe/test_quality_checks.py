@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tidegate.errors import ConfigError
-from tidegate.observe.timeseries import ObserveStore
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.products.builder import build_products, load_sources
 from tidegate.project import load_project
 from tidegate.runtime.platform import Platform
@@ -85,7 +85,7 @@ def test_every_check_kind_on_real_rows(small_project: Path) -> None:
         results = {r.product: r for r in build_products(platform)}
         assert results["customer_profile"].status == "live"  # only warn checks failed
         assert results["vip"].status == "live"
-        with ObserveStore(small_project / ".tidegate" / "metadata.db") as store:
+        with sqlite_part(small_project / ".tidegate" / "metadata.db", "observations") as store:
             found = {r["check_name"]: r for r in store.quality("customer_profile")}
             vip = {r["check_name"]: r for r in store.quality("vip")}
         got = {n: (bool(r["passed"]), r["failing_rows"]) for n, r in found.items()}
@@ -111,7 +111,7 @@ def test_every_check_kind_on_real_rows(small_project: Path) -> None:
         # the second build finds vip built: customers 3, 4 and 5 are not in it
         (second,) = build_products(platform, only=["customer_profile"])[:1]
         assert second.status == "live"
-        with ObserveStore(small_project / ".tidegate" / "metadata.db") as store:
+        with sqlite_part(small_project / ".tidegate" / "metadata.db", "observations") as store:
             again = {r["check_name"]: r for r in store.quality("customer_profile", 2)}
         assert (again["all_vip"]["passed"], again["all_vip"]["failing_rows"]) == (0, 3)
 

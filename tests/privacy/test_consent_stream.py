@@ -19,9 +19,9 @@ import pytest
 
 from tidegate.egress.sync import run_sync
 from tidegate.errors import ConfigError
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import CONSENT_SOURCE, open_intake, replay
 from tidegate.log.base import Message, Record
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.privacy.consent_api import propagator_for
 from tidegate.privacy.consent_stream import consent_message
 from tidegate.privacy.guard import AccessContext
@@ -340,7 +340,7 @@ def test_dead_letter_store_is_shared_with_the_worker(project: Path) -> None:
         worker.intake.submit("clicks", [{"customer_id": 5}], "test")  # no event_id: dead
         report = worker.process_batch(_drain(platform, worker.topics))
         assert report.dead == 1  # the click was refused at submit, not on the log
-        store = DeadLetterStore(platform.project.path(".tidegate/metadata.db"))
+        store = sqlite_part(platform.project.path(".tidegate/metadata.db"), "dead_letters")
         try:
             assert store.counts_by_source() == {CONSENT_SOURCE: 1, "clicks": 1}
         finally:

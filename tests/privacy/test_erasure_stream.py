@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Record
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.privacy.requests import access, erase
 from tidegate.privacy.tombstones import is_erased
 from tidegate.runtime.platform import Platform
@@ -104,7 +104,7 @@ def test_events_of_an_erased_subject_are_dropped_not_dead_lettered(project: Path
             _count(platform, f'SELECT count(*) FROM raw."orders" WHERE customer_id = {KEPT}') == 2
         )
         assert platform.online.read("customer_orders", str(GONE)) is None
-        dead = DeadLetterStore(platform.project.path(".tidegate/metadata.db"))
+        dead = sqlite_part(platform.project.path(".tidegate/metadata.db"), "dead_letters")
         assert dead.count(include_replayed=True) == 0
         dead.close()
         worker.close()

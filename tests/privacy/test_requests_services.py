@@ -23,7 +23,7 @@ from tidegate.demo.runner import BackgroundServer, _free_port
 from tidegate.egress.serve.app import create_app
 from tidegate.egress.serve.keys import create_key
 from tidegate.egress.sync import run_sync
-from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
+from tidegate.ingest.deadletters import DeadLetter
 from tidegate.privacy.consent import ConsentEvent
 from tidegate.runtime.platform import Platform
 
@@ -118,8 +118,7 @@ def world(
         for name in SYNCS:
             assert run_sync(platform, name).added > 0
         assert {loc.sync for loc in platform.meta.subject_locations(SUBJECT)} == set(SYNCS)
-        project = platform.project
-        dead = DeadLetterStore(project.path(project.config.backends.metadata.path))
+        dead = platform.meta.dead_letters
         bad = {"order_id": 5550002, "customer_id": int(SUBJECT), "amount": "lots", "note": EMAIL}
         other = {"order_id": 5550003, "customer_id": int(OTHER), "amount": "lots"}
         dead.add(

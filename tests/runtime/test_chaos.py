@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.log.base import Message
 from tidegate.log.sqlite import SqliteEventLog
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.runtime.platform import Platform
 from tidegate.runtime.worker import DEFAULT_GROUP
 from tidegate.store.online.codec import decode_row
@@ -124,6 +124,6 @@ def test_kill_9_loses_nothing_and_doubles_nothing(built_stream_project: Path) ->
         assert {k: decode_row(v, types) for k, v in online.items()} == {
             str(r["customer_id"]): r for r in rows
         }
-    dead = DeadLetterStore(built_stream_project / ".tidegate" / "metadata.db")
+    dead = sqlite_part(built_stream_project / ".tidegate" / "metadata.db", "dead_letters")
     assert dead.count("orders") == malformed
     dead.close()

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Message, Record
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.runtime.platform import Platform
 from tidegate.runtime.worker import StreamWorker, process_batch
 from tidegate.store.online.codec import decode_row
@@ -101,7 +101,7 @@ def test_a_batch_reaches_raw_products_online_and_the_change_stream(
         ]
         assert sorted(c["key"] for c in changes) == [1, 2, 3, 4, 5, 7]
 
-        dead = DeadLetterStore(platform.project.path(".tidegate/metadata.db"))
+        dead = sqlite_part(platform.project.path(".tidegate/metadata.db"), "dead_letters")
         reasons = sorted(d.reason for d in dead.list())
         dead.close()
         assert reasons[0].startswith("Debezium event for unknown table 'users'")
@@ -113,7 +113,7 @@ def test_a_batch_reaches_raw_products_online_and_the_change_stream(
         assert again.products == {}
         with platform.warehouse.cursor() as db:
             assert db.execute('SELECT count(*) FROM raw."orders"').fetchone() == (9,)
-        dead = DeadLetterStore(platform.project.path(".tidegate/metadata.db"))
+        dead = sqlite_part(platform.project.path(".tidegate/metadata.db"), "dead_letters")
         assert dead.count() == 2
         dead.close()
         intake.close()

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 from tidegate.ingest.intake import open_intake
-from tidegate.observe.hooks import metadata_path
-from tidegate.observe.timeseries import ObserveStore
 from tidegate.runtime.platform import Platform
 from tidegate.runtime.worker import StreamWorker
 
@@ -45,7 +43,7 @@ def test_each_micro_batch_records_volume_lag_and_lineage(built_stream_project: P
             report = worker.process_batch(records)
             assert report.products["customer_orders"] == 2
         worker.close()
-        with ObserveStore(metadata_path(platform)) as store:
+        with platform.meta.observations as store:
             changed = store.series("customer_orders", "rows_changed", kind="incremental")
             lag = store.series("customer_orders", "event_lag_seconds", kind="incremental")
     assert [p.value for p in changed] == [2.0, 2.0]

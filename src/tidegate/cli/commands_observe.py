@@ -127,13 +127,11 @@ def quality_show(
     json_output: JsonOption = False,
 ) -> None:
     """The check results of a product's latest build, or one check's failing rows."""
-    from tidegate.observe.hooks import metadata_path
-    from tidegate.observe.timeseries import ObserveStore
     from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _product(platform.project, product)
-        with ObserveStore(metadata_path(platform)) as store:
+        with platform.meta.observations as store:
             results = store.quality(product, version)
         if not results:
             raise NotFoundError(f"no quality checks have run on {product!r} yet")
@@ -208,14 +206,11 @@ def observe(
     json_output: JsonOption = False,
 ) -> None:
     """The five pillars of a product over its builds, as small charts; or plot one metric."""
-    from tidegate.observe.hooks import metadata_path
-    from tidegate.observe.timeseries import ObserveStore
     from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _product(platform.project, product)
-        path = metadata_path(platform)
-        with ObserveStore(path) as store:
+        with platform.meta.observations as store:
             names = store.series_names(product)
             series = {(m, c): store.series(product, m, c, status=None) for m, c in names}
             schema = store.last_schema(product)

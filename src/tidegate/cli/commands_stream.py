@@ -131,21 +131,17 @@ def status(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per product: mode, last update, lag against its freshness SLO, breaches; dead letters."""
-    from tidegate.ingest.deadletters import DeadLetterStore
-    from tidegate.products.freshness import FreshnessLedger
+    from tidegate.meta import open_metadata
     from tidegate.products.planner import plan_project
     from tidegate.project import load_project
 
     project = load_project(project_dir)
-    meta_path = project.path(project.config.backends.metadata.path)
-    ledger = FreshnessLedger(meta_path)
-    dead = DeadLetterStore(meta_path)
+    meta = open_metadata(project.config.backends.metadata, project.root)
     try:
-        state = ledger.all()
-        dead_counts = dead.counts_by_source()
+        state = meta.freshness.all()
+        dead_counts = meta.dead_letters.counts_by_source()
     finally:
-        ledger.close()
-        dead.close()
+        meta.close()
     now = time.time()
     rows: list[dict[str, Any]] = []
     for name, plan in plan_project(project).items():
@@ -210,11 +206,13 @@ def status(
 
 
 def _store(project_dir: Path) -> Any:
-    from tidegate.ingest.deadletters import DeadLetterStore
+    from tidegate.meta import open_metadata
+    from tidegate.meta.parts import owning
     from tidegate.project import load_project
 
     project = load_project(project_dir)
-    return DeadLetterStore(project.path(project.config.backends.metadata.path))
+    meta = open_metadata(project.config.backends.metadata, project.root)
+    return owning(meta.dead_letters, meta)
 
 
 def _preview(payload: bytes | None, width: int = 60) -> str:

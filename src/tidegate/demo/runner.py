@@ -323,7 +323,7 @@ def summary(platform: Any, base: str | None) -> None:
     )
     console.print(f"  CRM (sync)   {root / 'crm.db'}")
     console.print(
-        f"  audit log    {platform.project.path(platform.project.config.backends.metadata.path)}"
+        f"  audit log    {platform.meta.where()}"
         f" ({count} records, chain {'intact' if not issues else 'BROKEN'})"
     )
     console.print(

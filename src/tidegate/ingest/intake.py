@@ -179,12 +179,15 @@ def _debezium_table(value: bytes | None) -> str | None:
 
 
 def open_intake(project: Project) -> Intake:
-    """The project's event log and dead-letter store, behind one Intake."""
+    """The project's event log and dead-letter store, behind one Intake (closing it
+    closes the metadata store opened for it)."""
     from tidegate.log.base import open_event_log
+    from tidegate.meta import open_metadata
+    from tidegate.meta.parts import owning
 
     event_log = open_event_log(project.config.backends.log, project.root)
-    dead = DeadLetterStore(project.path(project.config.backends.metadata.path))
-    return Intake(project, event_log, dead)
+    meta = open_metadata(project.config.backends.metadata, project.root)
+    return Intake(project, event_log, owning(meta.dead_letters, meta))
 
 
 @dataclass

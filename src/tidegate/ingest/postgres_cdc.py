@@ -11,45 +11,23 @@ idempotent upsert or delete downstream.
 
 The slot is created before the snapshot is read, so no change falls between the two;
 a row both in the snapshot and in a later change ends in its latest state. Whether the
-snapshot finished is kept in the metadata file, so a crash during it repeats it.
+snapshot finished is kept in the metadata store (`meta.cdc_positions`), so a crash
+during it repeats it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from tidegate.errors import ServiceUnavailableError, TidegateError
 from tidegate.ingest.intake import Intake
 from tidegate.log.base import Message
+from tidegate.meta.parts import CdcPositionStore
 
 BATCH = 5_000
 _OPS = {"I": "c", "U": "u", "D": "d"}
-
-
-class CdcState:
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS cdc_slots (slot TEXT PRIMARY KEY, snapshot_at REAL)"
-        )
-
-    def snapshot_done(self, slot: str) -> bool:
-        row = self._db.execute("SELECT snapshot_at FROM cdc_slots WHERE slot = ?", (slot,))
-        found = row.fetchone()
-        return bool(found and found[0] is not None)
-
-    def mark_snapshot(self, slot: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO cdc_slots VALUES (?, ?)", (slot, time.time()))
-
-    def forget(self, slot: str) -> None:
-        self._db.execute("DELETE FROM cdc_slots WHERE slot = ?", (slot,))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class PostgresCdc:
@@ -61,6 +39,7 @@ class PostgresCdc:
         source: str,
         table: str,
         schema: str = "public",
+        positions: CdcPositionStore | None = None,
     ) -> None:
         self.dsn = dsn
         self.slot = slot
@@ -71,7 +50,7 @@ class PostgresCdc:
         self.table, self.schema_name = table, schema
         self.topic = self.source.config.topic_name
         self._conn = self._connect()
-        self.state = CdcState(intake.project.path(intake.project.config.backends.metadata.path))
+        self.state = positions or _open_positions(intake)
 
     def _connect(self) -> Any:
         import psycopg
@@ -195,6 +174,16 @@ class PostgresCdc:
         }
         key = json.dumps({key_column: row.get(key_column)}, default=str).encode()
         return Message(key, json.dumps(envelope, default=str).encode())
+
+
+def _open_positions(intake: Intake) -> CdcPositionStore:
+    """The CDC positions of the project's metadata store, opened for this reader."""
+    from tidegate.meta import open_metadata
+    from tidegate.meta.parts import owning
+
+    project = intake.project
+    meta = open_metadata(project.config.backends.metadata, project.root)
+    return owning(meta.cdc_positions, meta)
 
 
 def _values(columns: Any) -> dict[str, Any]:

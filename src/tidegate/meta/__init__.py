@@ -1,12 +1,22 @@
-"""Metadata: runs, product versions, the consent ledger, audit, sync state, API keys."""
+"""Metadata: runs, product versions, the consent ledger, audit, sync state, API keys,
+and the parts it owns (freshness, dead letters, observations, CDC positions).
+
+Every module reaches metadata through a `MetadataStore` opened here (usually the one
+`Platform.meta` holds); none opens the database itself.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tidegate.meta.base import MetadataStore
-from tidegate.meta.sqlite import SqliteMetadataStore
 
-__all__ = ["MetadataStore", "SqliteMetadataStore", "open_metadata"]
+__all__ = ["MetadataStore", "open_metadata"]
 
 
-def open_metadata(path: Path) -> MetadataStore:
-    return SqliteMetadataStore(path)
+def open_metadata(config: Any, root: Path) -> MetadataStore:
+    """The store `config` (`backends.metadata`) describes; relative paths from `root`."""
+    from tidegate.meta.registry import backend
+
+    return backend(config.type).opener(config, Path(root))

@@ -8,9 +8,18 @@ domain logic (what a consent state means, how the audit chain is hashed) lives i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidegate.meta.parts import (
+        CdcPositionStore,
+        DeadLetterStore,
+        FreshnessStore,
+        ObservationStore,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,56 @@ class SubjectLocation:
     written_at: float | None
 
 
+@dataclass(frozen=True)
+class MetadataCapabilities:
+    """What a backend can promise, as data (code branches on these, never on the type)."""
+
+    shared_across_hosts: bool  # processes on several machines may share it
+    secure_delete: bool  # deleted values are overwritten in place (not left in free pages)
+
+
 class MetadataStore(ABC):
-    """Durable metadata. Each method is one transaction."""
+    """Durable metadata. Each method is one transaction.
+
+    Many processes may write one store at once (the runtime, workers, API replicas, the
+    CLI): sequence numbers (runs, consent, audit, dead letters) are never handed out
+    twice, and an append is never lost.
+    """
+
+    capabilities: MetadataCapabilities
+
+    # --- parts: small stores with their own tables (see `parts.py`)
+    @property
+    @abstractmethod
+    def freshness(self) -> FreshnessStore: ...
+
+    @property
+    @abstractmethod
+    def dead_letters(self) -> DeadLetterStore: ...
+
+    @property
+    @abstractmethod
+    def observations(self) -> ObservationStore:
+        """Observation time series, schema snapshots, quality results, alert dedup."""
+
+    @property
+    @abstractmethod
+    def cdc_positions(self) -> CdcPositionStore: ...
+
+    def where(self) -> str:
+        """Where the metadata lives, for people (a path, or host and schema; no secret)."""
+        return type(self).__name__
+
+    # --- change detection for caches
+    @abstractmethod
+    def change_token(self) -> int:
+        """A number that changes whenever consent, API keys or tombstones change, in any
+        process: bumped in the same transaction as those writes, never by audit appends,
+        runs or sync state. Cheap, so a cache may ask before every read it serves."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The latest migration applied (see `migrations`)."""
 
     # --- runs and versions
     @abstractmethod
@@ -107,6 +164,15 @@ class MetadataStore(ABC):
     def runs(
         self, kind: str | None = None, target: str | None = None, limit: int = 20
     ) -> list[dict[str, Any]]: ...
+
+    def finished_runs(self) -> list[tuple[str, str, str, float]]:
+        """(kind, target, status, seconds) of every finished run (metrics)."""
+        found = self.runs(limit=1_000_000)
+        return [
+            (r["kind"], r["target"], r["status"], float(r["finished_at"] - r["started_at"]))
+            for r in found
+            if r["finished_at"] is not None
+        ]
 
     @abstractmethod
     def next_version(self, product: str) -> int: ...
@@ -260,6 +326,38 @@ class MetadataStore(ABC):
 
     @abstractmethod
     def revoke_api_key(self, key_id: str, at: float) -> bool: ...
+
+    # --- erasure (see `privacy/tombstones.ErasureStore` for what each is for)
+    @abstractmethod
+    def add_tombstone(self, subject_hash: str, at: float, request_id: str) -> bool:
+        """Record an erased subject by its keyed hash; False when it was already there."""
+
+    @abstractmethod
+    def tombstones(self, after_seq: int = 0) -> list[tuple[int, str, float]]:
+        """(seq, subject hash, erased at) of tombstones after `after_seq`, in order."""
+
+    @abstractmethod
+    def erase_subject_rows(
+        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+    ) -> dict[str, int]:
+        """One transaction: the subject's consent entries kept under `pseudonym` with
+        their evidence replaced by `digest(evidence)`; their sync-state rows deleted."""
+
+    @abstractmethod
+    def redact_audit(self, bodies: Mapping[int, str]) -> int: ...
+
+    @abstractmethod
+    def redact_runs(self, stats: Mapping[int, tuple[str, str]]) -> int: ...
+
+    @abstractmethod
+    def runs_text(self) -> Iterator[tuple[int, str, str]]: ...
+
+    @abstractmethod
+    def redact_observations(self, columns: Sequence[tuple[str, str]], value: float) -> int: ...
+
+    @abstractmethod
+    def erasing(self) -> AbstractContextManager[None]:
+        """A block in which deletes overwrite their data where the backend can."""
 
     @abstractmethod
     def close(self) -> None: ...

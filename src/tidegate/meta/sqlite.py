@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tidegate.meta import migrations
 from tidegate.meta.base import (
     ApiKeyRow,
     ConsentRow,
+    MetadataCapabilities,
     MetadataStore,
     ProductVersion,
     StoredAuditRecord,
@@ -26,68 +28,21 @@ from tidegate.meta.base import (
     SyncRowError,
 )
 from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: privacy/requests.py
+from tidegate.meta.sqlite_parts import (
+    SqliteCdcPositions,
+    SqliteDeadLetters,
+    SqliteFreshness,
+    SqliteObservations,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-  run_id INTEGER PRIMARY KEY AUTOINCREMENT,
-  kind TEXT NOT NULL, target TEXT NOT NULL,
-  started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
-  stats TEXT NOT NULL DEFAULT '{}', error TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS product_versions (
-  product TEXT NOT NULL, version INTEGER NOT NULL, table_name TEXT NOT NULL,
-  rows INTEGER NOT NULL, built_at REAL NOT NULL, status TEXT NOT NULL,
-  PRIMARY KEY (product, version)
-);
-CREATE TABLE IF NOT EXISTS live_versions (
-  product TEXT PRIMARY KEY, version INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS consent_ledger (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  subject TEXT NOT NULL, purpose TEXT NOT NULL, action TEXT NOT NULL,
-  occurred_at REAL NOT NULL, source TEXT NOT NULL, evidence TEXT NOT NULL,
-  expires_at REAL, recorded_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS consent_by_subject ON consent_ledger (subject, seq);
-CREATE INDEX IF NOT EXISTS consent_by_purpose ON consent_ledger (purpose, seq);
-CREATE TABLE IF NOT EXISTS audit_log (
-  seq INTEGER PRIMARY KEY, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-  key_id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, principal TEXT NOT NULL,
-  roles TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL, revoked_at REAL
-);
-"""
+BUMP_CHANGE_TOKEN = "UPDATE meta_heads SET value = value + 1 WHERE name = 'change_token'"
 
-# sync runs (egress/sync): state segments (`sync_segments`), row errors, the in-flight
-# batch, suppressions, destinations
-SYNC_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sync_state_segments (
-  sync TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, fresh INTEGER NOT NULL,
-  rows INTEGER NOT NULL, body BLOB NOT NULL,
-  PRIMARY KEY (sync, seq)
-);
-CREATE TABLE IF NOT EXISTS sync_inflight_batches (
-  sync TEXT PRIMARY KEY, rows INTEGER NOT NULL, body BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sync_targets (
-  sync TEXT PRIMARY KEY, destination TEXT NOT NULL, updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sync_row_errors (
-  sync TEXT NOT NULL, key TEXT NOT NULL, subject TEXT, row_hash TEXT NOT NULL,
-  message TEXT NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
-  attempts INTEGER NOT NULL, dismissed_at REAL,
-  PRIMARY KEY (sync, key)
-);
-CREATE TABLE IF NOT EXISTS sync_suppressions (
-  sync TEXT NOT NULL, key TEXT NOT NULL, subject TEXT, at REAL NOT NULL,
-  PRIMARY KEY (sync, key)
-);
-"""
 SEGMENTS_HARD_LIMIT = 256  # a checkpoint compacts a sync's state past this many segments
 
 
 class SqliteMetadataStore(SqliteErasureMixin, MetadataStore):
+    capabilities = MetadataCapabilities(shared_across_hosts=False, secure_delete=True)
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,9 +52,79 @@ class SqliteMetadataStore(SqliteErasureMixin, MetadataStore):
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db.executescript(SYNC_SCHEMA)
+        self._migrate()
         self._migrate_sync_rows()
+        # change detection: a private connection, whose `data_version` moves on any
+        # commit by another connection (this store's included); only then is the
+        # token row read again
+        self._watch_lock = threading.Lock()
+        self._watch = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._watch_seen: int | None = None
+        self._token = 0
+        self._parts = (
+            SqliteFreshness(self),
+            SqliteDeadLetters(self),
+            SqliteObservations(self),
+            SqliteCdcPositions(self),
+        )
+
+    @property
+    def freshness(self) -> SqliteFreshness:
+        return self._parts[0]
+
+    @property
+    def dead_letters(self) -> SqliteDeadLetters:
+        return self._parts[1]
+
+    @property
+    def observations(self) -> SqliteObservations:
+        return self._parts[2]
+
+    @property
+    def cdc_positions(self) -> SqliteCdcPositions:
+        return self._parts[3]
+
+    def _migrate(self) -> None:
+        """Apply the migrations this file lacks (`migrations/sqlite/*.sql`)."""
+        table = migrations.VERSION_TABLE
+        self._db.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER PRIMARY KEY,"
+            " name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        if not migrations.pending("sqlite", self._applied()):
+            return
+        with self._tx() as db:  # BEGIN IMMEDIATE: one process migrates, the others wait
+            for migration in migrations.pending("sqlite", self._applied()):
+                for statement in migration.statements():
+                    db.execute(statement)
+                db.execute(
+                    f"INSERT INTO {table} VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time()),
+                )
+
+    def _applied(self) -> set[int]:
+        table = migrations.VERSION_TABLE
+        return {int(r[0]) for r in self._db.execute(f"SELECT version FROM {table}")}
+
+    def where(self) -> str:
+        return str(self.path)
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return max(self._applied(), default=0)
+
+    def change_token(self) -> int:
+        with self._watch_lock:
+            version = int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+            if version != self._watch_seen:
+                self._watch_seen = version
+                row = self._watch.execute(
+                    "SELECT value FROM meta_heads WHERE name = 'change_token'"
+                ).fetchone()
+                self._token = int(row[0])
+            return self._token
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -202,6 +227,7 @@ class SqliteMetadataStore(SqliteErasureMixin, MetadataStore):
     def append_consent(self, rows: Sequence[ConsentRow]) -> list[int]:
         seqs: list[int] = []
         with self._tx() as db:
+            db.execute(BUMP_CHANGE_TOKEN)
             for row in rows:
                 cursor = db.execute(
                     "INSERT INTO consent_ledger (subject, purpose, action, occurred_at, source,"
@@ -555,6 +581,7 @@ class SqliteMetadataStore(SqliteErasureMixin, MetadataStore):
     # --- API keys
     def add_api_key(self, row: ApiKeyRow) -> None:
         with self._tx() as db:
+            db.execute(BUMP_CHANGE_TOKEN)
             db.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -584,8 +611,21 @@ class SqliteMetadataStore(SqliteErasureMixin, MetadataStore):
                 "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
                 (at, key_id),
             )
+            if cursor.rowcount > 0:
+                db.execute(BUMP_CHANGE_TOKEN)
             return cursor.rowcount > 0
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._watch_lock:
+            self._watch.close()
+
+
+def sqlite_part(path: Path | str, name: str) -> Any:
+    """One part (`freshness`, `dead_letters`, `observations`, `cdc_positions`) of the
+    metadata file at `path`, opened on its own: closing it closes the file (tools, tests)."""
+    from tidegate.meta.parts import owning
+
+    store = SqliteMetadataStore(path)
+    return owning(getattr(store, name), store)

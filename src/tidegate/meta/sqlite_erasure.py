@@ -20,11 +20,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-ERASURE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS erased_subjects (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  subject_hash TEXT NOT NULL UNIQUE, erased_at REAL NOT NULL, request_id TEXT NOT NULL
-)"""
 #: tables holding one sync's rows by subject (created by the sync engine, may be absent)
 SYNC_SUBJECT_TABLES = ("sync_rows", "sync_row_errors", "sync_inflight", "sync_suppressions")
 
@@ -32,20 +27,12 @@ SYNC_SUBJECT_TABLES = ("sync_rows", "sync_row_errors", "sync_inflight", "sync_su
 class SqliteErasureMixin:
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
     _query: Callable[..., list[tuple[Any, ...]]]
-    _erasure_ready = False
-
-    def _erasure_schema(self) -> None:
-        if not self._erasure_ready:
-            with self._tx() as db:
-                db.execute(ERASURE_SCHEMA)
-            self._erasure_ready = True
-
     # ---------------------------------------------------------------- tombstones
 
     def add_tombstone(self, subject_hash: str, at: float, request_id: str) -> bool:
         """Record an erased subject by its keyed hash; False when it was already there."""
-        self._erasure_schema()
         with self._tx() as db:
+            db.execute("UPDATE meta_heads SET value = value + 1 WHERE name = 'change_token'")
             cursor = db.execute(
                 "INSERT OR IGNORE INTO erased_subjects (subject_hash, erased_at, request_id)"
                 " VALUES (?, ?, ?)",
@@ -55,7 +42,6 @@ class SqliteErasureMixin:
 
     def tombstones(self, after_seq: int = 0) -> list[tuple[int, str, float]]:
         """(seq, subject hash, erased at) of tombstones after `after_seq`, in order."""
-        self._erasure_schema()
         rows = self._query(
             "SELECT seq, subject_hash, erased_at FROM erased_subjects WHERE seq > ? ORDER BY seq",
             (after_seq,),
@@ -80,6 +66,7 @@ class SqliteErasureMixin:
                 [(pseudonym, digest(str(evidence)), seq) for seq, evidence in ledger],
             )
             counts["consent_ledger"] = len(ledger)
+            db.execute("UPDATE meta_heads SET value = value + 1 WHERE name = 'change_token'")
             present = {
                 str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
@@ -145,17 +132,24 @@ class SqliteErasureMixin:
 
 
 class _SecureDelete:
-    """`secure_delete` on for the block, then the WAL checkpointed and truncated."""
+    """`secure_delete` on for the block, then the WAL checkpointed and truncated.
+    Blocks nest (an erasure around a dead-letter delete): the outermost one ends it."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
 
     def __enter__(self) -> None:
         with self._store._lock:
-            self._store._db.execute("PRAGMA secure_delete = ON")
+            depth = self._store.__dict__.get("_secure_depth", 0)
+            self._store._secure_depth = depth + 1
+            if depth == 0:
+                self._store._db.execute("PRAGMA secure_delete = ON")
 
     def __exit__(self, *exc: object) -> None:
         with self._store._lock:
+            self._store._secure_depth -= 1
+            if self._store._secure_depth:
+                return
             self._store._db.execute("PRAGMA secure_delete = OFF")
             # a reader holding the WAL defers the truncation to the next checkpoint
             with contextlib.suppress(sqlite3.Error):

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidegate.observe.alerts import Alert, AlertRouter
@@ -66,10 +65,6 @@ class _Pending:
     quality: QualityReport | None = None
 
 
-def metadata_path(platform: Platform) -> Path:
-    return platform.project.path(platform.project.config.backends.metadata.path)
-
-
 class BuildObserver:
     def __init__(self, platform: Platform, *, clock: Callable[[], float] = time.time) -> None:
         self.platform = platform
@@ -79,7 +74,7 @@ class BuildObserver:
         self._pending: dict[tuple[str, int], _Pending] = {}
 
     def store(self) -> ObserveStore:
-        return ObserveStore(metadata_path(self.platform))
+        return self.platform.meta.observations
 
     def _owner(self, name: str) -> str:
         return self.project.products[name].config.owner

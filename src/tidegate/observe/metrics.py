@@ -2,7 +2,7 @@
 
 Two sources, so that what the API process shows is true for every process:
 
-* read at scrape time from the metadata file and the event log: build and sync runs
+* read at scrape time from the metadata store and the event log: build and sync runs
   (durations, outcomes), product freshness against the SLO, ingest (records per topic)
   and consumer lag. Builds, syncs and the worker usually run in other processes;
 * measured in the API process itself (an ASGI wrapper): request latency histograms, and the guard's
@@ -15,7 +15,6 @@ per app, never the global one, so several apps (tests) do not share series.
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -44,23 +43,8 @@ class PlatformCollector:
         self.platform = platform
         self._log: Any = None
 
-    def _runs(self) -> list[tuple[str, str, str, float | None]]:
-        from tidegate.observe.hooks import metadata_path
-
-        path = metadata_path(self.platform)
-        if not path.exists():
-            return []
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = db.execute(
-                "SELECT kind, target, status, finished_at - started_at FROM runs"
-                " WHERE finished_at IS NOT NULL"
-            ).fetchall()
-        except sqlite3.Error:
-            return []
-        finally:
-            db.close()
-        return [(str(k), str(t), str(s), d) for k, t, s, d in rows]
+    def _runs(self) -> list[tuple[str, str, str, float]]:
+        return self.platform.meta.finished_runs()
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -102,9 +86,6 @@ class PlatformCollector:
     def _freshness(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from tidegate.observe.hooks import metadata_path
-        from tidegate.products.freshness import FreshnessLedger
-
         project = self.platform.project
         now = time.time()
         age = GaugeMetricFamily(
@@ -125,11 +106,7 @@ class PlatformCollector:
             "Incremental updates slower than the SLO",
             labels=["product"],
         )
-        ledger = FreshnessLedger(metadata_path(self.platform))
-        try:
-            updates = ledger.all()
-        finally:
-            ledger.close()
+        updates = self.platform.meta.freshness.all()
         for name in sorted(project.products):
             live = self.platform.meta.live_version(name)
             update = updates.get(name)

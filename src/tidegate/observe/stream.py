@@ -14,8 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from tidegate.observe.hooks import metadata_path, never_raises
-from tidegate.observe.timeseries import ObserveStore
+from tidegate.observe.hooks import never_raises
 
 if TYPE_CHECKING:
     from tidegate.runtime.platform import Platform
@@ -39,7 +38,7 @@ class StreamObserver:
     def updated(self, product: str, upserted: int, deleted: int, lag_seconds: float) -> None:
         """One micro-batch changed `product`: record volume and freshness, count lineage."""
         version = self.platform.meta.live_version(product)
-        with ObserveStore(metadata_path(self.platform)) as store:
+        with self.platform.meta.observations as store:
             store.add_points(
                 product,
                 version.version if version else None,

@@ -250,14 +250,8 @@ def _destination_rows(platform: Any, subject: str) -> dict[str, Any]:
 
 
 def _dead_letters(platform: Any, subject: str) -> list[dict[str, Any]]:
-    from tidegate.ingest.deadletters import DeadLetterStore
-
-    project = platform.project
-    dead = DeadLetterStore(project.path(project.config.backends.metadata.path))
-    try:
-        return [letter_json(letter) for letter in dead_letters_of(dead, project, subject)]
-    finally:
-        dead.close()
+    dead = platform.meta.dead_letters
+    return [letter_json(letter) for letter in dead_letters_of(dead, platform.project, subject)]
 
 
 def _consent(platform: Any, subject: str) -> dict[str, Any]:
@@ -484,15 +478,9 @@ def _erase_destinations(platform: Any, subject: str, systems: list[SystemResult]
 
 
 def _erase_dead_letters(platform: Any, subject: str, systems: list[SystemResult]) -> None:
-    from tidegate.ingest.deadletters import DeadLetterStore
-
-    project = platform.project
-    dead = DeadLetterStore(project.path(project.config.backends.metadata.path))
-    try:
-        letters = dead_letters_of(dead, project, subject)
-        removed = dead.delete([letter.id for letter in letters])
-    finally:
-        dead.close()
+    dead = platform.meta.dead_letters
+    letters = dead_letters_of(dead, platform.project, subject)
+    removed = dead.delete([letter.id for letter in letters])
     systems.append(
         SystemResult(
             "dead_letters", "metadata: dead_letters", "removed" if removed else "none", removed

@@ -98,8 +98,41 @@ class DuckDBStoreConfig(Strict):
 
 
 class SqliteMetadataConfig(Strict):
+    """Metadata in one SQLite file (WAL): the embedded default, one machine."""
+
     type: Literal["sqlite"] = "sqlite"
     path: str = ".tidegate/metadata.db"
+
+
+class PostgresMetadataConfig(Strict):
+    """Metadata in PostgreSQL: many processes (and machines) writing one project.
+
+    The DSN is a secret: give it by environment variable (`dsn_env`) in a shared
+    project; `dsn` is for local setups. It is never logged or written to audit records.
+    """
+
+    type: Literal["postgres"]
+    dsn: str | None = None
+    dsn_env: str | None = Field(default=None, description="environment variable holding the DSN")
+    schema_name: str = Field(
+        default="tidegate",
+        alias="schema",
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        max_length=63,
+        description="PostgreSQL schema holding the metadata tables (created if missing)",
+    )
+    pool_size: int = Field(default=4, gt=0, le=64, description="connections per process")
+
+    @model_validator(mode="after")
+    def _one_dsn(self) -> PostgresMetadataConfig:
+        if bool(self.dsn) == bool(self.dsn_env):
+            raise ValueError("give exactly one of dsn or dsn_env")
+        return self
+
+
+MetadataConfig = Annotated[
+    SqliteMetadataConfig | PostgresMetadataConfig, Field(discriminator="type")
+]
 
 
 class SqliteOnlineConfig(Strict):
@@ -155,7 +188,7 @@ LogConfig = Annotated[SqliteLogConfig | KafkaLogConfig, Field(discriminator="typ
 
 class BackendsConfig(Strict):
     store: DuckDBStoreConfig = DuckDBStoreConfig()
-    metadata: SqliteMetadataConfig = SqliteMetadataConfig()
+    metadata: MetadataConfig = SqliteMetadataConfig()
     online: OnlineConfig = SqliteOnlineConfig()
     log: LogConfig = SqliteLogConfig()
 

@@ -37,7 +37,7 @@ class Platform:
 
     @cached_property
     def meta(self) -> MetadataStore:
-        return open_metadata(self.project.path(self.project.config.backends.metadata.path))
+        return open_metadata(self.project.config.backends.metadata, self.project.root)
 
     @cached_property
     def warehouse(self) -> Warehouse:

@@ -90,9 +90,7 @@ class StreamWorker:
         self.order = self.project.build_order()
         self.incremental = [n for n in self.order if self.plans[n].mode == "incremental"]
         self.streams = stream_sources(self.project)
-        self.freshness = FreshnessLedger(
-            self.project.path(self.project.config.backends.metadata.path)
-        )
+        self.freshness: FreshnessLedger = platform.meta.freshness
         self._sql: dict[str, str] = {}
         self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)

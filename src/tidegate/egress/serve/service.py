@@ -71,9 +71,7 @@ class Serving:
 
         self.platform = platform
         self.project = platform.project
-        meta_config = self.project.config.backends.metadata
-        watch_path = self.project.path(meta_config.path) if meta_config.type == "sqlite" else None
-        self.watch = ChangeWatch(watch_path)
+        self.watch = ChangeWatch(platform.meta)
         serve = self.project.config.serve
         self.auth = Authenticator(platform.meta, self.watch, serve.jwt, self.project.root)
         self.plans = PlanCache(platform.guard, platform.meta, self.watch)
@@ -360,16 +358,7 @@ class Serving:
             "lag_seconds": None,
             "breaches": 0,
         }
-        meta_config = self.project.config.backends.metadata
-        if meta_config.type != "sqlite":
-            return body
-        from tidegate.products.freshness import FreshnessLedger
-
-        ledger = FreshnessLedger(self.project.path(meta_config.path))
-        try:
-            seen = ledger.all().get(product)
-        finally:
-            ledger.close()
+        seen = self.platform.meta.freshness.all().get(product)
         if seen is not None:
             body.update(
                 mode=seen.mode,

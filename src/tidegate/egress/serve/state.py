@@ -1,10 +1,10 @@
 """What the serving process keeps in memory, and how it knows when to look again.
 
-* `ChangeWatch`: has anything committed to the metadata database since we last
-  looked? `PRAGMA data_version` on a private connection answers in about a microsecond
-  without reading a table, and it moves on any commit by any other connection: the
-  ledger's append in this process (through `Platform.meta`), a `tidegate consent` CLI
-  call, the consent API in another worker. No commit, no query.
+* `ChangeWatch`: did consent, API keys or tombstones change since we last looked?
+  The metadata store's `change_token()` moves in the same transaction as any such
+  write, whoever made it: the ledger's append in this process (through
+  `Platform.meta`), a `tidegate consent` CLI call, the consent API in another replica.
+  Audit appends do not move it.
 * `PlanCache`: access plans per (roles, purpose, product). When the watch moves, one
   indexed query (`consent_ledger WHERE seq > last`) says whether consent changed; if
   it did, every plan is dropped and the guard rebuilds them from the refreshed
@@ -17,10 +17,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import threading
 import time
-from pathlib import Path
 
 from tidegate.meta.base import MetadataStore
 from tidegate.privacy.guard import AccessContext, AccessPlan, Guard
@@ -29,33 +27,30 @@ PLAN_MAX_AGE = 1.0
 
 
 class ChangeWatch:
-    """A generation number that moves whenever the metadata database was committed to."""
+    """A generation number that moves whenever consent, API keys or tombstones changed.
 
-    def __init__(self, path: Path | None) -> None:
+    It asks the metadata store's `change_token()` (bumped in the same transaction as
+    those writes, by any process; never by audit appends, so a busy audit log does not
+    flush the caches). On SQLite that is a microsecond when nothing was committed; on
+    PostgreSQL one indexed single-row read per request.
+    """
+
+    def __init__(self, meta: MetadataStore) -> None:
+        self._meta = meta
         self._lock = threading.Lock()
-        self._db = (
-            sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            if path is not None
-            else None
-        )
         self._seen: int | None = None
         self._generation = 0
 
     def generation(self) -> int:
-        if self._db is None:  # no cheap signal: every call counts as a change
-            self._generation += 1
-            return self._generation
+        token = self._meta.change_token()
         with self._lock:
-            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
-            if version != self._seen:
-                self._seen = version
+            if token != self._seen:
+                self._seen = token
                 self._generation += 1
             return self._generation
 
     def close(self) -> None:
-        if self._db is not None:
-            with self._lock:
-                self._db.close()
+        """Nothing to release: the store belongs to the platform."""
 
 
 class PlanCache:
