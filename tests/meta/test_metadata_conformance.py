@@ -7,6 +7,7 @@ processes writing the audit chain and the consent ledger at once.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -177,7 +178,8 @@ def test_runs_and_versions(store: MetadataStore) -> None:
     store.finish_run(first, "ok", {"rows": 3})
     runs = store.runs()
     assert [r["run_id"] for r in runs] == [second, first]
-    assert runs[1]["stats"] == {"rows": 3} and runs[1]["status"] == "ok"
+    assert runs[1]["stats"] == {"rows": 3}
+    assert runs[1]["status"] == "ok"
     assert [r["run_id"] for r in store.runs(kind="sync")] == [second]
     assert [(k, t, s) for k, t, s, _ in store.finished_runs()] == [("build", "a", "ok")]
 
@@ -185,7 +187,9 @@ def test_runs_and_versions(store: MetadataStore) -> None:
     store.publish_version(ProductVersion("p", 1, "p__v1", 10, 1.0, "live"))
     store.publish_version(ProductVersion("p", 2, "p__v2", 12, 2.0, "live"))
     live = store.live_version("p")
-    assert live is not None and live.version == 2 and live.rows == 12
+    assert live is not None
+    assert live.version == 2
+    assert live.rows == 12
     assert [(v.version, v.status) for v in store.versions("p")] == [(1, "retired"), (2, "live")]
     assert store.next_version("p") == 3
     assert store.live_version("q") is None
@@ -197,7 +201,8 @@ def test_runs_and_versions(store: MetadataStore) -> None:
 def test_consent_ledger_and_change_token(store: MetadataStore) -> None:
     token = store.change_token()
     seqs = store.append_consent([consent("1"), consent("2", action="revoke")])
-    assert seqs == sorted(seqs) and len(set(seqs)) == 2
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 2
     assert store.change_token() != token
     assert [r.action for r in store.consent_history("2")] == ["revoke"]
     assert [r.seq for r in store.consent_rows(seqs[0])] == [seqs[1]]
@@ -218,14 +223,17 @@ def test_api_keys(store: MetadataStore) -> None:
     store.add_api_key(ApiKeyRow("k1", "hash", "alice", ("analyst", "support"), 1.0, None, None))
     assert store.change_token() != token
     key = store.api_key("k1")
-    assert key is not None and key.roles == ("analyst", "support") and key.revoked_at is None
+    assert key is not None
+    assert key.roles == ("analyst", "support")
+    assert key.revoked_at is None
     assert [k.key_id for k in store.api_keys()] == ["k1"]
     token = store.change_token()
     assert store.revoke_api_key("k1", 5.0)
     assert store.change_token() != token
     assert not store.revoke_api_key("k1", 6.0)
     revoked = store.api_key("k1")
-    assert revoked is not None and revoked.revoked_at == 5.0
+    assert revoked is not None
+    assert revoked.revoked_at == 5.0
     assert store.api_key("nope") is None
 
 
@@ -246,7 +254,8 @@ def test_audit_chain_storage(store: MetadataStore) -> None:
     records = store.audit_records()
     assert_chain_intact(records)
     last = store.last_audit()
-    assert last is not None and last.seq == 3
+    assert last is not None
+    assert last.seq == 3
     assert [r.seq for r in store.audit_records(after_seq=1, limit=1)] == [2]
     store.append_audit([StoredAuditRecord(4, "d ünï", records[-1].hash, "x")])
     assert store.audit_records(after_seq=3)[0].body == "d ünï"
@@ -301,7 +310,8 @@ def test_sync_state(store: MetadataStore) -> None:
     assert not store.compact_sync_state("s", 1)
     assert set(store.synced_rows("s")) == {"2", "5"}
     store.forget_sync("s")
-    assert store.synced_count("s") == 0 and store.sync_suppressions("s") == []
+    assert store.synced_count("s") == 0
+    assert store.sync_suppressions("s") == []
 
 
 # ---------------------------------------------------------------- parts
@@ -316,7 +326,8 @@ def test_freshness(store: MetadataStore) -> None:
     ledger.updated("p", "incremental", lag=1.0, slo=2.0)
     seen = ledger.all()["p"]
     assert (seen.updates, seen.breaches, seen.max_lag, seen.last_lag) == (2, 1, 3.0, 1.0)
-    assert seen.stale_since is None and seen.current_lag() == 0.0
+    assert seen.stale_since is None
+    assert seen.current_lag() == 0.0
 
 
 def test_dead_letters(store: MetadataStore) -> None:
@@ -324,14 +335,17 @@ def test_dead_letters(store: MetadataStore) -> None:
     letter = DeadLetter("orders", "bad", b"\x00{", "log", b"k", "t", 0, 7)
     assert dead.add([letter, letter]) == 1  # one per log position
     assert dead.add([DeadLetter("clicks", "worse", None, "http")]) == 1
-    assert dead.count() == 2 and dead.count("orders") == 1
+    assert dead.count() == 2
+    assert dead.count("orders") == 1
     assert dead.counts_by_source() == {"clicks": 1, "orders": 1}
     first = dead.list(source="orders")[0]
     assert (first.payload, first.key, first.offset, first.partition) == (b"\x00{", b"k", 7, 0)
     dead.update_reason(first.id, "still bad")
-    assert (got := dead.get(first.id)) is not None and got.reason == "still bad"
+    assert (got := dead.get(first.id)) is not None
+    assert got.reason == "still bad"
     dead.mark_replayed([first.id])
-    assert dead.count() == 1 and dead.count(include_replayed=True) == 2
+    assert dead.count() == 1
+    assert dead.count(include_replayed=True) == 2
     assert [d.source for d in dead.list(after_id=0)] == ["clicks"]
     assert dead.delete([first.id]) == 1
     assert dead.get(first.id) is None
@@ -350,13 +364,16 @@ def test_observations(store: MetadataStore) -> None:
     obs.add_schema(SchemaSnapshot("p", 1, 10.0, "f1", {"a": "INTEGER"}), "live")
     obs.add_schema(SchemaSnapshot("p", 2, 20.0, "f2", {"a": "VARCHAR"}), "live")
     last = obs.last_schema("p")
-    assert last is not None and last.columns == {"a": "VARCHAR"}
+    assert last is not None
+    assert last.columns == {"a": "VARCHAR"}
     earlier = obs.last_schema("p", before=15.0)
-    assert earlier is not None and earlier.fingerprint == "f1"
+    assert earlier is not None
+    assert earlier.fingerprint == "f1"
     row = ("p", 1, 10.0, "not_null", "not_null", "error", "a", 0, 3, None, "0", "t", "")
     obs.add_quality([row, ("p", 2, *row[2:3], "unique", *row[4:])])
     assert [r["check_name"] for r in obs.quality("p")] == ["unique"]
-    assert obs.quality("p", 1)[0]["failing_rows"] == 3 and obs.quality("q") == []
+    assert obs.quality("p", 1)[0]["failing_rows"] == 3
+    assert obs.quality("q") == []
     assert obs.should_send("k", 60, now=100.0)
     assert not obs.should_send("k", 60, now=130.0)
     assert obs.should_send("k", 60, now=200.0)
@@ -380,7 +397,8 @@ def test_erasure(store: MetadataStore) -> None:
     token = store.change_token()
     with store.erasing():
         counts = store.erase_subject_rows("42", "erased:x", lambda text: "digest")
-    assert counts["consent_ledger"] == 1 and counts["sync_suppressions"] == 1
+    assert counts["consent_ledger"] == 1
+    assert counts["sync_suppressions"] == 1
     assert store.change_token() != token
     assert store.consent_history("42") == []
     assert [r.evidence for r in store.consent_history("erased:x")] == ["digest"]
@@ -464,7 +482,7 @@ def test_two_processes_writing_at_once(
     assert {r.subject for r in ledger} == {f"{w}-{i}" for w in "ab" for i in range(count)}
     # the two writers' appends interleave (they ran at once, not one after the other)
     order = [r.body[0] for r in records]
-    switches = sum(1 for x, y in zip(order, order[1:], strict=False) if x != y)
+    switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     print(f"{backend[0]}: the writer changed {switches} times in {len(order)} audit records")
     if backend[0] == "postgres":  # row locks queue fairly; SQLite's busy handler does not
         assert switches > 10
