@@ -126,12 +126,18 @@ def _display(path: Path, doc: LocatedDocument) -> str:
 
 
 def _apply_env_overrides(doc: LocatedDocument) -> None:
-    """`TIDEGATE__BACKENDS__STORE__PATH=/x` overrides `backends.store.path` in tidegate.yml."""
+    """`TIDEGATE__BACKENDS__STORE__PATH=/x` overrides `backends.store.path` in tidegate.yml.
+
+    A `...__TYPE` override that changes a section's type (e.g. metadata from sqlite to
+    postgres) starts that section afresh, since the old type's keys do not apply; type
+    overrides are applied first, so the section's other overrides fill the new one."""
     if not isinstance(doc.data, dict):
         return
-    for name, value in os.environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
+    overrides = sorted(
+        (name, value) for name, value in os.environ.items() if name.startswith(ENV_PREFIX)
+    )
+    overrides.sort(key=lambda item: not item[0].upper().endswith("__TYPE"))
+    for name, value in overrides:
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts or parts[0] == "secrets":
             continue
@@ -142,6 +148,8 @@ def _apply_env_overrides(doc: LocatedDocument) -> None:
                 child = {}
                 node[part] = child
             node = child
+        if parts[-1] == "type" and node.get("type") not in (None, value):
+            node.clear()
         node[parts[-1]] = value
 
 
