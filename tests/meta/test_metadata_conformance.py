@@ -120,6 +120,36 @@ def test_migrations_are_applied_once_and_recorded(open_store: Opener) -> None:
     assert [r.subject for r in again.consent_rows()] == ["1"]
 
 
+def test_a_store_one_migration_behind_is_upgraded_on_open(
+    backend: tuple[str, dict[str, str]], open_store: Opener
+) -> None:
+    first = open_store()
+    assert first.move_audit_anchor("kept?", None)
+    first.close()
+    version = latest(backend[0])
+    undo = [
+        "DROP TABLE audit_anchor",
+        f"DELETE FROM schema_migrations WHERE version = {version}",
+    ]
+    if backend[0] == "sqlite":
+        db = sqlite3.connect(backend[1]["path"])
+        for statement in undo:
+            db.execute(statement)
+        db.commit()
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(backend[1]["dsn"], autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{backend[1]["schema"]}"')
+            for statement in undo:
+                conn.execute(statement)
+    upgraded = open_store()
+    assert upgraded.schema_version() == version
+    assert upgraded.audit_anchor() is None  # the table is back, empty
+    assert upgraded.move_audit_anchor("new", None)
+
+
 def test_a_metadata_file_of_the_previous_schema_opens(tmp_path: Path) -> None:
     """A file written before migrations existed: its rows stay, it is stamped."""
     path = tmp_path / "old.db"
@@ -261,6 +291,15 @@ def test_audit_chain_storage(store: MetadataStore) -> None:
     assert store.audit_records(after_seq=3)[0].body == "d ünï"
     with pytest.raises(Exception):  # noqa: B017, PT011 - a duplicate seq is refused
         store.append_audit([StoredAuditRecord(4, "again", "x", "y")])
+
+
+def test_audit_anchor_moves_by_compare_and_set(store: MetadataStore) -> None:
+    assert store.audit_anchor() is None
+    assert store.move_audit_anchor("one", None)
+    assert not store.move_audit_anchor("other", None)  # someone stored one first
+    assert store.move_audit_anchor("two", "one")
+    assert not store.move_audit_anchor("three", "one")  # moved meanwhile: refused
+    assert store.audit_anchor() == "two"
 
 
 # ---------------------------------------------------------------- sync state

@@ -223,6 +223,17 @@ class MetadataStore(ABC):
         self.append_audit(records)
         return records
 
+    # --- the audit anchor's storage (its content and signature: `audit/anchor.py`)
+    @abstractmethod
+    def audit_anchor(self) -> str | None:
+        """The stored anchor, or None when none was stored yet."""
+
+    @abstractmethod
+    def move_audit_anchor(self, body: str, expected: str | None) -> bool:
+        """Store `body` if the anchor is still `expected` (None: absent); False when
+        another writer moved it first (compare-and-set: anchors never move backwards
+        because of a race)."""
+
     # --- sync state: what each sync wrote, by destination key (Arrow; see `sync_segments`)
     @abstractmethod
     def synced_state(

@@ -124,7 +124,11 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
         table = migrations.VERSION_TABLE
         with self._tx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            found = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if found is None:  # created only when missing: a role may use a schema it cannot create
+                conn.execute(f'CREATE SCHEMA "{self.schema}"')
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER PRIMARY KEY,"
                 " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
@@ -349,6 +353,25 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
             f"{self._AUDIT} WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit)
         )
         return [self._audit_row(row) for row in rows]
+
+    # ---------------------------------------------------------------- audit anchor
+
+    def audit_anchor(self) -> str | None:
+        rows = self._query("SELECT body FROM audit_anchor WHERE id = 1")
+        return str(rows[0][0]) if rows else None
+
+    def move_audit_anchor(self, body: str, expected: str | None) -> bool:
+        with self._tx() as conn:
+            if expected is None:
+                cursor = conn.execute(
+                    "INSERT INTO audit_anchor VALUES (1, %s) ON CONFLICT (id) DO NOTHING", (body,)
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE audit_anchor SET body = %s WHERE id = 1 AND body = %s",
+                    (body, expected),
+                )
+            return bool(cursor.rowcount > 0)
 
     # ---------------------------------------------------------------- API keys
 

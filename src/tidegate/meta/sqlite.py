@@ -310,6 +310,23 @@ class SqliteMetadataStore(SqliteErasureMixin, MetadataStore):
         )
         return [self._audit_row(row) for row in rows]
 
+    # --- audit anchor
+    def audit_anchor(self) -> str | None:
+        rows = self._query("SELECT body FROM audit_anchor WHERE id = 1")
+        return str(rows[0][0]) if rows else None
+
+    def move_audit_anchor(self, body: str, expected: str | None) -> bool:
+        with self._tx() as db:
+            if expected is None:
+                cursor = db.execute(
+                    "INSERT INTO audit_anchor VALUES (1, ?) ON CONFLICT (id) DO NOTHING", (body,)
+                )
+            else:
+                cursor = db.execute(
+                    "UPDATE audit_anchor SET body = ? WHERE id = 1 AND body = ?", (body, expected)
+                )
+            return cursor.rowcount > 0
+
     # --- sync state (Arrow segments, see `sync_segments`)
     def _migrate_sync_rows(self) -> None:
         """State of an older version (one SQL row per destination row) into segments."""
