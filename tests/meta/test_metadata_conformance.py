@@ -525,3 +525,11 @@ def test_two_processes_writing_at_once(
     print(f"{backend[0]}: the writer changed {switches} times in {len(order)} audit records")
     if backend[0] == "postgres":  # row locks queue fairly; SQLite's busy handler does not
         assert switches > 10
+
+
+def test_without_psycopg_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tidegate.meta.postgres import PostgresMetadataStore
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    with pytest.raises(TidegateError, match=r"pip install 'tidegate\[postgres\]'"):
+        PostgresMetadataStore("postgresql://nobody@127.0.0.1:1/none")
