@@ -191,6 +191,15 @@ def test_metadata_config_is_a_union_by_type() -> None:
         open_metadata(parsed, Path("."))
 
 
+def test_capabilities_are_the_registered_data(
+    backend: tuple[str, dict[str, str]], store: MetadataStore
+) -> None:
+    from tidegate.meta.registry import backend as registered
+
+    assert store.capabilities == registered(backend[0]).capabilities
+    assert store.capabilities.shared_across_hosts == (backend[0] == "postgres")
+
+
 def test_an_unknown_backend_name_is_a_config_error() -> None:
     from tidegate.meta.registry import backend
 

@@ -8,14 +8,19 @@ Every module reaches metadata through a `MetadataStore` opened here (usually the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tidegate.meta.base import MetadataStore
+
+if TYPE_CHECKING:
+    from tidegate.project.models import PostgresMetadataConfig, SqliteMetadataConfig
 
 __all__ = ["MetadataStore", "open_metadata"]
 
 
-def open_metadata(config: Any, root: Path) -> MetadataStore:
+def open_metadata(
+    config: SqliteMetadataConfig | PostgresMetadataConfig, root: Path
+) -> MetadataStore:
     """The store `config` (`backends.metadata`) describes; relative paths from `root`."""
     from tidegate.meta.registry import backend
 

@@ -27,11 +27,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from tidegate.errors import TidegateError
-from tidegate.meta import migrations
+from tidegate.meta import migrations, registry
 from tidegate.meta.base import (
     ApiKeyRow,
     ConsentRow,
-    MetadataCapabilities,
     MetadataStore,
     ProductVersion,
     StoredAuditRecord,
@@ -89,7 +88,7 @@ def _where(dsn: str, schema: str) -> str:
 
 
 class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataStore):
-    capabilities = MetadataCapabilities(shared_across_hosts=True, secure_delete=False)
+    capabilities = registry.POSTGRES
 
     def __init__(self, dsn: str, schema: str = "tidegate", pool_size: int = 4) -> None:
         self.schema = schema

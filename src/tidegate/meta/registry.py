@@ -25,6 +25,9 @@ class MetadataBackend:
 
 BACKENDS: dict[str, MetadataBackend] = {}
 
+SQLITE = MetadataCapabilities(shared_across_hosts=False, secure_delete=True)
+POSTGRES = MetadataCapabilities(shared_across_hosts=True, secure_delete=False)
+
 
 def register(backend: MetadataBackend) -> None:
     BACKENDS[backend.name] = backend
@@ -53,17 +56,5 @@ def _open_postgres(config: Any, root: Path) -> MetadataStore:
     return PostgresMetadataStore.from_config(config)
 
 
-register(
-    MetadataBackend(
-        "sqlite",
-        _open_sqlite,
-        MetadataCapabilities(shared_across_hosts=False, secure_delete=True),
-    )
-)
-register(
-    MetadataBackend(
-        "postgres",
-        _open_postgres,
-        MetadataCapabilities(shared_across_hosts=True, secure_delete=False),
-    )
-)
+register(MetadataBackend("sqlite", _open_sqlite, SQLITE))
+register(MetadataBackend("postgres", _open_postgres, POSTGRES))

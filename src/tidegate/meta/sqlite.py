@@ -15,11 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tidegate.meta import migrations
+from tidegate.meta import migrations, registry
 from tidegate.meta.base import (
     ApiKeyRow,
     ConsentRow,
-    MetadataCapabilities,
     MetadataStore,
     ProductVersion,
     StoredAuditRecord,
@@ -37,7 +36,7 @@ BUMP_CHANGE_TOKEN = "UPDATE meta_heads SET value = value + 1 WHERE name = 'chang
 
 
 class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
-    capabilities = MetadataCapabilities(shared_across_hosts=False, secure_delete=True)
+    capabilities = registry.SQLITE
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
