@@ -470,7 +470,8 @@ WRITER = """
 import sys, hashlib, json, time
 from pathlib import Path
 from tidegate.meta import open_metadata
-from tidegate.meta.base import ConsentRow, StoredAuditRecord
+from tidegate.meta.base import ConsentRow, StoredAuditRecord, SyncedRow
+from tidegate.meta.parts import DeadLetter
 from tidegate.project.models import BackendsConfig
 
 config, root, writer, count = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -491,6 +492,9 @@ for i in range(count):
     store.append_consent(
         [ConsentRow(0, f"{writer}-{i}", "analytics", "grant", 1.0, writer, "e", None, 1.0)]
     )
+    store.checkpoint_sync("shared", upserted=[SyncedRow(f"{writer}-{i}", "h", writer)])
+    # both writers dead-letter the same log positions: each is stored once
+    store.dead_letters.add([DeadLetter("orders", writer, b"x", "log", None, "t", 0, i)])
 store.close()
 """
 
@@ -498,7 +502,8 @@ store.close()
 def test_two_processes_writing_at_once(
     backend: tuple[str, dict[str, str]], open_store: Opener, tmp_path: Path
 ) -> None:
-    """Audit chain intact, no consent event lost, no sequence number used twice."""
+    """Audit chain intact, no consent event lost, no sequence number used twice; sync
+    checkpoints of one sync and dead letters of the same log positions do not collide."""
     store = open_store()  # migrated before the writers start
     count = 150
     env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -528,6 +533,8 @@ def test_two_processes_writing_at_once(
     assert len(ledger) == 2 * count
     assert len({r.seq for r in ledger}) == 2 * count
     assert {r.subject for r in ledger} == {f"{w}-{i}" for w in "ab" for i in range(count)}
+    assert set(store.synced_rows("shared")) == {f"{w}-{i}" for w in "ab" for i in range(count)}
+    assert store.dead_letters.count() == count
     # the two writers' appends interleave (they ran at once, not one after the other)
     order = [r.body[0] for r in records]
     switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
