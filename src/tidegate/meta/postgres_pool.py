@@ -3,12 +3,15 @@
 The serving API runs handlers on a thread pool; each metadata call borrows a
 connection for its one transaction and gives it back. A connection that failed
 (server restarted, network cut) is dropped, not returned, so the next call opens a
-fresh one. psycopg is imported here, lazily: it is the `[postgres]` extra.
+fresh one; one that sat idle for a while is checked (`SELECT 1`) before it is lent, so
+a restart while the process was quiet costs no failed call. psycopg is imported here,
+lazily: it is the `[postgres]` extra.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 from tidegate.errors import ServiceUnavailableError, TidegateError
 
 INSTALL_HINT = "pip install 'tidegate[postgres]'"
+CHECK_AFTER = 30.0  # seconds idle after which a connection is checked before use
 
 
 def import_psycopg() -> Any:
@@ -33,7 +37,7 @@ class Pool:
         self._psycopg = import_psycopg()
         self._dsn = dsn
         self._schema = schema
-        self._idle: list[Any] = []
+        self._idle: list[tuple[Any, float]] = []  # (connection, when it was given back)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(size)
         self._closed = False
@@ -58,7 +62,9 @@ class Pool:
         conn = None
         try:
             with self._lock:
-                conn = self._idle.pop() if self._idle else None
+                conn, since = self._idle.pop() if self._idle else (None, 0.0)
+            if conn is not None and time.monotonic() - since > CHECK_AFTER:
+                conn = self._checked(conn)
             if conn is None or conn.closed:
                 conn = self._connect()
             try:
@@ -71,7 +77,7 @@ class Pool:
                 idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
                 if idle and not self._closed:
                     with self._lock:
-                        self._idle.append(conn)
+                        self._idle.append((conn, time.monotonic()))
                 else:
                     conn.close()
             self._slots.release()
@@ -80,5 +86,14 @@ class Pool:
         self._closed = True
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
+
+    def _checked(self, conn: Any) -> Any:
+        """`conn` if it still answers, else None (closed)."""
+        try:
+            conn.execute("SELECT 1")
+        except self._psycopg.Error:
+            conn.close()
+            return None
+        return conn
