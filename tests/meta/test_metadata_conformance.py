@@ -549,3 +549,49 @@ def test_without_psycopg_the_error_says_what_to_install(monkeypatch: pytest.Monk
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
     with pytest.raises(TidegateError, match=r"pip install 'tidegate\[postgres\]'"):
         PostgresMetadataStore("postgresql://nobody@127.0.0.1:1/none")
+
+
+OPENER = """
+import sys, json, time
+from pathlib import Path
+from tidegate.meta import open_metadata
+from tidegate.project.models import BackendsConfig
+
+config, root, name = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+(Path(root) / f"ready-{name}").touch()
+while not (Path(root) / "go").exists():
+    time.sleep(0.002)
+store = open_metadata(BackendsConfig.model_validate({"metadata": config}).metadata, Path(root))
+print(store.schema_version())
+store.close()
+"""
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(
+    backend: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    names = [str(n) for n in range(4)]
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, json.dumps(backend[1]), str(tmp_path), name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in names
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-{n}").exists() for n in names):
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    for opened in openers:
+        out, err = opened.communicate(timeout=120)
+        assert opened.returncode == 0, err.decode()[-2000:]
+        assert int(out) == latest(backend[0])
+    store = opener(backend[1], tmp_path)()
+    try:
+        assert store.schema_version() == latest(backend[0])
+    finally:
+        store.close()
