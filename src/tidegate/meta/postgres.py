@@ -127,7 +127,9 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
             ).fetchone()
             if found is None:  # created only when missing: a role may use a schema it cannot create
-                conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                from psycopg import sql
+
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER PRIMARY KEY,"
                 " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"

@@ -46,7 +46,8 @@ class Pool:
         psycopg = self._psycopg
         try:
             conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-            conn.execute(f'SET search_path TO "{self._schema}"')
+            statement = psycopg.sql.SQL("SET search_path TO {}")
+            conn.execute(statement.format(psycopg.sql.Identifier(self._schema)))
         except psycopg.OperationalError as err:
             # the message names host and port, never the password
             raise ServiceUnavailableError(f"cannot reach PostgreSQL metadata: {err}") from None

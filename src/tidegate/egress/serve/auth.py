@@ -1,9 +1,9 @@
 """Who is calling: an API key (`tg_…`) or, when configured, a JWT bearer token.
 
 API keys are checked against the metadata store; a successful check is cached in
-memory while the metadata database has not been committed to (`ChangeWatch`), so a
-revocation, expiry or rotation counts from the very next request, and a quiet
-database costs no query. Expiry and scheduled revocation are compared with the clock
+memory while the store's change token stays the same (`ChangeWatch`: it moves with every
+key or consent write, in any process), so a revocation, expiry or rotation counts from
+the very next request, and a quiet store costs no key lookup. Expiry and scheduled revocation are compared with the clock
 on every request, cached or not.
 
 JWTs (`serve.jwt` in tidegate.yml) are verified with PyJWT against the keys of a JWKS
