@@ -3,8 +3,8 @@
 API keys are checked against the metadata store; a successful check is cached in
 memory while the store's change token stays the same (`ChangeWatch`: it moves with every
 key or consent write, in any process), so a revocation, expiry or rotation counts from
-the very next request, and a quiet store costs no key lookup. Expiry and scheduled revocation are compared with the clock
-on every request, cached or not.
+the very next request, and a quiet store costs no key lookup. Expiry and scheduled
+revocation are compared with the clock on every request, cached or not.
 
 JWTs (`serve.jwt` in tidegate.yml) are verified with PyJWT against the keys of a JWKS
 file: the signature (RS256 or ES256 only; `none` and HMAC are refused), `exp` (required),
