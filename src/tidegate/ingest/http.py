@@ -19,10 +19,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from tidegate.egress.serve.keys import authenticate
 from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
 from tidegate.ingest.intake import Intake, open_intake
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import authenticate
 
 MAX_BODY_BYTES = 64 << 20
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")

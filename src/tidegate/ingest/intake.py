@@ -21,8 +21,7 @@ from tidegate.errors import UnknownSourceError
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
 from tidegate.ingest.validate import Change, EventSchema, Invalid
 from tidegate.log.base import EventLog, Message, Record
-from tidegate.project.models import StreamSource
-from tidegate.project.project import Project
+from tidegate.project.project import Project, stream_sources
 
 SOURCE_HEADER = "tidegate-source"
 CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
@@ -35,14 +34,6 @@ class IntakeResult:
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "rejected": self.rejected}
-
-
-def stream_sources(project: Project) -> dict[str, StreamSource]:
-    return {
-        name: source.config
-        for name, source in project.sources.items()
-        if isinstance(source.config, StreamSource)
-    }
 
 
 class Intake:
@@ -200,7 +191,7 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
     for letter in letters:
         if letter.replayed_at is not None:
             continue
-        if letter.source == CONSENT_SOURCE:  # a consent-topic message (privacy/consent_stream)
+        if letter.source == CONSENT_SOURCE:  # a consent-topic message (requests/consent_stream)
             if _replay_consent(intake, letter):
                 done.append(letter.id)
                 report.replayed += 1
@@ -224,7 +215,7 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
 
 
 def _replay_consent(intake: Intake, letter: DeadLetter) -> bool:
-    from tidegate.privacy.consent_stream import recheck
+    from tidegate.privacy.consent_input import recheck
 
     reason = recheck(intake.project, letter.payload)
     if reason is not None:

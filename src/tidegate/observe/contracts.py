@@ -29,8 +29,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tidegate.observe.config import product_checks
 from tidegate.project.models import ProductConfig, parse_duration
+from tidegate.project.observe_config import product_checks
 
 API_VERSION = "v3.1.0"
 CHECK_PROPERTY = "tidegateCheck"

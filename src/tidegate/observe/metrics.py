@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
 WORKER_GROUP = "tidegate-worker"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -102,8 +102,8 @@ class PlatformCollector:
     def _freshness(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        from tidegate.observe.freshness import FreshnessLedger
         from tidegate.observe.hooks import metadata_path
-        from tidegate.products.freshness import FreshnessLedger
 
         project = self.platform.project
         now = time.time()

@@ -6,7 +6,7 @@ One micro-batch, in this order:
    offset it applied, written in the same transaction as the data;
 2. each record is decoded and checked; the rejected are dead-lettered (idempotent by
    log position); records of the consent topic, if one is configured, go into the
-   consent ledger here, durably (`privacy/consent_stream.py`);
+   consent ledger here, durably (`requests/consent_stream.py`);
 3. one DuckDB transaction: raw tables take the changes (Arrow batches, deduplicated by
    event id), each incremental product recomputes the keys that changed (its own SQL,
    restricted), the live version tables take the new rows, the applied offsets and the
@@ -38,14 +38,14 @@ from tidegate.errors import (
     TidegateError,
 )
 from tidegate.ingest.deadletters import DeadLetter
-from tidegate.ingest.intake import Intake, open_intake, stream_sources
+from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.raw import apply_changes, arrow_type, ensure_stream_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
+from tidegate.observe.freshness import FreshnessLedger
 from tidegate.observe.stream import StreamObserver
-from tidegate.privacy.consent_stream import ConsentStream
+from tidegate.platform import Platform
 from tidegate.privacy.tombstones import ErasedFilter
-from tidegate.products.freshness import FreshnessLedger
 from tidegate.products.incremental import (
     ProductDelta,
     keys_table,
@@ -54,7 +54,8 @@ from tidegate.products.incremental import (
     restricted_sql,
 )
 from tidegate.products.planner import ProductPlan, plan_project
-from tidegate.runtime.platform import Platform
+from tidegate.project.project import stream_sources
+from tidegate.requests.consent_stream import ConsentStream
 from tidegate.store.online.codec import encode_row
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class BatchReport:
     applied: int = 0
     dead: int = 0
     erased: int = 0  # events of erased subjects, dropped unstored (privacy/tombstones.py)
-    consent: int = 0  # ledger entries from the consent topic (privacy/consent_stream.py)
+    consent: int = 0  # ledger entries from the consent topic (requests/consent_stream.py)
     products: dict[str, int] = field(default_factory=dict)  # product -> rows changed
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     seconds: float = 0.0

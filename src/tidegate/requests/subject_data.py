@@ -25,9 +25,12 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.store.warehouse import BUILDS, RAW
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 #: classifications whose values identify a person outright: searched for in free text
 #: (audit, run history) when the subject is erased
@@ -79,7 +82,7 @@ class Found:
     identifiers: set[str] = field(default_factory=set)
 
 
-def relations(platform: Any, cursor: Any) -> list[Relation]:
+def relations(platform: Platform, cursor: Any) -> list[Relation]:
     project = platform.project
     present = {
         (str(s), str(t))
@@ -105,7 +108,7 @@ def relations(platform: Any, cursor: Any) -> list[Relation]:
     return found
 
 
-def identifying_columns(platform: Any, relation: Relation) -> list[str]:
+def identifying_columns(platform: Platform, relation: Relation) -> list[str]:
     project = platform.project
     owner = (
         project.sources[relation.owner]
@@ -128,7 +131,9 @@ def subject_rows(cursor: Any, relation: Relation, subject: str) -> list[dict[str
     return rows
 
 
-def find_in_warehouse(platform: Any, cursor: Any, subject: str) -> tuple[list[Relation], Found]:
+def find_in_warehouse(
+    platform: Platform, cursor: Any, subject: str
+) -> tuple[list[Relation], Found]:
     found = Found(identifiers={subject})
     tables = relations(platform, cursor)
     for relation in tables:
@@ -142,7 +147,7 @@ def find_in_warehouse(platform: Any, cursor: Any, subject: str) -> tuple[list[Re
     return tables, found
 
 
-def online_keys(platform: Any, subject: str, found: Found | None) -> dict[str, set[str]]:
+def online_keys(platform: Platform, subject: str, found: Found | None) -> dict[str, set[str]]:
     """Product -> online-store keys of the subject (products with a subject column)."""
     keys: dict[str, set[str]] = {}
     for name, product in sorted(platform.project.products.items()):

@@ -12,14 +12,17 @@ e.g. the warehouse was held by another process: the tombstone is already in forc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from tidegate.audit.log import AuditRecord
-from tidegate.egress.serve.keys import Principal, authenticate
 from tidegate.errors import ForbiddenError
+from tidegate.platform.keys import Principal, authenticate
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 
 def _token(request: Request) -> str | None:
@@ -29,7 +32,7 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def may_answer_requests(platform: Any, principal: Principal, action: str) -> None:
+def may_answer_requests(platform: Platform, principal: Principal, action: str) -> None:
     roles = platform.project.policy.roles
     if not any(roles[r].subject_requests for r in principal.roles if r in roles):
         platform.audit_writer.submit(
@@ -46,8 +49,8 @@ def may_answer_requests(platform: Any, principal: Principal, action: str) -> Non
         )
 
 
-def create_requests_router(platform: Any) -> APIRouter:
-    from tidegate.privacy.requests import access, erase
+def create_requests_router(platform: Platform) -> APIRouter:
+    from tidegate.requests.subject_requests import access, erase
 
     router = APIRouter(tags=["subject requests"])
 
