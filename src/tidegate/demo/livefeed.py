@@ -105,9 +105,9 @@ class LiveShop:
         return run
 
     def _work(self) -> None:
-        from tidegate.runtime.worker import run_worker
+        from tidegate.runtime.worker import BatchReport, run_worker
 
-        def counted(report: Any) -> None:
+        def counted(report: BatchReport) -> None:
             self.batches += 1
 
         run_worker(self.platform, stop=self._stop, on_batch=counted)

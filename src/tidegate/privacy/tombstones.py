@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tidegate.errors import TidegateError
+from tidegate.meta.base import MetadataStore
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -52,7 +54,7 @@ class ErasureStore(Protocol):
     def erasing(self) -> Any: ...
 
 
-def erasure_store(meta: Any) -> ErasureStore:
+def erasure_store(meta: MetadataStore) -> ErasureStore:
     if not isinstance(meta, ErasureStore):
         raise TidegateError(
             f"the metadata backend {type(meta).__name__} does not support erasure requests"
@@ -75,7 +77,7 @@ def pseudonym(key: bytes, subject: object) -> str:
 
 
 class Tombstones:
-    def __init__(self, meta: Any, master_key: bytes) -> None:
+    def __init__(self, meta: MetadataStore, master_key: bytes) -> None:
         self._store = erasure_store(meta)
         self.key = tombstone_key(master_key)
         self._hashes: set[str] = set()
@@ -122,6 +124,16 @@ def is_erased(platform: Platform, subject: object) -> bool:
     return tombstones_of(platform).is_erased(subject)
 
 
+class SourcedRow(Protocol):
+    """What the filter reads of a validated event (`ingest.validate.Change`)."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def row(self) -> Mapping[str, Any]: ...
+
+
 class ErasedFilter:
     """The stream worker's check: is this validated event about an erased subject?"""
 
@@ -137,7 +149,7 @@ class ErasedFilter:
     def refresh(self) -> None:
         self._tombstones = tombstones_of(self._platform)
 
-    def __call__(self, change: Any) -> bool:
+    def __call__(self, change: SourcedRow) -> bool:
         if self._tombstones is None:
             self.refresh()
         assert self._tombstones is not None

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
+from tidegate.project.project import Project
 from tidegate.store.warehouse import BUILDS, RAW
 
 if TYPE_CHECKING:
@@ -163,7 +165,7 @@ def online_keys(platform: Platform, subject: str, found: Found | None) -> dict[s
 # ---------------------------------------------------------------- dead letters
 
 
-def letter_mentions(letter: Any, subject_column: str | None, subject: str) -> bool:
+def letter_mentions(letter: DeadLetter, subject_column: str | None, subject: str) -> bool:
     if letter.key is not None and letter.key.decode("utf-8", "replace") == subject:
         return True
     if letter.payload is None or not subject_column:
@@ -194,11 +196,11 @@ def _event_objects(data: Any) -> Iterator[Any]:
         yield from data
 
 
-def dead_letters_of(dead: Any, project: Any, subject: str) -> list[Any]:
+def dead_letters_of(dead: DeadLetterStore, project: Project, subject: str) -> list[DeadLetter]:
     columns = {
         name: getattr(source.config, "subject", None) for name, source in project.sources.items()
     }
-    found: list[Any] = []
+    found: list[DeadLetter] = []
     after = 0
     while True:
         page = dead.list(limit=1000, include_replayed=True, after_id=after)
@@ -210,7 +212,7 @@ def dead_letters_of(dead: Any, project: Any, subject: str) -> list[Any]:
         after = page[-1].id
 
 
-def letter_json(letter: Any) -> dict[str, Any]:
+def letter_json(letter: DeadLetter) -> dict[str, Any]:
     payload: Any = None
     if letter.payload is not None:
         try:

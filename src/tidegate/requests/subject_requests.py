@@ -66,7 +66,7 @@ from tidegate.audit.redact import ERASURE_ACTION, Redactor, body_digest, redacti
 from tidegate.errors import BadRequestError, TidegateError
 from tidegate.privacy.consent import consent_ledger_of
 from tidegate.privacy.guard import guard_of
-from tidegate.privacy.tombstones import erasure_store, pseudonym, tombstones_of
+from tidegate.privacy.tombstones import ErasureStore, erasure_store, pseudonym, tombstones_of
 from tidegate.requests.subject_data import (
     Found,
     dead_letters_of,
@@ -505,7 +505,7 @@ def _erase_dead_letters(platform: Platform, subject: str, systems: list[SystemRe
     )
 
 
-def _redact_runs(store: Any, redactor: Redactor, systems: list[SystemResult]) -> None:
+def _redact_runs(store: ErasureStore, redactor: Redactor, systems: list[SystemResult]) -> None:
     changed: dict[int, tuple[str, str]] = {}
     for run_id, stats, error in store.runs_text():
         if redactor.mentions(stats) or redactor.mentions(error):
@@ -525,7 +525,7 @@ def _redact_runs(store: Any, redactor: Redactor, systems: list[SystemResult]) ->
 
 
 def _redact_observations(
-    platform: Platform, store: Any, subject: str, systems: list[SystemResult]
+    platform: Platform, store: ErasureStore, subject: str, systems: list[SystemResult]
 ) -> None:
     """Column statistics (min, max) of subject and id columns equal to the subject's id."""
     try:
@@ -579,7 +579,7 @@ def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None
 
 
 def _audit_and_redact(
-    platform: Platform, store: Any, redactor: Redactor, report: ErasureReport, reason: str
+    platform: Platform, store: ErasureStore, redactor: Redactor, report: ErasureReport, reason: str
 ) -> None:
     platform.audit.flush()  # records queued by the serving path are redacted too
     bodies = redactions_for(platform.meta.audit_records(), redactor)

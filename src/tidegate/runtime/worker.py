@@ -24,10 +24,11 @@ stream is at-least-once: after a crash in step 4, a change may be published twic
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -367,8 +368,8 @@ def run_worker(
     group: str = DEFAULT_GROUP,
     max_records: int = 5_000,
     poll_timeout: float = 0.05,
-    stop: Any = None,
-    on_batch: Any = None,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[BatchReport], None] | None = None,
     schedule: bool = True,
     session_timeout: float = 10.0,
 ) -> None:
