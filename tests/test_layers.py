@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tidegate"
 
 #: Layers from the bottom up; inside a layer, a package may import those listed before it.
 LAYERS: list[list[str]] = [
-    ["errors", "types", "console", "project"],  # 0: config models, shared types
+    ["errors", "type_families", "console", "project"],  # 0: config models, shared types
     ["meta", "log", "store", "audit"],  # 1: backends behind small interfaces
     ["platform"],  # 2: the wiring: every backend opened once, handed down
     ["privacy", "ingest", "observe", "products"],  # 3: stages
@@ -134,3 +134,15 @@ def test_the_graph_is_read_from_every_kind_of_import() -> None:
     edges = import_edges()
     assert ("cli", "platform") in edges  # function-level imports in the commands
     assert any("imports tidegate.platform" in w for w in edges[("observe", "platform")])
+
+
+def test_one_http_framework() -> None:
+    """Every route is plain Starlette, assembled in `tidegate.api`: nothing imports FastAPI."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        module, is_package = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for target in _targets(node, module, is_package):
+                if target.split(".")[0] == "fastapi":
+                    found.append(f"{module}:{node.lineno} imports {target}")
+    assert not found, found

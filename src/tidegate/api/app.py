@@ -3,8 +3,11 @@
 * serving (plain Starlette, `egress/serve/app.py`): products, entities, lookups, the
   OpenAPI document and its docs page;
 * event ingestion (`ingest/http.py`), the consent API (`requests/consent_api.py`) and
-  data-subject requests (`requests/requests_api.py`): FastAPI routers, dispatched to by
-  path prefix; their paths join `/openapi.json`.
+  data-subject requests (`requests/requests_api.py`): plain Starlette routes too, each
+  with its OpenAPI paths beside it; they join `/openapi.json`.
+
+One framework, one set of error handlers: a route raises TidegateError and the app
+answers `{"error": {...}}` with its status; an unexpected exception is a logged 500.
 
 Around them: the hardening middleware (body limits, headers), CORS when configured, and
 Prometheus metrics (`GET /metrics`, request timing).
@@ -13,6 +16,7 @@ Prometheus metrics (`GET /metrics`, request timing).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,10 +24,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from tidegate.egress.serve import openapi
 from tidegate.egress.serve.app import crash, http_error, serve_routes, tidegate_error
-from tidegate.egress.serve.http import ASGIApp, Hardening, Receive, Scope, Send, error_response
+from tidegate.egress.serve.http import ASGIApp, Hardening
 from tidegate.egress.serve.service import Serving
 from tidegate.errors import TidegateError
 from tidegate.platform import Platform
@@ -32,40 +37,33 @@ from tidegate.platform import Platform
 OWN_BODY_LIMIT = ("/v1/events/",)
 
 
-def _extensions(platform: Platform) -> Any:
-    """Routers of other stages (FastAPI): event ingestion and the consent API."""
-    from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-
-    from tidegate.ingest.http import create_ingest_router
-    from tidegate.requests.consent_api import create_consent_router
-    from tidegate.requests.requests_api import create_requests_router
-
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-
-    @app.exception_handler(TidegateError)
-    async def _tidegate_error(request: Request, err: TidegateError) -> Response:
+async def _tidegate_error(request: Request, err: Exception) -> Response:
+    if isinstance(err, TidegateError):
         return tidegate_error(err)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, err: RequestValidationError) -> Response:
-        details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")}
-            for e in err.errors()
-        ]
-        return error_response(422, "invalid_request", "invalid request", details)
-
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, crash)
-    app.include_router(create_ingest_router(platform))
-    app.include_router(create_consent_router(platform))
-    app.include_router(create_requests_router(platform))  # requests/requests_api.py
-    return app
+    return await crash(request, err)
 
 
-def _prefixes(app: Any) -> tuple[str, ...]:
-    """The literal start of each route's path: `/v1/events/{source}` -> `/v1/events/`."""
-    return tuple(sorted({path.split("{", 1)[0] for path in app.openapi().get("paths", {})}))
+def stage_routes(platform: Platform) -> list[Route]:
+    """The routes other stages add: event ingestion, consent, data-subject requests."""
+    from tidegate.ingest.http import ingest_routes
+    from tidegate.requests.consent_api import consent_routes
+    from tidegate.requests.requests_api import requests_routes
+
+    routes = [*ingest_routes(platform), *consent_routes(platform), *requests_routes(platform)]
+    for route in routes:  # a GET here does work and is audited: no implicit HEAD
+        route.methods = (route.methods or set()) - {"HEAD"}
+    return routes
+
+
+def stage_openapi() -> dict[str, Any]:
+    """The OpenAPI paths and schemas of `stage_routes`, for `/openapi.json`."""
+    from tidegate.ingest.http import OPENAPI_PATHS as INGEST
+    from tidegate.requests.consent_api import OPENAPI_PATHS as CONSENT
+    from tidegate.requests.consent_api import openapi_schemas
+    from tidegate.requests.requests_api import OPENAPI_PATHS as REQUESTS
+
+    paths = copy.deepcopy({**INGEST, **CONSENT, **REQUESTS})
+    return {"paths": paths, "components": {"schemas": openapi_schemas()}}
 
 
 def _lifespan(serving: Serving) -> Any:
@@ -80,30 +78,26 @@ def _lifespan(serving: Serving) -> Any:
 def create_app(platform: Platform) -> ASGIApp:
     project = platform.project
     serving = Serving(platform)
-    extension = _extensions(platform)
-    extension_prefixes = _prefixes(extension)
     cached: dict[str, Any] = {}
 
     def spec() -> dict[str, Any]:
         if "doc" not in cached:
-            cached["doc"] = openapi.build(extension.openapi(), products=list(project.products))
+            cached["doc"] = openapi.build(stage_openapi(), products=list(project.products))
         doc: dict[str, Any] = cached["doc"]
         return doc
 
+    # the serving routes first: the hot path matches before any other stage's route
     main = Starlette(
-        routes=serve_routes(serving, spec, project.name),
-        exception_handlers={HTTPException: http_error, Exception: crash},
+        routes=[*serve_routes(serving, spec, project.name), *stage_routes(platform)],
+        exception_handlers={
+            TidegateError: _tidegate_error,
+            HTTPException: http_error,
+            Exception: crash,
+        },
         lifespan=_lifespan(serving),
     )
-
-    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(extension_prefixes):
-            await extension(scope, receive, send)
-        else:
-            await main(scope, receive, send)
-
     settings = project.config.serve
-    app: ASGIApp = Hardening(dispatch, settings.max_body_bytes, exempt=OWN_BODY_LIMIT)
+    app: ASGIApp = Hardening(main, settings.max_body_bytes, exempt=OWN_BODY_LIMIT)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -18,7 +18,7 @@ from typing import Any
 from tidegate.ingest.validate import Change
 from tidegate.project.models import StreamSource
 from tidegate.store.warehouse import RAW
-from tidegate.types import type_family
+from tidegate.type_families import type_family
 
 BATCH_RELATION = "__tidegate_events"
 

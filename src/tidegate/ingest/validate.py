@@ -25,7 +25,7 @@ from typing import Any, Literal
 import orjson
 
 from tidegate.project.models import StreamSource
-from tidegate.types import type_family
+from tidegate.type_families import type_family
 
 Op = Literal["append", "upsert", "delete"]
 _TRUE = {"true", "t", "yes", "1"}

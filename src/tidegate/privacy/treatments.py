@@ -35,7 +35,7 @@ from typing import Any
 from sqlglot import exp
 
 from tidegate.project.models import TreatmentSpec
-from tidegate.types import type_family
+from tidegate.type_families import type_family
 
 BLOCK = 64
 DEFAULT_MASK_KEEP = 1

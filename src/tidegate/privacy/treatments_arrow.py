@@ -22,7 +22,7 @@ from tidegate.privacy.treatments import (
     as_text,
 )
 from tidegate.project.models import TreatmentSpec
-from tidegate.types import type_family
+from tidegate.type_families import type_family
 
 
 def _as_double(column: Any) -> Any:

@@ -23,15 +23,29 @@ destinations in the background (`propagation.py`); the answer says so.
 
 from __future__ import annotations
 
+import email.message
+import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from tidegate.audit.log import AuditRecord
+from tidegate.errors import TidegateError
 from tidegate.platform import Platform
 from tidegate.platform.keys import authenticate
 from tidegate.privacy.consent import consent_ledger_of
-from tidegate.privacy.consent_input import ConsentBody, events_for, may_write_consent, state_of
+from tidegate.privacy.consent_input import (
+    Choice,
+    ConsentBody,
+    events_for,
+    may_write_consent,
+    state_of,
+)
 from tidegate.requests.propagation import propagator_for
 
 
@@ -42,15 +56,109 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def create_consent_router(platform: Platform) -> APIRouter:
-    router = APIRouter(tags=["consent"])
+class InvalidBodyError(TidegateError):
+    """422: a body that does not match its schema; `details` lists each problem."""
 
-    @router.post("/v1/consent")
-    def post_consent(body: ConsentBody, request: Request) -> dict[str, Any]:
-        """Record consent choices, a TCF string or a GPC signal for one subject."""
-        principal = authenticate(platform.meta, _token(request))
+    code = "invalid_request"
+    http_status = 422
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__("invalid request")
+        self.problems = problems
+
+    def to_error_detail(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.problems}}
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False  # strict: a body without a content type is not taken as JSON
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def consent_body(request: Request) -> ConsentBody:
+    """The request's body as a ConsentBody, checked before anything else (as the consent
+    API has always done: a malformed body is a 422 whoever sends it)."""
+    raw = await request.body()
+    if not raw:
+        raise InvalidBodyError([{"loc": ["body"], "message": "Field required"}])
+    data: Any = raw
+    if _is_json(request.headers.get("content-type")):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as err:
+            loc = ["body", str(err.pos)]
+            raise InvalidBodyError([{"loc": loc, "message": "JSON decode error"}]) from None
+        except UnicodeDecodeError:
+            raise HTTPException(400, "There was an error parsing the body") from None
+    try:
+        return ConsentBody.model_validate(data, from_attributes=True)  # as FastAPI did
+    except ValidationError as err:
+        problems = [
+            {"loc": ["body", *(str(part) for part in e["loc"])], "message": e["msg"]}
+            for e in err.errors()
+        ]
+        raise InvalidBodyError(problems) from None
+
+
+def _ok(description: str) -> dict[str, Any]:
+    schema = {"type": "object", "additionalProperties": True}
+    return {
+        "200": {"description": description, "content": {"application/json": {"schema": schema}}}
+    }
+
+
+#: these routes in the OpenAPI document (`api/` adds the error answers every route shares)
+OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/consent": {
+        "post": {
+            "tags": ["consent"],
+            "summary": "Post Consent",
+            "description": "Record consent choices, a TCF string or a GPC signal for one subject.",
+            "operationId": "post_consent_v1_consent_post",
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ConsentBody"}}
+                },
+                "required": True,
+            },
+            "responses": _ok("What was recorded, the subject's state and the propagation"),
+        }
+    },
+    "/v1/consent/{subject}": {
+        "get": {
+            "tags": ["consent"],
+            "summary": "Get Consent",
+            "description": "A subject's consent history and current state per purpose.",
+            "operationId": "get_consent_v1_consent__subject__get",
+            "parameters": [
+                {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": _ok("The subject's history and state"),
+        }
+    },
+}
+
+
+def openapi_schemas() -> dict[str, Any]:
+    """The component schemas OPENAPI_PATHS refers to, from the pydantic models."""
+    template = "#/components/schemas/{model}"
+    body = ConsentBody.model_json_schema(ref_template=template)
+    body.pop("$defs", None)
+    return {"Choice": Choice.model_json_schema(ref_template=template), "ConsentBody": body}
+
+
+def consent_routes(platform: Platform) -> list[Route]:
+    """Record and read consent; errors are raised as TidegateError for the app to answer."""
+
+    def record(body: ConsentBody, token: str | None, gpc: bool) -> dict[str, Any]:
+        principal = authenticate(platform.meta, token)
         may_write_consent(platform, principal)
-        gpc = request.headers.get("sec-gpc", "").strip() == "1"
         events = events_for(platform, body, gpc)
         seqs = consent_ledger_of(platform).record(events)
         withdrawn = sorted({e.purpose for e in events if e.action != "grant"})
@@ -82,10 +190,8 @@ def create_consent_router(platform: Platform) -> APIRouter:
             ),
         }
 
-    @router.get("/v1/consent/{subject}")
-    def get_consent(subject: str, request: Request) -> dict[str, Any]:
-        """A subject's consent history and current state per purpose."""
-        principal = authenticate(platform.meta, _token(request))
+    def read(subject: str, token: str | None) -> dict[str, Any]:
+        principal = authenticate(platform.meta, token)
         may_write_consent(platform, principal)
         history = consent_ledger_of(platform).history(subject)
         platform.audit_writer.submit(
@@ -102,4 +208,18 @@ def create_consent_router(platform: Platform) -> APIRouter:
             "allowed": state_of(platform, subject),
         }
 
-    return router
+    async def post_consent(request: Request) -> JSONResponse:
+        """Record consent choices, a TCF string or a GPC signal for one subject."""
+        body = await consent_body(request)
+        gpc = request.headers.get("sec-gpc", "").strip() == "1"
+        return JSONResponse(await run_in_threadpool(record, body, _token(request), gpc))
+
+    async def get_consent(request: Request) -> JSONResponse:
+        """A subject's consent history and current state per purpose."""
+        subject = request.path_params["subject"]
+        return JSONResponse(await run_in_threadpool(read, subject, _token(request)))
+
+    return [
+        Route("/v1/consent", post_consent, methods=["POST"]),
+        Route("/v1/consent/{subject}", get_consent, methods=["GET"]),
+    ]

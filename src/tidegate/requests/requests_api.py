@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from tidegate.audit.log import AuditRecord
 from tidegate.errors import ForbiddenError
@@ -49,25 +51,76 @@ def may_answer_requests(platform: Platform, principal: Principal, action: str) -
         )
 
 
-def create_requests_router(platform: Platform) -> APIRouter:
+def _operation(method: str, summary: str, description: str, operation_id: str) -> dict[str, Any]:
+    return {
+        method: {
+            "tags": ["subject requests"],
+            "summary": summary,
+            "description": description,
+            "operationId": operation_id,
+            "parameters": [
+                {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "The answer (erasure: every system done)",
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "additionalProperties": True}
+                        }
+                    },
+                }
+            },
+        }
+    }
+
+
+#: these routes in the OpenAPI document (`api/` adds the error answers every route shares)
+OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/subjects/{subject}": {
+        **_operation(
+            "get",
+            "Get Subject",
+            "Everything held about a data subject (GDPR Art. 15), as JSON.",
+            "get_subject_v1_subjects__subject__get",
+        ),
+        **_operation(
+            "delete",
+            "Delete Subject",
+            "Erase a data subject everywhere (GDPR Art. 17); answers the completion report.",
+            "delete_subject_v1_subjects__subject__delete",
+        ),
+    }
+}
+
+
+def requests_routes(platform: Platform) -> list[Route]:
+    """Access and erasure; errors are raised as TidegateError for the app to answer."""
     from tidegate.requests.subject_requests import access, erase
 
-    router = APIRouter(tags=["subject requests"])
-
-    @router.get("/v1/subjects/{subject}")
-    def get_subject(subject: str, request: Request) -> dict[str, Any]:
-        """Everything held about a data subject (GDPR Art. 15), as JSON."""
-        principal = authenticate(platform.meta, _token(request))
+    def answer_access(subject: str, token: str | None) -> dict[str, Any]:
+        principal = authenticate(platform.meta, token)
         may_answer_requests(platform, principal, "access")
         return access(platform, subject, principal.name)
 
-    @router.delete("/v1/subjects/{subject}")
-    def delete_subject(subject: str, request: Request) -> JSONResponse:
-        """Erase a data subject everywhere (GDPR Art. 17); answers the completion report."""
-        principal = authenticate(platform.meta, _token(request))
+    def answer_erasure(subject: str, token: str | None, reason: str) -> JSONResponse:
+        principal = authenticate(platform.meta, token)
         may_answer_requests(platform, principal, "erase")
-        reason = request.query_params.get("reason", "")[:500]
         report = erase(platform, subject, principal.name, reason)
         return JSONResponse(report.as_json(), status_code=200 if report.complete else 202)
 
-    return router
+    async def get_subject(request: Request) -> JSONResponse:
+        """Everything held about a data subject (GDPR Art. 15), as JSON."""
+        subject = request.path_params["subject"]
+        return JSONResponse(await run_in_threadpool(answer_access, subject, _token(request)))
+
+    async def delete_subject(request: Request) -> JSONResponse:
+        """Erase a data subject everywhere (GDPR Art. 17); answers the completion report."""
+        subject = request.path_params["subject"]
+        reason = request.query_params.get("reason", "")[:500]
+        return await run_in_threadpool(answer_erasure, subject, _token(request), reason)
+
+    return [
+        Route("/v1/subjects/{subject}", get_subject, methods=["GET"]),
+        Route("/v1/subjects/{subject}", delete_subject, methods=["DELETE"]),
+    ]

@@ -31,7 +31,7 @@ from tidegate.platform.keys import Principal
 from tidegate.privacy.guard import AccessContext, AccessPlan, guard_of
 from tidegate.project.models import NAME_PATTERN
 from tidegate.store.online.base import Entry
-from tidegate.types import type_family
+from tidegate.type_families import type_family
 
 MAX_KEY_LENGTH = 256
 MAX_LOOKUP_KEYS = 1_000

@@ -18,7 +18,7 @@ from sqlglot import exp
 from tidegate.errors import DestinationError
 from tidegate.privacy.guard import AccessPlan
 from tidegate.project.models import FieldSpec, SyncConfig, template_parts
-from tidegate.types import type_family
+from tidegate.type_families import type_family
 
 KEY, HASH, SUBJECT, SOURCE_KEY = "__key", "__hash", "__subject", "__source_key"
 BOOKKEEPING = (KEY, HASH, SUBJECT, SOURCE_KEY)
