@@ -13,7 +13,6 @@ in the policies. Posting is not egress (nothing leaves), so no purpose is needed
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
-from tidegate.ingest.intake import Intake, open_intake
+from tidegate.ingest.intake import intake_of
 from tidegate.platform import Platform
 from tidegate.platform.keys import authenticate
 
@@ -71,20 +70,12 @@ def _token(request: Request) -> str | None:
 
 def ingest_routes(platform: Platform) -> list[Route]:
     """`POST /v1/events/{source}`; errors are raised as TidegateError for the app to answer."""
-    lock = threading.Lock()
-    opened: list[Intake] = []
-
-    def intake() -> Intake:
-        with lock:
-            if not opened:
-                opened.append(open_intake(platform.project))
-            return opened[0]
 
     async def post_events(request: Request) -> JSONResponse:
         """Validate each event against the source's columns; log the valid, dead-letter the rest."""
         source: str = request.path_params["source"]
         principal = authenticate(platform.meta, _token(request))
-        target = intake()
+        target = intake_of(platform)
         target.schema(source)  # 404 for an unknown source, before reading the body
         roles = platform.project.policy.roles
         if not any(

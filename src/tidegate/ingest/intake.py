@@ -15,13 +15,16 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.errors import UnknownSourceError
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
 from tidegate.ingest.validate import Change, EventSchema, Invalid
 from tidegate.log.base import EventLog, Message, Record
 from tidegate.project.project import Project, stream_sources
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 SOURCE_HEADER = "tidegate-source"
 CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
@@ -167,6 +170,16 @@ def _debezium_table(value: bytes | None) -> str | None:
     source = data.get("source") if isinstance(data, dict) else None
     table = source.get("table") if isinstance(source, dict) else None
     return str(table) if table is not None else None
+
+
+def intake_of(platform: Platform) -> Intake:
+    """The platform's intake (one per platform object, closed with it): the HTTP ingest
+    route's. The stream worker opens its own (`open_intake`)."""
+    return platform.component(_intake)
+
+
+def _intake(platform: Platform) -> Intake:
+    return open_intake(platform.project)
 
 
 def open_intake(project: Project) -> Intake:

@@ -42,7 +42,6 @@ class PlatformCollector:
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self._log: Any = None
 
     def _runs(self) -> list[tuple[str, str, str, float | None]]:
         from tidegate.observe.hooks import metadata_path
@@ -174,14 +173,10 @@ class PlatformCollector:
         )
         if topics:
             try:
-                if self._log is None:
-                    from tidegate.log.base import open_event_log
-
-                    project = self.platform.project
-                    self._log = open_event_log(project.config.backends.log, project.root)
+                event_log = self.platform.event_log
                 for topic in topics:
-                    ends = self._log.end_offsets(topic)
-                    committed = self._log.committed(WORKER_GROUP, topic)
+                    ends = event_log.end_offsets(topic)
+                    committed = event_log.committed(WORKER_GROUP, topic)
                     records.add_metric([topic], sum(ends.values()))
                     lag.add_metric(
                         [topic, WORKER_GROUP],

@@ -11,6 +11,7 @@ so each is built once per platform without Platform importing its module.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TypeVar, cast
 
 from tidegate.audit.log import AuditLog
 from tidegate.audit.writer import AuditWriter
+from tidegate.log.base import EventLog, open_event_log
 from tidegate.meta import MetadataStore, open_metadata
 from tidegate.platform.secrets import load_master_key
 from tidegate.project import Project, load_project
@@ -34,6 +36,7 @@ class Platform:
     def __init__(self, project: Project) -> None:
         self.project = project
         self._components: dict[Callable[[Platform], object], object] = {}
+        self._building = threading.RLock()  # one of each, even when threads race
 
     @classmethod
     def open(cls, root: str | Path) -> Platform:
@@ -55,9 +58,10 @@ class Platform:
         `privacy.guard.guard_of`); a component with a `close()` is closed with the
         platform, before the backends it uses.
         """
-        if factory not in self._components:
-            self._components[factory] = factory(self)
-        return cast(T, self._components[factory])
+        with self._building:
+            if factory not in self._components:
+                self._components[factory] = factory(self)
+            return cast(T, self._components[factory])
 
     @cached_property
     def meta(self) -> MetadataStore:
@@ -80,6 +84,12 @@ class Platform:
         return open_online_store(self.project.config.backends.online, self.project.root, ttls)
 
     @cached_property
+    def event_log(self) -> EventLog:
+        """The project's event log (SQLite file or Kafka), for readers such as /metrics;
+        the stream worker and intake open their own producer and consumers."""
+        return open_event_log(self.project.config.backends.log, self.project.root)
+
+    @cached_property
     def audit(self) -> AuditLog:
         from tidegate.audit.anchor import AuditAnchor
 
@@ -92,8 +102,9 @@ class Platform:
         return self.audit.writer
 
     def close(self) -> None:
-        components = list(self._components.values())
-        self._components.clear()
+        with self._building:
+            components = list(self._components.values())
+            self._components.clear()
         for component in reversed(components):
             close = getattr(component, "close", None)
             if callable(close):
@@ -101,7 +112,7 @@ class Platform:
         if "audit" in self.__dict__:
             self.audit.close()  # stores what the batch writer still holds
             del self.__dict__["audit"]
-        for name in ("warehouse", "online", "meta"):
+        for name in ("event_log", "warehouse", "online", "meta"):
             if name in self.__dict__:
                 getattr(self, name).close()
                 del self.__dict__[name]
