@@ -8,7 +8,7 @@ The stream worker (`runtime/worker.py`) subscribes to it beside its sources' top
 hands its records to `ConsentStream.handle`.
 
 A message is one JSON object: the body of `POST /v1/consent`, checked by the same model
-and turned into ledger events by the same function (`consent_api.consent_events`):
+and turned into ledger events by the same function (`privacy/consent_input.consent_events`):
 `subject`, `choices`, `tcf` (+ `tcf_vendor`), `occurred_at`, `source`, `evidence`; and
 besides:
 

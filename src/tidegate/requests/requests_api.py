@@ -2,10 +2,10 @@
 
 Who may call: an API key one of whose roles has `subject_requests: true` (a privacy
 officer's tool, a DSAR portal's backend). Answering a request is not egress for a
-purpose: no purpose is declared; both are audited (`requests.py`). A refused call is
+purpose: no purpose is declared; both are audited (`subject_requests.py`). A refused call is
 audited too (action `deny`), so repeated attempts show in monitoring.
 
-The access answer is the package `requests.access` builds; the erasure answer is the
+The access answer is the package `subject_requests.access` builds; the erasure answer is the
 completion report (status 200 when every system is done, 202 when some are pending,
 e.g. the warehouse was held by another process: the tombstone is already in force).
 """

@@ -1,5 +1,5 @@
 """Where one subject's data is, system by system: what access requests read and erasure
-requests delete (`requests.py`).
+requests delete (`subject_requests.py`).
 
 A subject is matched by its id as text (`42` and `"42"` are the same person) in the
 column each source and product declares as `subject`:
