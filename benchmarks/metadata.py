@@ -76,12 +76,12 @@ class _Side:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from tidegate.api import create_app
         from tidegate.demo.runner import BackgroundServer, _free_port
-        from tidegate.egress.serve.app import create_app
-        from tidegate.egress.serve.keys import create_key
-        from tidegate.privacy.consent import ConsentEvent
+        from tidegate.platform import Platform
+        from tidegate.platform.keys import create_key
+        from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
         from tidegate.products.builder import build_products, load_sources
-        from tidegate.runtime.platform import Platform
 
         write_project(root, metadata)
         ids = list(range(1, people + 1))
@@ -97,7 +97,9 @@ class _Side:
         )
         self.platform = platform = Platform.open(root)
         now = time.time() - 60
-        platform.consent.record([ConsentEvent(str(i), PURPOSE, "grant", now, "bench") for i in ids])
+        consent_ledger_of(platform).record(
+            [ConsentEvent(str(i), PURPOSE, "grant", now, "bench") for i in ids]
+        )
         load_sources(platform)
         if not all(r.status == "live" for r in build_products(platform)):
             raise RuntimeError("the benchmark product did not build")
@@ -180,9 +182,9 @@ class MetadataBenchmark(Benchmark):
         return latencies
 
     def _consent(self, side: _Side) -> list[float]:
-        from tidegate.privacy.consent import ConsentEvent
+        from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
 
-        ledger = side.platform.consent
+        ledger = consent_ledger_of(side.platform)
         latencies = []
         for _ in range(self.writes):
             subject = str(side.next_subject)  # people nobody serves: the API is unaffected

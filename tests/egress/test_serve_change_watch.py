@@ -80,12 +80,12 @@ def replicas(pg_dsn: str, tmp_path: Path) -> Iterator[tuple[Any, Any, Any, str]]
     import httpx
     import psycopg
 
+    from tidegate.api import create_app
     from tidegate.demo.runner import BackgroundServer, _free_port
-    from tidegate.egress.serve.app import create_app
-    from tidegate.egress.serve.keys import create_key
-    from tidegate.privacy.consent import ConsentEvent
+    from tidegate.platform import Platform
+    from tidegate.platform.keys import create_key
+    from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
     from tidegate.products.builder import build_products, load_sources
-    from tidegate.runtime.platform import Platform
 
     schema = f"replicas_{uuid.uuid4().hex[:10]}"
     root = tmp_path / "project"
@@ -95,7 +95,7 @@ def replicas(pg_dsn: str, tmp_path: Path) -> Iterator[tuple[Any, Any, Any, str]]
     clients = []
     try:
         first = platforms[0]
-        first.consent.record(
+        consent_ledger_of(first).record(
             [ConsentEvent(str(i), PURPOSE, "grant", time.time() - 60, "t") for i in (1, 2, 3)]
         )
         load_sources(first)
@@ -122,8 +122,8 @@ def replicas(pg_dsn: str, tmp_path: Path) -> Iterator[tuple[Any, Any, Any, str]]
 def test_a_revocation_by_one_replica_is_seen_by_the_other_on_its_next_read(
     replicas: tuple[Any, Any, Any, str],
 ) -> None:
-    from tidegate.egress.serve.keys import split_token
-    from tidegate.privacy.consent import ConsentEvent
+    from tidegate.platform.keys import split_token
+    from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
 
     replica_a, client_a, client_b, token = replicas
     headers = {"Authorization": f"Bearer {token}", "X-Purpose": PURPOSE}
@@ -131,7 +131,7 @@ def test_a_revocation_by_one_replica_is_seen_by_the_other_on_its_next_read(
     for client in (client_a, client_b, client_b):  # the last one is served from B's caches
         assert client.get(url, headers=headers).status_code == 200
     # consent: revoked through replica A's platform (as its consent API does)
-    replica_a.consent.record([ConsentEvent("2", PURPOSE, "revoke", time.time(), "t")])
+    consent_ledger_of(replica_a).record([ConsentEvent("2", PURPOSE, "revoke", time.time(), "t")])
     assert client_b.get(url, headers=headers).status_code == 404
     assert client_b.get(f"/v1/products/{PRODUCT}/entities/3", headers=headers).status_code == 200
     # API key: revoked through replica A

@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tidegate.api import create_app
 from tidegate.audit.log import AuditRecord
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
-from tidegate.privacy.consent import ConsentEvent
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
 from tidegate.store.online.codec import encode_row
 
 ADA, GRACE = "1", "2"
@@ -252,9 +252,13 @@ def test_consent_changes_from_another_connection_show_on_the_next_read(api: Api)
     subject = "9"
     other = Platform.open(api.platform.project.root)
     try:
-        other.consent.record([ConsentEvent(subject, "analytics", "grant", time.time() - 5, "t")])
+        consent_ledger_of(other).record(
+            [ConsentEvent(subject, "analytics", "grant", time.time() - 5, "t")]
+        )
         assert api.get("customer_360", subject, "analytics", "analyst").status_code == 200
-        other.consent.record([ConsentEvent(subject, "analytics", "revoke", time.time(), "t")])
+        consent_ledger_of(other).record(
+            [ConsentEvent(subject, "analytics", "revoke", time.time(), "t")]
+        )
         assert api.get("customer_360", subject, "analytics", "analyst").status_code == 404
         found = api.lookup("customer_360", [subject], "analytics", "analyst").json()
         assert found["results"] == [{"key": subject, "found": False}]

@@ -9,8 +9,8 @@ import pytest
 
 from tidegate.meta.sqlite import sqlite_part
 from tidegate.observe.pillars import measure
+from tidegate.platform import Platform
 from tidegate.products.builder import build_products, load_sources
-from tidegate.runtime.platform import Platform
 
 from .conftest import BAD_CUSTOMERS
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tidegate.ingest.intake import open_intake
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import StreamWorker
 
 _spec = importlib.util.spec_from_file_location(

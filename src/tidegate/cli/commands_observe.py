@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tidegate.cli.console import console, print_json, table
+from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def quality_show(
     json_output: JsonOption = False,
 ) -> None:
     """The check results of a product's latest build, or one check's failing rows."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _product(platform.project, product)
@@ -206,7 +206,7 @@ def observe(
     json_output: JsonOption = False,
 ) -> None:
     """The five pillars of a product over its builds, as small charts; or plot one metric."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _product(platform.project, product)

@@ -4,7 +4,7 @@ Each was once a table a domain module created in the metadata SQLite file itself
 each is an interface here, implemented by every metadata backend (`sqlite_parts.py`,
 `postgres_parts.py`) and reached through `MetadataStore` (`meta.freshness`,
 `meta.dead_letters`, `meta.observations`, `meta.cdc_positions`). The domain modules
-(`products/freshness.py`, `ingest/deadletters.py`, `observe/timeseries.py`,
+(`observe/freshness.py`, `ingest/deadletters.py`, `observe/timeseries.py`,
 `ingest/postgres_cdc.py`) keep what the rows mean; these only store and fetch.
 
 A part belongs to its metadata store: `close()` does nothing, unless the part was

@@ -23,7 +23,7 @@ from tidegate.meta.base import (
     ProductVersion,
     StoredAuditRecord,
 )
-from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: privacy/requests.py
+from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: requests/subject_requests.py
 from tidegate.meta.sqlite_parts import (
     SqliteCdcPositions,
     SqliteDeadLetters,

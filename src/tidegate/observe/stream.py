@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tidegate.observe.hooks import never_raises
 
 if TYPE_CHECKING:
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
 log = logging.getLogger(__name__)
 TABLE_LEVEL = ""  # the column name used for product-level metrics
