@@ -27,7 +27,7 @@ from tidegate.egress.serve.keys import Principal
 from tidegate.egress.serve.ratelimit import RateLimiter
 from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
 from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
-from tidegate.privacy.guard import AccessContext, AccessPlan
+from tidegate.privacy.guard import AccessContext, AccessPlan, purposes_on
 from tidegate.privacy.treatments import type_family
 from tidegate.project.models import NAME_PATTERN
 from tidegate.runtime.platform import Platform
@@ -279,14 +279,13 @@ class Serving:
     def list_products(self, call: Call, token: str | None) -> dict[str, Any]:
         principal = self.principal(call, token)
         policy = self.project.policy
-        mine = policy.purposes_of_roles(principal.roles)
         visible = [
             {
                 "name": name,
                 "description": p.config.description,
                 "owner": p.config.owner,
                 "purposes": list(p.config.purposes),
-                "allowed_purposes": [x for x in p.config.purposes if x in mine],
+                "allowed_purposes": purposes_on(self.project, principal.roles, name),
             }
             for name, p in self.project.products.items()
             if policy.roles_allow_product(principal.roles, name)
@@ -312,7 +311,6 @@ class Serving:
             raise ForbiddenError(
                 f"principal {principal.name!r} may not read product {name!r}", product=name
             )
-        mine = policy.purposes_of_roles(principal.roles)
         config = product.config
         live = self.platform.meta.live_version(name)
         body = {
@@ -323,7 +321,7 @@ class Serving:
             "key": config.key,
             "subject": config.subject,
             "purposes": list(config.purposes),
-            "allowed_purposes": [x for x in config.purposes if x in mine],
+            "allowed_purposes": purposes_on(self.project, principal.roles, name),
             "columns": {
                 column: {
                     "type": spec.type,
