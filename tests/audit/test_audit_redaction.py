@@ -15,6 +15,8 @@ from tidegate.meta.sqlite import SqliteMetadataStore
 SUBJECT = "42"
 TOKEN = "erased:0123abcd"
 
+KEY = b"audit-test-key"
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> SqliteMetadataStore:
@@ -59,7 +61,7 @@ def _raw(store: SqliteMetadataStore, sql: str, *params: object) -> None:
 def test_redaction_replaces_only_the_subject_and_the_chain_verifies(
     store: SqliteMetadataStore,
 ) -> None:
-    log = AuditLog(store)
+    log = AuditLog(store, key=KEY)
     _fill(log)
     bodies = _redact(log, store)
     assert sorted(bodies) == [1, 3]  # not 142's record, not `rows: 42`
@@ -75,14 +77,14 @@ def test_redaction_replaces_only_the_subject_and_the_chain_verifies(
 
 
 def test_an_unauthorised_redaction_is_reported(store: SqliteMetadataStore) -> None:
-    log = AuditLog(store)
+    log = AuditLog(store, key=KEY)
     _fill(log)
     _redact(log, store, authorise=False)
     assert [i.seq for i in log.verify()] == [1, 3]
 
 
 def test_editing_a_redacted_body_again_is_reported(store: SqliteMetadataStore) -> None:
-    log = AuditLog(store)
+    log = AuditLog(store, key=KEY)
     _fill(log)
     _redact(log, store)
     _raw(store, "UPDATE audit_log SET body = replace(body, 'app', 'someone') WHERE seq = 1")
@@ -92,7 +94,7 @@ def test_editing_a_redacted_body_again_is_reported(store: SqliteMetadataStore) -
 
 
 def test_a_forged_authorisation_breaks_its_own_record(store: SqliteMetadataStore) -> None:
-    log = AuditLog(store)
+    log = AuditLog(store, key=KEY)
     _fill(log)
     _redact(log, store)
     # rewrite record 2 and "authorise" it by editing the erasure record's list
@@ -107,7 +109,7 @@ def test_a_forged_authorisation_breaks_its_own_record(store: SqliteMetadataStore
 
 def test_an_authorisation_cannot_reach_forward(store: SqliteMetadataStore) -> None:
     """An erasure record authorises redactions of earlier records only."""
-    log = AuditLog(store)
+    log = AuditLog(store, key=KEY)
     log.append(
         AuditRecord(action=ERASURE_ACTION, principal="dpo", detail={"redactions": [[2, "00"]]})
     )

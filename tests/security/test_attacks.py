@@ -6,7 +6,13 @@ One test per attack; the unit tests beside each module cover the details.
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from tidegate.audit.log import AuditRecord
 from tidegate.egress.serve.keys import create_key
+from tidegate.runtime.platform import Platform
 
 from .conftest import Served
 
@@ -41,3 +47,57 @@ def test_pooled_roles_do_not_read_customer_360_for_support(served: Served) -> No
     assert churn.status_code == 200, churn.text
     described = served.client.get(C360, headers={"Authorization": f"Bearer {token}"})
     assert described.json()["allowed_purposes"] == ["analytics"]
+
+
+# ---------------------------------------------------------------- 6. keyed chain
+
+
+def _raw_metadata(project_dir: Path) -> sqlite3.Connection:
+    """The metadata database, opened the way an attacker with file access would."""
+    return sqlite3.connect(str(project_dir / ".tidegate" / "metadata.db"), isolation_level=None)
+
+
+def _forge_after(raw: sqlite3.Connection, record: AuditRecord) -> int:
+    """Append `record` after the head, hashed the way the unkeyed chain was (SHA-256 over
+    seq, previous hash and body): all an attacker without the audit key can compute."""
+    seq, prev = raw.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    body = record.canonical()
+    digest = hashlib.sha256(f"{seq + 1}\n{prev}\n{body}".encode()).hexdigest()
+    raw.execute(
+        "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
+        (seq + 1, body, prev, digest),
+    )
+    return int(seq) + 1
+
+
+def test_a_forged_record_appended_with_database_access_fails_verify(demo_copy: Path) -> None:
+    raw = _raw_metadata(demo_copy)
+    _forge_after(raw, AuditRecord(action="admin", principal="cli", detail={"op": "key.create"}))
+    raw.close()
+    with Platform.open(demo_copy) as platform:
+        issues = platform.audit.verify()
+    assert issues, "a record written without the audit key passed verify"
+    assert any("key" in issue.problem for issue in issues), issues
+
+
+def test_a_forged_erasure_authorisation_cannot_cover_a_rewritten_record(
+    demo_copy: Path,
+) -> None:
+    raw = _raw_metadata(demo_copy)
+    seq, body = raw.execute("SELECT seq, body FROM audit_log WHERE seq = 2").fetchone()
+    rewritten = body.replace('"outcome":"', '"outcome":"x').replace("allowed", "nothing")
+    assert rewritten != body
+    _forge_after(
+        raw,
+        AuditRecord(
+            action="erasure",
+            principal="cli",
+            detail={"redactions": [[seq, hashlib.sha256(rewritten.encode()).hexdigest()]]},
+        ),
+    )
+    raw.execute("UPDATE audit_log SET body = ? WHERE seq = ?", (rewritten, seq))
+    raw.close()
+    with Platform.open(demo_copy) as platform:
+        problems = {issue.seq for issue in platform.audit.verify()}
+    assert seq in problems  # the rewritten record
+    assert max(problems) > seq  # and the forged authorisation itself

@@ -14,7 +14,7 @@ from tidegate.audit.writer import AuditWriter
 from tidegate.meta import MetadataStore, open_metadata
 from tidegate.privacy.consent import ConsentLedger, ConsentView
 from tidegate.privacy.guard import Guard
-from tidegate.privacy.secrets import load_master_key
+from tidegate.privacy.secrets import load_audit_key, load_master_key
 from tidegate.project import Project, load_project
 from tidegate.project.models import parse_duration
 from tidegate.store.online import OnlineStore, open_online_store
@@ -60,7 +60,9 @@ class Platform:
         from tidegate.audit.anchor import AuditAnchor
 
         anchor = AuditAnchor(self.state_dir / "audit-anchor.json", load_master_key(self.state_dir))
-        log = self.__dict__["audit"] = AuditLog(self.meta, anchor)
+        log = self.__dict__["audit"] = AuditLog(
+            self.meta, anchor, key=load_audit_key(self.state_dir)
+        )
         from tidegate.privacy.monitors import monitors_from_env
 
         monitors_from_env(self)  # access monitors when TIDEGATE_ACCESS_ALERT_WEBHOOK is set
