@@ -101,3 +101,59 @@ def test_a_forged_erasure_authorisation_cannot_cover_a_rewritten_record(
         problems = {issue.seq for issue in platform.audit.verify()}
     assert seq in problems  # the rewritten record
     assert max(problems) > seq  # and the forged authorisation itself
+
+
+# ---------------------------------------------------------------- 7. redaction: only the subject
+
+
+def test_erasure_rewrites_only_the_subjects_fields_and_verify_stays_clean(
+    demo_copy: Path,
+) -> None:
+    """Erasing subject `1` rewrote unrelated counts equal to 1; erasing a string equal to a
+    principal's name rewrote every record of that principal, and a second erasure made
+    verify report false problems."""
+    from tidegate.privacy.requests import erase
+
+    with Platform.open(demo_copy) as platform:
+        platform.audit.append(
+            AuditRecord(action="serve", principal="app", rows=1, detail={"found": 1}),
+            AuditRecord(action="sync", principal="sync:crm_audience", rows=1, subjects=("7",)),
+            AuditRecord(
+                action="serve",
+                principal="app",
+                product="customer_360",
+                rows=1,
+                subjects=("1",),
+                detail={"key": "1", "lookup": 1},
+            ),
+        )
+        before = dict(platform.audit.records())
+        erase(platform, "1", "dpo", reason="request 1")
+        erase(platform, "sync:crm_audience", "dpo", reason="a subject named like a principal")
+        erase(platform, "7", "dpo")
+        after = dict(platform.audit.records())
+        assert platform.audit.verify() == []
+    changed = {seq for seq, record in before.items() if after[seq] != record}
+    for seq in changed:
+        old, new = before[seq], after[seq]
+        # only declared subject fields changed: subjects, detail subject / key / keys
+        assert (old.principal, old.rows, old.action, old.at) == (
+            new.principal,
+            new.rows,
+            new.action,
+            new.at,
+        ), seq
+        assert old.subject_count == new.subject_count or old.subject_count is None
+        other = {k: v for k, v in old.detail.items() if k not in ("subject", "key", "keys")}
+        assert {k: new.detail[k] for k in other} == other, seq
+    principals = [r.principal for r in after.values()]
+    assert principals.count("sync:crm_audience") == [r.principal for r in before.values()].count(
+        "sync:crm_audience"
+    )
+    last = max(before)
+    assert after[last - 2].detail == {"found": 1}
+    assert after[last - 2].rows == 1
+    assert after[last].subjects[0].startswith("erased:")
+    assert after[last].detail["key"].startswith("erased:")
+    assert after[last].detail["lookup"] == 1
+    assert after[last - 1].subjects[0].startswith("erased:")
