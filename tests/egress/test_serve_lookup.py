@@ -16,6 +16,8 @@ from tidegate.demo.runner import BackgroundServer, _free_port
 from tidegate.egress.serve.app import create_app
 from tidegate.egress.serve.keys import create_key
 from tidegate.privacy.consent import ConsentEvent
+from tidegate.privacy.secrets import load_master_key
+from tidegate.privacy.treatments import purpose_key
 from tidegate.runtime.platform import Platform
 from tidegate.store.online.codec import encode_row
 
@@ -253,14 +255,17 @@ def test_in_place_updates_are_served_with_their_own_freshness(api: Api) -> None:
 def test_consent_changes_from_another_connection_show_on_the_next_read(api: Api) -> None:
     """The ledger written through a separate connection (as the CLI or another worker does)."""
     subject = "9"
+    # analytics hashes customer_id: the entity is addressed by its pseudonym
+    master = load_master_key(api.platform.state_dir)
+    token = purpose_key(master, "analytics").hmac_hex(subject)
     other = Platform.open(api.platform.project.root)
     try:
         other.consent.record([ConsentEvent(subject, "analytics", "grant", time.time() - 5, "t")])
-        assert api.get("customer_360", subject, "analytics", "analyst").status_code == 200
+        assert api.get("customer_360", token, "analytics", "analyst").status_code == 200
         other.consent.record([ConsentEvent(subject, "analytics", "revoke", time.time(), "t")])
-        assert api.get("customer_360", subject, "analytics", "analyst").status_code == 404
-        found = api.lookup("customer_360", [subject], "analytics", "analyst").json()
-        assert found["results"] == [{"key": subject, "found": False}]
+        assert api.get("customer_360", token, "analytics", "analyst").status_code == 404
+        found = api.lookup("customer_360", [token], "analytics", "analyst").json()
+        assert found["results"] == [{"key": token, "found": False}]
     finally:
         other.close()
 

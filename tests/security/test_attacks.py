@@ -157,3 +157,50 @@ def test_erasure_rewrites_only_the_subjects_fields_and_verify_stays_clean(
     assert after[last].detail["key"].startswith("erased:")
     assert after[last].detail["lookup"] == 1
     assert after[last - 1].subjects[0].startswith("erased:")
+
+
+# ---------------------------------------------------------------- 3. pseudonyms stay pseudonymous
+
+
+def _token_of(served: Served, purpose: str, key: str) -> str:
+    """The pseudonym of `key` under `purpose`, computed from the master key directly."""
+    from tidegate.privacy.secrets import load_master_key
+    from tidegate.privacy.treatments import purpose_key
+
+    master = load_master_key(served.platform.state_dir)
+    return purpose_key(master, purpose).hmac_hex(key)
+
+
+def test_a_hashed_purpose_never_echoes_the_clear_key_nor_answers_by_it(served: Served) -> None:
+    """Under analytics (customer_id hashed) the answer said `"key": "42"` next to the hashed
+    customer_id, and 10 batch lookups of clear ids rebuilt the whole token -> id table."""
+    token, _ = create_key(served.platform.meta, "analyst-oracle", ["analyst"])
+    headers = _headers(token, "analytics")
+    clear = served.client.get(f"{C360}/entities/1", headers=headers)
+    assert clear.status_code == 404, clear.text  # a clear id addresses nothing
+    pseudonym = _token_of(served, "analytics", "1")
+    found = served.client.get(f"{C360}/entities/{pseudonym}", headers=headers)
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["key"] == pseudonym
+    assert body["data"]["customer_id"] == pseudonym
+    assert '"1"' not in found.text.replace(body["built_at"] or "", "")
+    # batch lookups: clear ids find nothing, so they pair no token with an id
+    ids = [str(i) for i in range(1, 201)]
+    oracle = served.client.post(f"{C360}/lookup", json={"keys": ids}, headers=headers)
+    assert oracle.status_code == 200, oracle.text
+    assert not any(r["found"] for r in oracle.json()["results"])
+    both = served.client.post(
+        f"{C360}/lookup", json={"keys": [pseudonym, "1"]}, headers=headers
+    ).json()["results"]
+    assert [(r["key"], r["found"]) for r in both] == [(pseudonym, True), ("1", False)]
+    assert both[0]["data"]["customer_id"] == pseudonym
+    # a purpose that sees the key in clear still addresses it by its id
+    support, _ = create_key(served.platform.meta, "support-desk", ["support_agent"])
+    plain = served.client.get(f"{C360}/entities/1", headers=_headers(support, "support"))
+    assert plain.status_code == 200
+    assert plain.json()["key"] == "1"
+    by_token = served.client.get(
+        f"{C360}/entities/{pseudonym}", headers=_headers(support, "support")
+    )
+    assert by_token.status_code == 404

@@ -24,6 +24,7 @@ import orjson
 from tidegate.audit.log import AuditRecord
 from tidegate.egress.serve.auth import Authenticator
 from tidegate.egress.serve.keys import Principal
+from tidegate.egress.serve.pseudonyms import PseudonymIndex, key_treatment
 from tidegate.egress.serve.ratelimit import RateLimiter
 from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
 from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
@@ -79,6 +80,7 @@ class Serving:
         self.plans = PlanCache(platform.guard, platform.meta, self.watch)
         self.limiter = RateLimiter(self.project.policy)
         self.versions = VersionTimes(platform.meta)
+        self.pseudonyms = PseudonymIndex(platform.online)
         self._shapes: dict[int, _Shape] = {}
         self._name = re.compile(NAME_PATTERN)
 
@@ -161,6 +163,30 @@ class Serving:
         subject = str(subject_value) if subject_value is not None else None
         return plan.apply_row(row), subject
 
+    def _stored_keys(self, plan: AccessPlan, keys: Sequence[str]) -> dict[str, str]:
+        """Asked key -> the online store's key. Where the purpose sees the key column in
+        clear, the same; where it hashes it, keys are pseudonyms (a clear id addresses
+        nothing, so lookups are no token -> id oracle); any other treatment hides the key,
+        so entities cannot be addressed under that purpose at all."""
+        treatment = key_treatment(plan)
+        if treatment == "clear":
+            return {k: k for k in keys}
+        if treatment == "hash":
+            return self.pseudonyms.resolve(plan, keys)
+        raise ForbiddenError(
+            f"purpose {plan.purpose!r} does not see the key column {plan.key_column!r} of "
+            f"{plan.product!r} ({treatment}): its entities cannot be addressed by key",
+            purpose=plan.purpose,
+            product=plan.product,
+        )
+
+    @staticmethod
+    def _answers_to(plan: AccessPlan, treated: dict[str, Any], key: str) -> bool:
+        """Under a hashed key, the row's own token must be the one asked for."""
+        if key_treatment(plan) != "hash":
+            return True
+        return treated.get(plan.key_column) == key
+
     # ---------------------------------------------------------------- endpoints
 
     def entity(self, call: Call, token: str | None, key: str) -> dict[str, Any]:
@@ -168,10 +194,11 @@ class Serving:
         product = call.product or ""
         plan = self._plan(call, principal, product)
         shape = self._shape(plan)
-        entry = (
-            self.platform.online.read_entry(product, key) if len(key) <= MAX_KEY_LENGTH else None
-        )
+        stored = self._stored_keys(plan, [key]) if len(key) <= MAX_KEY_LENGTH else {}
+        entry = self.platform.online.read_entry(product, stored[key]) if key in stored else None
         treated, subject = self._treat(shape, entry) if entry is not None else (None, None)
+        if treated is not None and not self._answers_to(plan, treated, key):
+            entry, treated = None, None
         shown_key = key[:MAX_KEY_LENGTH]
         if entry is None or treated is None:
             self.audit(
@@ -223,18 +250,21 @@ class Serving:
         plan = self._plan(call, principal, product)
         shape = self._shape(plan)
         distinct = list(dict.fromkeys(keys))
-        entries = self.platform.online.read_entries(product, distinct)
+        stored = self._stored_keys(plan, distinct)
+        entries = self.platform.online.read_entries(product, list(dict.fromkeys(stored.values())))
         served: dict[str, dict[str, Any]] = {}
         subjects: dict[str, None] = {}
         filtered = 0
         version: int | None = None
         for key in distinct:
-            entry = entries.get(key)
+            entry = entries.get(stored[key]) if key in stored else None
             if entry is None:
                 continue
             treated, subject = self._treat(shape, entry)
             if treated is None:
                 filtered += 1
+                continue
+            if not self._answers_to(plan, treated, key):
                 continue
             version = entry.version
             served[key] = {"data": treated, "updated_at": iso(entry.written_at)}
