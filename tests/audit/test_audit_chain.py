@@ -379,3 +379,26 @@ def test_unkeyed_records_after_keyed_ones_are_forgeries(chain: Chain) -> None:
     (issue,) = chain.log.verify()
     assert issue.seq == seq
     assert "forged" in issue.problem
+
+
+def test_every_text_field_is_capped_and_capping_round_trips() -> None:
+    """Issue 13: a 16 MB X-Purpose header wrote a 16 MB audit record."""
+    huge = "x" * 100_000
+    record = AuditRecord(
+        action=huge,
+        principal=huge,
+        purpose=huge,
+        product=huge,
+        outcome=huge,
+        columns={huge: huge},
+        subjects=(huge,),
+        detail={"reason": huge, huge: [huge, {"k": huge}], "n": 1},
+    )
+    body = record.canonical()
+    assert len(body) < 6_000
+    assert len(record.purpose or "") == 128
+    assert record.purpose is not None
+    assert record.purpose.endswith("…")
+    assert AuditRecord.from_canonical(body).canonical() == body  # capping is idempotent
+    small = AuditRecord(action="serve", principal="app", detail={"keys": ["1"] * 2_000})
+    assert len(small.detail["keys"]) == 2_000  # lists are the producer's: kept whole

@@ -45,6 +45,8 @@ SERVE_SETTINGS = """serve:
   host: 127.0.0.1
   port: 8787
   max_body_bytes: 65536
+  # the matrix and JWT tests send hundreds of bad credentials from one address
+  unauthenticated_rate_limit: {requests_per_second: 1000, burst: 5000}
   jwt:
     jwks_file: jwks.json
     issuer: "https://idp.example.test/"

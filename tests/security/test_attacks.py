@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
+import uuid
 from pathlib import Path
 
+from starlette.testclient import TestClient
+
 from tidegate.audit.log import AuditRecord
+from tidegate.egress.serve.app import create_app
 from tidegate.egress.serve.keys import create_key
 from tidegate.runtime.platform import Platform
 
@@ -204,3 +209,107 @@ def test_a_hashed_purpose_never_echoes_the_clear_key_nor_answers_by_it(served: S
         f"{C360}/entities/{pseudonym}", headers=_headers(support, "support")
     )
     assert by_token.status_code == 404
+
+
+# ---------------------------------------------------------------- 8. bounded by design
+
+
+def _gate(served: Served, address: str = "198.51.100.7") -> TestClient:
+    """The whole API in process, called from `address` (per-address limits)."""
+    return TestClient(create_app(served.platform), client=(address, 40000))
+
+
+def test_a_16_mb_x_purpose_header_writes_no_16_mb_audit_record(served: Served) -> None:
+    gate = _gate(served, "198.51.100.16")
+    before = served.last_seq()
+    huge = gate.get(f"{C360}/entities/1", headers={"X-Purpose": "p" * (16 << 20)})
+    assert huge.status_code == 431
+    assert huge.json()["error"]["code"] == "request_header_fields_too_large"
+    # under the header cap, every audited field is still capped
+    big = gate.get(
+        f"/v1/products/{'q' * 2000}/entities/{'k' * 2000}",
+        headers={"X-Purpose": "p" * 6000, "Authorization": "Bearer " + "t" * 3000},
+    )
+    assert big.status_code in (401, 404), big.text
+    served.platform.audit.flush()
+    bodies = [s.body for s in served.platform.meta.audit_records(before)]
+    assert bodies, "the denied call was not audited"
+    assert max(len(body) for body in bodies) < 4_000, max(len(body) for body in bodies)
+
+
+def test_random_paths_and_methods_do_not_grow_metrics(served: Served) -> None:
+    gate = _gate(served, "198.51.100.17")
+    gate.get("/v1/nothing/0")
+    first = len(gate.get("/metrics").content)
+    for i in range(1, 1000):
+        gate.request("GET" if i % 2 else f"M{i}", f"/{uuid.uuid4().hex}/{i}")
+    grown = len(gate.get("/metrics").content)
+    assert grown - first < 6_000, (first, grown)
+
+
+def _serve_settings(project_dir: Path, extra: str) -> None:
+    config = project_dir / "tidegate.yml"
+    text = config.read_text()
+    old = "serve:\n  host: 127.0.0.1\n  port: 8787\n"
+    assert old in text
+    config.write_text(text.replace(old, old + extra))
+
+
+def test_an_unauthenticated_flood_is_rate_limited_per_address(demo_copy: Path) -> None:
+    with Platform.open(demo_copy) as platform:  # the default limit: 5/s, burst 50
+        app = create_app(platform)
+        flood = TestClient(app, client=("203.0.113.5", 1))
+        before = platform.audit.last_seq()
+        started = time.monotonic()
+        codes: list[int] = []
+        while 429 not in codes and len(codes) < 500:
+            codes.append(flood.get(f"{C360}/entities/1").status_code)
+        elapsed = time.monotonic() - started
+        refused = codes.count(401)
+        assert codes[-1] == 429
+        assert 50 <= refused <= 50 + 5 * elapsed + 1, (refused, elapsed)
+        limited = flood.get(f"{C360}/entities/1")
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert int(limited.headers["retry-after"]) >= 1
+        # the flood stops reaching the audit log: one record per 401, none per 429
+        assert platform.audit.last_seq() - before == refused
+        other = TestClient(app, client=("203.0.113.6", 1))
+        assert other.get(f"{C360}/entities/1").status_code == 401
+        assert other.get("/v1/health").status_code == 200
+
+
+def test_metrics_can_require_a_key(demo_copy: Path) -> None:
+    _serve_settings(demo_copy, "  metrics_roles: [privacy_officer]\n")
+    with Platform.open(demo_copy) as platform:
+        gate = TestClient(create_app(platform))
+        officer, _ = create_key(platform.meta, "prometheus", ["privacy_officer"])
+        desk, _ = create_key(platform.meta, "desk", ["support_agent"])
+        before = platform.audit.last_seq()
+        anonymous = gate.get("/metrics")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["code"] == "unauthenticated"
+        assert gate.get("/metrics", headers={"Authorization": f"Bearer {desk}"}).status_code == 403
+        scraped = gate.get("/metrics", headers={"Authorization": f"Bearer {officer}"})
+        assert scraped.status_code == 200
+        assert b"tidegate_api_request_duration_seconds" in scraped.content
+        denied = [r for _, r in platform.audit.records(before)]
+        assert [(r.action, r.outcome) for r in denied] == [("metrics", "denied")] * 2
+
+
+def test_refused_consent_calls_are_audited(served: Served) -> None:
+    desk, _ = create_key(served.platform.meta, "desk-consent", ["support_agent"])
+    body = {"subject": "5", "choices": [{"purpose": "analytics", "action": "grant"}]}
+    before = served.last_seq()
+    assert served.client.post("/v1/consent", json=body).status_code == 401
+    refused = served.client.post(
+        "/v1/consent", json=body, headers={"Authorization": f"Bearer {desk}"}
+    )
+    assert refused.status_code == 403
+    read = served.client.get("/v1/consent/5", headers={"Authorization": f"Bearer {desk}"})
+    assert read.status_code == 403
+    records = served.audit_since(before)
+    assert [(r.action, r.principal, r.outcome, r.subjects) for r in records] == [
+        ("consent", "anonymous", "denied", ("5",)),
+        ("consent", "desk-consent", "denied", ("5",)),
+        ("consent_read", "desk-consent", "denied", ("5",)),
+    ]

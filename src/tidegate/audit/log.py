@@ -52,6 +52,33 @@ GENESIS = "0" * 64
 log = logging.getLogger(__name__)
 
 
+#: the most characters a text field of a record keeps (longer values are clipped, `…`)
+FIELD_LIMITS = {"action": 64, "principal": 256, "purpose": 128, "product": 128, "outcome": 64}
+SUBJECT_LIMIT = 256
+NAME_LIMIT = 128
+MAX_COLUMNS = 1_000
+DETAIL_TEXT_LIMIT = 1_024
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` within `limit` characters; clipping twice changes nothing."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _capped(value: Any) -> Any:
+    """Strings within `detail` clipped (lists and nesting are the producer's, not the
+    caller's: erasure reports list every redaction and must stay whole)."""
+    if isinstance(value, str):
+        return clip(value, DETAIL_TEXT_LIMIT)
+    if isinstance(value, dict):
+        return {clip(str(k), NAME_LIMIT): _capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_capped(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """Who did what, on which data, for which purpose; never holds secrets or row values."""
@@ -67,6 +94,26 @@ class AuditRecord:
     outcome: str = "allowed"
     detail: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        # every field may carry caller input (an X-Purpose header, a path, a JWT subject):
+        # capped here, once, so no caller can write an unbounded record (issue 13)
+        for name, limit in FIELD_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) > limit:
+                object.__setattr__(self, name, clip(value, limit))
+        if any(len(s) > SUBJECT_LIMIT for s in self.subjects):
+            object.__setattr__(
+                self, "subjects", tuple(clip(s, SUBJECT_LIMIT) for s in self.subjects)
+            )
+        if len(self.columns) > MAX_COLUMNS or any(
+            len(k) > NAME_LIMIT or len(v) > NAME_LIMIT for k, v in self.columns.items()
+        ):
+            capped = list(self.columns.items())[:MAX_COLUMNS]
+            object.__setattr__(
+                self, "columns", {clip(k, NAME_LIMIT): clip(v, NAME_LIMIT) for k, v in capped}
+            )
+        object.__setattr__(self, "detail", _capped(self.detail))
 
     def canonical(self) -> str:
         body = {

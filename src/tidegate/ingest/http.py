@@ -7,7 +7,9 @@ by itself and the rest of the batch goes on. The answer is always
 the event log when it returns, rejected ones in the dead-letter store.
 
 Who may post: an API key one of whose roles lists the source (or `*`) under `ingest:`
-in the policies. Posting is not egress (nothing leaves), so no purpose is needed.
+in the policies. Posting is not egress (nothing leaves), so no purpose is needed; every
+call, allowed or denied, still writes an audit record (action `ingest`: who, which
+source, how many events accepted and rejected, or why it was refused).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from tidegate.egress.serve.keys import authenticate
+from tidegate.audit.log import AuditRecord
+from tidegate.egress.serve.keys import Principal, authenticate
 from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
-from tidegate.ingest.intake import Intake, open_intake
+from tidegate.ingest.intake import Intake, IntakeResult, open_intake
 from tidegate.runtime.platform import Platform
 
 MAX_BODY_BYTES = 64 << 20
@@ -64,7 +67,17 @@ def create_ingest_router(platform: Platform) -> APIRouter:
     @router.post("/v1/events/{source}", responses=ERROR_RESPONSES)
     async def post_events(source: str, request: Request) -> dict[str, Any]:
         """Validate each event against the source's columns; log the valid, dead-letter the rest."""
-        principal = authenticate(platform.meta, _token(request))
+        principal: Principal | None = None
+        try:
+            principal = authenticate(platform.meta, _token(request))
+            result = await _ingest(principal, source, request)
+        except TidegateError as err:  # every call is audited, allowed or denied
+            platform.audit_writer.submit(_record(principal, source, err=err))
+            raise
+        platform.audit_writer.submit(_record(principal, source, result=result))
+        return result.as_json()
+
+    async def _ingest(principal: Principal, source: str, request: Request) -> IntakeResult:
         target = intake()
         target.schema(source)  # 404 for an unknown source, before reading the body
         roles = platform.project.policy.roles
@@ -83,13 +96,35 @@ def create_ingest_router(platform: Platform) -> APIRouter:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in NDJSON_TYPES:
             lines = [line for line in body.split(b"\n") if line.strip()]
-            result = await run_in_threadpool(target.submit, source, lines, "http", raw=True)
-        else:
-            events = _events(body)
-            result = await run_in_threadpool(target.submit, source, events, "http")
-        return result.as_json()
+            return await run_in_threadpool(target.submit, source, lines, "http", raw=True)
+        events = _events(body)
+        return await run_in_threadpool(target.submit, source, events, "http")
 
     return router
+
+
+def _record(
+    principal: Principal | None,
+    source: str,
+    result: IntakeResult | None = None,
+    err: TidegateError | None = None,
+) -> AuditRecord:
+    """One audit record per call: who posted how many events to which source, or why not
+    (posting is not egress, but who writes what the products are built from matters)."""
+    detail: dict[str, Any] = {"source": source}
+    if principal is not None:
+        detail["key_id"] = principal.key_id
+    if err is not None:
+        detail.update(code=err.code, reason=err.message[:300])
+    elif result is not None:
+        detail.update(accepted=result.accepted, rejected=len(result.rejected))
+    return AuditRecord(
+        action="ingest",
+        principal=principal.name if principal is not None else "anonymous",
+        rows=result.accepted if result is not None else 0,
+        outcome="denied" if err is not None else "allowed",
+        detail=detail,
+    )
 
 
 def _events(body: bytes) -> list[Any]:

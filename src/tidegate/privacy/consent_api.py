@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tidegate.audit.log import AuditRecord
 from tidegate.egress.serve.keys import Principal, authenticate
-from tidegate.errors import BadRequestError, ForbiddenError
+from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
 from tidegate.privacy.consent import ConsentEvent
 from tidegate.privacy.propagation import Propagator
 from tidegate.privacy.taxonomy import is_sale_or_sharing
@@ -168,13 +168,34 @@ def state_of(platform: Any, subject: str) -> dict[str, bool]:
 def create_consent_router(platform: Any) -> APIRouter:
     router = APIRouter(tags=["consent"])
 
+    def denied(action: str, principal: Principal | None, subject: str, err: TidegateError) -> None:
+        """Refused consent calls are audited too (who tried to write or read whose
+        choices, and why not)."""
+        detail: dict[str, Any] = {"code": err.code, "reason": err.message[:300]}
+        if principal is not None:
+            detail["key_id"] = principal.key_id
+        platform.audit_writer.submit(
+            AuditRecord(
+                action=action,
+                principal=principal.name if principal is not None else "anonymous",
+                subjects=(subject,),
+                outcome="denied",
+                detail=detail,
+            )
+        )
+
     @router.post("/v1/consent")
     def post_consent(body: ConsentBody, request: Request) -> dict[str, Any]:
         """Record consent choices, a TCF string or a GPC signal for one subject."""
-        principal = authenticate(platform.meta, _token(request))
-        may_write_consent(platform, principal)
+        principal: Principal | None = None
         gpc = request.headers.get("sec-gpc", "").strip() == "1"
-        events = events_for(platform, body, gpc)
+        try:
+            principal = authenticate(platform.meta, _token(request))
+            may_write_consent(platform, principal)
+            events = events_for(platform, body, gpc)
+        except TidegateError as err:
+            denied("consent", principal, body.subject, err)
+            raise
         seqs = platform.consent.record(events)
         withdrawn = sorted({e.purpose for e in events if e.action != "grant"})
         platform.audit.append(  # consent is evidence: durable before we answer
@@ -208,8 +229,13 @@ def create_consent_router(platform: Any) -> APIRouter:
     @router.get("/v1/consent/{subject}")
     def get_consent(subject: str, request: Request) -> dict[str, Any]:
         """A subject's consent history and current state per purpose."""
-        principal = authenticate(platform.meta, _token(request))
-        may_write_consent(platform, principal)
+        principal: Principal | None = None
+        try:
+            principal = authenticate(platform.meta, _token(request))
+            may_write_consent(platform, principal)
+        except TidegateError as err:
+            denied("consent_read", principal, subject, err)
+            raise
         history = platform.consent.history(subject)
         platform.audit_writer.submit(
             AuditRecord(

@@ -35,6 +35,7 @@ from tidegate.egress.serve import openapi
 from tidegate.egress.serve.auth import bearer_token
 from tidegate.egress.serve.http import (
     ASGIApp,
+    GuestLimit,
     Hardening,
     Receive,
     Scope,
@@ -44,7 +45,7 @@ from tidegate.egress.serve.http import (
 )
 from tidegate.egress.serve.ratelimit import RateLimitedError
 from tidegate.egress.serve.service import MAX_KEY_LENGTH, MAX_LOOKUP_KEYS, Call, Serving
-from tidegate.errors import TidegateError
+from tidegate.errors import ForbiddenError, TidegateError
 from tidegate.runtime.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,12 @@ def create_app(platform: Platform) -> ASGIApp:
             await main(scope, receive, send)
 
     settings = project.config.serve
-    app: ASGIApp = Hardening(dispatch, settings.max_body_bytes, exempt=OWN_BODY_LIMIT)
+    app: ASGIApp = Hardening(
+        dispatch,
+        settings.max_body_bytes,
+        exempt=OWN_BODY_LIMIT,
+        max_header_bytes=settings.max_header_bytes,
+    )
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -277,7 +283,42 @@ def create_app(platform: Platform) -> ASGIApp:
         )
     from tidegate.observe.metrics import instrument
 
-    return instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+    app = instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+    if settings.metrics_roles:
+        app = _metrics_gate(app, serving, frozenset(settings.metrics_roles))
+    guests = settings.unauthenticated_rate_limit
+    if guests is not None:
+        burst = guests.burst or max(1, math.ceil(guests.requests_per_second))
+        app = GuestLimit(app, guests.requests_per_second, burst)
+    return app
+
+
+def _metrics_gate(app: ASGIApp, serving: Serving, roles: frozenset[str]) -> ASGIApp:
+    """`/metrics` for keys holding one of `roles` only (`serve.metrics_roles`); refusals are
+    audited like any denied call."""
+
+    async def gate(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/metrics":
+            await app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        call = Call(action="metrics")
+        try:
+            principal = serving.principal(
+                call, bearer_token(headers.get("authorization"), headers.get("x-api-key"))
+            )
+            if not roles & set(principal.roles):
+                raise ForbiddenError(
+                    f"principal {principal.name!r} may not read /metrics "
+                    f"(roles allowed: {', '.join(sorted(roles))})"
+                )
+        except TidegateError as err:
+            serving.audit_denied(call, err)
+            await _error(err)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return gate
 
 
 def app_from_env() -> ASGIApp:
