@@ -9,12 +9,8 @@ variable or a 0600 file in the state folder, never the metadata database), so so
 who can write the metadata database but does not hold the key cannot compute the hash
 of a record they forge or edit: nothing in the database is trusted by `verify`.
 
-Chains written before the chain was keyed carry a plain SHA-256. `verify` accepts them
-only as a prefix of the log, and only once a person has reviewed and sealed them
-(`tidegate audit seal`, which appends a keyed record naming the last one): from then
-on the keyed records vouch for them as they were at that moment. What nothing can
-prove is that they were not forged *before* the seal; `verify` says so. An unkeyed
-record after a keyed one is a forgery.
+Chains written before the chain was keyed (plain SHA-256) are checked, and sealed after
+a review, as `chain.py` describes.
 
 The chain alone cannot show that its *tail* was cut off (the remaining records are
 still consistent). An `AuditAnchor` kept outside the log (a small signed file, see
@@ -32,8 +28,6 @@ Two ways to append:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -42,13 +36,33 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidegate.audit.chain import (
+    GENESIS,
+    SEAL_OP,
+    ChainIssue,
+    Verification,
+    chain_hash,
+    chain_key,
+    unsealed_prefix,
+    walk,
+)
 from tidegate.meta.base import MetadataStore, StoredAuditRecord
+
+__all__ = [
+    "GENESIS",
+    "SEAL_OP",
+    "AuditLog",
+    "AuditRecord",
+    "ChainIssue",
+    "Verification",
+    "chain_hash",
+    "link",
+]
 
 if TYPE_CHECKING:
     from tidegate.audit.anchor import AuditAnchor
     from tidegate.audit.writer import AuditWriter
 
-GENESIS = "0" * 64
 log = logging.getLogger(__name__)
 
 
@@ -166,31 +180,6 @@ class AuditRecord:
             )
 
 
-@dataclass(frozen=True)
-class ChainIssue:
-    seq: int
-    problem: str
-
-    def __str__(self) -> str:
-        return f"record {self.seq}: {self.problem}"
-
-
-def chain_hash(seq: int, prev_hash: str, body: str, key: bytes | None = None) -> str:
-    """HMAC-SHA256 under the audit key; `key=None`: the plain SHA-256 of chains written
-    before the chain was keyed (read only: nothing new is written that way)."""
-    # surrogateescape: a body read back with bytes that are not UTF-8 (see meta/sqlite.py)
-    # hashes as exactly those bytes, so tampering shows as a mismatch, not a crash
-    text = f"{seq}\n{prev_hash}\n{body}".encode("utf-8", "surrogateescape")
-    if key is None:
-        return hashlib.sha256(text).hexdigest()
-    return hmac.new(key, text, hashlib.sha256).hexdigest()
-
-
-def chain_key(audit_key: bytes) -> bytes:
-    """The HMAC key of the chain, derived so the raw secret is used for nothing else."""
-    return hmac.new(audit_key, b"tidegate/audit/chain/v1", hashlib.sha256).digest()
-
-
 def link(
     records: list[AuditRecord], last: StoredAuditRecord | None, key: bytes
 ) -> list[StoredAuditRecord]:
@@ -204,20 +193,6 @@ def link(
         stored.append(StoredAuditRecord(seq, body, prev, digest))
         prev = digest
     return stored
-
-
-#: the admin operation that seals a reviewed, unkeyed prefix (see the module docstring)
-SEAL_OP = "audit.seal"
-
-
-@dataclass
-class Verification:
-    """What `verify` found: problems (the log was tampered with) and notes (what it
-    cannot prove, e.g. about records written before the chain was keyed)."""
-
-    issues: list[ChainIssue] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    records: int = 0
 
 
 class AuditLog:
@@ -299,23 +274,12 @@ class AuditLog:
         reviewed it: appends a keyed admin record naming its last record. None: nothing
         to seal."""
         self.flush()
-        stored_records = self._store.audit_records()
-        keyed = [
-            chain_hash(s.seq, s.prev_hash, s.body, self._key) == s.hash for s in stored_records
-        ]
-        last_legacy = 0
-        for stored, ok in zip(stored_records, keyed, strict=True):
-            if ok:
-                break
-            if chain_hash(stored.seq, stored.prev_hash, stored.body) == stored.hash:
-                last_legacy = stored.seq
-        if last_legacy == 0 or _sealed(stored_records, keyed, last_legacy):
+        last = unsealed_prefix(self._store.audit_records(), self._key)
+        if last == 0:
             return None
         (seq,) = self.append(
             AuditRecord(
-                action="admin",
-                principal=principal,
-                detail={"op": SEAL_OP, "sealed_through": last_legacy},
+                action="admin", principal=principal, detail={"op": SEAL_OP, "sealed_through": last}
             )
         )
         return seq
@@ -325,104 +289,9 @@ class AuditLog:
         return self.verification().issues
 
     def verification(self) -> Verification:
-        """`verify`, with notes on what the walk cannot prove."""
-        from tidegate.audit.redact import authorised_redactions, body_digest
-
+        """`verify`, with notes on what the walk cannot prove (chain.py)."""
         self.flush()
-        result = Verification()
-        stored_records = self._store.audit_records()
-        result.records = len(stored_records)
-        keyed = [
-            chain_hash(s.seq, s.prev_hash, s.body, self._key) == s.hash for s in stored_records
-        ]
-        # the unkeyed prefix: records before the first keyed one that hash the old way
-        first_keyed = keyed.index(True) if True in keyed else len(stored_records)
-        legacy = [
-            i < first_keyed and chain_hash(s.seq, s.prev_hash, s.body) == s.hash
-            for i, s in enumerate(stored_records)
-        ]
-        # bodies an erasure redacted (audit/redact.py), as authorised by a later record
-        redacted = authorised_redactions(
-            (s, keyed[i] or legacy[i]) for i, s in enumerate(stored_records)
-        )
-        expected_prev = GENESIS
-        expected_seq = 1
-        last_legacy = 0
-        for index, stored in enumerate(stored_records):
-            if stored.seq != expected_seq:
-                result.issues.append(
-                    ChainIssue(
-                        stored.seq,
-                        f"sequence jumps from {expected_seq - 1} to {stored.seq}: "
-                        "records were deleted or inserted",
-                    )
-                )
-            if stored.prev_hash != expected_prev:
-                result.issues.append(
-                    ChainIssue(
-                        stored.seq,
-                        "previous-hash link is broken: a record before it was changed, "
-                        "removed, inserted or moved",
-                    )
-                )
-            if legacy[index]:
-                last_legacy = stored.seq
-            elif not keyed[index]:
-                allowed = redacted.get(stored.seq)
-                if allowed is None or allowed[0] != body_digest(stored.body):
-                    result.issues.append(
-                        ChainIssue(stored.seq, _mismatch(stored, index > first_keyed))
-                    )
-            expected_prev = stored.hash
-            expected_seq = stored.seq + 1
-        if last_legacy:
-            self._judge_legacy(stored_records, keyed, last_legacy, result)
+        result = walk(self._store.audit_records(), self._key)
         if self.anchor is not None:
-            result.issues += self.anchor.check(self._store, expected_seq - 1)
+            result.issues += self.anchor.check(self._store, result.last_seq)
         return result
-
-    @staticmethod
-    def _judge_legacy(
-        stored_records: list[StoredAuditRecord],
-        keyed: list[bool],
-        last_legacy: int,
-        result: Verification,
-    ) -> None:
-        sealed = _sealed(stored_records, keyed, last_legacy)
-        span = f"records 1..{last_legacy}"
-        if sealed:
-            result.notes.append(
-                f"{span} were written before the audit chain was keyed (plain SHA-256) and "
-                "sealed after a review: they cannot have changed since the seal, but nothing "
-                "proves they were not forged before it"
-            )
-        else:
-            result.issues.append(
-                ChainIssue(
-                    last_legacy,
-                    f"{span} carry the old unkeyed hash: anyone who can write the metadata "
-                    "database could have forged them. Review them (`tidegate audit tail`, "
-                    "`search`), then seal them with `tidegate audit seal`",
-                )
-            )
-
-
-def _sealed(stored_records: list[StoredAuditRecord], keyed: list[bool], through: int) -> bool:
-    """Whether a keyed seal record covers the unkeyed records 1..through."""
-    for stored, ok in zip(stored_records, keyed, strict=True):
-        if not ok or f'"{SEAL_OP}"' not in stored.body:
-            continue
-        record = AuditRecord.readable(stored.body)
-        sealed = record.detail.get("sealed_through")
-        if record.detail.get("op") == SEAL_OP and isinstance(sealed, int) and sealed >= through:
-            return True
-    return False
-
-
-def _mismatch(stored: StoredAuditRecord, after_keyed: bool) -> str:
-    if after_keyed and chain_hash(stored.seq, stored.prev_hash, stored.body) == stored.hash:
-        return (
-            "carries an unkeyed hash after the chain was keyed: written without the audit "
-            "key (forged)"
-        )
-    return "content does not match its keyed hash: edited, or written without the audit key"
