@@ -64,6 +64,7 @@ class _Shape:
     decode: dict[str, str]  # column -> family, for values a treatment needs typed
     columns: dict[str, str]  # visible column -> treatment (audit)
     treatments: dict[str, str]  # every column -> treatment (response)
+    key_treatment: str  # how the purpose sees the key column: how entities are addressed
 
 
 class Serving:
@@ -134,6 +135,7 @@ class Serving:
             decode=decode,
             columns={c.name: c.treatment.treatment for c in plan.visible_columns},
             treatments={c.name: c.treatment.treatment for c in plan.columns},
+            key_treatment=key_treatment(plan),
         )
         if len(self._shapes) > 1_000:
             self._shapes.clear()
@@ -163,12 +165,12 @@ class Serving:
         subject = str(subject_value) if subject_value is not None else None
         return plan.apply_row(row), subject
 
-    def _stored_keys(self, plan: AccessPlan, keys: Sequence[str]) -> dict[str, str]:
+    def _stored_keys(self, shape: _Shape, keys: Sequence[str]) -> dict[str, str]:
         """Asked key -> the online store's key. Where the purpose sees the key column in
         clear, the same; where it hashes it, keys are pseudonyms (a clear id addresses
         nothing, so lookups are no token -> id oracle); any other treatment hides the key,
         so entities cannot be addressed under that purpose at all."""
-        treatment = key_treatment(plan)
+        plan, treatment = shape.plan, shape.key_treatment
         if treatment == "clear":
             return {k: k for k in keys}
         if treatment == "hash":
@@ -181,11 +183,11 @@ class Serving:
         )
 
     @staticmethod
-    def _answers_to(plan: AccessPlan, treated: dict[str, Any], key: str) -> bool:
+    def _answers_to(shape: _Shape, treated: dict[str, Any], key: str) -> bool:
         """Under a hashed key, the row's own token must be the one asked for."""
-        if key_treatment(plan) != "hash":
+        if shape.key_treatment != "hash":
             return True
-        return treated.get(plan.key_column) == key
+        return treated.get(shape.plan.key_column) == key
 
     # ---------------------------------------------------------------- endpoints
 
@@ -194,10 +196,10 @@ class Serving:
         product = call.product or ""
         plan = self._plan(call, principal, product)
         shape = self._shape(plan)
-        stored = self._stored_keys(plan, [key]) if len(key) <= MAX_KEY_LENGTH else {}
+        stored = self._stored_keys(shape, [key]) if len(key) <= MAX_KEY_LENGTH else {}
         entry = self.platform.online.read_entry(product, stored[key]) if key in stored else None
         treated, subject = self._treat(shape, entry) if entry is not None else (None, None)
-        if treated is not None and not self._answers_to(plan, treated, key):
+        if treated is not None and not self._answers_to(shape, treated, key):
             entry, treated = None, None
         shown_key = key[:MAX_KEY_LENGTH]
         if entry is None or treated is None:
@@ -250,7 +252,7 @@ class Serving:
         plan = self._plan(call, principal, product)
         shape = self._shape(plan)
         distinct = list(dict.fromkeys(keys))
-        stored = self._stored_keys(plan, distinct)
+        stored = self._stored_keys(shape, distinct)
         entries = self.platform.online.read_entries(product, list(dict.fromkeys(stored.values())))
         served: dict[str, dict[str, Any]] = {}
         subjects: dict[str, None] = {}
@@ -264,7 +266,7 @@ class Serving:
             if treated is None:
                 filtered += 1
                 continue
-            if not self._answers_to(plan, treated, key):
+            if not self._answers_to(shape, treated, key):
                 continue
             version = entry.version
             served[key] = {"data": treated, "updated_at": iso(entry.written_at)}
