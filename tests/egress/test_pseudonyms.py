@@ -44,13 +44,13 @@ def platform(demo_copy: Path) -> Iterator[Platform]:
 
 def test_a_purpose_that_hides_the_key_cannot_address_entities(platform: Platform) -> None:
     token, _ = create_key(platform.meta, "lab", ["researcher"])
-    api = TestClient(create_app(platform))
     headers = {"Authorization": f"Bearer {token}", "X-Purpose": "research"}
-    response = api.get(f"{C360}/entities/1", headers=headers)
-    assert response.status_code == 403
-    assert "cannot be addressed by key" in response.json()["error"]["message"]
-    lookup = api.post(f"{C360}/lookup", json={"keys": ["1"]}, headers=headers)
-    assert lookup.status_code == 403
+    with TestClient(create_app(platform)) as api:
+        response = api.get(f"{C360}/entities/1", headers=headers)
+        assert response.status_code == 403
+        assert "cannot be addressed by key" in response.json()["error"]["message"]
+        lookup = api.post(f"{C360}/lookup", json={"keys": ["1"]}, headers=headers)
+        assert lookup.status_code == 403
 
 
 def test_new_keys_become_addressable_and_the_row_must_carry_the_token(

@@ -215,36 +215,37 @@ def test_a_hashed_purpose_never_echoes_the_clear_key_nor_answers_by_it(served: S
 
 
 def _gate(served: Served, address: str = "198.51.100.7") -> TestClient:
-    """The whole API in process, called from `address` (per-address limits)."""
+    """The whole API in process, called from `address` (per-address limits); use it in a
+    `with` block so the app's lifespan closes what it opened."""
     return TestClient(create_app(served.platform), client=(address, 40000))
 
 
 def test_a_16_mb_x_purpose_header_writes_no_16_mb_audit_record(served: Served) -> None:
-    gate = _gate(served, "198.51.100.16")
-    before = served.last_seq()
-    huge = gate.get(f"{C360}/entities/1", headers={"X-Purpose": "p" * (16 << 20)})
-    assert huge.status_code == 431
-    assert huge.json()["error"]["code"] == "request_header_fields_too_large"
-    # under the header cap, every audited field is still capped
-    big = gate.get(
-        f"/v1/products/{'q' * 2000}/entities/{'k' * 2000}",
-        headers={"X-Purpose": "p" * 6000, "Authorization": "Bearer " + "t" * 3000},
-    )
-    assert big.status_code in (401, 404), big.text
-    served.platform.audit.flush()
-    bodies = [s.body for s in served.platform.meta.audit_records(before)]
-    assert bodies, "the denied call was not audited"
-    assert max(len(body) for body in bodies) < 4_000, max(len(body) for body in bodies)
+    with _gate(served, "198.51.100.16") as gate:
+        before = served.last_seq()
+        huge = gate.get(f"{C360}/entities/1", headers={"X-Purpose": "p" * (16 << 20)})
+        assert huge.status_code == 431
+        assert huge.json()["error"]["code"] == "request_header_fields_too_large"
+        # under the header cap, every audited field is still capped
+        big = gate.get(
+            f"/v1/products/{'q' * 2000}/entities/{'k' * 2000}",
+            headers={"X-Purpose": "p" * 6000, "Authorization": "Bearer " + "t" * 3000},
+        )
+        assert big.status_code in (401, 404), big.text
+        served.platform.audit.flush()
+        bodies = [s.body for s in served.platform.meta.audit_records(before)]
+        assert bodies, "the denied call was not audited"
+        assert max(len(body) for body in bodies) < 4_000, max(len(body) for body in bodies)
 
 
 def test_random_paths_and_methods_do_not_grow_metrics(served: Served) -> None:
-    gate = _gate(served, "198.51.100.17")
-    gate.get("/v1/nothing/0")
-    first = len(gate.get("/metrics").content)
-    for i in range(1, 1000):
-        gate.request("GET" if i % 2 else f"M{i}", f"/{uuid.uuid4().hex}/{i}")
-    grown = len(gate.get("/metrics").content)
-    assert grown - first < 6_000, (first, grown)
+    with _gate(served, "198.51.100.17") as gate:
+        gate.get("/v1/nothing/0")
+        first = len(gate.get("/metrics").content)
+        for i in range(1, 1000):
+            gate.request("GET" if i % 2 else f"M{i}", f"/{uuid.uuid4().hex}/{i}")
+        grown = len(gate.get("/metrics").content)
+        assert grown - first < 6_000, (first, grown)
 
 
 def _serve_settings(project_dir: Path, extra: str) -> None:
@@ -258,30 +259,29 @@ def _serve_settings(project_dir: Path, extra: str) -> None:
 def test_an_unauthenticated_flood_is_rate_limited_per_address(demo_copy: Path) -> None:
     with Platform.open(demo_copy) as platform:  # the default limit: 5/s, burst 50
         app = create_app(platform)
-        flood = TestClient(app, client=("203.0.113.5", 1))
-        before = platform.audit.last_seq()
-        started = time.monotonic()
-        codes: list[int] = []
-        while 429 not in codes and len(codes) < 500:
-            codes.append(flood.get(f"{C360}/entities/1").status_code)
-        elapsed = time.monotonic() - started
-        refused = codes.count(401)
-        assert codes[-1] == 429
-        assert 50 <= refused <= 50 + 5 * elapsed + 1, (refused, elapsed)
-        limited = flood.get(f"{C360}/entities/1")
-        assert limited.json()["error"]["code"] == "rate_limited"
-        assert int(limited.headers["retry-after"]) >= 1
-        # the flood stops reaching the audit log: one record per 401, none per 429
-        assert platform.audit.last_seq() - before == refused
-        other = TestClient(app, client=("203.0.113.6", 1))
-        assert other.get(f"{C360}/entities/1").status_code == 401
-        assert other.get("/v1/health").status_code == 200
+        with TestClient(app, client=("203.0.113.5", 1)) as flood:  # runs the lifespan
+            before = platform.audit.last_seq()
+            started = time.monotonic()
+            codes: list[int] = []
+            while 429 not in codes and len(codes) < 500:
+                codes.append(flood.get(f"{C360}/entities/1").status_code)
+            elapsed = time.monotonic() - started
+            refused = codes.count(401)
+            assert codes[-1] == 429
+            assert 50 <= refused <= 50 + 5 * elapsed + 1, (refused, elapsed)
+            limited = flood.get(f"{C360}/entities/1")
+            assert limited.json()["error"]["code"] == "rate_limited"
+            assert int(limited.headers["retry-after"]) >= 1
+            # the flood stops reaching the audit log: one record per 401, none per 429
+            assert platform.audit.last_seq() - before == refused
+            other = TestClient(app, client=("203.0.113.6", 1))
+            assert other.get(f"{C360}/entities/1").status_code == 401
+            assert other.get("/v1/health").status_code == 200
 
 
 def test_metrics_can_require_a_key(demo_copy: Path) -> None:
     _serve_settings(demo_copy, "  metrics_roles: [privacy_officer]\n")
-    with Platform.open(demo_copy) as platform:
-        gate = TestClient(create_app(platform))
+    with Platform.open(demo_copy) as platform, TestClient(create_app(platform)) as gate:
         officer, _ = create_key(platform.meta, "prometheus", ["privacy_officer"])
         desk, _ = create_key(platform.meta, "desk", ["support_agent"])
         before = platform.audit.last_seq()
