@@ -9,11 +9,11 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
+from tidegate.api import create_app
 from tidegate.egress.serve.pseudonyms import PseudonymIndex
-from tidegate.privacy.guard import AccessContext
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
+from tidegate.privacy.guard import AccessContext, guard_of
 from tidegate.store.online.codec import encode_row
 
 C360 = "/v1/products/customer_360"
@@ -56,7 +56,7 @@ def test_a_purpose_that_hides_the_key_cannot_address_entities(platform: Platform
 def test_new_keys_become_addressable_and_the_row_must_carry_the_token(
     platform: Platform,
 ) -> None:
-    plan = platform.guard.plan(AccessContext("x", ("analyst",), "analytics"), "customer_360")
+    plan = guard_of(platform).plan(AccessContext("x", ("analyst",), "analytics"), "customer_360")
     index = PseudonymIndex(platform.online, refresh_seconds=0.0)
     hash_key = plan.hash_key
     assert index.resolve(plan, [hash_key.hmac_hex("1")]) == {hash_key.hmac_hex("1"): "1"}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
+from tidegate.api import create_app
 from tidegate.audit.log import AuditRecord
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
 
 from .conftest import Served
 
@@ -117,7 +117,7 @@ def test_erasure_rewrites_only_the_subjects_fields_and_verify_stays_clean(
     """Erasing subject `1` rewrote unrelated counts equal to 1; erasing a string equal to a
     principal's name rewrote every record of that principal, and a second erasure made
     verify report false problems."""
-    from tidegate.privacy.requests import erase
+    from tidegate.requests.subject_requests import erase
 
     with Platform.open(demo_copy) as platform:
         platform.audit.append(
@@ -169,7 +169,7 @@ def test_erasure_rewrites_only_the_subjects_fields_and_verify_stays_clean(
 
 def _token_of(served: Served, purpose: str, key: str) -> str:
     """The pseudonym of `key` under `purpose`, computed from the master key directly."""
-    from tidegate.privacy.secrets import load_master_key
+    from tidegate.platform.secrets import load_master_key
     from tidegate.privacy.treatments import purpose_key
 
     master = load_master_key(served.platform.state_dir)

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tidegate.egress.serve.keys import create_key
-from tidegate.privacy.secrets import load_master_key
+from tidegate.platform.keys import create_key
+from tidegate.platform.secrets import load_master_key
 from tidegate.privacy.treatments import purpose_key
 
 from .conftest import Served

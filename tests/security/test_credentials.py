@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tidegate.egress.serve.keys import create_key, key_state, rotate_key
 from tidegate.errors import NotFoundError
+from tidegate.platform.keys import create_key, key_state, rotate_key
 
 from .conftest import AUDIENCE, ISSUER, Served
 
@@ -35,7 +35,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
 def read(served: Served, token: str, purpose: str = "support") -> Any:
     path = ENTITY
     if purpose == "analytics":  # analytics hashes the key: entity 1 is its pseudonym
-        from tidegate.privacy.secrets import load_master_key
+        from tidegate.platform.secrets import load_master_key
         from tidegate.privacy.treatments import purpose_key
 
         master = load_master_key(served.platform.state_dir)
