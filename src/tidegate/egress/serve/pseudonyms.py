@@ -75,12 +75,13 @@ class PseudonymIndex:
             return {t: index.tokens[t] for t in tokens if t in index.tokens}
 
     def _scan(self, plan: AccessPlan, column: ColumnPlan, index: _Index) -> None:
-        integer = column.type.upper() in ("BIGINT", "INTEGER", "INT", "SMALLINT", "HUGEINT")
+        # the store's key is the column's text, which is what the hash treatment hashes
+        # (for numbers, strings and dates; a row whose own token differs is never served
+        # under this one: Serving checks the treated row against the token asked for)
         for key in self._online.keys(plan.product):
             if key in index.known:
                 continue
             index.known.add(key)
-            value: object = int(key) if integer and key.lstrip("-").isdigit() else key
-            token = apply_value(column.treatment, value, column.type, plan.hash_key)
+            token = apply_value(column.treatment, key, column.type, plan.hash_key)
             if isinstance(token, str):
                 index.tokens[token] = key
