@@ -2,11 +2,13 @@
 
 * JSON is encoded with orjson (dates and timestamps as ISO 8601 text).
 * Every error is `{"error": {"code", "message", "details"?}}`; never a stack trace.
-* `Hardening` (pure ASGI, so it costs a few microseconds): refuses bodies over the
-  limit with 413 (by `Content-Length`, or while reading a chunked body) and adds the
-  security headers to every response that does not set its own: `nosniff`, no
-  referrer, a CSP that allows nothing (JSON needs nothing), no framing, and
-  `Cache-Control: no-store` (answers hold personal data; no cache may keep them).
+* `Hardening` (pure ASGI, so it costs a few microseconds): refuses a request line and
+  headers over the limit with 431 and bodies over the limit with 413 (by
+  `Content-Length`, or while reading a chunked body), and adds the security headers to
+  every response that does not set its own: `nosniff`, no referrer, a CSP that allows
+  nothing (JSON needs nothing), no framing, and `Cache-Control: no-store` (answers hold
+  personal data; no cache may keep them).
+* `GuestLimit`: callers that keep failing to authenticate get 429 per client address.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -200,8 +204,6 @@ class GuestLimit:
     MAX_ADDRESSES = 100_000
 
     def __init__(self, app: ASGIApp, rate: float, burst: int) -> None:
-        import threading
-
         self.app = app
         self.rate = rate
         self.burst = float(max(1, burst))
@@ -226,8 +228,6 @@ class GuestLimit:
             self._buckets[address] = (max(0.0, tokens - 1), now)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import time
-
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
