@@ -27,7 +27,7 @@ def test_audit_appends_do_not_move_the_watch_but_consent_and_keys_do(tmp_path: P
     other = SqliteMetadataStore(tmp_path / "m.db")  # another process, as far as SQLite knows
     watch = ChangeWatch(store)
     start = watch.generation()
-    AuditLog(other).append(AuditRecord("serve", "alice"))
+    AuditLog(other, key=b"k" * 32).append(AuditRecord("serve", "alice"))
     store.start_run("build", "p")
     assert watch.generation() == start
     other.append_consent([ConsentRow(0, "1", PURPOSE, "revoke", 1.0, "t", "", None, 1.0)])
