@@ -381,8 +381,14 @@ def run_worker(
     records and the applied-offset table skips them)."""
     from tidegate.runtime.scheduler import Scheduler
 
-    worker = StreamWorker(platform)
-    _retrying(worker.recover, stop, "recovering unpublished keys")
+    with platform.writer_lock:
+        worker = StreamWorker(platform)
+
+    def recover() -> int:
+        with platform.writer_lock:
+            return worker.recover()
+
+    _retrying(recover, stop, "recovering unpublished keys")
     scheduler = (
         Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
     )
@@ -403,7 +409,8 @@ def run_worker(
                 _commit(consumer, uncommitted)
             if scheduler is not None:
                 try:
-                    scheduler.tick()
+                    with platform.writer_lock:
+                        scheduler.tick()
                 except ServiceUnavailableError as err:
                     log.warning("scheduler: %s; trying again at the next tick", err.message)
     finally:
@@ -421,9 +428,10 @@ def _batch(worker: StreamWorker, records: Sequence[Record]) -> Any:
 
     def attempt() -> BatchReport:
         attempts[0] += 1
-        if attempts[0] > 1:  # a failed attempt may have applied without publishing
-            worker.recover()
-        return worker.process_batch(records)
+        with worker.platform.writer_lock:  # a command run for the CLI waits, or we wait
+            if attempts[0] > 1:  # a failed attempt may have applied without publishing
+                worker.recover()
+            return worker.process_batch(records)
 
     return attempt
 
