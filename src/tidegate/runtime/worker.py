@@ -44,7 +44,7 @@ from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
 from tidegate.observe.stream import StreamObserver
 from tidegate.privacy.consent_stream import ConsentStream
-from tidegate.privacy.tombstones import ErasedFilter
+from tidegate.privacy.tombstones import ErasedFilter, ensure_purged
 from tidegate.products.freshness import FreshnessLedger
 from tidegate.products.incremental import (
     ProductDelta,
@@ -141,6 +141,7 @@ class StreamWorker:
         changes: dict[str, list[Change]] = defaultdict(list)
         letters: list[DeadLetter] = []
         self.erased.refresh()
+        ensure_purged(self.platform)  # a new tombstone: raw and live versions purged once
         consent_topic = self.consent.topic if self.consent is not None else None
         if self.consent is not None:  # into the ledger before any offset is stored
             taken = self.consent.handle([r for r in fresh if r.topic == consent_topic])

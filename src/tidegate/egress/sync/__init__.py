@@ -62,6 +62,7 @@ from tidegate.errors import BadRequestError, DestinationError, NotFoundError, Ti
 from tidegate.meta.base import SyncedRow, SyncRowError
 from tidegate.observe.syncs import SyncLineage
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan
+from tidegate.privacy.tombstones import ensure_purged
 from tidegate.privacy.treatments import sql_text
 from tidegate.project.models import SyncConfig
 from tidegate.runtime.platform import Platform
@@ -195,6 +196,7 @@ def _run(
     name = cfg.name
     context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
     plan = platform.guard.plan(context, cfg.product, check_roles=False)
+    ensure_purged(platform)  # erased subjects never go out, even if sources still hold them
     if not platform.warehouse.has_relation(PRODUCTS, cfg.product):
         raise NotFoundError(
             f"sync {name!r}: product {cfg.product!r} has no live version yet; "
