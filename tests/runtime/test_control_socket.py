@@ -17,6 +17,7 @@ import typer
 
 from tidegate.cli.app import app
 from tidegate.cli.forward import _relay, _resolve
+from tidegate.errors import TidegateError
 from tidegate.runtime.control import AdminServer, Invocation, answers, socket_path
 
 
@@ -82,7 +83,7 @@ def test_a_stale_socket_is_replaced_and_a_live_one_is_not(
 
     with AdminServer(state, execute, threading.RLock()):
         assert answers(path)
-        with pytest.raises(RuntimeError, match="already answers"):
+        with pytest.raises(TidegateError, match="already answers"):
             AdminServer(state, execute, threading.RLock()).start()
         assert _ask(path, ["keys", "list"], capsys)[0] == 0
 

@@ -177,7 +177,14 @@ def forward_to_runtime(app: Any, argv: Sequence[str]) -> int | None:
             argv_out, str(cwd), out=_terminal(sys.stdout), err=_terminal(sys.stderr)
         )
         conn.sendall((invocation.to_json() + "\n").encode("utf-8"))
-        return _relay(conn)
+        try:
+            return _relay(conn)
+        except KeyboardInterrupt:
+            sys.stderr.write(
+                "interrupted: the runtime holding the project finishes the command on its "
+                "own (see its log)\n"
+            )
+            return 130
 
 
 def _relay(conn: socket.socket) -> int:

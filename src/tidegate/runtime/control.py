@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from tidegate.errors import TidegateError
+
 log = logging.getLogger(__name__)
 
 CONTROL_DIR = "control"
@@ -239,7 +241,9 @@ class AdminServer:
         os.chmod(folder, 0o700)
         if self.path.exists() or self.path.is_symlink():
             if answers(self.path):
-                raise RuntimeError(f"another runtime already answers on {self.path}")
+                raise TidegateError(
+                    f"another runtime already answers for this project on {self.path}"
+                )
             self.path.unlink()  # left by a runtime that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
