@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from tidegate.demo.runner import _free_port
-from tidegate.egress.serve.keys import create_key
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
 from tidegate.products.builder import build_products, load_sources
-from tidegate.runtime.platform import Platform
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tidegate.demo.runner import crm_rows
 from tidegate.egress.sync import run_sync
+from tidegate.platform import Platform
 from tidegate.privacy.tombstones import erasure_store, tombstones_of
 from tidegate.products.builder import build_products
-from tidegate.runtime.platform import Platform
 
 
 def _count(platform: Platform, relation: str, subject: str) -> int:

@@ -38,8 +38,8 @@ def live_shop(demo_dir: Path, target: Path) -> Path:
     `on_change` sync and churn_risk rebuilt every 2s when something upstream changed (so a
     scheduled rebuild happens within a test); built again."""
     from tidegate.demo.livefeed import apply_live_overlay
+    from tidegate.platform import Platform
     from tidegate.products.builder import build_products, load_sources
-    from tidegate.runtime.platform import Platform
 
     shutil.copytree(demo_dir, target)
     apply_live_overlay(target)
@@ -120,10 +120,12 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 
 _VOLATILE = [
     (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?"), "<time>"),
+    (re.compile(r"\b\d+:\d\d:\d\d\b"), "<elapsed>"),  # progress columns
     (re.compile(r"\d+\.\d+(e[-+]?\d+)?"), "<number>"),
     (re.compile(r"\b[0-9a-f]{16,}\b"), "<hex>"),
     (re.compile(r"(Erasure )[0-9a-f]+"), r"\1<id>"),
     (re.compile(r"\d+(ms|s)\b"), "<duration>"),
+    (re.compile(r"[▁▂▃▄▅▆▇█]+"), "<sparkline>"),  # build seconds differ run to run
 ]
 
 

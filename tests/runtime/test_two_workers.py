@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tidegate.ingest.intake import open_intake
+from tidegate.platform import Platform
 from tidegate.runtime.control import answers, socket_path
-from tidegate.runtime.platform import Platform
 from tidegate.store.online.codec import decode_row
 
 from .conftest import differences  # type: ignore[import-not-found]

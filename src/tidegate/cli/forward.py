@@ -25,8 +25,8 @@ from typing import Any, TextIO
 
 import typer
 
+from tidegate.platform import STATE_DIR, Platform
 from tidegate.runtime.control import Invocation, Terminal, socket_path
-from tidegate.runtime.platform import STATE_DIR, Platform
 
 #: commands that never go to a runtime: they are runtimes, or make a project
 LOCAL_ONLY = {("run",), ("worker",), ("serve",), ("demo",), ("init",), ("validate",)}
@@ -168,7 +168,7 @@ def forward_to_runtime(app: Any, argv: Sequence[str]) -> int | None:
             param, flag, question = asked
             if not target.params.get(param):
                 if not typer.confirm(question(target.params)):
-                    from tidegate.cli.console import errors
+                    from tidegate.console import errors
 
                     errors.print("aborted")
                     return 1
@@ -210,7 +210,7 @@ def _relay(conn: socket.socket) -> int:
 def executor(platform: Platform, main: Callable[[list[str]], None]) -> Any:
     """What a runtime's AdminServer runs for each invocation: `main(argv)` with the
     runtime's Platform lent and the consoles pointed at the client."""
-    from tidegate.cli.console import redirected
+    from tidegate.console import redirected
 
     def execute(invocation: Invocation, out: TextIO, err: TextIO) -> int:
         with platform.lend(), redirected(out, err, (invocation.out, invocation.err)):
