@@ -99,6 +99,10 @@ class RateLimiter:
     def close(self) -> None:
         return None
 
+    async def aclose(self) -> None:
+        """Release what `acheck` opened on the event loop (before the loop ends)."""
+        return None
+
 
 # KEYS[1]: the bucket; ARGV: rate (tokens/s), capacity. Returns {allowed, wait in µs}.
 # Redis's own clock (TIME) is the one clock every replica shares.
@@ -188,6 +192,11 @@ class RedisRateLimiter(RateLimiter):
         except redis.exceptions.RedisError as err:
             raise ServiceUnavailableError(f"rate limits: Redis at {self._url}: {err}") from None
         self._verdict(principal, rate, result)
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            client, self._async, self._loop = self._async, None, None
+            await client.aclose()
 
     def close(self) -> None:
         self._sync.close()
