@@ -48,6 +48,14 @@ class _ConsoleProxy:
 
 
 console = cast(Console, _ConsoleProxy("out", Console(highlight=False)))
+
+
+def current_console() -> Console:
+    """This thread's console itself, for Rich objects that print from threads of their own
+    (Progress, Live): handed the proxy, they would print to the process's stdout."""
+    return cast(_ConsoleProxy, console)._console()
+
+
 errors = cast(Console, _ConsoleProxy("err", Console(stderr=True, highlight=False)))
 
 
