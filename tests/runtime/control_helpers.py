@@ -127,6 +127,9 @@ _VOLATILE = [
     (re.compile(r"(Erasure )[0-9a-f]+"), r"\1<id>"),
     (re.compile(r"\d+(ms|s)\b"), "<duration>"),
     (re.compile(r"[▁▂▃▄▅▆▇█]+"), "<sparkline>"),  # build seconds differ run to run
+    # a table's columns are as wide as the widest value, and timings vary in length
+    (re.compile(r"[─━]+"), "─"),
+    (re.compile(r" {2,}"), " "),
 ]
 
 
