@@ -58,3 +58,62 @@ def test_a_tombstone_alone_keeps_the_subject_out_of_syncs_and_rebuilds(
             assert platform.online.read(product, subject) is None, product
         run_sync(platform, "crm_audience")
         assert subject not in {str(r["customer_id"]) for r in crm_rows(platform)}
+
+
+DPO_POLICY = """
+roles:
+  dpo:
+    description: The data protection officer.
+    purposes: [support]
+    subject_requests: true
+"""
+
+HOLD = """
+import sys, time, duckdb
+db = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def test_an_access_request_the_api_cannot_complete_is_a_503(demo_copy: Path) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tidegate.api import create_app
+    from tidegate.demo.runner import BackgroundServer, _free_port
+    from tidegate.platform.keys import create_key
+
+    (demo_copy / "policies" / "dpo.yml").write_text(DPO_POLICY)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(demo_copy / ".tidegate" / "warehouse.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    platform = Platform.open(demo_copy)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        platform.lock_timeout = 0.5
+        dpo = create_key(platform.meta, "dpo-tool", ["dpo"])[0]
+        server = BackgroundServer(create_app(platform), _free_port(0))
+        server.start()
+        try:
+            answer = httpx.get(
+                f"http://127.0.0.1:{server.port}/v1/subjects/42",
+                headers={"Authorization": f"Bearer {dpo}"},
+                timeout=30,
+            )
+        finally:
+            server.stop()
+    finally:
+        platform.close()
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert answer.status_code == 503, answer.text
+    body = answer.json()
+    assert body["complete"] is False
+    assert any("warehouse unavailable" in m and f"PID {holder.pid}" in m for m in body["missing"])
