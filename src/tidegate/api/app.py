@@ -74,6 +74,7 @@ def _lifespan(serving: Serving) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
+        await serving.limiter.aclose()  # the shared limiter's client lives on this loop
         serving.close()
 
     return lifespan

@@ -47,13 +47,23 @@ commands_requests.register(app)
 commands_stream.register(app)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run a command line; `argv` None is this process's own (`sys.argv`), which a live
+    runtime of the project may run instead (`cli/forward.py`); a runtime running a command
+    for the CLI passes the line it was handed."""
     logging.basicConfig(
         level=os.environ.get("TIDEGATE_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if argv is None:
+        from tidegate.cli.forward import forward_to_runtime
+
+        argv = sys.argv[1:]
+        forwarded = forward_to_runtime(typer.main.get_command(app), argv)
+        if forwarded is not None:
+            sys.exit(forwarded)
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except ConfigError as err:

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.console import console, print_json, table
+from tidegate.cli.forward import confirm_locally
+from tidegate.console import console, errors, print_json, table
 
 request_app = typer.Typer(
     help="Data subject requests: access and erasure (GDPR Art. 15 and 17).", no_args_is_help=True
@@ -47,9 +48,21 @@ def request_access(
         found = access(platform, subject, principal)
     if out is None:
         print_json(found)
-        return
-    out.write_text(json.dumps(found, indent=2, default=str))
-    console.print(f"access package for {subject} written to {out}: {found['counts']}")
+    else:
+        out.write_text(json.dumps(found, indent=2, default=str))
+        console.print(f"access package for {subject} written to {out}: {found['counts']}")
+    if not found["complete"]:  # an incomplete answer to a data subject is not a success
+        errors.print(
+            "[red]error:[/red] the access package is INCOMPLETE: " + "; ".join(found["missing"]),
+            markup=True,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+@confirm_locally(("request", "erase"), "yes", "--yes")
+def erase_question(params: dict[str, object]) -> str:
+    return f"Erase subject {params['subject']} everywhere? This cannot be undone"
 
 
 @request_app.command("erase")
@@ -65,7 +78,7 @@ def request_erase(
     from tidegate.platform import Platform
     from tidegate.requests.subject_requests import erase
 
-    if not yes and not typer.confirm(f"Erase subject {subject} everywhere? This cannot be undone"):
+    if not yes and not typer.confirm(erase_question({"subject": subject})):
         raise typer.Abort()
     with Platform.open(project_dir) as platform:
         report = erase(platform, subject, principal, reason)

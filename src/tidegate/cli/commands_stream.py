@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -56,6 +58,29 @@ def _ensure_built(platform: Platform) -> None:
             )
 
 
+@contextmanager
+def _holding(platform: Platform) -> Iterator[None]:
+    """Hold the project as its runtime: wait (as a standby, for as long as it takes) until
+    this process holds the warehouse, then answer CLI commands on the admin socket
+    (`runtime/control.py`) until the block ends."""
+    from tidegate.cli.app import main
+    from tidegate.cli.forward import executor
+    from tidegate.runtime.control import AdminServer, install_thread_streams
+
+    platform.lock_timeout = None
+    platform.wait_notice = lambda message: console.print(
+        f"standby: {message}; taking over when it ends", markup=False
+    )
+    _ = platform.warehouse
+    install_thread_streams()
+    server = AdminServer(platform.state_dir, executor(platform, main), platform.writer_lock)
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop()
+
+
 def run(
     project_dir: ProjectDir = Path("."),
     host: Annotated[str | None, typer.Option(help="API bind address.")] = None,
@@ -70,7 +95,7 @@ def run(
     from tidegate.platform import Platform
     from tidegate.runtime.worker import run_worker
 
-    with Platform.open(project_dir) as platform:
+    with Platform.open(project_dir) as platform, _holding(platform):
         _ensure_built(platform)
         server = None
         if serve:
@@ -106,13 +131,14 @@ def worker(
 ) -> None:
     """A stream worker without the API; more of them split a Kafka topic's partitions.
 
-    With the embedded DuckDB store one process writes the warehouse, so run one worker
-    per warehouse (extra workers wait on its lock).
+    With the embedded DuckDB store one process writes the warehouse: an extra worker is a
+    hot standby that says what it waits for, and joins the consumer group once it holds
+    the warehouse (when the first one stops or dies).
     """
     from tidegate.platform import Platform
     from tidegate.runtime.worker import run_worker
 
-    with Platform.open(project_dir) as platform:
+    with Platform.open(project_dir) as platform, _holding(platform):
         _ensure_built(platform)
         console.print(f"worker of group [bold]{group}[/bold] running; Ctrl-C stops it")
         try:

@@ -7,12 +7,23 @@ Platform sits below every stage (layer 2): it opens only the backends of layers 
 Services of the stages above (the guard, the consent ledger, tombstones, intake...)
 hang on it through `component`, a typed memo keyed by the factory that builds them,
 so each is built once per platform without Platform importing its module.
+
+A runtime (`run`, `worker`) holds the warehouse for as long as it runs and answers CLI
+commands on its admin socket (`runtime/control.py`): it runs them in-process with its own
+Platform, *lent* to the command (`lend()`): `Platform.open` of the same project then
+returns that Platform, whose `close()` leaves the backends open for the runtime.
+`writer_lock` keeps those commands, the worker's micro-batches and the scheduler's
+rebuilds from interleaving on the warehouse.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 from typing import TypeVar, cast
@@ -28,6 +39,25 @@ from tidegate.store.online import OnlineStore, open_online_store
 from tidegate.store.warehouse import Warehouse
 
 STATE_DIR = ".tidegate"
+#: seconds a command waits for a warehouse another (non-runtime) process holds
+LOCK_TIMEOUT_ENV = "TIDEGATE_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+_lent: ContextVar[Platform | None] = ContextVar("tidegate_lent_platform", default=None)
+
+
+def _stderr_notice(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
 
 T = TypeVar("T")
 
@@ -37,10 +67,36 @@ class Platform:
         self.project = project
         self._components: dict[Callable[[Platform], object], object] = {}
         self._building = threading.RLock()  # one of each, even when threads race
+        #: how long opening the warehouse waits for another process's lock (None: forever)
+        self.lock_timeout: float | None = _lock_timeout()
+        #: who hears "waiting for the warehouse: held by PID …" while it waits
+        self.wait_notice: Callable[[str], None] = _stderr_notice
+        self._loans = 0
 
     @classmethod
     def open(cls, root: str | Path) -> Platform:
+        lent = _lent.get()
+        if lent is not None and Path(root).resolve() == lent.project.root.resolve():
+            return lent
         return cls(load_project(root))
+
+    @cached_property
+    def writer_lock(self) -> threading.RLock:
+        """Held around each warehouse write of a runtime: a micro-batch, a scheduler tick,
+        a command run for the CLI; so a CLI build and an incremental update never race."""
+        return threading.RLock()
+
+    @contextmanager
+    def lend(self) -> Iterator[Platform]:
+        """In this thread (context), `Platform.open` of this project returns this Platform,
+        and closing it leaves the backends open for their owner."""
+        self._loans += 1
+        token = _lent.set(self)
+        try:
+            yield self
+        finally:
+            _lent.reset(token)
+            self._loans -= 1
 
     @property
     def state_dir(self) -> Path:
@@ -71,7 +127,11 @@ class Platform:
     def warehouse(self) -> Warehouse:
         config = self.project.config.backends.store
         return Warehouse(
-            self.project.path(config.path), threads=config.threads, memory_limit=config.memory_limit
+            self.project.path(config.path),
+            threads=config.threads,
+            memory_limit=config.memory_limit,
+            wait=self.lock_timeout,
+            notice=self.wait_notice,
         )
 
     @cached_property
@@ -102,6 +162,8 @@ class Platform:
         return self.audit.writer
 
     def close(self) -> None:
+        if self._loans:  # a command run by the runtime: the runtime closes at its end
+            return
         with self._building:
             components = list(self._components.values())
             self._components.clear()

@@ -9,7 +9,13 @@ this subject erased?", which is what stops the subject coming back:
   `erased`, never dead-lettered, so the payload is not stored anywhere);
 * loading a source snapshot (`load_sources`) purges erased subjects from `raw.<source>`
   before any product is built from it (`purge_erased`), so a rebuild, and every sync
-  and API read after it, cannot resurrect them.
+  and API read after it, cannot resurrect them;
+* every build, scheduled rebuild, sync and micro-batch first calls `ensure_purged`:
+  once per process and again whenever a new tombstone appears (another process may have
+  written it, e.g. an erasure that found the warehouse held and ended `pending`), every
+  raw table and live product version is purged of erased subjects, and their product
+  keys leave the online store. So an erasure holds even when the sources still contain
+  the subject and the erasure itself could not reach the warehouse.
 
 `Tombstones` holds the set in memory and reads only tombstones newer than the last one
 seen, once per `refresh()` (the worker refreshes per micro-batch); with no tombstone at
@@ -92,6 +98,11 @@ class Tombstones:
 
     def __len__(self) -> int:
         return len(self._hashes)
+
+    @property
+    def seq(self) -> int:
+        """The newest tombstone seen (0: none): what `ensure_purged` purged up to."""
+        return self._seq
 
     def hash(self, subject: object) -> str:
         return subject_hash(self.key, subject)
@@ -181,3 +192,59 @@ def purge_erased(platform: Platform, source: str) -> int:
             cur.execute(f"DELETE FROM {relation} WHERE CAST({quoted} AS VARCHAR) = ?", [value])
         after = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
     return int(before) - int(after)
+
+
+def _subject_erased_values(
+    cur: Any, tombstones: Tombstones, relation: str, column: str
+) -> list[Any]:
+    quoted = '"' + column.replace('"', '""') + '"'
+    distinct = cur.execute(
+        f"SELECT DISTINCT CAST({quoted} AS VARCHAR) FROM {relation} WHERE {quoted} IS NOT NULL"
+    ).fetchall()
+    return tombstones.erased_among([row[0] for row in distinct])
+
+
+def purge_live_product(platform: Any, product: str) -> int:
+    """Delete erased subjects' rows from the live version of `product`, and their keys
+    from the online store; returns how many rows went."""
+    tombstones = tombstones_of(platform)
+    spec = platform.project.products[product]
+    column = spec.subject_column
+    version = platform.meta.live_version(product)
+    if not len(tombstones) or column is None or version is None:
+        return 0
+    relation = f'builds."{version.table}"'
+    if not platform.warehouse.has_relation("builds", version.table):
+        return 0
+    quoted = '"' + column.replace('"', '""') + '"'
+    key = '"' + spec.config.key.replace('"', '""') + '"'
+    gone: list[str] = []
+    with platform.warehouse.cursor() as cur:
+        for value in _subject_erased_values(cur, tombstones, relation, column):
+            where = f"WHERE CAST({quoted} AS VARCHAR) = ?"
+            rows = cur.execute(
+                f"SELECT CAST({key} AS VARCHAR) FROM {relation} {where}", [value]
+            ).fetchall()
+            gone += [str(r[0]) for r in rows]
+            cur.execute(f"DELETE FROM {relation} {where}", [value])
+    if gone:
+        platform.online.delete(product, gone)
+    return len(gone)
+
+
+def ensure_purged(platform: Any) -> int:
+    """Purge erased subjects from every raw table and live product version, once per
+    process and again after each new tombstone; returns how many rows went. Costs one
+    dictionary lookup while nothing new was erased."""
+    tombstones = tombstones_of(platform)
+    if not len(tombstones) or platform.__dict__.get("_tidegate_purged_seq") == tombstones.seq:
+        return 0
+    removed = 0
+    for name, source in platform.project.sources.items():
+        column = getattr(source.config, "subject", None)
+        if column is not None and platform.warehouse.has_relation("raw", name):
+            removed += purge_erased(platform, name)
+    for product in platform.project.products:
+        removed += purge_live_product(platform, product)
+    platform.__dict__["_tidegate_purged_seq"] = tombstones.seq
+    return removed

@@ -18,7 +18,7 @@ from tidegate.errors import BuildError, TidegateError
 from tidegate.meta.base import ProductVersion
 from tidegate.observe.hooks import BuildObserver
 from tidegate.platform import Platform
-from tidegate.privacy.tombstones import purge_erased
+from tidegate.privacy.tombstones import ensure_purged, purge_erased
 from tidegate.project.models import FileSource
 from tidegate.store.sources import file_select, read_table_source
 from tidegate.store.warehouse import PRODUCTS, version_table
@@ -74,6 +74,7 @@ def build_products(
         known = ", ".join(sorted(project.products))
         raise TidegateError(f"unknown product(s): {', '.join(unknown)} (known: {known})")
     order = project.downstream_of(set(only)) if only else project.build_order()
+    ensure_purged(platform)  # an erasure holds even if it could not reach the warehouse
     results: list[BuildResult] = []
     failed: set[str] = set()
     observer = BuildObserver(platform)  # quality gate, pillars, lineage events (observe/)

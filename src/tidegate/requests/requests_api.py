@@ -112,7 +112,9 @@ def requests_routes(platform: Platform) -> list[Route]:
     async def get_subject(request: Request) -> JSONResponse:
         """Everything held about a data subject (GDPR Art. 15), as JSON."""
         subject = request.path_params["subject"]
-        return JSONResponse(await run_in_threadpool(answer_access, subject, _token(request)))
+        found = await run_in_threadpool(answer_access, subject, _token(request))
+        # an incomplete package is not an answer: 503 with what could not be read
+        return JSONResponse(found, status_code=200 if found["complete"] else 503)
 
     async def delete_subject(request: Request) -> JSONResponse:
         """Erase a data subject everywhere (GDPR Art. 17); answers the completion report."""

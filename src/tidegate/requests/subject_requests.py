@@ -45,11 +45,14 @@ topics it does not own; their owners erase there, and tidegate purges the subjec
 every load), and records already in the event log (kept until the topic's retention;
 re-deliveries are dropped by the worker).
 
-Both functions need the DuckDB warehouse, which one process at a time may open. When
-another process (`tidegate run`) holds it, access reports the warehouse `unavailable`
-and erasure reports it `pending`: the tombstone is already written, so the next source
-load purges the subject (`tombstones.purge_erased`), and running the erasure again
-(it is idempotent) completes the rest.
+Both functions need the DuckDB warehouse, which one process at a time may open. While
+`tidegate run` (or `worker`) holds it, the CLI hands the request to that runtime, which
+answers it with the warehouse it holds (`runtime/control.py`). When another process
+holds it past the lock timeout, access reports the warehouse `unavailable` and the
+package incomplete (`complete: false`, `missing`; the CLI exits 1), and erasure reports
+it `pending` (exit 1): the tombstone is already written, so every later source load,
+rebuild and sync purges the subject (`tombstones.purge_all_erased`), and running the
+erasure again (it is idempotent) completes the rest.
 """
 
 from __future__ import annotations
@@ -137,11 +140,17 @@ def _check_subject(subject: str) -> str:
 
 
 def _warehouse(platform: Platform) -> tuple[Any, str]:
-    """The warehouse, or (None, why not) when another process holds the DuckDB file."""
+    """The warehouse, or (None, why not) when it cannot be opened: another process that is
+    not a runtime held the DuckDB file past the lock timeout (a runtime answers the
+    request itself, `runtime/control.py`)."""
+    from tidegate.errors import ServiceUnavailableError
+
     try:
         return platform.warehouse, ""
-    except Exception as err:  # duckdb.IOException: the file is locked by another process
-        return None, f"{type(err).__name__}: {err}"[:300]
+    except ServiceUnavailableError as err:
+        return None, err.message[:500]
+    except Exception as err:  # duckdb: a damaged or unreadable file
+        return None, f"{type(err).__name__}: {err}"[:500]
 
 
 # ---------------------------------------------------------------- access
@@ -150,6 +159,11 @@ def _warehouse(platform: Platform) -> tuple[Any, str]:
 def access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
     """Everything held about `subject`, as JSON (GDPR Art. 15)."""
     subject = _check_subject(subject)
+    with platform.writer_lock:  # in a runtime: between micro-batches, never inside one
+        return _access(platform, subject, principal)
+
+
+def _access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
     result: dict[str, Any] = {"subject": subject, "generated_at": time.time()}
     tombstones = tombstones_of(platform)
     result["erased"] = tombstones.is_erased(subject)
@@ -189,7 +203,21 @@ def access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
         )
     )
     result["counts"] = counts
+    result["missing"] = _missing(result)
+    result["complete"] = not result["missing"]
     return plain(result)  # type: ignore[no-any-return]
+
+
+def _missing(result: dict[str, Any]) -> list[str]:
+    """What the access package could not read, each with why: the answer is incomplete."""
+    missing = []
+    if result["warehouse"]["status"] != "ok":
+        missing.append(f"warehouse unavailable ({result['warehouse'].get('error', '')})")
+    for name, entry in result["destinations"].items():
+        status = str(entry.get("status", ""))
+        if status.startswith("failed"):
+            missing.append(f"destination of sync {name}: {status}")
+    return missing
 
 
 def _names(redactor: Redactor, body: str) -> bool:
@@ -278,6 +306,11 @@ def _consent(platform: Platform, subject: str) -> dict[str, Any]:
 def erase(platform: Platform, subject: str, principal: str, reason: str = "") -> ErasureReport:
     """Erase `subject` everywhere tidegate put it; see the module docstring."""
     subject = _check_subject(subject)
+    with platform.writer_lock:  # in a runtime: between micro-batches, never inside one
+        return _erase(platform, subject, principal, reason)
+
+
+def _erase(platform: Platform, subject: str, principal: str, reason: str) -> ErasureReport:
     store = erasure_store(platform.meta)
     tombstones = tombstones_of(platform)
     digest = tombstones.hash(subject)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from tidegate.console import console, table
+from tidegate.console import console, current_console, table
 from tidegate.egress.sync import SyncReport, run_sync
 from tidegate.platform import Platform
 from tidegate.products.builder import BuildResult
@@ -28,7 +28,10 @@ def run_build(
     from tidegate.products.builder import build_products, load_sources
 
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=current_console(),
     ) as progress:
         if not skip_sources:
             task = progress.add_task("loading sources", total=None)

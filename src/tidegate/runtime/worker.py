@@ -46,7 +46,7 @@ from tidegate.log.base import Message, Record, TopicPartition
 from tidegate.observe.freshness import FreshnessLedger
 from tidegate.observe.stream import StreamObserver
 from tidegate.platform import Platform
-from tidegate.privacy.tombstones import ErasedFilter
+from tidegate.privacy.tombstones import ErasedFilter, ensure_purged
 from tidegate.products.incremental import (
     ProductDelta,
     keys_table,
@@ -141,6 +141,7 @@ class StreamWorker:
         changes: dict[str, list[Change]] = defaultdict(list)
         letters: list[DeadLetter] = []
         self.erased.refresh()
+        ensure_purged(self.platform)  # a new tombstone: raw and live versions purged once
         consent_topic = self.consent.topic if self.consent is not None else None
         if self.consent is not None:  # into the ledger before any offset is stored
             taken = self.consent.handle([r for r in fresh if r.topic == consent_topic])
@@ -381,8 +382,14 @@ def run_worker(
     records and the applied-offset table skips them)."""
     from tidegate.runtime.scheduler import Scheduler
 
-    worker = StreamWorker(platform)
-    _retrying(worker.recover, stop, "recovering unpublished keys")
+    with platform.writer_lock:
+        worker = StreamWorker(platform)
+
+    def recover() -> int:
+        with platform.writer_lock:
+            return worker.recover()
+
+    _retrying(recover, stop, "recovering unpublished keys")
     scheduler = (
         Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
     )
@@ -403,7 +410,8 @@ def run_worker(
                 _commit(consumer, uncommitted)
             if scheduler is not None:
                 try:
-                    scheduler.tick()
+                    with platform.writer_lock:
+                        scheduler.tick()
                 except ServiceUnavailableError as err:
                     log.warning("scheduler: %s; trying again at the next tick", err.message)
     finally:
@@ -421,9 +429,10 @@ def _batch(worker: StreamWorker, records: Sequence[Record]) -> Any:
 
     def attempt() -> BatchReport:
         attempts[0] += 1
-        if attempts[0] > 1:  # a failed attempt may have applied without publishing
-            worker.recover()
-        return worker.process_batch(records)
+        with worker.platform.writer_lock:  # a command run for the CLI waits, or we wait
+            if attempts[0] > 1:  # a failed attempt may have applied without publishing
+                worker.recover()
+            return worker.process_batch(records)
 
     return attempt
 

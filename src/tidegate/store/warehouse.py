@@ -13,8 +13,10 @@ references (a SQLGlot tree rewrite, not string surgery) to the schemas above.
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from tidegate.errors import BuildError
+from tidegate.errors import BuildError, ServiceUnavailableError
 from tidegate.project.project import Product, Project
 
 RAW, BUILDS, PRODUCTS = "raw", "builds", "products"
@@ -32,14 +34,81 @@ def version_table(product: str, version: int) -> str:
     return f"{product}__v{version}"
 
 
-class Warehouse:
-    def __init__(self, path: Path, *, threads: int | None = None, memory_limit: str | None = None):
-        import duckdb
+#: how often a process waiting for the warehouse tries again, and tells the person waiting
+LOCK_RETRY = 0.5
+LOCK_NOTICE_EVERY = 10.0
 
+
+class WarehouseLockedError(ServiceUnavailableError):
+    """Another process holds the DuckDB file (one writer process per file) and did not let
+    go within the wait; the message names it."""
+
+
+def lock_holder(message: str) -> str:
+    """Who holds the DuckDB lock, from DuckDB's message: `PID 123 (tidegate build -p x)`."""
+    found = re.search(r"\(PID (\d+)\)", message)
+    if not found:
+        return "another process"
+    pid = found.group(1)
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"PID {pid}"
+    words = [w.decode("utf-8", "replace") for w in raw.split(b"\0") if w]
+    if len(words) > 1 and words[0].rsplit("/", 1)[-1].startswith("python"):
+        words = words[1:]  # `python .../tidegate build`: the script says more
+    if words:
+        words[0] = words[0].rsplit("/", 1)[-1]
+    return f"PID {pid} ({' '.join(words)[:200]})" if words else f"PID {pid}"
+
+
+def connect_waiting(
+    path: Path, wait: float | None, notice: Callable[[str], None] | None = None
+) -> Any:
+    """`duckdb.connect(path)`, waiting while another process holds the file's lock.
+
+    `wait` is how long in seconds (None: for as long as it takes, what a standby worker
+    wants); `notice` hears, at the start and every LOCK_NOTICE_EVERY seconds, who is
+    waited for. Past `wait`, WarehouseLockedError says who holds the file."""
+    import duckdb
+
+    started = time.monotonic()
+    told = 0.0
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            holder = lock_holder(str(err))
+        waited = time.monotonic() - started
+        if wait is not None and waited >= wait:
+            raise WarehouseLockedError(
+                f"the warehouse {path} is held by {holder}, and it was not released within"
+                f" {wait:.0f}s; try again when that process ends (or run this command while"
+                " `tidegate run` is up: it answers for the warehouse it holds)"
+            )
+        if notice is not None and (not told or waited - told >= LOCK_NOTICE_EVERY):
+            told = max(waited, 1e-9)
+            limit = "" if wait is None else f" (up to {wait:.0f}s)"
+            notice(f"waiting for the warehouse {path}: held by {holder}{limit}")
+        time.sleep(LOCK_RETRY)
+
+
+class Warehouse:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        wait: float | None = 0.0,
+        notice: Callable[[str], None] | None = None,
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self.db = duckdb.connect(str(path))
+        self.db = connect_waiting(path, wait, notice)
         self.db.execute("SET TimeZone = 'UTC'")
         if threads:
             self.db.execute(f"SET threads = {int(threads)}")

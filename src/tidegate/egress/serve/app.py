@@ -123,6 +123,7 @@ def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: 
             call = Call(action=action, product=request.path_params.get("product"))
             call.purpose = request.headers.get("x-purpose")
             try:
+                await serving.admit(call, _token(request))  # 401/429 first, loop not blocked
                 return json_response(await handler(request, call))
             except TidegateError as err:
                 serving.audit_denied(call, err)

@@ -24,7 +24,7 @@ import orjson
 from tidegate.audit.log import AuditRecord
 from tidegate.egress.serve.auth import Authenticator
 from tidegate.egress.serve.pseudonyms import PseudonymIndex, key_treatment
-from tidegate.egress.serve.ratelimit import RateLimiter
+from tidegate.egress.serve.ratelimit import limiter_for
 from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
 from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
 from tidegate.platform import Platform
@@ -52,6 +52,7 @@ class Call:
     purpose: str | None = None
     principal: Principal | None = None
     generation: int | None = None  # the metadata watch, read once per request
+    admitted: bool = False  # authenticated and rate-limited already (`Serving.admit`)
     audited: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -77,7 +78,7 @@ class Serving:
         serve = self.project.config.serve
         self.auth = Authenticator(platform.meta, self.watch, serve.jwt, self.project.root)
         self.plans = PlanCache(guard_of(platform), platform.meta, self.watch)
-        self.limiter = RateLimiter(self.project.policy)
+        self.limiter = limiter_for(self.project)  # shared across replicas on Redis
         self.versions = VersionTimes(platform.meta)
         self.pseudonyms = PseudonymIndex(platform.online)
         self._shapes: dict[int, _Shape] = {}
@@ -85,14 +86,27 @@ class Serving:
 
     def close(self) -> None:
         self.watch.close()
+        self.limiter.close()
 
     # ---------------------------------------------------------------- common steps
 
     def principal(self, call: Call, token: str | None) -> Principal:
+        if call.admitted and call.principal is not None:
+            return call.principal
         call.generation = self.watch.generation()
         principal = self.auth.authenticate(token, call.generation)
         call.principal = principal
         self.limiter.check(principal.name, principal.roles)
+        return principal
+
+    async def admit(self, call: Call, token: str | None) -> Principal:
+        """Authenticate and take a rate-limit token without blocking the event loop (a
+        shared limiter asks Redis); the handler's `principal()` then reuses the result."""
+        call.generation = self.watch.generation()
+        principal = self.auth.authenticate(token, call.generation)
+        call.principal = principal
+        await self.limiter.acheck(principal.name, principal.roles)
+        call.admitted = True
         return principal
 
     def audit(self, call: Call, record: AuditRecord) -> None:

@@ -63,6 +63,7 @@ from tidegate.meta.base import SyncedRow, SyncRowError
 from tidegate.observe.syncs import SyncLineage
 from tidegate.platform import Platform
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, guard_of
+from tidegate.privacy.tombstones import ensure_purged
 from tidegate.privacy.treatments import sql_text
 from tidegate.project.models import SyncConfig
 from tidegate.store.warehouse import PRODUCTS
@@ -195,6 +196,7 @@ def _run(
     name = cfg.name
     context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
     plan = guard_of(platform).plan(context, cfg.product, check_roles=False)
+    ensure_purged(platform)  # erased subjects never go out, even if sources still hold them
     if not platform.warehouse.has_relation(PRODUCTS, cfg.product):
         raise NotFoundError(
             f"sync {name!r}: product {cfg.product!r} has no live version yet; "
