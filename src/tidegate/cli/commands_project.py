@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from tidegate.cli.console import console, print_json, table
@@ -13,6 +14,7 @@ from tidegate.errors import ConfigError, TidegateError
 
 if TYPE_CHECKING:
     from tidegate.products.builder import BuildResult
+    from tidegate.project import Project
     from tidegate.runtime.platform import Platform
 
 ProjectDir = Annotated[
@@ -43,6 +45,18 @@ def init(
     )
 
 
+def load_checked(directory: Path) -> Project:
+    """The project, checked against its files too: what `build` would trip over."""
+    from tidegate.project import load_project
+    from tidegate.project.reality import check_reality
+
+    project = load_project(directory)
+    problems = check_reality(project)
+    if problems:
+        raise ConfigError(problems, project.root)
+    return project
+
+
 def validate(
     directory: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -56,10 +70,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check every file of a project; list each problem with file:line and field."""
-    from tidegate.project import load_project
-
     try:
-        project = load_project(directory)
+        project = load_checked(directory)
     except ConfigError as err:
         if json_output:
             print_json({"valid": False, "problems": [p.__dict__ for p in err.problems]})
@@ -85,7 +97,7 @@ def validate(
         print_json(summary)
         return
     for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, soft_wrap=True)
+        console.print(f"[yellow]warning:[/yellow] {escape(str(warning))}", soft_wrap=True)
     console.print(
         f"[green]✓[/green] project [bold]{project.name}[/bold] is valid: "
         f"{len(project.sources)} sources, {len(project.products)} products, "
@@ -113,6 +125,8 @@ def build(
     from tidegate.runtime.jobs import syncs_after_build
     from tidegate.runtime.platform import Platform
 
+    if not skip_sources:
+        load_checked(project_dir)  # a clear message for a missing file or column, not DuckDB's
     with Platform.open(project_dir) as platform:
         results = run_build(platform, product, skip_sources)
         if sync:
