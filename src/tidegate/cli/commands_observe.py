@@ -277,10 +277,9 @@ def _lineage_summary(project: Project, product: str) -> list[str]:
 
 
 def write_plot(points: list[Any], title: str, target: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        raise TidegateError("plots need matplotlib: pip install matplotlib") from None
+    from tidegate.extras import require
+
+    matplotlib = require("plot", "matplotlib")
     if target.suffix.lower() not in (".png", ".svg"):
         raise TidegateError(f"--out {target}: write a .png or an .svg")
     matplotlib.use("Agg")  # no display needed

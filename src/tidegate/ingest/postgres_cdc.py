@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tidegate.errors import ServiceUnavailableError, TidegateError
+from tidegate.extras import require
 from tidegate.ingest.intake import Intake
 from tidegate.log.base import Message
 
@@ -62,6 +63,7 @@ class PostgresCdc:
         table: str,
         schema: str = "public",
     ) -> None:
+        require("postgres", "psycopg")  # names the extra when it is missing
         self.dsn = dsn
         self.slot = slot
         self.intake = intake

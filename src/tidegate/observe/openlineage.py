@@ -67,6 +67,9 @@ def make_transport(config: OpenLineageConfig, root: Any) -> Any:
         if config.api_key_env and os.environ.get(config.api_key_env):
             http.auth = ApiKeyTokenProvider({"apiKey": os.environ[config.api_key_env]})
         return HttpTransport(http)
+    from tidegate.extras import require
+
+    require("kafka", "confluent_kafka")  # the Kafka transport needs it
     from openlineage.client.transport.kafka import KafkaConfig, KafkaTransport
 
     return KafkaTransport(
