@@ -108,10 +108,10 @@ def test_usage_mistakes(args: list[str], code: int, needles: list[str], tmp_path
 BREAKS: list[tuple[Callable[[Path], None], list[str]]] = [
     (
         merge_key_with_typo,
-        ["sources/customers.yml:11: [columns.customer_id.descripton]", "did you mean"],
+        ["sources/customers.yml:12: [columns.customer_id.descripton]", "did you mean"],
     ),
     (impossible_cron, ["syncs/profiles_to_crm.yml:", "[schedule]", "0 9 31 4 *", "never exists"]),
-    (missing_source_file, ["sources/customers.yml:5: [path]", "data/customers.csv", "not found"]),
+    (missing_source_file, ["sources/customers.yml:6: [path]", "data/customers.csv", "not found"]),
     (undeclared_column, ["[columns.e_mail]", "'e_mail' is not in file", "did you mean 'email'"]),
     (mistyped_column, ["[columns.signed_up.type]", "declared DATE", "fifteenth of January"]),
     (dangling_relationship, ["[columns.country.checks.0]", "'countries'", "not a product"]),

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("validate")(validate)
     app.command("build")(build)
+    app.command("schema")(schema)
 
 
 def init(
@@ -43,6 +44,31 @@ def init(
         f"Next: [bold]tidegate validate {directory}[/bold], then "
         f"[bold]tidegate build -p {directory}[/bold]."
     )
+
+
+def schema(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write one <kind>.schema.json per file kind into this folder."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """JSON Schema of every project file kind, for editors; generated from the models.
+
+    Kinds: project (tidegate.yml), source, product, policy, sync. Without --out, all of
+    them print as one JSON object.
+    """
+    from tidegate.project.reference import KINDS, all_schemas, write_schemas
+
+    if out is None:
+        print_json(all_schemas())
+        return
+    written = write_schemas(out)
+    if json_output:
+        print_json({"written": [str(p) for p in written]})
+        return
+    for kind, path in zip(KINDS, written, strict=True):
+        console.print(f"{kind:8} {escape(str(path))}")
 
 
 def load_checked(directory: Path) -> Project:
