@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tidegate.cli.console import console, print_json, table
+from tidegate.cli.console import JsonOption, console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
 
 if TYPE_CHECKING:
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from tidegate.project.project import Project
 
 ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="The project folder.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 SPARKS = "▁▂▃▄▅▆▇█"
 
 quality_app = typer.Typer(help="Quality check results and the failing rows they kept.")
@@ -50,9 +49,13 @@ def lineage(
     target: Annotated[str, typer.Argument(help="PRODUCT or PRODUCT.COLUMN (or a source).")],
     project_dir: ProjectDir = Path("."),
     output: Annotated[str, typer.Option("--format", help="text, mermaid, dot or json.")] = "text",
+    json_output: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Column lineage upstream (sources, products) and downstream (products, syncs, API)."""
     from tidegate.observe.lineage import build_graph, to_dot, to_mermaid
+
+    if json_output:
+        output = "json"
 
     if output not in ("text", "mermaid", "dot", "json"):
         raise TidegateError(f"--format {output!r}: use text, mermaid, dot or json")

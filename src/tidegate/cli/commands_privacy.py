@@ -11,7 +11,7 @@ import typer
 
 from tidegate.audit.log import AuditRecord
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.cli.console import console, print_json, table
+from tidegate.cli.console import JsonOption, console, print_json, table
 from tidegate.errors import BadRequestError, TidegateError
 
 consent_app = typer.Typer(
@@ -131,13 +131,18 @@ def consent_show(
 
 
 @audit_app.command("verify")
-def audit_verify(project_dir: ProjectDir = Path(".")) -> None:
+def audit_verify(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
     """Walk the hash chain; report any edited, deleted, inserted or reordered record."""
     from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
         issues = platform.audit.verify()
         count = len(platform.meta.audit_records())
+    if json_output:
+        print_json({"intact": not issues, "records": count, "issues": [str(i) for i in issues]})
+        if issues:
+            raise typer.Exit(1)
+        return
     if issues:
         for issue in issues:
             console.print(f"[red]✗[/red] {issue}")
@@ -298,6 +303,7 @@ def keys_create(
     role: Annotated[list[str], typer.Option(help="A role from policies/ (repeatable).")],
     project_dir: ProjectDir = Path("."),
     ttl: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d; default: no expiry.")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Create an API key; it is shown once and stored only as a hash."""
     from tidegate.egress.serve.keys import create_key
@@ -317,17 +323,35 @@ def keys_create(
                 detail={"op": "key.create", "key_id": row.key_id, "for": principal, "roles": role},
             )
         )
+    if json_output:
+        print_json({"key_id": row.key_id, "principal": principal, "roles": role, "key": token})
+        return
     console.print(f"key id {row.key_id} for {principal} ({', '.join(role)}):")
     console.print(token, markup=False, soft_wrap=True)
 
 
 @keys_app.command("list")
-def keys_list(project_dir: ProjectDir = Path(".")) -> None:
+def keys_list(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
     """Every key: principal, roles, expiry and revocation (never the secret)."""
     from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
         rows = platform.meta.api_keys()
+    if json_output:
+        print_json(
+            [
+                {
+                    "key_id": r.key_id,
+                    "principal": r.principal,
+                    "roles": list(r.roles),
+                    "created_at": r.created_at,
+                    "expires_at": r.expires_at,
+                    "revoked_at": r.revoked_at,
+                }
+                for r in rows
+            ]
+        )
+        return
     console.print(
         table(
             "API keys",
@@ -348,7 +372,9 @@ def keys_list(project_dir: ProjectDir = Path(".")) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, project_dir: ProjectDir = Path(".")) -> None:
+def keys_revoke(
+    key_id: str, project_dir: ProjectDir = Path("."), json_output: JsonOption = False
+) -> None:
     """Revoke a key at once."""
     from tidegate.runtime.platform import Platform
 
@@ -360,6 +386,9 @@ def keys_revoke(key_id: str, project_dir: ProjectDir = Path(".")) -> None:
                 action="admin", principal=ADMIN, detail={"op": "key.revoke", "key_id": key_id}
             )
         )
+    if json_output:
+        print_json({"revoked": key_id})
+        return
     console.print(f"revoked key {key_id}")
 
 
@@ -371,6 +400,7 @@ def keys_rotate(
         str, typer.Option(help="How long the old key keeps working, e.g. 1h; 0s: revoke now.")
     ] = "1h",
     ttl: Annotated[str | None, typer.Option(help="Lifetime of the new key, e.g. 90d.")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Replace a key: a new secret for the same principal and roles (shown once)."""
     from tidegate.egress.serve.keys import rotate_key
@@ -393,6 +423,11 @@ def keys_rotate(
                 },
             )
         )
+    if json_output:
+        print_json(
+            {"key_id": row.key_id, "replaces": key_id, "old_key_stops_at": stops, "key": token}
+        )
+        return
     console.print(
         f"key id {row.key_id} replaces {key_id} ({row.principal}); {key_id} stops "
         f"{'now' if grace_seconds == 0 else 'at ' + _when(stops)}:"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from tidegate.cli.console import console, print_json, table
+from tidegate.cli.console import JsonOption, console, print_json, table
 from tidegate.errors import ConfigError, TidegateError
 
 if TYPE_CHECKING:
@@ -34,11 +35,15 @@ def init(
     domain: Annotated[
         str | None, typer.Option(help="The domain team's name, used in names and docs.")
     ] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Scaffold a working project: folders, default purposes and policies, an example."""
     from tidegate.project.scaffold import scaffold
 
     written = scaffold(directory, domain)
+    if json_output:
+        print_json({"project": str(directory), "files": [str(p) for p in written]})
+        return
     console.print(f"Created a tidegate project in [bold]{directory}[/bold] ({len(written)} files).")
     console.print(
         f"Next: [bold]tidegate validate {directory}[/bold], then "
@@ -143,6 +148,7 @@ def build(
     sync: Annotated[
         bool, typer.Option("--sync/--no-sync", help="Run the `on_build` syncs afterwards.")
     ] = True,
+    json_output: JsonOption = False,
 ) -> None:
     """Load sources and build products in dependency order; each publishes atomically.
 
@@ -154,14 +160,25 @@ def build(
     if not skip_sources:
         load_checked(project_dir)  # a clear message for a missing file or column, not DuckDB's
     with Platform.open(project_dir) as platform:
-        results = run_build(platform, product, skip_sources)
-        if sync:
-            for report in syncs_after_build(platform, results):
-                console.print(
-                    f"sync [bold]{report.sync}[/bold]: {report.added} added, "
-                    f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
-                )
+        results = run_build(platform, product, skip_sources, quiet=json_output)
+        reports = syncs_after_build(platform, results) if sync else []
     failed = [r for r in results if r.status != "live"]
+    if json_output:
+        print_json(
+            {
+                "products": [dataclasses.asdict(r) for r in results],
+                "syncs": [dataclasses.asdict(r) for r in reports],
+                "ok": not failed,
+            }
+        )
+        if failed:
+            raise typer.Exit(1)
+        return
+    for report in reports:
+        console.print(
+            f"sync [bold]{report.sync}[/bold]: {report.added} added, "
+            f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
+        )
     if failed:
         raise TidegateError(
             "some products did not publish (their previous versions stay live): "
@@ -170,10 +187,18 @@ def build(
 
 
 def run_build(
-    platform: Platform, only: list[str] | None = None, skip_sources: bool = False
+    platform: Platform,
+    only: list[str] | None = None,
+    skip_sources: bool = False,
+    quiet: bool = False,
 ) -> list[BuildResult]:
-    """Load sources and build, with progress bars and a result table."""
+    """Load sources and build, with progress bars and a result table (none when quiet)."""
     from tidegate.products.builder import build_products, load_sources
+
+    if quiet:
+        if not skip_sources:
+            load_sources(platform)
+        return build_products(platform, only, None)
 
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
