@@ -36,13 +36,15 @@ def test_json_everywhere_on_a_scaffolded_project(tmp_path: Path) -> None:
     assert plans[0]["mode"]
 
     key = run_json("keys", "create", "-p", p, "--principal", "app", "--role", "support_agent")
-    assert key["key"] and key["roles"] == ["support_agent"]
+    assert key["key"]
+    assert key["roles"] == ["support_agent"]
     keys = run_json("keys", "list", "-p", p)
     assert [k["key_id"] for k in keys] == [key["key_id"]]
     assert "key" not in keys[0]  # the secret is never listed
 
     audit = run_json("audit", "verify", "-p", p)
-    assert audit["intact"] is True and audit["records"] >= 1
+    assert audit["intact"] is True
+    assert audit["records"] >= 1
 
     lineage = run_json("lineage", "customer_profile.email", "-p", p)
     assert "customers.email" in json.dumps(lineage)

@@ -159,7 +159,8 @@ def reference_markdown() -> str:
     seen: set[str] = set()
     for kind, (_, where, what) in KINDS.items():
         schema = json_schema(kind)
-        lines += [f"## {kind}: `{where}`", "", f"{what[0].upper()}{what[1:]}.", ""]
+        lines += [f'<a id="{kind}"></a>', "", f"## {kind}: `{where}`", ""]
+        lines += [f"{what[0].upper()}{what[1:]}.", ""]
         if "properties" in schema:
             lines += [*_properties_table(schema), ""]
         elif "oneOf" in schema:
