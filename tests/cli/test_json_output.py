@@ -49,6 +49,10 @@ def test_json_everywhere_on_a_scaffolded_project(tmp_path: Path) -> None:
     lineage = run_json("lineage", "customer_profile.email", "-p", p)
     assert "customers.email" in json.dumps(lineage)
 
+    choice = run_json("consent", "object", "2", "support", "-p", p)
+    assert choice["choice"] == "object"
+    assert choice["subject"] == "2"
+
     rotated = run_json("keys", "rotate", key["key_id"], "-p", p, "--grace", "0s")
     assert rotated["replaces"] == key["key_id"]
     revoked = run_json("keys", "revoke", rotated["key_id"], "-p", p)

@@ -45,7 +45,12 @@ CHOICES = {
 
 
 def _record_choice(
-    project_dir: Path, action: str, subject: str, purpose: str, evidence: str
+    project_dir: Path,
+    action: str,
+    subject: str,
+    purpose: str,
+    evidence: str,
+    json_output: bool = False,
 ) -> None:
     from tidegate.privacy.consent import ConsentEvent
     from tidegate.privacy.propagation import propagate
@@ -70,6 +75,17 @@ def _record_choice(
         )
         # the same propagation the API and the consent topic run, here in the foreground
         report = propagate(platform, subject, principal=ADMIN) if action != "grant" else None
+    if json_output:
+        removals = report.removals if report else []
+        print_json(
+            {
+                "subject": subject,
+                "choice": action,
+                "purpose": purpose,
+                "removed_from": [{"sync": r.sync, "how": r.how} for r in removals],
+            }
+        )
+        return
     console.print(f"recorded: subject {subject} {action} {purpose}")
     for removal in report.removals if report else []:
         console.print(f"  removed from sync {removal.sync}: {removal.how}")
@@ -81,8 +97,9 @@ def _choice_command(action: str) -> None:
         purpose: str,
         project_dir: ProjectDir = Path("."),
         evidence: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
+        json_output: JsonOption = False,
     ) -> None:
-        _record_choice(project_dir, action, subject, purpose, evidence)
+        _record_choice(project_dir, action, subject, purpose, evidence, json_output)
 
     command.__doc__ = CHOICES[action]
     consent_app.command(action)(command)
