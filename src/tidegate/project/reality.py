@@ -137,7 +137,11 @@ def _check_sqlite_source(
 
 def check_relationships(project: Project) -> list[Problem]:
     """Each relationship check names an existing product or source, and a column of it."""
-    from tidegate.observe.config import CHECK_ADAPTER, RelationshipCheck, expand_column_check
+    from tidegate.project.observe_config import (
+        CHECK_ADAPTER,
+        RelationshipCheck,
+        expand_column_check,
+    )
 
     problems: list[Problem] = []
     relations: dict[str, list[str]] = {

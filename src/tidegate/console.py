@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False)
-#: every command that prints a result takes it: the same data, as JSON on stdout
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 errors = Console(stderr=True, highlight=False)
 
 
