@@ -57,3 +57,16 @@ def test_json_everywhere_on_a_scaffolded_project(tmp_path: Path) -> None:
     assert rotated["replaces"] == key["key_id"]
     revoked = run_json("keys", "revoke", rotated["key_id"], "-p", p)
     assert revoked == {"revoked": rotated["key_id"]}
+
+
+def test_contract_verify_json(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    run_json("init", str(project))
+    for step in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "x"],
+    ):
+        subprocess.run(["git", "-C", str(project), *step], check=True, capture_output=True)
+    verified = run_json("contract", "verify", "--against", "HEAD", "-p", str(project))
+    assert verified == {"against": "HEAD", "checked": 1, "failures": []}

@@ -426,6 +426,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def contract_verify(
     against: Annotated[str, typer.Option("--against", help="Git ref of the old contracts.")],
     project_dir: ProjectDir = Path("."),
+    json_output: JsonOption = False,
 ) -> None:
     """Fail when a product's contract breaks against REF without a `version:` bump."""
     import yaml
@@ -462,6 +463,11 @@ def contract_verify(
                 f"{name}: breaking changes without a version bump "
                 f"(version {previous.version or 'unset'}): {breaking}"
             )
+    if json_output:
+        print_json({"against": against, "checked": len(old), "failures": failures})
+        if failures:
+            raise typer.Exit(1)
+        return
     if failures:
         raise TidegateError(
             f"contracts break against {against}:\n" + "\n".join(f"  {f}" for f in failures)
