@@ -91,6 +91,8 @@ NO_PROJECT: list[tuple[list[str], int, list[str]]] = [
     (["init"], 2, ["Missing argument"]),
     (["sync", "run"], 2, ["Missing argument"]),
     (["--version"], 0, ["tidegate 0.1.0"]),
+    # a folder that cannot be written is the environment's fault, not a bug (exit 1)
+    (["schema", "--out", "/proc/tidegate-schemas"], 1, ["error:", "/proc/tidegate-schemas"]),
 ]
 
 

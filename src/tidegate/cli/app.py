@@ -98,6 +98,14 @@ def main() -> None:
     except TidegateError as err:
         errors.print(f"[red]error:[/red] {escape(err.message)}", markup=True, soft_wrap=True)
         sys.exit(1)
+    except OSError as err:  # a path that cannot be read or written: the environment, not a bug
+        where = f": {err.filename}" if err.filename else ""
+        errors.print(
+            f"[red]error:[/red] {escape(err.strerror or str(err))}{escape(where)}",
+            markup=True,
+            soft_wrap=True,
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         errors.print("interrupted")
         sys.exit(130)
