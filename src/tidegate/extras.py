@@ -21,7 +21,7 @@ EXTRAS = {
     "mysql": "MariaDB/MySQL sync destinations",
     "spark": "Spark (declared for future backends)",
     "plot": "charts from `tidegate observe --plot`",
-    "lineage": "OpenLineage events (file, HTTP and Kafka transports)",
+    "lineage": "OpenLineage events (observe.openlineage: file, HTTP or Kafka transport)",
 }
 
 

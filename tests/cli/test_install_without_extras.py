@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONAL = ("confluent_kafka", "psycopg", "redis", "pymysql", "matplotlib", "pyspark")
+OPTIONAL = (
+    "confluent_kafka",
+    "psycopg",
+    "redis",
+    "pymysql",
+    "matplotlib",
+    "pyspark",
+    "openlineage",
+)
 
 
 @pytest.mark.slow
@@ -44,6 +52,16 @@ def test_core_install_runs_the_demo_and_names_missing_extras(tmp_path: Path) -> 
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900, check=False,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+
+    # Lineage switched on without the `lineage` extra: the build still succeeds and says
+    # once which extra would send the events.
+    lineage_env = {**env, "TIDEGATE__OBSERVE__OPENLINEAGE__TRANSPORT": "file"}
+    built = subprocess.run(
+        [tidegate, "build", "-p", str(shop), "--skip-sources", "--no-sync"],
+        capture_output=True, text=True, env=lineage_env, timeout=600, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    assert "pip install 'tidegate[lineage]'" in built.stderr
 
     kafka_env = {**env, "TIDEGATE__BACKENDS__LOG__TYPE": "kafka"}
     replay = subprocess.run(
