@@ -30,7 +30,7 @@ DEST = "destination: {type: sqlite, path: crm.db, table: people}\n"
     ("body", "field", "fragment"),
     [
         ("trigger: schedule\n", "schedule", "needs a cron"),
-        ("trigger: schedule\nschedule: '61 * * * *'\n", "schedule", "61 is outside 0-59"),
+        ("trigger: schedule\nschedule: '61 * * * *'\n", "schedule", "bad minute"),
         ("trigger: manual\nschedule: '@daily'\n", "schedule", "only used with trigger"),
         ("fields: {id: id, x: '{first_name!r}'}\n", "fields", "conversions are not allowed"),
         ("fields: {id: id, x: '{first_name.__class__}'}\n", "fields", "not a plain column"),

@@ -1,4 +1,5 @@
-"""Validate OpenLineage events against the official JSON Schemas in ../shared/specs/openlineage.
+"""Validate OpenLineage events against the official JSON Schemas vendored in
+tests/observe/schemas/openlineage (see SOURCE.md there).
 
 Every schema file is loaded into a `referencing` registry under its `$id` (their `$ref`s
 are absolute URLs); an event is validated as a RunEvent, and every facet in it (any
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-SPECS = Path(__file__).resolve().parents[2] / ".." / "shared" / "specs" / "openlineage"
+SPECS = Path(__file__).resolve().parent / "schemas" / "openlineage"
 RUN_EVENT = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 
 
@@ -23,7 +24,7 @@ def _registry() -> Any:
     if not (SPECS / "OpenLineage.json").is_file():
         pytest.fail(
             f"the OpenLineage schemas are missing: expected {SPECS.resolve()} "
-            "(the shared/ folder beside the clone)",
+            "(vendored in the repository)",
             pytrace=False,
         )
     resources = []

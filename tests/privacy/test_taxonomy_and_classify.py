@@ -120,6 +120,9 @@ def test_validate_errors_on_unknown_roots_with_file_and_line(tmp_path: Path) -> 
 
 def test_extensions_are_warnings_shown_by_validate(tmp_path: Path) -> None:
     write_project(tmp_path, extra="nick: {type: VARCHAR, classification: user.name.nick}")
+    data = tmp_path / "data" / "people.csv"  # validate checks declared columns against the file
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([lines[0] + ",nick", *(line + ",x" for line in lines[1:])]) + "\n")
     project = load_project(tmp_path)
     errors, warnings = check_taxonomy(project)
     assert errors == []

@@ -188,3 +188,24 @@ def test_non_scalar_keys_are_rejected(tmp_path: Path) -> None:
     problem = _error(tmp_path, text).problem
     assert problem.line == _line(text, "? [x, y]")
     assert "keys must be scalars" in problem.message
+
+
+def test_merge_keys_and_anchors(tmp_path: Path) -> None:
+    path = tmp_path / "m.yml"
+    path.write_text(
+        "base: &b\n  type: VARCHAR\n  nullable: false\n"
+        "cols:\n  a:\n    nullable: true\n    <<: *b\n  c:\n    <<: [*b, {size: 2}]\n"
+    )
+    doc = load_yaml(path)
+    # Keys written in the mapping win over merged ones, wherever the `<<` stands.
+    assert doc.data["cols"]["a"] == {"nullable": True, "type": "VARCHAR"}
+    assert doc.data["cols"]["c"] == {"type": "VARCHAR", "nullable": False, "size": 2}
+    assert doc.line_of(("cols", "a", "nullable")) == 6
+    assert doc.line_of(("cols", "a", "type")) == 2  # where the anchor defines it
+
+
+def test_a_merge_key_needs_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "m.yml"
+    path.write_text("a:\n  <<: 3\n")
+    with pytest.raises(YamlSyntaxError, match="merge key"):
+        load_yaml(path)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
 
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from tidegate.project.project import Project
 
 ProjectDir = Annotated[Path, typer.Option("--project", "-p", help="The project folder.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 SPARKS = "▁▂▃▄▅▆▇█"
 
 quality_app = typer.Typer(help="Quality check results and the failing rows they kept.")
@@ -50,9 +50,13 @@ def lineage(
     target: Annotated[str, typer.Argument(help="PRODUCT or PRODUCT.COLUMN (or a source).")],
     project_dir: ProjectDir = Path("."),
     output: Annotated[str, typer.Option("--format", help="text, mermaid, dot or json.")] = "text",
+    json_output: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Column lineage upstream (sources, products) and downstream (products, syncs, API)."""
     from tidegate.observe.lineage import build_graph, to_dot, to_mermaid
+
+    if json_output:
+        output = "json"
 
     if output not in ("text", "mermaid", "dot", "json"):
         raise TidegateError(f"--format {output!r}: use text, mermaid, dot or json")
@@ -272,10 +276,9 @@ def _lineage_summary(project: Project, product: str) -> list[str]:
 
 
 def write_plot(points: list[Any], title: str, target: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        raise TidegateError("plots need matplotlib: pip install matplotlib") from None
+    from tidegate.extras import require
+
+    matplotlib = require("plot", "matplotlib")
     if target.suffix.lower() not in (".png", ".svg"):
         raise TidegateError(f"--out {target}: write a .png or an .svg")
     matplotlib.use("Agg")  # no display needed
@@ -418,6 +421,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def contract_verify(
     against: Annotated[str, typer.Option("--against", help="Git ref of the old contracts.")],
     project_dir: ProjectDir = Path("."),
+    json_output: JsonOption = False,
 ) -> None:
     """Fail when a product's contract breaks against REF without a `version:` bump."""
     import yaml
@@ -454,6 +458,11 @@ def contract_verify(
                 f"{name}: breaking changes without a version bump "
                 f"(version {previous.version or 'unset'}): {breaking}"
             )
+    if json_output:
+        print_json({"against": against, "checked": len(old), "failures": failures})
+        if failures:
+            raise typer.Exit(1)
+        return
     if failures:
         raise TidegateError(
             f"contracts break against {against}:\n" + "\n".join(f"  {f}" for f in failures)

@@ -11,6 +11,7 @@ import typer
 
 from tidegate.audit.log import AuditRecord
 from tidegate.cli.commands_project import ProjectDir
+from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
 from tidegate.errors import BadRequestError, TidegateError
 from tidegate.privacy.consent import consent_ledger_of, consent_view_of
@@ -46,7 +47,12 @@ CHOICES = {
 
 
 def _record_choice(
-    project_dir: Path, action: str, subject: str, purpose: str, evidence: str
+    project_dir: Path,
+    action: str,
+    subject: str,
+    purpose: str,
+    evidence: str,
+    json_output: bool = False,
 ) -> None:
     from tidegate.platform import Platform
     from tidegate.privacy.consent import ConsentEvent
@@ -71,6 +77,17 @@ def _record_choice(
         )
         # the same propagation the API and the consent topic run, here in the foreground
         report = propagate(platform, subject, principal=ADMIN) if action != "grant" else None
+    if json_output:
+        removals = report.removals if report else []
+        print_json(
+            {
+                "subject": subject,
+                "choice": action,
+                "purpose": purpose,
+                "removed_from": [{"sync": r.sync, "how": r.how} for r in removals],
+            }
+        )
+        return
     console.print(f"recorded: subject {subject} {action} {purpose}")
     for removal in report.removals if report else []:
         console.print(f"  removed from sync {removal.sync}: {removal.how}")
@@ -82,8 +99,9 @@ def _choice_command(action: str) -> None:
         purpose: str,
         project_dir: ProjectDir = Path("."),
         evidence: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
+        json_output: JsonOption = False,
     ) -> None:
-        _record_choice(project_dir, action, subject, purpose, evidence)
+        _record_choice(project_dir, action, subject, purpose, evidence, json_output)
 
     command.__doc__ = CHOICES[action]
     consent_app.command(action)(command)
@@ -132,13 +150,25 @@ def consent_show(
 
 
 @audit_app.command("verify")
-def audit_verify(project_dir: ProjectDir = Path(".")) -> None:
+def audit_verify(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
     """Walk the keyed chain; report any forged, edited, deleted, inserted or reordered
     record, and say what cannot be proven (records written before the chain was keyed)."""
     from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         report = platform.audit.verification()
+    if json_output:
+        print_json(
+            {
+                "intact": not report.issues,
+                "records": report.records,
+                "issues": [str(i) for i in report.issues],
+                "notes": report.notes,
+            }
+        )
+        if report.issues:
+            raise typer.Exit(1)
+        return
     for note in report.notes:
         console.print(f"[yellow]![/yellow] {note}")
     if report.issues:
@@ -319,6 +349,7 @@ def keys_create(
     role: Annotated[list[str], typer.Option(help="A role from policies/ (repeatable).")],
     project_dir: ProjectDir = Path("."),
     ttl: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d; default: no expiry.")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Create an API key; it is shown once and stored only as a hash."""
     from tidegate.platform import Platform
@@ -338,17 +369,35 @@ def keys_create(
                 detail={"op": "key.create", "key_id": row.key_id, "for": principal, "roles": role},
             )
         )
+    if json_output:
+        print_json({"key_id": row.key_id, "principal": principal, "roles": role, "key": token})
+        return
     console.print(f"key id {row.key_id} for {principal} ({', '.join(role)}):")
     console.print(token, markup=False, soft_wrap=True)
 
 
 @keys_app.command("list")
-def keys_list(project_dir: ProjectDir = Path(".")) -> None:
+def keys_list(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
     """Every key: principal, roles, expiry and revocation (never the secret)."""
     from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         rows = platform.meta.api_keys()
+    if json_output:
+        print_json(
+            [
+                {
+                    "key_id": r.key_id,
+                    "principal": r.principal,
+                    "roles": list(r.roles),
+                    "created_at": r.created_at,
+                    "expires_at": r.expires_at,
+                    "revoked_at": r.revoked_at,
+                }
+                for r in rows
+            ]
+        )
+        return
     console.print(
         table(
             "API keys",
@@ -369,7 +418,9 @@ def keys_list(project_dir: ProjectDir = Path(".")) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, project_dir: ProjectDir = Path(".")) -> None:
+def keys_revoke(
+    key_id: str, project_dir: ProjectDir = Path("."), json_output: JsonOption = False
+) -> None:
     """Revoke a key at once."""
     from tidegate.platform import Platform
 
@@ -381,6 +432,9 @@ def keys_revoke(key_id: str, project_dir: ProjectDir = Path(".")) -> None:
                 action="admin", principal=ADMIN, detail={"op": "key.revoke", "key_id": key_id}
             )
         )
+    if json_output:
+        print_json({"revoked": key_id})
+        return
     console.print(f"revoked key {key_id}")
 
 
@@ -392,6 +446,7 @@ def keys_rotate(
         str, typer.Option(help="How long the old key keeps working, e.g. 1h; 0s: revoke now.")
     ] = "1h",
     ttl: Annotated[str | None, typer.Option(help="Lifetime of the new key, e.g. 90d.")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Replace a key: a new secret for the same principal and roles (shown once)."""
     from tidegate.platform import Platform
@@ -414,6 +469,11 @@ def keys_rotate(
                 },
             )
         )
+    if json_output:
+        print_json(
+            {"key_id": row.key_id, "replaces": key_id, "old_key_stops_at": stops, "key": token}
+        )
+        return
     console.print(
         f"key id {row.key_id} replaces {key_id} ({row.principal}); {key_id} stops "
         f"{'now' if grace_seconds == 0 else 'at ' + _when(stops)}:"

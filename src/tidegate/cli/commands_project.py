@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
+from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json
 from tidegate.errors import ConfigError, TidegateError
+
+if TYPE_CHECKING:
+    from tidegate.project import Project
 
 ProjectDir = Annotated[
     Path, typer.Option("--project", "-p", help="The project folder.", show_default=True)
@@ -19,6 +25,7 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("validate")(validate)
     app.command("build")(build)
+    app.command("schema")(schema)
 
 
 def init(
@@ -26,16 +33,57 @@ def init(
     domain: Annotated[
         str | None, typer.Option(help="The domain team's name, used in names and docs.")
     ] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Scaffold a working project: folders, default purposes and policies, an example."""
     from tidegate.project.scaffold import scaffold
 
     written = scaffold(directory, domain)
+    if json_output:
+        print_json({"project": str(directory), "files": [str(p) for p in written]})
+        return
     console.print(f"Created a tidegate project in [bold]{directory}[/bold] ({len(written)} files).")
     console.print(
         f"Next: [bold]tidegate validate {directory}[/bold], then "
         f"[bold]tidegate build -p {directory}[/bold]."
     )
+
+
+def schema(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write one <kind>.schema.json per file kind into this folder."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """JSON Schema of every project file kind, for editors; generated from the models.
+
+    Kinds: project (tidegate.yml), source, product, policy, sync. Without --out, all of
+    them print as one JSON object.
+    """
+    from tidegate.project.reference import KINDS, all_schemas, write_schemas
+
+    if out is None:
+        print_json(all_schemas())
+        return
+    written = write_schemas(out)
+    if json_output:
+        print_json({"written": [str(p) for p in written]})
+        return
+    for kind, path in zip(KINDS, written, strict=True):
+        console.print(f"{kind:8} {escape(str(path))}")
+
+
+def load_checked(directory: Path) -> Project:
+    """The project, checked against its files too: what `build` would trip over."""
+    from tidegate.project import load_project
+    from tidegate.project.reality import check_reality
+
+    project = load_project(directory)
+    problems = check_reality(project)
+    if problems:
+        raise ConfigError(problems, project.root)
+    return project
 
 
 def validate(
@@ -51,10 +99,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check every file of a project; list each problem with file:line and field."""
-    from tidegate.project import load_project
-
     try:
-        project = load_project(directory)
+        project = load_checked(directory)
     except ConfigError as err:
         if json_output:
             print_json({"valid": False, "problems": [p.__dict__ for p in err.problems]})
@@ -80,7 +126,7 @@ def validate(
         print_json(summary)
         return
     for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}", markup=True, soft_wrap=True)
+        console.print(f"[yellow]warning:[/yellow] {escape(str(warning))}", soft_wrap=True)
     console.print(
         f"[green]✓[/green] project [bold]{project.name}[/bold] is valid: "
         f"{len(project.sources)} sources, {len(project.products)} products, "
@@ -100,23 +146,43 @@ def build(
     sync: Annotated[
         bool, typer.Option("--sync/--no-sync", help="Run the `on_build` syncs afterwards.")
     ] = True,
+    json_output: JsonOption = False,
 ) -> None:
     """Load sources and build products in dependency order; each publishes atomically.
 
     Then runs the syncs with `trigger: on_build` whose products changed.
     """
     from tidegate.platform import Platform
+    from tidegate.products.builder import build_products, load_sources
     from tidegate.runtime.jobs import run_build, syncs_after_build
 
+    if not skip_sources:
+        load_checked(project_dir)  # a clear message for a missing file or column, not DuckDB's
     with Platform.open(project_dir) as platform:
-        results = run_build(platform, product, skip_sources)
-        if sync:
-            for report in syncs_after_build(platform, results):
-                console.print(
-                    f"sync [bold]{report.sync}[/bold]: {report.added} added, "
-                    f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
-                )
+        if json_output:  # no progress bars or tables on stdout: only the JSON document
+            if not skip_sources:
+                load_sources(platform)
+            results = build_products(platform, product, None)
+        else:
+            results = run_build(platform, product, skip_sources)
+        reports = syncs_after_build(platform, results) if sync else []
     failed = [r for r in results if r.status != "live"]
+    if json_output:
+        print_json(
+            {
+                "products": [dataclasses.asdict(r) for r in results],
+                "syncs": [dataclasses.asdict(r) for r in reports],
+                "ok": not failed,
+            }
+        )
+        if failed:
+            raise typer.Exit(1)
+        return
+    for report in reports:
+        console.print(
+            f"sync [bold]{report.sync}[/bold]: {report.added} added, "
+            f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
+        )
     if failed:
         raise TidegateError(
             "some products did not publish (their previous versions stay live): "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidegate.cli.commands_project import ProjectDir
+from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
 
@@ -147,12 +148,28 @@ def worker(
             console.print("stopping…")
 
 
-def explain(project_dir: ProjectDir = Path(".")) -> None:
+def explain(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
     """How each product is kept fresh (incremental, batch or static), and why."""
     from tidegate.products.planner import explain as explain_plans
+    from tidegate.products.planner import plan_project
     from tidegate.project import load_project
 
-    console.print(explain_plans(load_project(project_dir)), markup=False)
+    project = load_project(project_dir)
+    if json_output:
+        print_json(
+            [
+                {
+                    "product": plan.product,
+                    "mode": plan.mode,
+                    "freshness_seconds": plan.freshness,
+                    "reasons": list(plan.reasons),
+                    "streams": sorted(plan.streams),
+                }
+                for plan in plan_project(project).values()
+            ]
+        )
+        return
+    console.print(explain_plans(project), markup=False)
 
 
 def status(
@@ -287,6 +304,7 @@ def dlq_list(
 def dlq_show(
     letter_id: Annotated[int, typer.Argument(help="The dead letter's id.")],
     project_dir: ProjectDir = Path("."),
+    json_output: JsonOption = False,
 ) -> None:
     """One dead letter in full."""
     store = _store(project_dir)
@@ -296,6 +314,23 @@ def dlq_show(
         store.close()
     if letter is None:
         raise NotFoundError(f"no dead letter {letter_id}")
+    if json_output:
+        print_json(
+            {
+                "id": letter.id,
+                "source": letter.source,
+                "via": letter.via,
+                "topic": letter.topic,
+                "partition": letter.partition,
+                "offset": letter.offset,
+                "at": letter.at,
+                "replayed_at": letter.replayed_at,
+                "reason": letter.reason,
+                "key": _preview(letter.key, 10_000),
+                "payload": _preview(letter.payload, 1_000_000),
+            }
+        )
+        return
     where = f"{letter.topic}[{letter.partition}]@{letter.offset}" if letter.topic else "-"
     console.print(f"id        {letter.id}", markup=False)
     console.print(f"source    {letter.source}", markup=False)
@@ -312,6 +347,7 @@ def dlq_replay(
     ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --source).")] = None,
     project_dir: ProjectDir = Path("."),
     source: Annotated[str | None, typer.Option(help="Every dead letter of this source.")] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Check dead letters again; those that pass now go to their source's topic."""
     from tidegate.ingest.intake import open_intake, replay
@@ -333,8 +369,11 @@ def dlq_replay(
         report = replay(intake, letters)
     finally:
         intake.close()
-    console.print(
-        f"replayed {report.replayed}; {report.still_failing} still fail (reasons updated)"
-    )
+    if json_output:
+        print_json({"replayed": report.replayed, "still_failing": report.still_failing})
+    else:
+        console.print(
+            f"replayed {report.replayed}; {report.still_failing} still fail (reasons updated)"
+        )
     if report.still_failing:
         raise typer.Exit(1)

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from tidegate.errors import ServiceUnavailableError, TidegateError
+from tidegate.extras import require
 from tidegate.ingest.intake import Intake
 from tidegate.log.base import Message
 from tidegate.meta.parts import CdcPositionStore
@@ -41,6 +42,7 @@ class PostgresCdc:
         schema: str = "public",
         positions: CdcPositionStore | None = None,
     ) -> None:
+        require("postgres", "psycopg")  # names the extra when it is missing
         self.dsn = dsn
         self.slot = slot
         self.intake = intake

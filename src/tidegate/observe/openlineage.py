@@ -43,6 +43,9 @@ def make_transport(config: OpenLineageConfig, root: Any) -> Any:
     """An openlineage-python transport for the config, or None for `none`."""
     if config.transport == "none":
         return None
+    from tidegate.extras import require
+
+    require("lineage", "openlineage.client")
     if config.transport == "console":
         from openlineage.client.transport.console import ConsoleConfig, ConsoleTransport
 
@@ -67,6 +70,9 @@ def make_transport(config: OpenLineageConfig, root: Any) -> Any:
         if config.api_key_env and os.environ.get(config.api_key_env):
             http.auth = ApiKeyTokenProvider({"apiKey": os.environ[config.api_key_env]})
         return HttpTransport(http)
+    from tidegate.extras import require
+
+    require("kafka", "confluent_kafka")  # the Kafka transport needs it
     from openlineage.client.transport.kafka import KafkaConfig, KafkaTransport
 
     return KafkaTransport(
@@ -88,6 +94,17 @@ class LineageEmitter:
         self.dataset_namespace = f"duckdb://{project.name}"
         self._transport = transport
         self._transport_made = transport is not None
+        # `transport: none` (the default) builds no event at all, so openlineage-python
+        # (the `lineage` extra) is only needed when lineage is switched on.
+        self.enabled = transport is not None or self.config.transport != "none"
+        if self.enabled and transport is None:
+            from tidegate.extras import MissingExtraError, require
+
+            try:
+                require("lineage", "openlineage.client")
+            except MissingExtraError as err:  # lineage must not break the pipeline: say so once
+                log.warning("openlineage: %s", err.message)
+                self.enabled = False
         self._lineage: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._batches: dict[str, dict[str, Any]] = {}
@@ -301,6 +318,8 @@ class LineageEmitter:
         )
 
     def build_started(self, name: str, version: int, run_id: str) -> None:
+        if not self.enabled:
+            return
         self.emit(self._event("START", f"build.{name}", run_id, inputs=self._inputs(name)))
 
     def build_completed(
@@ -312,6 +331,8 @@ class LineageEmitter:
         observation: Observation | None,
         report: QualityReport | None,
     ) -> None:
+        if not self.enabled:
+            return
         self.emit(
             self._event(
                 "COMPLETE",
@@ -331,6 +352,8 @@ class LineageEmitter:
         observation: Observation | None,
         report: QualityReport | None,
     ) -> None:
+        if not self.enabled:
+            return
         self.emit(
             self._event(
                 "FAIL",
@@ -345,6 +368,8 @@ class LineageEmitter:
     # ---------------------------------------------------------------- incremental updates
 
     def incremental_update(self, name: str, changed: int, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
         """Count one micro-batch's update of `name`; every `batch_updates` updates (or on
         `flush`) one START + COMPLETE pair stands for the whole batch."""
         with self._lock:
@@ -359,6 +384,8 @@ class LineageEmitter:
         self._emit_batch(name, batch)
 
     def flush(self) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             batches, self._batches = self._batches, {}
         for name, batch in batches.items():
@@ -411,6 +438,8 @@ class LineageEmitter:
     def sync_event(
         self, state: str, sync: str, run_id: str, *, error: str | None = None, rows: int = 0
     ) -> None:
+        if not self.enabled:
+            return
         from openlineage.client.event_v2 import InputDataset, OutputDataset
 
         cfg = self.project.syncs[sync].config

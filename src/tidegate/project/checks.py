@@ -36,6 +36,9 @@ def check_project(project: Project) -> list[Problem]:
             problems += _check_output_columns(project.products[name], parsed[name], project)
     problems += _check_syncs(project)
     problems += _check_taxonomy(project)
+    from tidegate.project.reality import check_relationships
+
+    problems += check_relationships(project)
     return problems
 
 

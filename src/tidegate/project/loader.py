@@ -23,6 +23,7 @@ from tidegate.project.models import (
     SyncConfig,
 )
 from tidegate.project.project import Policy, Product, Project, Source, Sync
+from tidegate.project.suggest import unknown_key_message
 from tidegate.project.yamlfile import LocatedDocument, YamlSyntaxError, load_yaml
 
 PROJECT_FILE = "tidegate.yml"
@@ -54,7 +55,7 @@ def load_project(root: str | Path, *, check: bool = True) -> Project:
         doc = reader.read(path)
         if doc is None:
             continue
-        model = reader.validate_adapter(doc, _SOURCE_ADAPTER)
+        model = reader.validate_adapter(doc, _SOURCE_ADAPTER, SourceConfig)
         if model is not None:
             reader.add_unique(project.sources, model.name, Source(model, doc), doc, "source")
     for path in _yaml_files(root / "products"):
@@ -172,25 +173,30 @@ class _Reader:
         try:
             return model.model_validate(doc.data)
         except ValidationError as err:
-            self._record(doc, err)
+            self._record(doc, err, model)
             return None
 
-    def validate_adapter(self, doc: LocatedDocument, adapter: TypeAdapter[Any]) -> Any:
+    def validate_adapter(
+        self, doc: LocatedDocument, adapter: TypeAdapter[Any], root: object
+    ) -> Any:
         try:
             return adapter.validate_python(doc.data)
         except ValidationError as err:
-            self._record(doc, err)
+            self._record(doc, err, root)
             return None
 
-    def _record(self, doc: LocatedDocument, err: ValidationError) -> None:
+    def _record(self, doc: LocatedDocument, err: ValidationError, root: object) -> None:
         for item in err.errors():
-            loc = tuple(item["loc"])
-            loc = _strip_union_tags(loc, doc.data)
+            raw = tuple(item["loc"])
+            loc = _strip_union_tags(raw, doc.data)
             # A model-level check about one field (key, subject) points at that field.
             error = item.get("ctx", {}).get("error")
             if isinstance(error, FieldError):
                 loc = (*loc, error.field)
-            message = _friendly(item)
+            if item["type"] == "extra_forbidden":
+                message = unknown_key_message(root, raw)
+            else:
+                message = _friendly(item)
             self.problems.append(doc.problem(loc, message))
 
     def add_unique(

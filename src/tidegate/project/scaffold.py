@@ -1,4 +1,9 @@
-"""`tidegate init`: a landing zone a domain team can start from and that validates as is."""
+"""`tidegate init`: a landing zone a domain team can start from and that validates as is.
+
+Besides the template it writes `schemas/*.schema.json` (generated from the models, see
+`reference.py`): each YAML file starts with a `# yaml-language-server: $schema=` line
+pointing there, so editors complete and check keys offline, matching this version.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from tidegate.errors import TidegateError
 
 TEMPLATE = "landing_zone"
 _RENAMES = {"gitignore": ".gitignore"}
+SCHEMAS = "schemas"  # refresh with `tidegate schema --out schemas` after upgrading tidegate
 
 
 def scaffold(target: Path, domain: str | None = None) -> list[Path]:
@@ -23,6 +29,9 @@ def scaffold(target: Path, domain: str | None = None) -> list[Path]:
     template = resources.files("tidegate.project").joinpath("templates", TEMPLATE)
     written: list[Path] = []
     _copy(template, target, {"project": project, "domain": domain}, written)
+    from tidegate.project.reference import write_schemas
+
+    written += write_schemas(target / SCHEMAS)
     return written
 
 

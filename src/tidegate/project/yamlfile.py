@@ -4,6 +4,11 @@ PyYAML's plain loader forgets line numbers, and a config error that cannot say
 which line is wrong wastes the user's time. We compose the node tree ourselves
 and keep a map from each value's path (``("columns", "email", "type")``) to its
 line, so a Pydantic error location can be turned back into ``file:line``.
+
+Anchors and aliases (`&x`, `*x`) are resolved by PyYAML's composer; merge keys
+(`<<: *x`, `<<: [*x, *y]`) are applied here as YAML 1.1 defines them: keys written in
+the mapping win over merged ones, and earlier merged mappings win over later ones.
+A merged key reports the line where the anchor defines it.
 """
 
 from __future__ import annotations
@@ -70,7 +75,11 @@ def _convert(node: yaml.Node, loc: PathKey, doc: LocatedDocument) -> Any:
     doc.lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
+        merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
             key = _scalar(key_node)
             if not isinstance(key, str | int | float | bool):
                 raise YamlSyntaxError(
@@ -88,6 +97,8 @@ def _convert(node: yaml.Node, loc: PathKey, doc: LocatedDocument) -> Any:
                 )
             doc.lines[(*loc, name)] = key_node.start_mark.line + 1
             result[name] = _convert(value_node, (*loc, name), doc)
+        for merge in merges:
+            _merge(merge, loc, doc, result)
         return result
     if isinstance(node, yaml.SequenceNode):
         items = []
@@ -98,6 +109,36 @@ def _convert(node: yaml.Node, loc: PathKey, doc: LocatedDocument) -> Any:
     block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
     doc.text_lines[loc] = node.start_mark.line + (2 if block else 1)
     return _scalar(node)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _merge(value: yaml.Node, loc: PathKey, doc: LocatedDocument, result: dict[str, Any]) -> None:
+    """Apply one `<<:` entry to `result`, keeping keys already there."""
+    sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+    for source in sources:
+        if not isinstance(source, yaml.MappingNode):
+            raise YamlSyntaxError(
+                Problem(
+                    doc.display,
+                    value.start_mark.line + 1,
+                    ".".join(str(p) for p in (*loc, "<<")),
+                    "a merge key (<<) takes a mapping or a list of mappings, e.g. <<: *defaults",
+                )
+            )
+        scratch = LocatedDocument(path=doc.path, data=None, display=doc.display)
+        merged = _convert(source, loc, scratch)
+        for name, item in merged.items():
+            if name in result:
+                continue
+            result[name] = item
+            for key, line in scratch.lines.items():
+                if key[: len(loc) + 1] == (*loc, name):
+                    doc.lines.setdefault(key, line)
+            for key, line in scratch.text_lines.items():
+                if key[: len(loc) + 1] == (*loc, name):
+                    doc.text_lines.setdefault(key, line)
 
 
 def _scalar(node: yaml.Node) -> Any:

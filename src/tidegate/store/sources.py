@@ -77,6 +77,9 @@ def _read_sqlite(project: Project, source: Source, config: SqliteTableSource) ->
 
 
 def _read_postgres(source: Source, config: PostgresTableSource) -> Any:
+    from tidegate.extras import require
+
+    require("postgres", "psycopg")
     import psycopg
     from psycopg import sql
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tidegate.errors import CommitFailedError, LogError, ServiceUnavailableError
+from tidegate.extras import require
 from tidegate.log.base import (
     Consumer,
     EventLog,
@@ -51,6 +52,7 @@ class KafkaEventLog(EventLog):
         retention_seconds: float | None = None,
         client: Mapping[str, Any] | None = None,
     ) -> None:
+        require("kafka", "confluent_kafka")  # names the extra when it is missing
         self.bootstrap = bootstrap
         self.default_partitions = partitions
         self.retention_seconds = retention_seconds
@@ -283,6 +285,7 @@ class KafkaConsumer(Consumer):
     def __init__(
         self, owner: KafkaEventLog, group: str, topics: list[str], session_timeout: float
     ) -> None:
+        require("kafka", "confluent_kafka")  # names the extra when it is missing
         from confluent_kafka import Consumer as RawConsumer
 
         session_ms = max(6000, int(session_timeout * 1000))

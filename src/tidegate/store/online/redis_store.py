@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tidegate.errors import ServiceUnavailableError
+from tidegate.extras import require
 from tidegate.store.online.base import Entry, OnlineStore
 
 PIPELINE_ROWS = 1_000
@@ -44,6 +45,7 @@ class RedisOnlineStore(OnlineStore):
     def __init__(
         self, url: str, prefix: str = "tidegate", ttls: Mapping[str, float] | None = None
     ) -> None:
+        require("redis", "redis")  # names the extra when it is missing
         import redis
 
         super().__init__(ttls)

@@ -25,6 +25,7 @@ from tidegate.errors import (
     TerminalDestinationError,
     TransientDestinationError,
 )
+from tidegate.extras import require
 
 FLUSH_SECONDS = 60.0
 
@@ -47,6 +48,7 @@ class KafkaDestination(Destination):
     def __init__(
         self, bootstrap: str, topic: str, partitions: int = 3, source: str | None = None
     ) -> None:
+        require("kafka", "confluent_kafka")  # names the extra when it is missing
         from confluent_kafka import Producer
 
         self.bootstrap = bootstrap

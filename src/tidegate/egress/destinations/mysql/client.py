@@ -20,6 +20,7 @@ from tidegate.errors import (
     TerminalDestinationError,
     TransientDestinationError,
 )
+from tidegate.extras import require
 
 # server and client error codes a retry can fix: too many connections, lock wait timeout,
 # deadlock, cannot connect, server gone away, lost connection, server shutdown
@@ -61,6 +62,7 @@ class MysqlDestination(Destination):
     )
 
     def __init__(self, dsn: str, table: str) -> None:
+        require("mysql", "pymysql")  # names the extra when it is missing
         import pymysql
 
         self.table = table

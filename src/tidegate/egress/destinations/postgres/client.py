@@ -28,6 +28,7 @@ from tidegate.errors import (
     TerminalDestinationError,
     TransientDestinationError,
 )
+from tidegate.extras import require
 
 
 def pg_type(sql_type: str) -> str:
@@ -90,6 +91,7 @@ class PostgresDestination(Destination):
     )
 
     def __init__(self, dsn: str, table: str, schema: str = "public") -> None:
+        require("postgres", "psycopg")  # names the extra when it is missing
         import psycopg
 
         self.table = table

@@ -24,6 +24,7 @@ from tidegate.errors import (
     TerminalDestinationError,
     TransientDestinationError,
 )
+from tidegate.extras import require
 from tidegate.project.models import parse_duration
 
 
@@ -41,6 +42,7 @@ class RedisDestination(Destination):
     def __init__(
         self, url: str, key_template: str = "{sync}:{key}", ttl_seconds: int | None = None
     ) -> None:
+        require("redis", "redis")  # names the extra when it is missing
         import redis
 
         self.url = url
