@@ -39,7 +39,7 @@ from tidegate.errors import (
 )
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake, stream_sources
-from tidegate.ingest.raw import apply_changes, arrow_type, ensure_stream_table
+from tidegate.ingest.raw import apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
 from tidegate.observe.stream import StreamObserver
@@ -48,7 +48,7 @@ from tidegate.privacy.tombstones import ErasedFilter
 from tidegate.products.freshness import FreshnessLedger
 from tidegate.products.incremental import (
     ProductDelta,
-    keys_table,
+    changed_keys,
     live_table,
     recompute,
     restricted_sql,
@@ -56,6 +56,7 @@ from tidegate.products.incremental import (
 from tidegate.products.planner import ProductPlan, plan_project
 from tidegate.runtime.platform import Platform
 from tidegate.store.online.codec import encode_row
+from tidegate.store.warehouse import PRODUCTS
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class StreamWorker:
             self.project.path(self.project.config.backends.metadata.path)
         )
         self._sql: dict[str, str] = {}
+        self._relations = {name: raw_table(name) for name in self.project.sources}
+        self._relations.update({name: f'{PRODUCTS}."{name}"' for name in self.project.products})
         self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)
         self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
@@ -195,16 +198,12 @@ class StreamWorker:
                     touched[source] = apply_changes(db, self.streams[source], items)
                 for name in self.incremental:
                     plan = self.plans[name]
-                    values: list[Any] = []
-                    for relation, column in plan.key_columns.items():
-                        rows = touched.get(relation)
-                        if rows is not None and column in rows.column_names:
-                            values += rows.column(column).to_pylist()
-                    if not values:
-                        continue
                     product = self.project.products[name]
-                    key = product.config.key
-                    keys = keys_table(values, key, arrow_type(product.columns[key].type))
+                    keys = changed_keys(
+                        db, product, plan.key_columns, plan.closures, touched, self._relations
+                    )
+                    if keys is None or keys.num_rows == 0:
+                        continue
                     if name not in self._sql:
                         self._sql[name] = restricted_sql(
                             self.platform.warehouse, product, self.project
