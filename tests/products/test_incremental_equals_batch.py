@@ -212,7 +212,7 @@ def _embedded(tmp_path: Path, examples: int) -> None:
 
 
 def test_incremental_equals_batch_on_the_embedded_log(tmp_path: Path) -> None:
-    _embedded(tmp_path, examples=25)
+    _embedded(tmp_path, examples=20)
 
 
 @pytest.mark.slow
