@@ -58,9 +58,8 @@ def analyse(tree: exp.Expr, key: str, key_names: set[str], relations: set[str]) 
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     _nondeterministic(tree, shape)
     for node in tree.find_all(exp.Limit, exp.Offset, exp.Fetch, exp.TableSample):
-        kind = type(node).__name__.upper()
         shape.blockers.append(
-            f"{kind} ({node.sql(dialect='duckdb')}) picks rows by comparing all entities "
+            f"{node.sql(dialect='duckdb').strip()} picks rows by comparing all entities "
             "(top-N or a sample across keys)"
         )
     for select in tree.find_all(exp.Select):
