@@ -369,6 +369,7 @@ def run_worker(
     on_batch: Any = None,
     schedule: bool = True,
     session_timeout: float = 10.0,
+    instance_id: str | None = None,
 ) -> None:
     """Consume until `stop` (a threading.Event) is set: poll, apply, commit; and, between
     batches, the scheduler's rebuilds, drop folders and retention.
@@ -377,7 +378,10 @@ def run_worker(
     that could not be applied or published is retried, after `recover()` published what
     the failed attempt left waiting, until the log answers again; offsets that could not
     be committed are committed with the next batch (until then, a restart redelivers the
-    records and the applied-offset table skips them)."""
+    records and the applied-offset table skips them).
+
+    The consumer joins with a stable `instance_id` (default: `worker_instance_id`), so a
+    worker restarted after a crash takes its partitions back at once."""
     from tidegate.runtime.scheduler import Scheduler
 
     worker = StreamWorker(platform)
@@ -385,7 +389,12 @@ def run_worker(
     scheduler = (
         Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
     )
-    consumer = worker.intake.log.consumer(group, worker.topics, session_timeout=session_timeout)
+    consumer = worker.intake.log.consumer(
+        group,
+        worker.topics,
+        session_timeout=session_timeout,
+        instance_id=instance_id or worker_instance_id(group),
+    )
     uncommitted: dict[TopicPartition, int] = {}
     try:
         while stop is None or not stop.is_set():
@@ -408,6 +417,20 @@ def run_worker(
     finally:
         consumer.close()
         worker.close()
+
+
+#: names this worker in its consumer group (static membership); one per worker process
+WORKER_ID_ENV = "TIDEGATE_WORKER_ID"
+
+
+def worker_instance_id(group: str) -> str:
+    """The stable member name of this machine's worker in `group`: `$TIDEGATE_WORKER_ID`
+    when set (needed to run two workers of one group on one host), else host and group.
+    Stable across restarts, which is what lets Kafka hand the partitions straight back."""
+    import os
+    import socket
+
+    return os.environ.get(WORKER_ID_ENV) or f"{socket.gethostname()}-{group}"
 
 
 #: first and longest pause between attempts while a service is unavailable
