@@ -123,7 +123,7 @@ class BuildBenchmark(Benchmark):
     def _tidegate(self) -> Sample:
         import tidegate.products.builder as builder
         from tidegate.demo.runner import prepare_directory
-        from tidegate.runtime.platform import Platform
+        from tidegate.platform import Platform
 
         directory = self._fresh_dir()
         prepare_directory(directory)

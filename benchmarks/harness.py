@@ -347,7 +347,7 @@ def machine_info() -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "versions": {
             name: _version(name)
-            for name in ("tidegate", "duckdb", "pyarrow", "psycopg", "fastapi", "uvicorn")
+            for name in ("tidegate", "duckdb", "pyarrow", "psycopg", "starlette", "uvicorn")
         },
         "git_commit": commit or None,
         "git_dirty": (

@@ -213,8 +213,8 @@ class HttpSyncBenchmark(Benchmark):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from tidegate.platform import Platform
         from tidegate.products.builder import build_products, load_sources
-        from tidegate.runtime.platform import Platform
 
         self.server, self.thread, url = start_server(self.crm)
         root = self.workdir / "project"

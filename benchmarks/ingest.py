@@ -178,7 +178,7 @@ class IngestBenchmark(Benchmark):
     # ---------------------------------------------------------------- kafka
 
     def _kafka(self) -> Sample:
-        from tidegate.runtime.platform import Platform
+        from tidegate.platform import Platform
         from tidegate.runtime.worker import run_worker
 
         topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Benchmark, Contender, Sample, register
+from tidegate.privacy.consent import consent_ledger_of
 
 DSN = os.environ.get(
     "TIDEGATE_BENCH_PG_DSN", "postgresql://tidegate:tidegate@127.0.0.1:5432/tidegate"
@@ -119,13 +120,13 @@ class RevocationBenchmark(Benchmark):
         import pyarrow.parquet as pq
         import redis
 
+        from tidegate.api import create_app
         from tidegate.demo.runner import BackgroundServer, _free_port
-        from tidegate.egress.serve.app import create_app
-        from tidegate.egress.serve.keys import create_key
         from tidegate.egress.sync import run_sync
+        from tidegate.platform import Platform
+        from tidegate.platform.keys import create_key
         from tidegate.privacy.consent import ConsentEvent
         from tidegate.products.builder import build_products, load_sources
-        from tidegate.runtime.platform import Platform
 
         root = self.workdir / "project"
         write_project(root, self.table, self.prefix)
@@ -142,7 +143,9 @@ class RevocationBenchmark(Benchmark):
         )
         self.platform = platform = Platform.open(root)
         now = time.time() - 60
-        platform.consent.record([ConsentEvent(str(i), PURPOSE, "grant", now, "bench") for i in ids])
+        consent_ledger_of(platform).record(
+            [ConsentEvent(str(i), PURPOSE, "grant", now, "bench") for i in ids]
+        )
         load_sources(platform)
         assert all(r.status == "live" for r in build_products(platform))
         for name in ("to_pg", "to_redis"):
@@ -171,7 +174,7 @@ class RevocationBenchmark(Benchmark):
         self.next_subject += 1
         if self.next_subject > self.people:
             raise RuntimeError("every subject was revoked: raise `people`")
-        self.platform.consent.record(
+        consent_ledger_of(self.platform).record(
             [ConsentEvent(subject, PURPOSE, "revoke", time.time(), "bench")]
         )
         return subject
@@ -204,7 +207,7 @@ class RevocationBenchmark(Benchmark):
     def run(self, contender: Contender) -> Sample:
         import threading
 
-        from tidegate.privacy.propagation import propagate
+        from tidegate.requests.propagation import propagate
 
         latencies: list[float] = []
         for _ in range(self.revocations):

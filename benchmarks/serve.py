@@ -6,7 +6,7 @@ One run, every contender alternated round by round, at 1, 16 and 64 concurrent c
 * **tidegate**: the demo shop built with `backends.online` on Redis (a unique key prefix,
   removed afterwards), consent choices loaded, an API key for a `support_agent`, the API
   as the README advises for several cores (`uvicorn --factory --workers 2
-  tidegate.egress.serve.app:app_from_env`, one worker per core; `benchmarks/serve_runner.py`).
+  tidegate.api:app_from_env`, one worker per core; `benchmarks/serve_runner.py`).
   `GET /v1/products/customer_360/entities/{k}` and `POST .../lookup` with 100 keys, purpose
   `support`: authentication, purpose check, consent filter, treatments and audit all on.
 * **Feast** (the peer), pinned in its own venv: a temporary feature repo with entity
@@ -307,9 +307,9 @@ class ServeBenchmark(Benchmark):
     def _build_tidegate(self) -> None:
         from tidegate.demo.generator import generate_shop
         from tidegate.demo.runner import load_consent, prepare_directory
-        from tidegate.egress.serve.keys import create_key
+        from tidegate.platform import Platform
+        from tidegate.platform.keys import create_key
         from tidegate.products.builder import build_products, load_sources
-        from tidegate.runtime.platform import Platform
 
         size = self.shop_size()
         self.customers = size.customers

@@ -4,7 +4,7 @@
 `tidegate serve -p PROJECT_DIR --port PORT` does (same app, same uvicorn settings: log
 level warning, so no access log), on 127.0.0.1. With more, what the README advises for
 several cores: `TIDEGATE_PROJECT=PROJECT_DIR uvicorn --factory --workers N
-tidegate.egress.serve.app:app_from_env` (each worker opens the project itself).
+tidegate.api:app_from_env` (each worker opens the project itself).
 
 With `TIDEGATE_BENCH_PROFILE=<file.pstats>` in the environment, every thread (the event
 loop and the worker threads that run the endpoints) is profiled with cProfile, and the
@@ -62,8 +62,8 @@ def _exit_quietly(*_: Any) -> None:
 def main() -> int:
     import uvicorn
 
-    from tidegate.egress.serve.app import create_app
-    from tidegate.runtime.platform import Platform
+    from tidegate.api import create_app
+    from tidegate.platform import Platform
 
     directory, port = Path(sys.argv[1]), int(sys.argv[2])
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
@@ -71,7 +71,7 @@ def main() -> int:
     if workers > 1 and not profile_to:
         os.environ["TIDEGATE_PROJECT"] = str(directory.resolve())
         uvicorn.run(
-            "tidegate.egress.serve.app:app_from_env",
+            "tidegate.api:app_from_env",
             factory=True,
             host="127.0.0.1",
             port=port,

@@ -88,9 +88,9 @@ def write_project(root: Path, log: dict[str, Any], topic: str | None = None) -> 
 
 def build(root: Path) -> tuple[str, str]:
     """Build the product (empty) and create an ingest key and a support key."""
-    from tidegate.egress.serve.keys import create_key
+    from tidegate.platform import Platform
+    from tidegate.platform.keys import create_key
     from tidegate.products.builder import build_products, load_sources
-    from tidegate.runtime.platform import Platform
 
     with Platform.open(root) as platform:
         load_sources(platform)

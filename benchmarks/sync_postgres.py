@@ -169,7 +169,7 @@ class SyncPostgresBenchmark(Benchmark):
         import numpy as np
         import psycopg
 
-        from tidegate.runtime.platform import Platform
+        from tidegate.platform import Platform
 
         with psycopg.connect(DSN, connect_timeout=10) as conn:
             row = conn.execute("SHOW server_version").fetchone()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 
 PG_DSN = os.environ.get("TIDEGATE_PG_DSN", "postgresql://tidegate:tidegate@127.0.0.1:5432/tidegate")
 REDIS_URL = os.environ.get("TIDEGATE_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -4,9 +4,9 @@ The public API is small on purpose; everything else is internal and may change.
 """
 
 from tidegate.errors import ConfigError, Problem, TidegateError
+from tidegate.platform import Platform
 from tidegate.privacy.guard import AccessContext, AccessPlan, Guard
 from tidegate.project import Project, load_project
-from tidegate.runtime.platform import Platform
 
 __version__ = "0.1.0"
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tidegate.privacy.consent import consent_ledger_of
+
 
 @dataclass
 class Request:
@@ -208,8 +210,8 @@ class PeopleProject:
         (self.root / "syncs" / f"{name}.yml").write_text(f"name: {name}\nproduct: people\n{body}")
 
     def build(self) -> None:
+        from tidegate.platform import Platform
         from tidegate.products.builder import build_products, load_sources
-        from tidegate.runtime.platform import Platform
 
         with Platform.open(self.root) as platform:
             load_sources(platform)
@@ -220,13 +222,17 @@ class PeopleProject:
         from tidegate.privacy.consent import ConsentEvent
 
         now = time.time()
-        platform.consent.record([ConsentEvent(str(s), purpose, "grant", now) for s in subjects])
+        consent_ledger_of(platform).record(
+            [ConsentEvent(str(s), purpose, "grant", now) for s in subjects]
+        )
 
     def revoke(self, platform: Any, subjects: list[int], purpose: str = "crm") -> None:
         from tidegate.privacy.consent import ConsentEvent
 
         now = time.time()
-        platform.consent.record([ConsentEvent(str(s), purpose, "revoke", now) for s in subjects])
+        consent_ledger_of(platform).record(
+            [ConsentEvent(str(s), purpose, "revoke", now) for s in subjects]
+        )
 
 
 @pytest.fixture

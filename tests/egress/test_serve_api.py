@@ -13,13 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tidegate.api import create_app
 from tidegate.audit.log import AuditRecord
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
-from tidegate.privacy.consent import ConsentEvent
-from tidegate.privacy.secrets import load_master_key
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
+from tidegate.platform.secrets import load_master_key
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
+from tidegate.privacy.guard import guard_of
 
 ADA, GRACE = "1", "2"  # the demo's fixed customers: Ada consented; Grace revoked marketing
 
@@ -72,7 +73,7 @@ def api(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
 
 
 def _hmac(platform: Platform, purpose: str, text: str) -> str:
-    key = platform.guard.hash_key(purpose).key
+    key = guard_of(platform).hash_key(purpose).key
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
@@ -187,11 +188,13 @@ def test_filtered_read_is_audited_as_filtered(api: Api) -> None:
 
 def test_revocation_shows_on_the_very_next_read(api: Api) -> None:
     subject = "3"
-    api.platform.consent.record(
+    consent_ledger_of(api.platform).record(
         [ConsentEvent(subject, "analytics", "grant", time.time() - 10, "test")]
     )
     assert api.get("customer_360", subject, "analytics", role="analyst").status_code == 200
-    api.platform.consent.record([ConsentEvent(subject, "analytics", "revoke", time.time(), "test")])
+    consent_ledger_of(api.platform).record(
+        [ConsentEvent(subject, "analytics", "revoke", time.time(), "test")]
+    )
     assert api.get("customer_360", subject, "analytics", role="analyst").status_code == 404
 
 

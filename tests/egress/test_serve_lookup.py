@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tidegate.api import create_app
 from tidegate.audit.log import AuditRecord
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
-from tidegate.privacy.consent import ConsentEvent
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
 from tidegate.store.online.codec import encode_row
 
 ADA, GRACE = "1", "2"
@@ -221,7 +221,7 @@ def test_product_description_has_contract_owner_freshness_and_purposes(api: Api)
 
 
 def test_freshness_recorded_by_the_stream_worker_is_shown(api: Api) -> None:
-    from tidegate.products.freshness import FreshnessLedger
+    from tidegate.observe.freshness import FreshnessLedger
 
     meta = api.platform.project.path(api.platform.project.config.backends.metadata.path)
     ledger = FreshnessLedger(meta)
@@ -255,9 +255,13 @@ def test_consent_changes_from_another_connection_show_on_the_next_read(api: Api)
     subject = "9"
     other = Platform.open(api.platform.project.root)
     try:
-        other.consent.record([ConsentEvent(subject, "analytics", "grant", time.time() - 5, "t")])
+        consent_ledger_of(other).record(
+            [ConsentEvent(subject, "analytics", "grant", time.time() - 5, "t")]
+        )
         assert api.get("customer_360", subject, "analytics", "analyst").status_code == 200
-        other.consent.record([ConsentEvent(subject, "analytics", "revoke", time.time(), "t")])
+        consent_ledger_of(other).record(
+            [ConsentEvent(subject, "analytics", "revoke", time.time(), "t")]
+        )
         assert api.get("customer_360", subject, "analytics", "analyst").status_code == 404
         found = api.lookup("customer_360", [subject], "analytics", "analyst").json()
         assert found["results"] == [{"key": subject, "found": False}]

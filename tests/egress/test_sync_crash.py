@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 
 ROWS = 200_000
 KILLS = 6
@@ -28,7 +28,7 @@ RUNNER = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stderr)
 from tidegate.egress.sync import run_sync
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 with Platform.open(sys.argv[1]) as platform:
     report = run_sync(platform, "crash")
 print("DONE", report.added, report.failed, flush=True)

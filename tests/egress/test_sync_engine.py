@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tidegate.egress.sync import run_sync, sync_changes
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 
 SQLITE_DEST = "destination: {type: sqlite, path: crm.db, table: people}\n"
 

@@ -10,8 +10,8 @@ import pytest
 from psycopg import sql
 
 from tidegate.egress.sync import run_sync
-from tidegate.privacy.consent import ConsentEvent
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of, consent_view_of
 
 pytestmark = pytest.mark.services
 ADA, GRACE = 1, 2  # the demo's fixed customers (see tidegate.demo.generator)
@@ -40,8 +40,8 @@ def _rows(dsn: str, table: str) -> dict[int, dict[str, object]]:
 
 
 def _allowed(platform: Platform) -> set[str]:
-    platform.consent_view.refresh()
-    return set(platform.consent_view.row_filter("marketing.email", "consent").subjects)
+    consent_view_of(platform).refresh()
+    return set(consent_view_of(platform).row_filter("marketing.email", "consent").subjects)
 
 
 def test_sync_sends_only_consented_rows_and_removes_revoked(
@@ -74,7 +74,7 @@ def test_sync_sends_only_consented_rows_and_removes_revoked(
         )
 
         # Ada unsubscribes: the next run deletes her row from PostgreSQL, and says so
-        platform.consent.record(
+        consent_ledger_of(platform).record(
             [ConsentEvent("1", "marketing.email", "revoke", time.time(), "test")]
         )
         after = run_sync(platform, "to_pg")

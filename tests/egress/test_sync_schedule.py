@@ -6,8 +6,8 @@ import datetime as dt
 import sqlite3
 from typing import Any
 
+from tidegate.platform import Platform
 from tidegate.products.builder import build_products, load_sources
-from tidegate.runtime.platform import Platform
 from tidegate.runtime.scheduler import Scheduler
 from tidegate.runtime.worker import StreamWorker
 

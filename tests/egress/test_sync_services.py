@@ -15,7 +15,7 @@ from tidegate.egress.destinations.kafka.client import KafkaDestination
 from tidegate.egress.destinations.redis.client import RedisDestination
 from tidegate.egress.sync import run_sync
 from tidegate.errors import DestinationError
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 
 pytestmark = pytest.mark.services
 

@@ -13,15 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
+from tidegate.api import create_app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
 from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.files import ingest_folder
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.validate import UNAVAILABLE
 from tidegate.log.base import Message
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
 from tidegate.runtime.worker import StreamWorker
 
 from ..runtime.conftest import differences  # type: ignore[import-not-found]

@@ -12,7 +12,7 @@ from typing import Any
 
 from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.log.sqlite import SqliteEventLog
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import DEFAULT_GROUP, run_worker
 from tidegate.store.online.codec import decode_row
 

@@ -11,7 +11,7 @@ import pytest
 
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Message, Record
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import process_batch
 
 pytestmark = pytest.mark.services

@@ -10,7 +10,7 @@ from pathlib import Path
 from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Message
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import process_batch
 
 KINDS = {

@@ -11,7 +11,7 @@ import pytest
 
 from tidegate.ingest.intake import open_intake
 from tidegate.ingest.postgres_cdc import PostgresCdc
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import process_batch
 from tidegate.store.online.codec import decode_row
 

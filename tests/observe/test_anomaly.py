@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tidegate.observe.anomaly import Anomaly, detect
-from tidegate.observe.config import AnomalyConfig
 from tidegate.observe.timeseries import ObserveStore
+from tidegate.project.observe_config import AnomalyConfig
 
 HOUR = 3600.0
 START = datetime(2026, 11, 2, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC

@@ -11,10 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from tidegate.cli import app
-from tidegate.observe.config import product_checks
 from tidegate.observe.contracts import diff, export_contract, import_contract
 from tidegate.project import load_project
 from tidegate.project.models import ProductConfig
+from tidegate.project.observe_config import product_checks
 
 from .test_quality_checks import PROFILE_CHECKS
 

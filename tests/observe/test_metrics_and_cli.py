@@ -7,12 +7,12 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
+from tidegate.api import create_app
 from tidegate.cli import app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
 from tidegate.products.builder import build_products, load_sources
-from tidegate.runtime.platform import Platform
 
 SERIES = [
     "tidegate_ingest_records",

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tidegate.observe.openlineage import LineageEmitter
+from tidegate.platform import Platform
 from tidegate.products.builder import build_products
 from tidegate.project import load_project
-from tidegate.runtime.platform import Platform
 
 from .conftest import Webhook, add_observe
 from .olschema import problems

@@ -9,8 +9,8 @@ import pytest
 
 from tidegate.observe.pillars import measure
 from tidegate.observe.timeseries import ObserveStore
+from tidegate.platform import Platform
 from tidegate.products.builder import build_products, load_sources
-from tidegate.runtime.platform import Platform
 
 from .conftest import BAD_CUSTOMERS
 

@@ -8,9 +8,9 @@ import pytest
 
 from tidegate.errors import ConfigError
 from tidegate.observe.timeseries import ObserveStore
+from tidegate.platform import Platform
 from tidegate.products.builder import build_products, load_sources
 from tidegate.project import load_project
-from tidegate.runtime.platform import Platform
 
 PROFILE_CHECKS = """
 checks:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 
+from tidegate.api import create_app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
 from tidegate.products.builder import build_products
-from tidegate.runtime.platform import Platform
 
 from .conftest import Webhook, add_observe
 

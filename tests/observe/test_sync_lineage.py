@@ -10,7 +10,7 @@ import pytest
 
 from tidegate.egress.sync import run_sync
 from tidegate.errors import TidegateError
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 
 from .conftest import add_observe
 from .olschema import problems

@@ -14,12 +14,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tidegate.api import create_app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
 from tidegate.egress.sync import run_sync
-from tidegate.privacy.consent_api import gpc_purposes, propagator_for
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
+from tidegate.privacy.consent import consent_ledger_of
+from tidegate.privacy.consent_input import gpc_purposes
+from tidegate.requests.propagation import propagator_for
 
 from .conftest import add_sync
 
@@ -116,7 +118,9 @@ def test_tcf_string_maps_to_project_purposes(api: Api) -> None:
     recorded = {r["purpose"]: r["action"] for r in response.json()["recorded"]}
     # marketing.email rests on TCF 1 + 3 (consented); ads.partners on 1 + 4 (4 refused)
     assert recorded == {"marketing.email": "grant", "ads.partners": "revoke"}
-    (history,) = [h for h in api.platform.consent.history("501") if h.purpose == "marketing.email"]
+    (history,) = [
+        h for h in consent_ledger_of(api.platform).history("501") if h.purpose == "marketing.email"
+    ]
     assert history.source == "tcf"
     assert history.occurred_at == pytest.approx(1582243059.3)  # the string's LastUpdated
     vendor = api.post({"subject": "502", "tcf": SPEC_TCF, "tcf_vendor": 7})

@@ -22,10 +22,11 @@ from tidegate.errors import ConfigError
 from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import CONSENT_SOURCE, open_intake, replay
 from tidegate.log.base import Message, Record
-from tidegate.privacy.consent_api import propagator_for
-from tidegate.privacy.consent_stream import consent_message
-from tidegate.privacy.guard import AccessContext
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.privacy.consent import consent_ledger_of, consent_view_of
+from tidegate.privacy.consent_input import consent_message
+from tidegate.privacy.guard import AccessContext, guard_of
+from tidegate.requests.propagation import propagator_for
 from tidegate.runtime.worker import StreamWorker, run_worker
 
 _spec = importlib.util.spec_from_file_location(
@@ -103,11 +104,11 @@ def _produce(worker: StreamWorker, *values: dict[str, Any] | bytes) -> None:
 
 def _state(platform: Platform, subject: str) -> dict[str, tuple[str, str]]:
     """purpose -> (latest action, source) in ledger order."""
-    return {r.purpose: (r.action, r.source) for r in platform.consent.history(subject)}
+    return {r.purpose: (r.action, r.source) for r in consent_ledger_of(platform).history(subject)}
 
 
 def _allowed(platform: Platform, subject: str, purpose: str) -> bool:
-    view = platform.consent_view
+    view = consent_view_of(platform)
     view.refresh()
     basis = platform.project.policy.purposes[purpose].legal_basis
     return view.allowed(subject, purpose, basis)
@@ -139,16 +140,16 @@ def test_messages_reach_the_ledger_and_the_rejected_are_dead_lettered(project: P
         assert _state(platform, "3") == {"analytics": ("object", "log")}
         assert _state(platform, "4") == {"marketing": ("grant", "tcf")}
         assert _state(platform, "5") == {"ads": ("revoke", "gpc")}
-        assert all(not platform.consent.history(s) for s in ("6", "7", "8"))
+        assert all(not consent_ledger_of(platform).history(s) for s in ("6", "7", "8"))
         assert _allowed(platform, "1", "marketing")
         assert not _allowed(platform, "2", "marketing")
         assert not _allowed(platform, "3", "analytics")
         assert _allowed(platform, "4", "marketing")
 
-        first = platform.consent.history("1")[0]
+        first = consent_ledger_of(platform).history("1")[0]
         assert first.evidence.startswith("form v3 [log consent/")
         assert first.occurred_at > 1e9  # the record's log time, not unset
-        assert platform.consent.history("3")[0].occurred_at == 1e9
+        assert consent_ledger_of(platform).history("3")[0].occurred_at == 1e9
 
         dead = worker.intake.dead
         letters = dead.list(CONSENT_SOURCE)
@@ -195,7 +196,7 @@ def test_a_revocation_on_the_topic_filters_the_subject_at_once(project: Path) ->
         )
         assert worker.process_batch(_drain(platform, worker.topics)).consent == 3
         context = AccessContext("analyst", (), "marketing")
-        plan = platform.guard.plan(context, "customer_orders", check_roles=False)
+        plan = guard_of(platform).plan(context, "customer_orders", check_roles=False)
         assert [s for s in (1, 2, 3, 4) if plan.admits({"customer_id": s})] == [1, 2, 3]
         assert run_sync(platform, "crm").status == "ok"
         assert _crm(project) == {1, 2, 3}
@@ -203,7 +204,7 @@ def test_a_revocation_on_the_topic_filters_the_subject_at_once(project: Path) ->
         _produce(worker, {"subject": "2", "purpose": "marketing", "action": "revoke"})
         report = worker.process_batch(_drain(platform, worker.topics, "second"))
         assert (report.applied, report.consent) == (1, 1)
-        plan = platform.guard.plan(context, "customer_orders", check_roles=False)
+        plan = guard_of(platform).plan(context, "customer_orders", check_roles=False)
         assert not plan.admits({"customer_id": 2})
         assert plan.admits({"customer_id": 1})
         assert plan.apply_row({"customer_id": 2, "name": "x"}) is None
@@ -242,7 +243,7 @@ def test_a_message_recorded_before_a_crash_is_not_recorded_again(project: Path) 
         worker = StreamWorker(platform)
         report = worker.process_batch(records)
         assert (report.skipped, report.applied, report.consent) == (0, 2, 0)
-        history = platform.consent.history("9")
+        history = consent_ledger_of(platform).history("9")
         assert [h.action for h in history] == ["grant", "revoke"]
         assert not _allowed(platform, "9", "marketing")
         consent_audit = [r for _, r in platform.audit.records() if r.action == "consent"]

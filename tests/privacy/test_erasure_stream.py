@@ -15,9 +15,9 @@ import pytest
 from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Record
-from tidegate.privacy.requests import access, erase
+from tidegate.platform import Platform
 from tidegate.privacy.tombstones import is_erased
-from tidegate.runtime.platform import Platform
+from tidegate.requests.subject_requests import access, erase
 from tidegate.runtime.worker import StreamWorker
 
 _spec = importlib.util.spec_from_file_location(

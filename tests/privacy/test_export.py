@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tidegate.cli.app import app
+from tidegate.egress.export import export
 from tidegate.errors import BadRequestError, ForbiddenError
+from tidegate.platform import Platform
 from tidegate.privacy.anonymize import anonymize
-from tidegate.privacy.consent import ConsentEvent
-from tidegate.privacy.export import export
-from tidegate.runtime.platform import Platform
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of, consent_view_of
 
 rows_strategy = st.lists(
     st.fixed_dictionaries(
@@ -89,7 +89,9 @@ def test_export_through_the_guard_exports_only_consented_subjects(
     shop_platform: Platform, tmp_path: Path
 ) -> None:
     platform = shop_platform
-    platform.consent.record([ConsentEvent("1", "analytics", "revoke", time.time(), "test")])
+    consent_ledger_of(platform).record(
+        [ConsentEvent("1", "analytics", "revoke", time.time(), "test")]
+    )
     out = tmp_path / "c360.parquet"
     result = export(
         platform,
@@ -108,7 +110,7 @@ def test_export_through_the_guard_exports_only_consented_subjects(
     classes = Counter(tuple(r[q] for q in qis) for r in table.to_pylist())
     assert min(classes.values()) >= 5
     # only subjects with analytics consent: the count matches the consent view
-    view = platform.consent_view
+    view = consent_view_of(platform)
     view.refresh()
     allowed = view.row_filter("analytics", "consent").subjects
     assert "1" not in allowed

@@ -34,13 +34,13 @@ from hypothesis import strategies as st
 
 from tidegate.errors import BadRequestError, ForbiddenError, NotFoundError
 from tidegate.meta.sqlite import SqliteMetadataStore
+from tidegate.platform import Platform
+from tidegate.platform.secrets import load_master_key
 from tidegate.privacy.consent import ConsentEvent, ConsentLedger, ConsentView
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, Guard
-from tidegate.privacy.secrets import load_master_key
 from tidegate.privacy.treatments import purpose_key, sql_text
 from tidegate.products.builder import build_products, load_sources
 from tidegate.project import Project, load_project
-from tidegate.runtime.platform import Platform
 from tidegate.store.online.codec import decode_row
 from tidegate.store.warehouse import PRODUCTS
 
@@ -299,8 +299,8 @@ def stream_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any
 def export_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any]]:
     """The export path: the rows `privacy.export` anonymises, before generalisation; and,
     after k-anonymisation on one column, every subject left must be among them."""
+    from tidegate.egress.export import SUBJECT_MARKER, guarded_rows
     from tidegate.privacy.anonymize import anonymize
-    from tidegate.privacy.export import SUBJECT_MARKER, guarded_rows
 
     rows = guarded_rows(platform, plan)
     subjects = {r[SUBJECT_MARKER] for r in rows}

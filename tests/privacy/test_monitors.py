@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from tidegate.audit.log import AuditRecord
-from tidegate.privacy.consent import ConsentEvent
+from tidegate.platform import Platform
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
+from tidegate.privacy.guard import guard_of
 from tidegate.privacy.monitors import AccessMonitor, MonitorSettings, attach_monitors
-from tidegate.privacy.requests import erase
-from tidegate.runtime.platform import Platform
+from tidegate.requests.subject_requests import erase
 
 
 class Hook:
@@ -135,7 +136,9 @@ def test_repeated_denied_requests(platform: Platform, hook: Hook) -> None:
 
 def test_reads_of_erased_or_revoked_subjects(platform: Platform, hook: Hook) -> None:
     erase(platform, "5", "dpo")
-    platform.consent.record([ConsentEvent("1", "marketing.email", "revoke", time.time(), "t")])
+    consent_ledger_of(platform).record(
+        [ConsentEvent("1", "marketing.email", "revoke", time.time(), "t")]
+    )
     monitor = attach_monitors(platform, webhook_url=hook.url)
     platform.audit.append(serve("desk", ["5"], outcome="absent"))
     platform.audit.append(serve("crm-app", ["1"], purpose="marketing.email", outcome="filtered"))
@@ -165,6 +168,9 @@ def test_a_process_started_with_the_webhook_setting_monitors_itself(
 ) -> None:
     monkeypatch.setenv("TIDEGATE_ACCESS_ALERT_WEBHOOK", hook.url)
     with Platform.open(demo_copy) as platform:
+        assert platform.audit.observers == []  # nothing guarded yet
+        guard_of(platform)  # every egress path gets its guard here
+        guard_of(platform)
         assert len(platform.audit.observers) == 1
         for _ in range(5):
             platform.audit_writer.submit(

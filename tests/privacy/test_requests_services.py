@@ -17,15 +17,15 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from tidegate.api import create_app
 from tidegate.audit.log import AuditRecord
 from tidegate.cli.app import app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
 from tidegate.egress.sync import run_sync
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
-from tidegate.privacy.consent import ConsentEvent
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
 
 from .conftest import add_sync
 
@@ -101,7 +101,7 @@ def world(
     )
     add_sync(shop, "to_mysql", f"{{type: mysql, dsn_env: T_MYSQL, table: {mysql_table}}}")
     with Platform.open(shop) as platform:
-        platform.consent.record(
+        consent_ledger_of(platform).record(
             [
                 ConsentEvent(
                     SUBJECT, "marketing.email", "grant", time.time() - 60, "form", f"signup {EMAIL}"
@@ -347,7 +347,7 @@ def test_access_then_erasure_leaves_no_trace_on_any_system(world: dict[str, Any]
         assert [s["system"] for s in record.detail["systems"]] == [
             s["system"] for s in report["systems"]
         ]
-        history = platform.consent.history(record.detail["subject_hash"])
+        history = consent_ledger_of(platform).history(record.detail["subject_hash"])
         assert history == []  # the ledger keeps no entry under the clear id or the hash
         kept = [r for r in platform.meta.consent_rows() if r.subject.startswith("erased:")]
         assert [(r.purpose, r.action) for r in kept] == [("marketing.email", "grant")]
@@ -356,8 +356,8 @@ def test_access_then_erasure_leaves_no_trace_on_any_system(world: dict[str, Any]
 
 
 def test_nothing_brings_an_erased_subject_back(world: dict[str, Any]) -> None:
-    from tidegate.privacy.requests import erase
     from tidegate.products.builder import build_products, load_sources
+    from tidegate.requests.subject_requests import erase
 
     shop: Path = world["shop"]
     with Platform.open(shop) as platform:
@@ -368,7 +368,7 @@ def test_nothing_brings_an_erased_subject_back(world: dict[str, Any]) -> None:
         assert loaded["customers"] > 0
         assert all(r.status == "live" for r in build_products(platform))
         # consent granted again under the clear id must not resurrect them either
-        platform.consent.record(
+        consent_ledger_of(platform).record(
             [ConsentEvent(SUBJECT, "marketing.email", "grant", time.time(), "form")]
         )
         for name in SYNCS:

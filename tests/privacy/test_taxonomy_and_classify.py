@@ -13,8 +13,8 @@ import pytest
 
 from tidegate.errors import ConfigError
 from tidegate.privacy.classify import iban_ok, is_card, luhn_ok, suggest
-from tidegate.privacy.taxonomy import DATA_CATEGORIES, DATA_USES, check_taxonomy, judge
 from tidegate.project import load_project
+from tidegate.project.taxonomy import DATA_CATEGORIES, DATA_USES, check_taxonomy, judge
 
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
 TODAY = dt.date(2026, 11, 1)
@@ -158,8 +158,8 @@ def test_values_decide_even_under_a_misleading_name() -> None:
 
 def test_classify_a_source_from_the_command_line_and_write(tmp_path: Path) -> None:
     write_project(tmp_path)
+    from tidegate.platform import Platform
     from tidegate.products.builder import load_sources
-    from tidegate.runtime.platform import Platform
 
     with Platform.open(tmp_path) as platform:
         load_sources(platform)

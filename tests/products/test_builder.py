@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tidegate.platform import Platform
 from tidegate.products.builder import build_products, load_sources
 from tidegate.project.scaffold import scaffold
-from tidegate.runtime.platform import Platform
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from tidegate.ingest.validate import UNAVAILABLE
 from tidegate.log.base import Message
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import StreamWorker
 
 from ..runtime.conftest import differences  # type: ignore[import-not-found]

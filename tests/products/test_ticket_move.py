@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tidegate.log.base import Message
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import StreamWorker
 from tidegate.store.online.codec import decode_row
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 
 _faults_spec = importlib.util.spec_from_file_location(
     "tidegate_tests_faults", Path(__file__).with_name("faults.py")

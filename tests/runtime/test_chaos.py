@@ -22,7 +22,7 @@ import pytest
 from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.log.base import Message
 from tidegate.log.sqlite import SqliteEventLog
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import DEFAULT_GROUP
 from tidegate.store.online.codec import decode_row
 

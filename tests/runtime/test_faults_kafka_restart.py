@@ -19,7 +19,7 @@ import pytest
 
 from tidegate.errors import ServiceUnavailableError
 from tidegate.ingest.intake import Intake, open_intake
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import run_worker
 from tidegate.store.online.codec import decode_row
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tidegate.demo.runner import _free_port
-from tidegate.egress.serve.keys import create_key
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
 
 from .conftest import faults  # type: ignore[import-not-found]
 

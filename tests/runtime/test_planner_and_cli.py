@@ -11,9 +11,9 @@ from tidegate.cli.app import app
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Message
+from tidegate.platform import Platform
 from tidegate.products.planner import plan_project
 from tidegate.project import load_project
-from tidegate.runtime.platform import Platform
 from tidegate.runtime.scheduler import Scheduler
 from tidegate.runtime.worker import StreamWorker
 

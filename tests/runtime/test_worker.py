@@ -9,7 +9,7 @@ from typing import Any
 from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Message, Record
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import StreamWorker, process_batch
 from tidegate.store.online.codec import decode_row
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from tidegate.ingest.intake import open_intake
 from tidegate.observe.hooks import metadata_path
 from tidegate.observe.timeseries import ObserveStore
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import StreamWorker
 
 _spec = importlib.util.spec_from_file_location(

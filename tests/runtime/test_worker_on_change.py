@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from tidegate.ingest.intake import open_intake
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import StreamWorker
 
 

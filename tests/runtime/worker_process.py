@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 from tidegate.runtime.worker import run_worker
 
 if __name__ == "__main__":

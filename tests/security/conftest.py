@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tidegate.api import create_app
 from tidegate.audit.log import AuditRecord
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
 
 ISSUER = "https://idp.example.test/"
 AUDIENCE = "tidegate-api"

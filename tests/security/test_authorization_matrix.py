@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tidegate.egress.serve.keys import create_key
+from tidegate.platform.keys import create_key
 
 from .conftest import Served
 

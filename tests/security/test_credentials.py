@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tidegate.egress.serve.keys import create_key, key_state, rotate_key
 from tidegate.errors import NotFoundError
+from tidegate.platform.keys import create_key, key_state, rotate_key
 
 from .conftest import AUDIENCE, ISSUER, Served
 

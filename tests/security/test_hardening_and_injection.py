@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tidegate.api import create_app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.egress.serve.app import create_app
-from tidegate.egress.serve.keys import create_key
-from tidegate.runtime.platform import Platform
+from tidegate.platform import Platform
+from tidegate.platform.keys import create_key
 
 from .conftest import Served
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tidegate.egress.serve.keys import create_key
+from tidegate.platform.keys import create_key
 
 from .conftest import Served
 

@@ -23,7 +23,7 @@ from tidegate.cli import (
     commands_requests,
     commands_stream,
 )
-from tidegate.cli.console import errors
+from tidegate.console import errors
 from tidegate.errors import ConfigError, TidegateError
 
 app = typer.Typer(

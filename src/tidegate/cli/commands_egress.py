@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.cli.console import console, print_json, table
+from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 sync_app = typer.Typer(
     help="Reverse-ETL syncs: product → destination, through a purpose.", no_args_is_help=True
@@ -34,8 +37,8 @@ def serve(
     """Serve products over HTTP, through the guard. Ctrl-C stops it."""
     import uvicorn
 
-    from tidegate.egress.serve.app import create_app
-    from tidegate.runtime.platform import Platform
+    from tidegate.api import create_app
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         settings = platform.project.config.serve
@@ -52,7 +55,7 @@ def _when(at: float | None) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _known(platform: Any, name: str) -> Any:
+def _known(platform: Platform, name: str) -> Any:
     sync = platform.project.syncs.get(name)
     if sync is None:
         known = ", ".join(sorted(platform.project.syncs)) or "none"
@@ -71,7 +74,7 @@ def sync_run(
 ) -> None:
     """Run one sync now: diff against what was sent last time, send the changes."""
     from tidegate.egress.sync import run_sync
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         report = run_sync(platform, name, full=full)
@@ -108,7 +111,7 @@ def sync_run(
 @sync_app.command("list")
 def sync_list(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
     """Every sync of the project with its last run."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         rows = []
@@ -139,8 +142,8 @@ def sync_status(
     name: SyncName, project_dir: ProjectDir = Path("."), json_output: JsonOption = False
 ) -> None:
     """What a sync is, what it holds in its destination, and how its last run went."""
+    from tidegate.platform import Platform
     from tidegate.project.cron import next_fire
-    from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
         cfg = _known(platform, name)
@@ -204,7 +207,7 @@ def sync_history(
     json_output: JsonOption = False,
 ) -> None:
     """Past runs of a sync, newest first."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _known(platform, name)
@@ -255,7 +258,7 @@ def sync_errors(
     import time
 
     from tidegate.audit.log import AuditRecord
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _known(platform, name)

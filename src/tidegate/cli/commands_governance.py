@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.cli.console import console, print_json
+from tidegate.console import console, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +26,8 @@ def classify_command(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Suggest classifications from column names and sampled values, as YAML to accept."""
+    from tidegate.platform import Platform
     from tidegate.privacy.classify import as_yaml, classify, write_classifications
-    from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
         found = classify(platform, name, sample)
@@ -71,8 +71,8 @@ def export_command(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Export a product k-anonymised, through the guard, audited; reports information loss."""
-    from tidegate.privacy.export import export
-    from tidegate.runtime.platform import Platform
+    from tidegate.egress.export import export
+    from tidegate.platform import Platform
 
     qis = [q.strip() for q in quasi_identifiers.split(",") if q.strip()]
     with Platform.open(project_dir) as platform:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tidegate.cli.console import console, print_json, table
+from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def quality_show(
     """The check results of a product's latest build, or one check's failing rows."""
     from tidegate.observe.hooks import metadata_path
     from tidegate.observe.timeseries import ObserveStore
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _product(platform.project, product)
@@ -210,7 +210,7 @@ def observe(
     """The five pillars of a product over its builds, as small charts; or plot one metric."""
     from tidegate.observe.hooks import metadata_path
     from tidegate.observe.timeseries import ObserveStore
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         _product(platform.project, product)

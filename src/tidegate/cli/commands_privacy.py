@@ -11,8 +11,9 @@ import typer
 
 from tidegate.audit.log import AuditRecord
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.cli.console import console, print_json, table
+from tidegate.console import console, print_json, table
 from tidegate.errors import BadRequestError, TidegateError
+from tidegate.privacy.consent import consent_ledger_of, consent_view_of
 
 consent_app = typer.Typer(
     help="The consent ledger: record and inspect choices.", no_args_is_help=True
@@ -47,9 +48,9 @@ CHOICES = {
 def _record_choice(
     project_dir: Path, action: str, subject: str, purpose: str, evidence: str
 ) -> None:
+    from tidegate.platform import Platform
     from tidegate.privacy.consent import ConsentEvent
-    from tidegate.privacy.propagation import propagate
-    from tidegate.runtime.platform import Platform
+    from tidegate.requests.propagation import propagate
 
     with Platform.open(project_dir) as platform:
         if purpose not in platform.project.policy.purposes:
@@ -58,7 +59,7 @@ def _record_choice(
                 f"(defined: {', '.join(sorted(platform.project.policy.purposes))})"
             )
         event = ConsentEvent(subject, purpose, action, time.time(), "cli", evidence)  # type: ignore[arg-type]
-        platform.consent.record([event])
+        consent_ledger_of(platform).record([event])
         platform.audit.append(
             AuditRecord(
                 action="consent",
@@ -99,11 +100,11 @@ def consent_show(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A subject's consent history and the state it gives per purpose."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
-        history = platform.consent.history(subject)
-        view = platform.consent_view
+        history = consent_ledger_of(platform).history(subject)
+        view = consent_view_of(platform)
         view.refresh()
         states = {
             name: view.allowed(subject, name, purpose.legal_basis)
@@ -133,7 +134,7 @@ def consent_show(
 @audit_app.command("verify")
 def audit_verify(project_dir: ProjectDir = Path(".")) -> None:
     """Walk the hash chain; report any edited, deleted, inserted or reordered record."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         issues = platform.audit.verify()
@@ -152,7 +153,7 @@ def audit_tail(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The latest audit records."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         records = list(platform.audit.records())[-limit:]
@@ -215,7 +216,7 @@ def audit_search(
 ) -> None:
     """Audit records matching every filter given, oldest first."""
     from tidegate.audit.search import AuditQuery, parse_time, search
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     query = AuditQuery(
         principal=principal,
@@ -259,7 +260,7 @@ def audit_anchor(
     ] = False,
 ) -> None:
     """Show the external anchor of the log's head; `--reset` re-anchors (audited)."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         anchor = platform.audit.anchor
@@ -300,9 +301,9 @@ def keys_create(
     ttl: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d; default: no expiry.")] = None,
 ) -> None:
     """Create an API key; it is shown once and stored only as a hash."""
-    from tidegate.egress.serve.keys import create_key
+    from tidegate.platform import Platform
+    from tidegate.platform.keys import create_key
     from tidegate.project.models import parse_duration
-    from tidegate.runtime.platform import Platform
 
     with Platform.open(project_dir) as platform:
         unknown = [r for r in role if r not in platform.project.policy.roles]
@@ -324,7 +325,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(project_dir: ProjectDir = Path(".")) -> None:
     """Every key: principal, roles, expiry and revocation (never the secret)."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         rows = platform.meta.api_keys()
@@ -350,7 +351,7 @@ def keys_list(project_dir: ProjectDir = Path(".")) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, project_dir: ProjectDir = Path(".")) -> None:
     """Revoke a key at once."""
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
         if not platform.meta.revoke_api_key(key_id, time.time()):
@@ -373,9 +374,9 @@ def keys_rotate(
     ttl: Annotated[str | None, typer.Option(help="Lifetime of the new key, e.g. 90d.")] = None,
 ) -> None:
     """Replace a key: a new secret for the same principal and roles (shown once)."""
-    from tidegate.egress.serve.keys import rotate_key
+    from tidegate.platform import Platform
+    from tidegate.platform.keys import rotate_key
     from tidegate.project.models import parse_duration
-    from tidegate.runtime.platform import Platform
 
     grace_seconds = 0.0 if grace.strip() in {"0", "0s"} else parse_duration(grace).total_seconds()
     seconds = parse_duration(ttl).total_seconds() if ttl else None

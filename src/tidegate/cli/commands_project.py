@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from tidegate.cli.console import console, print_json, table
+from tidegate.console import console, print_json
 from tidegate.errors import ConfigError, TidegateError
-
-if TYPE_CHECKING:
-    from tidegate.products.builder import BuildResult
-    from tidegate.runtime.platform import Platform
 
 ProjectDir = Annotated[
     Path, typer.Option("--project", "-p", help="The project folder.", show_default=True)
@@ -65,7 +60,7 @@ def validate(
             print_json({"valid": False, "problems": [p.__dict__ for p in err.problems]})
             raise typer.Exit(2) from None
         raise
-    from tidegate.privacy.taxonomy import check_taxonomy
+    from tidegate.project.taxonomy import check_taxonomy
 
     warnings = check_taxonomy(project)[1]
     summary = {
@@ -110,8 +105,8 @@ def build(
 
     Then runs the syncs with `trigger: on_build` whose products changed.
     """
-    from tidegate.runtime.jobs import syncs_after_build
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
+    from tidegate.runtime.jobs import run_build, syncs_after_build
 
     with Platform.open(project_dir) as platform:
         results = run_build(platform, product, skip_sources)
@@ -127,43 +122,3 @@ def build(
             "some products did not publish (their previous versions stay live): "
             + "; ".join(f"{r.product}: {r.error}" for r in failed)
         )
-
-
-def run_build(
-    platform: Platform, only: list[str] | None = None, skip_sources: bool = False
-) -> list[BuildResult]:
-    """Load sources and build, with progress bars and a result table."""
-    from tidegate.products.builder import build_products, load_sources
-
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as progress:
-        if not skip_sources:
-            task = progress.add_task("loading sources", total=None)
-            loaded = load_sources(platform)
-            progress.update(
-                task,
-                description=f"loaded {len(loaded)} sources ({sum(loaded.values()):,} rows)",
-                completed=1,
-                total=1,
-            )
-        tasks: dict[str, TaskID] = {}
-
-        def on_progress(name: str, status: str) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"building {name}", total=1)
-            if status != "building":
-                progress.update(tasks[name], description=f"{name}: {status}", completed=1)
-
-        results = build_products(platform, only, on_progress)
-    console.print(
-        table(
-            "Products",
-            ["product", "status", "version", "rows", "seconds", "error"],
-            [
-                [r.product, r.status, r.version, f"{r.rows:,}", f"{r.seconds:.2f}", r.error]
-                for r in results
-            ],
-        )
-    )
-    return results

@@ -1,7 +1,7 @@
 """Data subject requests: `tidegate request access SUBJECT`, `tidegate request erase SUBJECT`.
 
 Both print JSON (the access package; the erasure's completion report) and are audited
-(`privacy/requests.py`). Erasure asks for confirmation unless `--yes` is given.
+(`requests/subject_requests.py`). Erasure asks for confirmation unless `--yes` is given.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.cli.console import console, print_json, table
+from tidegate.console import console, print_json, table
 
 request_app = typer.Typer(
     help="Data subject requests: access and erasure (GDPR Art. 15 and 17).", no_args_is_help=True
@@ -40,8 +40,8 @@ def request_access(
     dead letters, consent and audit."""
     import json
 
-    from tidegate.privacy.requests import access
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
+    from tidegate.requests.subject_requests import access
 
     with Platform.open(project_dir) as platform:
         found = access(platform, subject, principal)
@@ -62,8 +62,8 @@ def request_erase(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Erase SUBJECT everywhere, keep a tombstone, and print the completion report."""
-    from tidegate.privacy.requests import erase
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
+    from tidegate.requests.subject_requests import erase
 
     if not yes and not typer.confirm(f"Erase subject {subject} everywhere? This cannot be undone"):
         raise typer.Abort()

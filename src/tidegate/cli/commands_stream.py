@@ -6,13 +6,16 @@ import datetime as dt
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.cli.console import console, print_json, table
+from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 dlq_app = typer.Typer(
     help="Dead letters: events tidegate could not take, with the reason.", no_args_is_help=True
@@ -39,8 +42,8 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
 
 
-def _ensure_built(platform: Any) -> None:
-    from tidegate.cli.commands_project import run_build
+def _ensure_built(platform: Platform) -> None:
+    from tidegate.runtime.jobs import run_build
 
     missing = [n for n in platform.project.products if platform.meta.live_version(n) is None]
     if missing:
@@ -63,8 +66,8 @@ def run(
 
     Builds the products first if they were never built. Ctrl-C stops it.
     """
-    from tidegate.egress.serve.app import create_app
-    from tidegate.runtime.platform import Platform
+    from tidegate.api import create_app
+    from tidegate.platform import Platform
     from tidegate.runtime.worker import run_worker
 
     with Platform.open(project_dir) as platform:
@@ -106,7 +109,7 @@ def worker(
     With the embedded DuckDB store one process writes the warehouse, so run one worker
     per warehouse (extra workers wait on its lock).
     """
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
     from tidegate.runtime.worker import run_worker
 
     with Platform.open(project_dir) as platform:
@@ -132,7 +135,7 @@ def status(
 ) -> None:
     """Per product: mode, last update, lag against its freshness SLO, breaches; dead letters."""
     from tidegate.ingest.deadletters import DeadLetterStore
-    from tidegate.products.freshness import FreshnessLedger
+    from tidegate.observe.freshness import FreshnessLedger
     from tidegate.products.planner import plan_project
     from tidegate.project import load_project
 

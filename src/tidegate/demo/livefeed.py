@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tidegate.cli.console import console
+from tidegate.console import console
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 OVERLAY = "live"
 ROLE = "shop_backend"
@@ -71,8 +74,8 @@ class Observation:
 class LiveShop:
     """The stream worker and an event generator, each in a thread, until `stop()`."""
 
-    def __init__(self, platform: Any, base: str, customers: int, seed: int = 7) -> None:
-        from tidegate.egress.serve.keys import create_key
+    def __init__(self, platform: Platform, base: str, customers: int, seed: int = 7) -> None:
+        from tidegate.platform.keys import create_key
 
         self.platform = platform
         self.base = base
@@ -102,9 +105,9 @@ class LiveShop:
         return run
 
     def _work(self) -> None:
-        from tidegate.runtime.worker import run_worker
+        from tidegate.runtime.worker import BatchReport, run_worker
 
-        def counted(report: Any) -> None:
+        def counted(report: BatchReport) -> None:
             self.batches += 1
 
         run_worker(self.platform, stop=self._stop, on_batch=counted)

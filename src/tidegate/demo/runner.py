@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from tidegate.cli.console import console
+from tidegate.console import console
 from tidegate.errors import TidegateError
+from tidegate.privacy.consent import consent_ledger_of
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 MARKER = ".tidegate-demo"
 TOUR_CUSTOMER = "1"  # Ada: consented to marketing.email and analytics
@@ -92,7 +96,7 @@ def generate(options: DemoOptions) -> dict[str, int]:
         )
 
 
-def load_consent(platform: Any, directory: Path) -> int:
+def load_consent(platform: Platform, directory: Path) -> int:
     import pyarrow.parquet as pq
 
     from tidegate.audit.log import AuditRecord
@@ -110,7 +114,7 @@ def load_consent(platform: Any, directory: Path) -> int:
         )
         for row in table.to_pylist()
     ]
-    platform.consent.record(events)
+    consent_ledger_of(platform).record(events)
     platform.audit.append(
         AuditRecord(
             action="consent",
@@ -122,8 +126,8 @@ def load_consent(platform: Any, directory: Path) -> int:
     return len(events)
 
 
-def create_keys(platform: Any) -> dict[str, str]:
-    from tidegate.egress.serve.keys import create_key
+def create_keys(platform: Platform) -> dict[str, str]:
+    from tidegate.platform.keys import create_key
 
     return {
         role: create_key(platform.meta, principal, [role])[0]
@@ -168,7 +172,7 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
-def crm_rows(platform: Any) -> list[dict[str, Any]]:
+def crm_rows(platform: Platform) -> list[dict[str, Any]]:
     from tidegate.egress.destinations.base import open_destination
 
     sync = platform.project.syncs["crm_audience"].config
@@ -226,7 +230,7 @@ def live_tour(
     return delays
 
 
-def tour(platform: Any, client: httpx.Client, base: str, keys: dict[str, str]) -> None:
+def tour(platform: Platform, client: httpx.Client, base: str, keys: dict[str, str]) -> None:
     from tidegate.egress.sync import run_sync
     from tidegate.privacy.consent import ConsentEvent
 
@@ -284,7 +288,7 @@ def tour(platform: Any, client: httpx.Client, base: str, keys: dict[str, str]) -
         f"\n[bold]5. Revocation, live.[/bold] The CRM holds {len(before):,} people; "
         f"customer {TOUR_CUSTOMER} is {'in' if TOUR_CUSTOMER in before else 'not in'} it."
     )
-    platform.consent.record(
+    consent_ledger_of(platform).record(
         [
             ConsentEvent(
                 TOUR_CUSTOMER,
@@ -312,7 +316,7 @@ def tour(platform: Any, client: httpx.Client, base: str, keys: dict[str, str]) -
     )
 
 
-def summary(platform: Any, base: str | None) -> None:
+def summary(platform: Platform, base: str | None) -> None:
     issues = platform.audit.verify()
     count = len(platform.meta.audit_records())
     root = platform.project.root
@@ -334,11 +338,10 @@ def summary(platform: Any, base: str | None) -> None:
 
 
 def run_demo(options: DemoOptions) -> None:
-    from tidegate.cli.commands_project import run_build
+    from tidegate.api import create_app
     from tidegate.demo.livefeed import LiveShop, apply_live_overlay
-    from tidegate.egress.serve.app import create_app
-    from tidegate.runtime.jobs import syncs_after_build
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
+    from tidegate.runtime.jobs import run_build, syncs_after_build
 
     started = time.perf_counter()
     directory = options.directory.resolve()

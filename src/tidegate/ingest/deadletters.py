@@ -149,7 +149,7 @@ class DeadLetterStore:
             db.execute("UPDATE dead_letters SET reason = ? WHERE id = ?", (reason, letter_id))
 
     def delete(self, ids: Sequence[int]) -> int:
-        """Remove letters for good (erasure requests, privacy/requests.py): overwritten in
+        """Remove letters for good (erasure requests, requests/subject_requests.py): overwritten in
         the file (`secure_delete`), and the write-ahead log truncated afterwards."""
         if not ids:
             return 0

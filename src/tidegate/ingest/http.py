@@ -13,16 +13,17 @@ in the policies. Posting is not egress (nothing leaves), so no purpose is needed
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
-from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from tidegate.egress.serve.keys import authenticate
 from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
-from tidegate.ingest.intake import Intake, open_intake
-from tidegate.runtime.platform import Platform
+from tidegate.ingest.intake import intake_of
+from tidegate.platform import Platform
+from tidegate.platform.keys import authenticate
 
 MAX_BODY_BYTES = 64 << 20
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -33,13 +34,30 @@ class PayloadTooLargeError(TidegateError):
     http_status = 413
 
 
-#: the answers other than 200, for the OpenAPI document (bodies: `{"error": {...}}`)
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "the body is not JSON, or not an array of events"},
-    401: {"description": "no API key, or an unknown, revoked or expired one"},
-    403: {"description": "the key's roles may not post to this source"},
-    404: {"description": "no stream source of that name"},
-    413: {"description": "the body is over 64 MiB"},
+#: this route in the OpenAPI document (`api/` adds the error answers every route shares)
+OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/events/{source}": {
+        "post": {
+            "tags": ["ingest"],
+            "summary": "Post Events",
+            "description": "Validate each event against the source's columns; log the valid, "
+            "dead-letter the rest.",
+            "operationId": "post_events_v1_events__source__post",
+            "parameters": [
+                {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "Counts, and the reason for each rejected event",
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "additionalProperties": True}
+                        }
+                    },
+                }
+            },
+        }
+    }
 }
 
 
@@ -50,22 +68,14 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def create_ingest_router(platform: Platform) -> APIRouter:
-    router = APIRouter(tags=["ingest"])
-    lock = threading.Lock()
-    opened: list[Intake] = []
+def ingest_routes(platform: Platform) -> list[Route]:
+    """`POST /v1/events/{source}`; errors are raised as TidegateError for the app to answer."""
 
-    def intake() -> Intake:
-        with lock:
-            if not opened:
-                opened.append(open_intake(platform.project))
-            return opened[0]
-
-    @router.post("/v1/events/{source}", responses=ERROR_RESPONSES)
-    async def post_events(source: str, request: Request) -> dict[str, Any]:
+    async def post_events(request: Request) -> JSONResponse:
         """Validate each event against the source's columns; log the valid, dead-letter the rest."""
+        source: str = request.path_params["source"]
         principal = authenticate(platform.meta, _token(request))
-        target = intake()
+        target = intake_of(platform)
         target.schema(source)  # 404 for an unknown source, before reading the body
         roles = platform.project.policy.roles
         if not any(
@@ -87,9 +97,9 @@ def create_ingest_router(platform: Platform) -> APIRouter:
         else:
             events = _events(body)
             result = await run_in_threadpool(target.submit, source, events, "http")
-        return result.as_json()
+        return JSONResponse(result.as_json())
 
-    return router
+    return [Route("/v1/events/{source}", post_events, methods=["POST"])]
 
 
 def _events(body: bytes) -> list[Any]:

@@ -15,14 +15,16 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.errors import UnknownSourceError
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
 from tidegate.ingest.validate import Change, EventSchema, Invalid
 from tidegate.log.base import EventLog, Message, Record
-from tidegate.project.models import StreamSource
-from tidegate.project.project import Project
+from tidegate.project.project import Project, stream_sources
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 SOURCE_HEADER = "tidegate-source"
 CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
@@ -35,14 +37,6 @@ class IntakeResult:
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "rejected": self.rejected}
-
-
-def stream_sources(project: Project) -> dict[str, StreamSource]:
-    return {
-        name: source.config
-        for name, source in project.sources.items()
-        if isinstance(source.config, StreamSource)
-    }
 
 
 class Intake:
@@ -186,6 +180,16 @@ def _is_null(value: bytes | None) -> bool:
     return value is None or value.strip() == b"null"
 
 
+def intake_of(platform: Platform) -> Intake:
+    """The platform's intake (one per platform object, closed with it): the HTTP ingest
+    route's. The stream worker opens its own (`open_intake`)."""
+    return platform.component(_intake)
+
+
+def _intake(platform: Platform) -> Intake:
+    return open_intake(platform.project)
+
+
 def open_intake(project: Project) -> Intake:
     """The project's event log and dead-letter store, behind one Intake."""
     from tidegate.log.base import open_event_log
@@ -208,7 +212,7 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
     for letter in letters:
         if letter.replayed_at is not None:
             continue
-        if letter.source == CONSENT_SOURCE:  # a consent-topic message (privacy/consent_stream)
+        if letter.source == CONSENT_SOURCE:  # a consent-topic message (requests/consent_stream)
             if _replay_consent(intake, letter):
                 done.append(letter.id)
                 report.replayed += 1
@@ -232,7 +236,7 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
 
 
 def _replay_consent(intake: Intake, letter: DeadLetter) -> bool:
-    from tidegate.privacy.consent_stream import recheck
+    from tidegate.privacy.consent_input import recheck
 
     reason = recheck(intake.project, letter.payload)
     if reason is not None:

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidegate.ingest.validate import Change
-from tidegate.privacy.treatments import type_family
 from tidegate.project.models import StreamSource
 from tidegate.store.warehouse import RAW
+from tidegate.type_families import type_family
 
 BATCH_RELATION = "__tidegate_events"
 

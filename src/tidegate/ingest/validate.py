@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import orjson
 
-from tidegate.privacy.treatments import type_family
 from tidegate.project.models import StreamSource
+from tidegate.type_families import type_family
 
 Op = Literal["append", "upsert", "delete", "truncate", "tombstone"]
 #: what Debezium writes for a column it did not capture (an unchanged TOASTed value)

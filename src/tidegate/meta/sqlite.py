@@ -25,7 +25,7 @@ from tidegate.meta.base import (
     SyncedRow,
     SyncRowError,
 )
-from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: privacy/requests.py
+from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: requests/subject_requests.py
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

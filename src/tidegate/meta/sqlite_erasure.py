@@ -4,7 +4,7 @@ ledger, the sync-state tables of one subject, and audit body redaction.
 A mixin of `SqliteMetadataStore` (it uses its `_tx` and `_query`), kept apart so the
 erasure code reads in one place. The domain rules (what a tombstone hashes, which
 ledger evidence is kept, which audit records are redacted and how the chain still
-verifies) live in `privacy/requests.py`, `privacy/tombstones.py` and `audit/redact.py`;
+verifies) live in `requests/subject_requests.py`, `privacy/tombstones.py` and `audit/redact.py`;
 this layer stores and deletes, atomically.
 
 Deletes run with `PRAGMA secure_delete` on, so erased values are overwritten in the file

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidegate.observe.config import AlertsConfig
 from tidegate.observe.timeseries import ObserveStore
+from tidegate.project.observe_config import AlertsConfig
 
 log = logging.getLogger(__name__)
 ICONS = {"error": ":rotating_light:", "warn": ":warning:"}

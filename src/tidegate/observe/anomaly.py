@@ -20,8 +20,8 @@ import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tidegate.observe.config import AnomalyConfig
 from tidegate.observe.timeseries import ObserveStore, Point
+from tidegate.project.observe_config import AnomalyConfig
 
 #: metrics measured but not judged (derived, constant or judged elsewhere)
 NOT_JUDGED = {

@@ -29,8 +29,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tidegate.observe.config import product_checks
 from tidegate.project.models import ProductConfig, parse_duration
+from tidegate.project.observe_config import product_checks
+from tidegate.project.project import Policy
 
 API_VERSION = "v3.1.0"
 CHECK_PROPERTY = "tidegateCheck"
@@ -328,7 +329,7 @@ def type_change(old: str, new: str) -> str:
 
 
 def _classification_tightened(
-    old: str | None, new: str | None, purposes: list[str], policy: Any
+    old: str | None, new: str | None, purposes: list[str], policy: Policy | None
 ) -> bool | None:
     """True when some purpose's treatment gets stricter (None when nothing changed)."""
     if old == new:
@@ -343,7 +344,7 @@ def _classification_tightened(
     return new is not None
 
 
-def diff(old: ProductConfig, new: ProductConfig, policy: Any = None) -> list[Change]:
+def diff(old: ProductConfig, new: ProductConfig, policy: Policy | None = None) -> list[Change]:
     """Every difference between two versions of a product contract, classified."""
     changes: list[Change] = []
     removed = [c for c in old.columns if c not in new.columns]

@@ -36,7 +36,7 @@ from tidegate.observe.timeseries import ObserveStore
 from tidegate.store.warehouse import BUILDS, version_table
 
 if TYPE_CHECKING:
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
 WORKER_GROUP = "tidegate-worker"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -42,7 +42,6 @@ class PlatformCollector:
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self._log: Any = None
 
     def _runs(self) -> list[tuple[str, str, str, float | None]]:
         from tidegate.observe.hooks import metadata_path
@@ -102,8 +101,8 @@ class PlatformCollector:
     def _freshness(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        from tidegate.observe.freshness import FreshnessLedger
         from tidegate.observe.hooks import metadata_path
-        from tidegate.products.freshness import FreshnessLedger
 
         project = self.platform.project
         now = time.time()
@@ -174,14 +173,10 @@ class PlatformCollector:
         )
         if topics:
             try:
-                if self._log is None:
-                    from tidegate.log.base import open_event_log
-
-                    project = self.platform.project
-                    self._log = open_event_log(project.config.backends.log, project.root)
+                event_log = self.platform.event_log
                 for topic in topics:
-                    ends = self._log.end_offsets(topic)
-                    committed = self._log.committed(WORKER_GROUP, topic)
+                    ends = event_log.end_offsets(topic)
+                    committed = event_log.committed(WORKER_GROUP, topic)
                     records.add_metric([topic], sum(ends.values()))
                     lag.add_metric(
                         [topic, WORKER_GROUP],

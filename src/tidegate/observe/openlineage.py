@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-from tidegate.observe.config import OpenLineageConfig
+from tidegate.project.observe_config import OpenLineageConfig
 
 if TYPE_CHECKING:
     from tidegate.observe.pillars import Observation

@@ -24,7 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from tidegate.errors import BuildError
-from tidegate.observe.config import (
+from tidegate.project.observe_config import (
     AcceptedValuesCheck,
     DistributionCheck,
     FreshnessCheck,

@@ -18,7 +18,7 @@ from tidegate.observe.hooks import metadata_path, never_raises
 from tidegate.observe.timeseries import ObserveStore
 
 if TYPE_CHECKING:
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
 log = logging.getLogger(__name__)
 TABLE_LEVEL = ""  # the column name used for product-level metrics

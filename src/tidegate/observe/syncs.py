@@ -13,7 +13,7 @@ from uuid import uuid4
 from tidegate.observe.hooks import never_raises
 
 if TYPE_CHECKING:
-    from tidegate.runtime.platform import Platform
+    from tidegate.platform import Platform
 
 
 class SyncLineage:

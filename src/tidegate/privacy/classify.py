@@ -15,7 +15,11 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
+    from tidegate.project.project import Product, Source
 
 MIN_SHARE = 0.8  # of sampled values a detector must accept to speak
 NAME_ONLY = 0.6  # confidence of a suggestion from the column name alone
@@ -238,12 +242,13 @@ class Classified:
         return f"tidegate classify {self.name} ({self.kind}, {sample}); review before accepting"
 
 
-def classify(platform: Any, name: str, sample: int = 1000) -> Classified:
+def classify(platform: Platform, name: str, sample: int = 1000) -> Classified:
     """Suggestions for a source (from `raw.<name>`) or a product (its live version)."""
     from tidegate.errors import NotFoundError
     from tidegate.store.warehouse import PRODUCTS, RAW
 
     project = platform.project
+    item: Source | Product
     if name in project.sources:
         item, kind, schema = project.sources[name], "source", RAW
     elif name in project.products:

@@ -21,9 +21,12 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tidegate.meta.base import ConsentRow, MetadataStore
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 Action = Literal["grant", "revoke", "object"]
 ACTIONS: tuple[str, ...] = ("grant", "revoke", "object")
@@ -162,3 +165,21 @@ class ConsentLedger:
 
     def history(self, subject: str) -> list[ConsentRow]:
         return self._store.consent_history(str(subject))
+
+
+def _ledger(platform: Platform) -> ConsentLedger:
+    return ConsentLedger(platform.meta)
+
+
+def _view(platform: Platform) -> ConsentView:
+    return ConsentView(platform.meta)
+
+
+def consent_ledger_of(platform: Platform) -> ConsentLedger:
+    """The platform's consent ledger (one per platform object)."""
+    return platform.component(_ledger)
+
+
+def consent_view_of(platform: Platform) -> ConsentView:
+    """The platform's cached view of current consent state (one per platform object)."""
+    return platform.component(_view)

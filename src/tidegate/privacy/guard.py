@@ -16,15 +16,18 @@ run by DuckDB, for bulk paths), `apply_row` (values, for serving single rows) an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
 from tidegate.errors import BadRequestError, ForbiddenError, NotFoundError
-from tidegate.privacy.consent import ConsentView, RowFilter
+from tidegate.privacy.consent import ConsentView, RowFilter, consent_view_of
 from tidegate.privacy.treatments import HashKey, apply_sql, apply_value, purpose_key
 from tidegate.project.models import TreatmentSpec
 from tidegate.project.project import Project
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 SUBJECTS_RELATION = "__tidegate_subjects"
 
@@ -238,3 +241,17 @@ class Guard:
             key = purpose_key(self._master_key, purpose)
             self._keys[purpose] = key
         return key
+
+
+def _guard(platform: Platform) -> Guard:
+    from tidegate.privacy.monitors import monitors_from_env
+
+    guard = Guard(platform.project, consent_view_of(platform), platform.master_key)
+    monitors_from_env(platform)  # access monitors when TIDEGATE_ACCESS_ALERT_WEBHOOK is set
+    return guard
+
+
+def guard_of(platform: Platform) -> Guard:
+    """The platform's guard (one per platform object). A process that guards egress
+    also watches its own audit trail when TIDEGATE_ACCESS_ALERT_WEBHOOK is set."""
+    return platform.component(_guard)

@@ -34,9 +34,13 @@ import urllib.request
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.audit.log import AuditRecord
+from tidegate.privacy.consent import consent_view_of
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +265,7 @@ class AccessMonitor:
 
 
 def attach_monitors(
-    platform: Any,
+    platform: Platform,
     *,
     webhook_url: str | None = None,
     settings: MonitorSettings | None = None,
@@ -271,7 +275,7 @@ def attach_monitors(
     from tidegate.privacy.tombstones import tombstones_of
 
     tombstones = tombstones_of(platform)
-    view = platform.consent_view
+    view = consent_view_of(platform)
     purposes = platform.project.policy.purposes
 
     def is_erased(subject: str) -> bool:
@@ -296,6 +300,6 @@ def attach_monitors(
     return monitor
 
 
-def monitors_from_env(platform: Any) -> AccessMonitor | None:
+def monitors_from_env(platform: Platform) -> AccessMonitor | None:
     url = os.environ.get(ENV_WEBHOOK)
     return attach_monitors(platform, webhook_url=url) if url else None

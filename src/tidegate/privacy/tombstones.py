@@ -21,9 +21,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from typing import Any, Protocol, cast, runtime_checkable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tidegate.errors import TidegateError
+from tidegate.meta.base import MetadataStore
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 TOMBSTONE_PREFIX = "erased:"
 
@@ -49,7 +54,7 @@ class ErasureStore(Protocol):
     def erasing(self) -> Any: ...
 
 
-def erasure_store(meta: Any) -> ErasureStore:
+def erasure_store(meta: MetadataStore) -> ErasureStore:
     if not isinstance(meta, ErasureStore):
         raise TidegateError(
             f"the metadata backend {type(meta).__name__} does not support erasure requests"
@@ -72,7 +77,7 @@ def pseudonym(key: bytes, subject: object) -> str:
 
 
 class Tombstones:
-    def __init__(self, meta: Any, master_key: bytes) -> None:
+    def __init__(self, meta: MetadataStore, master_key: bytes) -> None:
         self._store = erasure_store(meta)
         self.key = tombstone_key(master_key)
         self._hashes: set[str] = set()
@@ -104,27 +109,36 @@ class Tombstones:
         return [s for s in subjects if s is not None and self.hash(s) in self._hashes]
 
 
-def tombstones_of(platform: Any) -> Tombstones:
+def _tombstones(platform: Platform) -> Tombstones:
+    return Tombstones(platform.meta, platform.master_key)
+
+
+def tombstones_of(platform: Platform) -> Tombstones:
     """The platform's tombstone set (one per platform object), refreshed."""
-    from tidegate.privacy.secrets import load_master_key
-
-    found = platform.__dict__.get("_tidegate_tombstones")
-    if found is None:
-        found = Tombstones(platform.meta, load_master_key(platform.state_dir))
-        platform.__dict__["_tidegate_tombstones"] = found
+    found = platform.component(_tombstones)
     found.refresh()
-    return cast(Tombstones, found)
+    return found
 
 
-def is_erased(platform: Any, subject: object) -> bool:
+def is_erased(platform: Platform, subject: object) -> bool:
     return tombstones_of(platform).is_erased(subject)
+
+
+class SourcedRow(Protocol):
+    """What the filter reads of a validated event (`ingest.validate.Change`)."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def row(self) -> Mapping[str, Any]: ...
 
 
 class ErasedFilter:
     """The stream worker's check: is this validated event about an erased subject?"""
 
-    def __init__(self, platform: Any) -> None:
-        from tidegate.ingest.intake import stream_sources
+    def __init__(self, platform: Platform) -> None:
+        from tidegate.project.project import stream_sources
 
         self._platform = platform
         self._subjects = {
@@ -135,7 +149,7 @@ class ErasedFilter:
     def refresh(self) -> None:
         self._tombstones = tombstones_of(self._platform)
 
-    def __call__(self, change: Any) -> bool:
+    def __call__(self, change: SourcedRow) -> bool:
         if self._tombstones is None:
             self.refresh()
         assert self._tombstones is not None
@@ -145,7 +159,7 @@ class ErasedFilter:
         return self._tombstones.is_erased(change.row.get(column))
 
 
-def purge_erased(platform: Any, source: str) -> int:
+def purge_erased(platform: Platform, source: str) -> int:
     """Delete erased subjects' rows from `raw.<source>` (after a snapshot load); returns
     how many rows went. Nothing to do (and no query) while there is no tombstone."""
     tombstones = tombstones_of(platform)

@@ -35,37 +35,13 @@ from typing import Any
 from sqlglot import exp
 
 from tidegate.project.models import TreatmentSpec
+from tidegate.type_families import type_family
 
 BLOCK = 64
 DEFAULT_MASK_KEEP = 1
 DEFAULT_GENERALIZE_KEEP = 3
 DEFAULT_STEP = 10.0
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
-
-_NUMERIC = {
-    "TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-    "UINTEGER", "UBIGINT", "FLOAT", "REAL", "DOUBLE", "DECIMAL", "NUMERIC",
-}  # fmt: skip
-_INTEGER = {
-    "TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "HUGEINT",
-    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-}  # fmt: skip
-
-
-def type_family(column_type: str) -> str:
-    """`string`, `integer`, `float`, `date`, `timestamp` or `other`, from a contract type."""
-    base = column_type.upper().split("(")[0].strip()
-    if base in _INTEGER:
-        return "integer"
-    if base in _NUMERIC:
-        return "float"
-    if base == "DATE":
-        return "date"
-    if base.startswith("TIMESTAMP"):
-        return "timestamp"
-    if base in {"VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR", "UUID"}:
-        return "string"
-    return "other"
 
 
 @dataclass(frozen=True)

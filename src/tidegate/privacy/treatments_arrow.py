@@ -20,9 +20,9 @@ from tidegate.privacy.treatments import (
     DEFAULT_STEP,
     HashKey,
     as_text,
-    type_family,
 )
 from tidegate.project.models import TreatmentSpec
+from tidegate.type_families import type_family
 
 
 def _as_double(column: Any) -> Any:

@@ -17,9 +17,9 @@ from tidegate.audit.log import AuditRecord
 from tidegate.errors import BuildError, TidegateError
 from tidegate.meta.base import ProductVersion
 from tidegate.observe.hooks import BuildObserver
+from tidegate.platform import Platform
 from tidegate.privacy.tombstones import purge_erased
 from tidegate.project.models import FileSource
-from tidegate.runtime.platform import Platform
 from tidegate.store.sources import file_select, read_table_source
 from tidegate.store.warehouse import PRODUCTS, version_table
 

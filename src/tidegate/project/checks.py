@@ -40,8 +40,8 @@ def check_project(project: Project) -> list[Problem]:
 
 
 def _check_taxonomy(project: Project) -> list[Problem]:
-    """Classifications and data uses outside the taxonomy (see privacy/taxonomy.py)."""
-    from tidegate.privacy.taxonomy import check_taxonomy
+    """Classifications and data uses outside the taxonomy (see project/taxonomy.py)."""
+    from tidegate.project.taxonomy import check_taxonomy
 
     return check_taxonomy(project)[0]
 

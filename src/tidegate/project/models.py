@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from tidegate.observe.config import CheckConfig, ObserveConfig
+from tidegate.project.observe_config import CheckConfig, ObserveConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 PURPOSE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
@@ -64,13 +64,14 @@ class ColumnSpec(Strict):
     classification: Classification | None = None
     nullable: bool = True
     checks: list[Any] = Field(
-        default=[], description="quality checks on this column, in shorthand (observe/config.py)"
+        default=[],
+        description="quality checks on this column, in shorthand (project/observe_config.py)",
     )
 
     @field_validator("checks")
     @classmethod
     def _column_checks(cls, value: list[Any]) -> list[Any]:
-        from tidegate.observe.config import validate_column_checks
+        from tidegate.project.observe_config import validate_column_checks
 
         return validate_column_checks(value)
 
@@ -194,7 +195,7 @@ class ServeConfig(Strict):
 
 
 class ConsentConfig(Strict):
-    """Consent choices arriving on a topic of the event log (privacy/consent_stream.py).
+    """Consent choices arriving on a topic of the event log (requests/consent_stream.py).
 
     Off unless `topic` is set: whoever may write the topic records consent for anyone,
     a right the API grants only to roles with `write_consent`, so it is opted into."""
@@ -356,7 +357,7 @@ class ProductConfig(Strict):
 
     @model_validator(mode="after")
     def _checks_name_columns(self) -> ProductConfig:
-        from tidegate.observe.config import check_columns
+        from tidegate.project.observe_config import check_columns
 
         problem = check_columns(self)
         if problem:

@@ -15,6 +15,7 @@ from tidegate.project.models import (
     ProjectConfig,
     PurposeConfig,
     RoleConfig,
+    StreamSource,
     SyncConfig,
     TreatmentSpec,
     parse_duration,
@@ -200,3 +201,12 @@ class Project:
 
     def relation_names(self) -> set[str]:
         return set(self.sources) | set(self.products)
+
+
+def stream_sources(project: Project) -> dict[str, StreamSource]:
+    """The project's `stream` sources (events on a topic of the event log), by name."""
+    return {
+        name: source.config
+        for name, source in project.sources.items()
+        if isinstance(source.config, StreamSource)
+    }

@@ -1,5 +1,1 @@
-"""Processes and the wiring between stores: the `Platform` every command opens."""
-
-from tidegate.runtime.platform import Platform
-
-__all__ = ["Platform"]
+"""Processes: the stream worker, the scheduler and jobs that span stages (layer 5)."""

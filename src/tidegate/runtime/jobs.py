@@ -1,10 +1,14 @@
-"""Jobs that span stages: build products, then run the syncs their builds trigger."""
+"""Jobs that span stages: build products (with progress for people), then run the syncs
+their builds trigger."""
 
 from __future__ import annotations
 
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from tidegate.console import console, table
 from tidegate.egress.sync import SyncReport, run_sync
+from tidegate.platform import Platform
 from tidegate.products.builder import BuildResult
-from tidegate.runtime.platform import Platform
 
 
 def syncs_after_build(platform: Platform, results: list[BuildResult]) -> list[SyncReport]:
@@ -15,3 +19,43 @@ def syncs_after_build(platform: Platform, results: list[BuildResult]) -> list[Sy
         if sync.config.trigger == "on_build" and sync.config.product in published:
             reports.append(run_sync(platform, name))
     return reports
+
+
+def run_build(
+    platform: Platform, only: list[str] | None = None, skip_sources: bool = False
+) -> list[BuildResult]:
+    """Load sources and build, with progress bars and a result table."""
+    from tidegate.products.builder import build_products, load_sources
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        if not skip_sources:
+            task = progress.add_task("loading sources", total=None)
+            loaded = load_sources(platform)
+            progress.update(
+                task,
+                description=f"loaded {len(loaded)} sources ({sum(loaded.values()):,} rows)",
+                completed=1,
+                total=1,
+            )
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(name: str, status: str) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"building {name}", total=1)
+            if status != "building":
+                progress.update(tasks[name], description=f"{name}: {status}", completed=1)
+
+        results = build_products(platform, only, on_progress)
+    console.print(
+        table(
+            "Products",
+            ["product", "status", "version", "rows", "seconds", "error"],
+            [
+                [r.product, r.status, r.version, f"{r.rows:,}", f"{r.seconds:.2f}", r.error]
+                for r in results
+            ],
+        )
+    )
+    return results

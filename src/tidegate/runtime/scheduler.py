@@ -20,10 +20,11 @@ from collections.abc import Callable
 
 from tidegate.errors import TidegateError
 from tidegate.ingest.files import ingest_folder
-from tidegate.ingest.intake import Intake, stream_sources
-from tidegate.products.freshness import FreshnessLedger
+from tidegate.ingest.intake import Intake
+from tidegate.observe.freshness import FreshnessLedger
+from tidegate.platform import Platform
 from tidegate.products.planner import ProductPlan
-from tidegate.runtime.platform import Platform
+from tidegate.project.project import stream_sources
 
 log = logging.getLogger(__name__)
 

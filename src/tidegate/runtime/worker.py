@@ -6,7 +6,7 @@ One micro-batch, in this order:
    offset it applied, written in the same transaction as the data;
 2. each record is decoded and checked; the rejected are dead-lettered (idempotent by
    log position); records of the consent topic, if one is configured, go into the
-   consent ledger here, durably (`privacy/consent_stream.py`);
+   consent ledger here, durably (`requests/consent_stream.py`);
 3. one DuckDB transaction: raw tables take the changes (Arrow batches, deduplicated by
    event id), each incremental product recomputes the keys that changed (its own SQL,
    restricted), the live version tables take the new rows, the applied offsets and the
@@ -24,10 +24,11 @@ stream is at-least-once: after a crash in step 4, a change may be published twic
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,14 +39,14 @@ from tidegate.errors import (
     TidegateError,
 )
 from tidegate.ingest.deadletters import DeadLetter
-from tidegate.ingest.intake import Intake, open_intake, stream_sources
+from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.raw import apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
+from tidegate.observe.freshness import FreshnessLedger
 from tidegate.observe.stream import StreamObserver
-from tidegate.privacy.consent_stream import ConsentStream
+from tidegate.platform import Platform
 from tidegate.privacy.tombstones import ErasedFilter
-from tidegate.products.freshness import FreshnessLedger
 from tidegate.products.incremental import (
     ProductDelta,
     changed_keys,
@@ -54,7 +55,8 @@ from tidegate.products.incremental import (
     restricted_sql,
 )
 from tidegate.products.planner import ProductPlan, plan_project
-from tidegate.runtime.platform import Platform
+from tidegate.project.project import stream_sources
+from tidegate.requests.consent_stream import ConsentStream
 from tidegate.store.online.codec import encode_row
 from tidegate.store.warehouse import PRODUCTS
 
@@ -74,7 +76,7 @@ class BatchReport:
     applied: int = 0
     dead: int = 0
     erased: int = 0  # events of erased subjects, dropped unstored (privacy/tombstones.py)
-    consent: int = 0  # ledger entries from the consent topic (privacy/consent_stream.py)
+    consent: int = 0  # ledger entries from the consent topic (requests/consent_stream.py)
     products: dict[str, int] = field(default_factory=dict)  # product -> rows changed
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -365,8 +367,8 @@ def run_worker(
     group: str = DEFAULT_GROUP,
     max_records: int = 5_000,
     poll_timeout: float = 0.05,
-    stop: Any = None,
-    on_batch: Any = None,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[BatchReport], None] | None = None,
     schedule: bool = True,
     session_timeout: float = 10.0,
     instance_id: str | None = None,

@@ -10,22 +10,19 @@ response path).
 
 The serving routes are plain Starlette, not FastAPI: measured on this machine, FastAPI's
 request handling costs about twice Starlette's per call (README, "Why this ASGI stack").
-Routers that other stages add (event ingestion, the consent API) stay FastAPI apps and
-are dispatched to by path prefix; their paths join `/openapi.json`.
+The one HTTP app is assembled in `tidegate.api` from these routes and the other stages'.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -34,22 +31,14 @@ from starlette.routing import Route
 from tidegate.egress.serve import openapi
 from tidegate.egress.serve.auth import bearer_token
 from tidegate.egress.serve.http import (
-    ASGIApp,
-    Hardening,
-    Receive,
-    Scope,
-    Send,
     error_response,
     json_response,
 )
 from tidegate.egress.serve.ratelimit import RateLimitedError
 from tidegate.egress.serve.service import MAX_KEY_LENGTH, MAX_LOOKUP_KEYS, Call, Serving
 from tidegate.errors import TidegateError
-from tidegate.runtime.platform import Platform
 
 log = logging.getLogger(__name__)
-#: ingestion enforces its own (larger) body limit
-OWN_BODY_LIMIT = ("/v1/events/",)
 
 
 class _Invalid(TidegateError):
@@ -67,7 +56,8 @@ def _token(request: Request) -> str | None:
     return bearer_token(headers.get("authorization"), headers.get("x-api-key"))
 
 
-def _error(err: TidegateError) -> Response:
+def tidegate_error(err: TidegateError) -> Response:
+    """The JSON answer for a TidegateError (with Retry-After when rate-limited)."""
     headers = None
     if isinstance(err, RateLimitedError):
         headers = {"Retry-After": str(max(1, math.ceil(err.retry_after)))}
@@ -84,13 +74,13 @@ def redact(text: str) -> str:
     return _SECRETS.sub("<redacted credential>", text)
 
 
-async def _crash(request: Request, err: Exception) -> Response:
+async def crash(request: Request, err: Exception) -> Response:
     trace = "".join(traceback.format_exception(err))
     log.error("unexpected error serving %s:\n%s", request.url.path, redact(trace))
     return error_response(500, "internal", "internal error; see the server log")
 
 
-async def _http_error(request: Request, err: Exception) -> Response:
+async def http_error(request: Request, err: Exception) -> Response:
     status = err.status_code if isinstance(err, HTTPException) else 500
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
     detail = err.detail if isinstance(err, HTTPException) else "error"
@@ -125,7 +115,7 @@ def _lookup_keys(body: bytes) -> list[str]:
     return out
 
 
-def _routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: str) -> list[Route]:
+def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: str) -> list[Route]:
     Handler = Callable[[Request, Call], Awaitable[Any]]
 
     def guarded(action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -136,10 +126,10 @@ def _routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: str) 
                 return json_response(await handler(request, call))
             except TidegateError as err:
                 serving.audit_denied(call, err)
-                return _error(err)
+                return tidegate_error(err)
             except Exception as err:  # never a traceback to the caller; still audited
                 serving.audit_denied(call, TidegateError(f"internal error ({type(err).__name__})"))
-                return await _crash(request, err)
+                return await crash(request, err)
 
         return endpoint
 
@@ -191,99 +181,3 @@ def _routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: str) 
         Route("/docs", docs, methods=["GET"]),
         Route("/docs/init.js", docs_js, methods=["GET"]),
     ]
-
-
-def _extensions(platform: Platform) -> Any:
-    """Routers of other stages (FastAPI): event ingestion and the consent API."""
-    from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-
-    from tidegate.ingest.http import create_ingest_router
-    from tidegate.privacy.consent_api import create_consent_router
-    from tidegate.privacy.requests_api import create_requests_router
-
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-
-    @app.exception_handler(TidegateError)
-    async def _tidegate_error(request: Request, err: TidegateError) -> Response:
-        return _error(err)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, err: RequestValidationError) -> Response:
-        details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")}
-            for e in err.errors()
-        ]
-        return error_response(422, "invalid_request", "invalid request", details)
-
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _crash)
-    app.include_router(create_ingest_router(platform))
-    app.include_router(create_consent_router(platform))
-    app.include_router(create_requests_router(platform))  # privacy/requests_api.py
-    return app
-
-
-def _prefixes(app: Any) -> tuple[str, ...]:
-    """The literal start of each route's path: `/v1/events/{source}` -> `/v1/events/`."""
-    return tuple(sorted({path.split("{", 1)[0] for path in app.openapi().get("paths", {})}))
-
-
-def _lifespan(serving: Serving) -> Any:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
-        serving.close()
-
-    return lifespan
-
-
-def create_app(platform: Platform) -> ASGIApp:
-    project = platform.project
-    serving = Serving(platform)
-    extension = _extensions(platform)
-    extension_prefixes = _prefixes(extension)
-    cached: dict[str, Any] = {}
-
-    def spec() -> dict[str, Any]:
-        if "doc" not in cached:
-            cached["doc"] = openapi.build(extension.openapi(), products=list(project.products))
-        doc: dict[str, Any] = cached["doc"]
-        return doc
-
-    main = Starlette(
-        routes=_routes(serving, spec, project.name),
-        exception_handlers={HTTPException: _http_error, Exception: _crash},
-        lifespan=_lifespan(serving),
-    )
-
-    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(extension_prefixes):
-            await extension(scope, receive, send)
-        else:
-            await main(scope, receive, send)
-
-    settings = project.config.serve
-    app: ASGIApp = Hardening(dispatch, settings.max_body_bytes, exempt=OWN_BODY_LIMIT)
-    if settings.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
-        app = CORSMiddleware(
-            app,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "X-Purpose", "Content-Type"],
-            max_age=600,
-        )
-    from tidegate.observe.metrics import instrument
-
-    return instrument(app, platform)  # GET /metrics (Prometheus) and request timing
-
-
-def app_from_env() -> ASGIApp:
-    """For several worker processes: `TIDEGATE_PROJECT=dir uvicorn --factory --workers 2
-    tidegate.egress.serve.app:app_from_env`. Each worker opens the project; its audit
-    writer stores what it holds when the worker exits (an atexit hook)."""
-    import os
-
-    return create_app(Platform.open(os.environ.get("TIDEGATE_PROJECT", ".")))

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tidegate.egress.serve.keys import Principal, check_row, split_token
 from tidegate.egress.serve.state import ChangeWatch
 from tidegate.errors import AuthenticationError, ConfigError, Problem
 from tidegate.meta.base import ApiKeyRow, MetadataStore
+from tidegate.platform.keys import Principal, check_row, split_token
 from tidegate.project.models import JwtConfig
 
 CACHE_LIMIT = 10_000

@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 description of the serving API, written out, with every error declared.
 
-The serving routes are plain Starlette (see the README, "Why this ASGI stack"), so the
-document is assembled here rather than inferred; routers other stages add (event
-ingestion, consent) are FastAPI and contribute their own generated paths. The
+Every route is plain Starlette (see the README, "Why this ASGI stack"), so the document
+is written out rather than inferred; the routes other stages add (event ingestion,
+consent, subject requests) bring their own paths, merged in by `api/`. The
 schemathesis suite (`tests/security/`) checks every response against this document.
 """
 
@@ -211,7 +211,7 @@ def build(
     version: str = "0.1.0",
     products: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The document; `extra` is another app's generated OpenAPI whose paths are merged in;
+    """The document; `extra` holds other stages' paths and component schemas, merged in;
     `products` (the project's) become the `product` parameter's enum."""
     product_param = dict(_PRODUCT)
     if products:

@@ -23,15 +23,15 @@ import orjson
 
 from tidegate.audit.log import AuditRecord
 from tidegate.egress.serve.auth import Authenticator
-from tidegate.egress.serve.keys import Principal
 from tidegate.egress.serve.ratelimit import RateLimiter
 from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
 from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
-from tidegate.privacy.guard import AccessContext, AccessPlan
-from tidegate.privacy.treatments import type_family
+from tidegate.platform import Platform
+from tidegate.platform.keys import Principal
+from tidegate.privacy.guard import AccessContext, AccessPlan, guard_of
 from tidegate.project.models import NAME_PATTERN
-from tidegate.runtime.platform import Platform
 from tidegate.store.online.base import Entry
+from tidegate.type_families import type_family
 
 MAX_KEY_LENGTH = 256
 MAX_LOOKUP_KEYS = 1_000
@@ -76,7 +76,7 @@ class Serving:
         self.watch = ChangeWatch(watch_path)
         serve = self.project.config.serve
         self.auth = Authenticator(platform.meta, self.watch, serve.jwt, self.project.root)
-        self.plans = PlanCache(platform.guard, platform.meta, self.watch)
+        self.plans = PlanCache(guard_of(platform), platform.meta, self.watch)
         self.limiter = RateLimiter(self.project.policy)
         self.versions = VersionTimes(platform.meta)
         self._shapes: dict[int, _Shape] = {}
@@ -350,7 +350,7 @@ class Serving:
         return body
 
     def _freshness(self, product: str) -> dict[str, Any]:
-        """The declared SLO, and what the stream worker last recorded (products/freshness.py)."""
+        """The declared SLO, and what the stream worker last recorded (observe/freshness.py)."""
         declared = self.project.products[product].config.freshness
         body: dict[str, Any] = {
             "slo": declared or self.project.config.defaults.freshness,
@@ -363,7 +363,7 @@ class Serving:
         meta_config = self.project.config.backends.metadata
         if meta_config.type != "sqlite":
             return body
-        from tidegate.products.freshness import FreshnessLedger
+        from tidegate.observe.freshness import FreshnessLedger
 
         ledger = FreshnessLedger(self.project.path(meta_config.path))
         try:

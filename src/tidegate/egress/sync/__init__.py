@@ -61,10 +61,10 @@ from tidegate.egress.sync.mapping import (
 from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
 from tidegate.observe.syncs import SyncLineage
-from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan
+from tidegate.platform import Platform
+from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, guard_of
 from tidegate.privacy.treatments import sql_text
 from tidegate.project.models import SyncConfig
-from tidegate.runtime.platform import Platform
 from tidegate.store.warehouse import PRODUCTS
 
 __all__ = ["SyncReport", "run_sync", "sync_changes"]
@@ -194,7 +194,7 @@ def _run(
 ) -> None:
     name = cfg.name
     context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
-    plan = platform.guard.plan(context, cfg.product, check_roles=False)
+    plan = guard_of(platform).plan(context, cfg.product, check_roles=False)
     if not platform.warehouse.has_relation(PRODUCTS, cfg.product):
         raise NotFoundError(
             f"sync {name!r}: product {cfg.product!r} has no live version yet; "

@@ -17,8 +17,8 @@ from sqlglot import exp
 
 from tidegate.errors import DestinationError
 from tidegate.privacy.guard import AccessPlan
-from tidegate.privacy.treatments import type_family
 from tidegate.project.models import FieldSpec, SyncConfig, template_parts
+from tidegate.type_families import type_family
 
 KEY, HASH, SUBJECT, SOURCE_KEY = "__key", "__hash", "__subject", "__source_key"
 BOOKKEEPING = (KEY, HASH, SUBJECT, SOURCE_KEY)

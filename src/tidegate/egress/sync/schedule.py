@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from tidegate.platform import Platform
 from tidegate.project.cron import next_fire
-from tidegate.runtime.platform import Platform
 
 
 def due_syncs(

@@ -11,7 +11,7 @@ import decimal
 import json
 from typing import Any
 
-from tidegate.privacy.treatments import type_family
+from tidegate.type_families import type_family
 
 
 def _default(value: Any) -> Any:

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from tidegate.privacy.treatments import type_family
+from tidegate.type_families import type_family
 
 
 def encode(value: Any) -> str:

@@ -8,7 +8,7 @@ The stream worker (`runtime/worker.py`) subscribes to it beside its sources' top
 hands its records to `ConsentStream.handle`.
 
 A message is one JSON object: the body of `POST /v1/consent`, checked by the same model
-and turned into ledger events by the same function (`consent_api.consent_events`):
+and turned into ledger events by the same function (`privacy/consent_input.consent_events`):
 `subject`, `choices`, `tcf` (+ `tcf_vendor`), `occurred_at`, `source`, `evidence`; and
 besides:
 
@@ -41,88 +41,19 @@ offset is committed only after its ledger entries are durable.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from pydantic import Field, ValidationError, model_validator
 
 from tidegate.audit.log import AuditRecord
-from tidegate.errors import ConfigError, Problem, TidegateError
+from tidegate.errors import ConfigError, Problem
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import CONSENT_SOURCE
-from tidegate.log.base import Message, Record
-from tidegate.privacy.consent import ConsentEvent
-from tidegate.privacy.consent_api import Choice, ConsentBody, consent_events, propagator_for
-
-#: `CONSENT_SOURCE` (`__consent`, never a source name: those start with a letter) is the
-#: dead-letter `source` of rejected consent messages
-DEFAULT_SOURCE = "log"
-
-
-class ConsentMessage(ConsentBody):
-    """The body of `POST /v1/consent`, plus `gpc` and the one-choice shorthand."""
-
-    purpose: str | None = Field(default=None, max_length=100)
-    action: Literal["grant", "revoke", "object"] | None = None
-    expires_at: float | None = None
-    gpc: bool = False
-
-    @model_validator(mode="after")
-    def _one_choice(self) -> ConsentMessage:
-        if self.purpose is None and self.action is None:
-            if self.expires_at is not None:
-                raise ValueError("expires_at needs a purpose and an action")
-            return self
-        if self.purpose is None or self.action is None:
-            raise ValueError("give both purpose and action (or a list of choices)")
-        choice = Choice(purpose=self.purpose, action=self.action, expires_at=self.expires_at)
-        self.choices = [choice, *self.choices]
-        return self
-
-
-class Rejected(Exception):
-    """A consent message that cannot be recorded; the text is the dead letter's reason."""
-
-
-def parse(value: bytes | None, purposes: dict[str, Any], at: float) -> list[ConsentEvent]:
-    """The ledger events one message means (`at`: when the log took it, the default for
-    `occurred_at`). Raises Rejected with the reason."""
-    if value is None:
-        raise Rejected("empty message (no value)")
-    try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Rejected("malformed JSON") from None
-    if not isinstance(data, dict):
-        raise Rejected(f"a consent message is a JSON object, not {type(data).__name__}")
-    try:
-        message = ConsentMessage.model_validate(data)
-    except ValidationError as err:
-        raise Rejected(_validation_reason(err)) from None
-    updates: dict[str, Any] = {}
-    if "source" not in message.model_fields_set:
-        updates["source"] = DEFAULT_SOURCE
-    if message.occurred_at is None:
-        updates["occurred_at"] = at
-    if updates:
-        message = message.model_copy(update=updates)
-    try:
-        return consent_events(purposes, message, message.gpc)
-    except TidegateError as err:
-        raise Rejected(err.message) from None
-    except (ValueError, TypeError, OverflowError) as err:
-        raise Rejected(f"{type(err).__name__}: {err}") from None
-
-
-def _validation_reason(err: ValidationError) -> str:
-    parts = []
-    for error in err.errors()[:5]:
-        where = ".".join(str(part) for part in error["loc"])
-        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
-    return "invalid consent message: " + "; ".join(parts)
+from tidegate.log.base import Record
+from tidegate.platform import Platform
+from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
+from tidegate.privacy.consent_input import Rejected, parse
+from tidegate.requests.propagation import propagator_for
 
 
 def position_tag(record: Record) -> str:
@@ -132,13 +63,6 @@ def position_tag(record: Record) -> str:
 def _tagged(event: ConsentEvent, tag: str) -> ConsentEvent:
     evidence = f"{event.evidence} {tag}" if event.evidence else tag
     return dataclasses.replace(event, evidence=evidence)
-
-
-def consent_message(body: dict[str, Any]) -> Message:
-    """A message for the consent topic, keyed by subject (producers' helper)."""
-    subject = body.get("subject")
-    key = str(subject).encode() if subject is not None else None
-    return Message(key, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 @dataclass
@@ -154,8 +78,8 @@ class ConsentBatch:
 class ConsentStream:
     """Records the consent topic's messages in the ledger; one per stream worker."""
 
-    def __init__(self, platform: Any, topic: str) -> None:
-        from tidegate.ingest.intake import stream_sources
+    def __init__(self, platform: Platform, topic: str) -> None:
+        from tidegate.project.project import stream_sources
 
         project = platform.project
         taken = {c.topic_name: name for name, c in stream_sources(project).items()}
@@ -176,7 +100,7 @@ class ConsentStream:
         self.topic = topic
 
     @classmethod
-    def of(cls, platform: Any) -> ConsentStream | None:
+    def of(cls, platform: Platform) -> ConsentStream | None:
         """The project's consent topic reader, or None when `consent.topic` is unset."""
         topic = platform.project.config.consent.topic
         return cls(platform, topic) if topic else None
@@ -207,7 +131,7 @@ class ConsentStream:
         if not fresh:
             return batch
         ledger_events = [e for _, events in fresh for e in events]
-        self.platform.consent.record(ledger_events)  # durable before the offsets move
+        consent_ledger_of(self.platform).record(ledger_events)  # durable before the offsets move
         batch.events = len(ledger_events)
         self.platform.audit.append(*(self._audit(r, events) for r, events in fresh))
         batch.withdrawn = sorted(
@@ -228,7 +152,7 @@ class ConsentStream:
         subjects = {events[0].subject for _, events in parsed}
         seen: set[str] = set()
         for subject in subjects:
-            for row in self.platform.consent.history(subject):
+            for row in consent_ledger_of(self.platform).history(subject):
                 if row.evidence.endswith("]") and "[log " in row.evidence:
                     seen.add(row.evidence[row.evidence.rindex("[log ") :])
         return [(r, events) for r, events in parsed if position_tag(r) not in seen]
@@ -260,15 +184,3 @@ class ConsentStream:
             partition=record.partition,
             offset=record.offset,
         )
-
-
-def recheck(project: Any, payload: bytes | None) -> str | None:
-    """For dead-letter replay: why this consent message would still be refused, or None
-    (its topic is then `project.config.consent.topic`)."""
-    if not project.config.consent.topic:
-        return "no consent topic is configured (consent.topic in tidegate.yml)"
-    try:
-        parse(payload, project.policy.purposes, time.time())
-    except Rejected as err:
-        return str(err)
-    return None

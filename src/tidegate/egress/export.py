@@ -22,12 +22,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.audit.log import AuditRecord
 from tidegate.errors import BadRequestError
 from tidegate.privacy.anonymize import anonymize
-from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan
+from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, guard_of
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 FORMATS = ("parquet", "csv")
 
@@ -82,7 +85,7 @@ def exported_columns(plan: AccessPlan, qis: list[str]) -> tuple[list[str], list[
 SUBJECT_MARKER = "__tidegate_subject"
 
 
-def guarded_rows(platform: Any, plan: AccessPlan) -> list[dict[str, Any]]:
+def guarded_rows(platform: Platform, plan: AccessPlan) -> list[dict[str, Any]]:
     """The product's rows through the plan (SQL face, in DuckDB), each with its subject id
     under SUBJECT_MARKER (for counting; never written)."""
     from tidegate.store.warehouse import PRODUCTS
@@ -114,7 +117,7 @@ def write_rows(rows: list[dict[str, Any]], columns: list[str], path: Path, fmt: 
 
 
 def export(
-    platform: Any,
+    platform: Platform,
     product: str,
     *,
     purpose: str,
@@ -135,7 +138,7 @@ def export(
     if not 0 <= max_suppression <= 1:
         raise BadRequestError("max suppression is a fraction between 0 and 1")
     context = AccessContext(principal=principal, roles=roles, purpose=purpose)
-    plan = platform.guard.plan(context, product, check_roles=bool(roles))
+    plan = guard_of(platform).plan(context, product, check_roles=bool(roles))
     columns, dropped = exported_columns(plan, quasi_identifiers)
     started = time.perf_counter()
     rows = guarded_rows(platform, plan)

@@ -59,12 +59,15 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.audit.log import AuditRecord
 from tidegate.audit.redact import ERASURE_ACTION, Redactor, body_digest, redactions_for
 from tidegate.errors import BadRequestError, TidegateError
-from tidegate.privacy.subject_data import (
+from tidegate.privacy.consent import consent_ledger_of
+from tidegate.privacy.guard import guard_of
+from tidegate.privacy.tombstones import ErasureStore, erasure_store, pseudonym, tombstones_of
+from tidegate.requests.subject_data import (
     Found,
     dead_letters_of,
     find_in_warehouse,
@@ -73,7 +76,9 @@ from tidegate.privacy.subject_data import (
     plain,
     quote,
 )
-from tidegate.privacy.tombstones import erasure_store, pseudonym, tombstones_of
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 log = logging.getLogger(__name__)
 ACCESS_ACTION = "subject_access"
@@ -125,7 +130,7 @@ def _check_subject(subject: str) -> str:
     return subject
 
 
-def _warehouse(platform: Any) -> tuple[Any, str]:
+def _warehouse(platform: Platform) -> tuple[Any, str]:
     """The warehouse, or (None, why not) when another process holds the DuckDB file."""
     try:
         return platform.warehouse, ""
@@ -136,7 +141,7 @@ def _warehouse(platform: Any) -> tuple[Any, str]:
 # ---------------------------------------------------------------- access
 
 
-def access(platform: Any, subject: str, principal: str) -> dict[str, Any]:
+def access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
     """Everything held about `subject`, as JSON (GDPR Art. 15)."""
     subject = _check_subject(subject)
     result: dict[str, Any] = {"subject": subject, "generated_at": time.time()}
@@ -187,7 +192,7 @@ def _names(redactor: Redactor, body: str) -> bool:
     return redactor._pattern is not None and redactor._pattern.search(body) is not None
 
 
-def _online_rows(platform: Any, subject: str, found: Found | None) -> dict[str, Any]:
+def _online_rows(platform: Platform, subject: str, found: Found | None) -> dict[str, Any]:
     import json
 
     rows: dict[str, Any] = {}
@@ -200,27 +205,27 @@ def _online_rows(platform: Any, subject: str, found: Found | None) -> dict[str, 
     return rows
 
 
-def _locations(platform: Any, subject: str) -> dict[str, list[str]]:
+def _locations(platform: Platform, subject: str) -> dict[str, list[str]]:
     by_sync: dict[str, list[str]] = {}
     for location in platform.meta.subject_locations(subject):
         by_sync.setdefault(location.sync, []).append(location.key)
     return by_sync
 
 
-def _open_sync_destination(platform: Any, name: str) -> tuple[Any, Any]:
+def _open_sync_destination(platform: Platform, name: str) -> tuple[Any, Any]:
     from tidegate.egress.destinations.base import open_destination
     from tidegate.egress.sync.mapping import resolve
     from tidegate.privacy.guard import AccessContext
 
     cfg = platform.project.syncs[name].config
     context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
-    mapping = resolve(cfg, platform.guard.plan(context, cfg.product, check_roles=False))
+    mapping = resolve(cfg, guard_of(platform).plan(context, cfg.product, check_roles=False))
     destination = open_destination(cfg.destination, platform.project.root, name)
     destination.open(mapping.columns, mapping.key)
     return destination, mapping
 
 
-def _destination_rows(platform: Any, subject: str) -> dict[str, Any]:
+def _destination_rows(platform: Platform, subject: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, keys in sorted(_locations(platform, subject).items()):
         entry: dict[str, Any] = {"keys": keys}
@@ -249,7 +254,7 @@ def _destination_rows(platform: Any, subject: str) -> dict[str, Any]:
     return result
 
 
-def _dead_letters(platform: Any, subject: str) -> list[dict[str, Any]]:
+def _dead_letters(platform: Platform, subject: str) -> list[dict[str, Any]]:
     from tidegate.ingest.deadletters import DeadLetterStore
 
     project = platform.project
@@ -260,17 +265,17 @@ def _dead_letters(platform: Any, subject: str) -> list[dict[str, Any]]:
         dead.close()
 
 
-def _consent(platform: Any, subject: str) -> dict[str, Any]:
-    from tidegate.privacy.consent_api import state_of
+def _consent(platform: Platform, subject: str) -> dict[str, Any]:
+    from tidegate.privacy.consent_input import state_of
 
-    history = platform.consent.history(subject)
+    history = consent_ledger_of(platform).history(subject)
     return {"history": [h.__dict__ for h in history], "allowed": state_of(platform, subject)}
 
 
 # ---------------------------------------------------------------- erasure
 
 
-def erase(platform: Any, subject: str, principal: str, reason: str = "") -> ErasureReport:
+def erase(platform: Platform, subject: str, principal: str, reason: str = "") -> ErasureReport:
     """Erase `subject` everywhere tidegate put it; see the module docstring."""
     subject = _check_subject(subject)
     store = erasure_store(platform.meta)
@@ -329,7 +334,7 @@ def _evidence_digest(evidence: str) -> str:
     return "sha256:" + hashlib.sha256(evidence.encode("utf-8")).hexdigest()
 
 
-def _erase_warehouse(platform: Any, subject: str, systems: list[SystemResult]) -> Found | None:
+def _erase_warehouse(platform: Platform, subject: str, systems: list[SystemResult]) -> Found | None:
     from tidegate.store.warehouse import RAW
 
     warehouse, why = _warehouse(platform)
@@ -404,7 +409,7 @@ def _pending_publish(cur: Any, found: Found) -> int:
 
 
 def _erase_online(
-    platform: Any, subject: str, found: Found | None, systems: list[SystemResult]
+    platform: Platform, subject: str, found: Found | None, systems: list[SystemResult]
 ) -> None:
     kind = platform.project.config.backends.online.type
     for product, keys in online_keys(platform, subject, found).items():
@@ -431,7 +436,7 @@ def _erase_online(
         )
 
 
-def _erase_destinations(platform: Any, subject: str, systems: list[SystemResult]) -> None:
+def _erase_destinations(platform: Platform, subject: str, systems: list[SystemResult]) -> None:
     from tidegate.egress.sync import sync_lock
     from tidegate.egress.sync.mapping import typed_key
 
@@ -483,7 +488,7 @@ def _erase_destinations(platform: Any, subject: str, systems: list[SystemResult]
                 destination.close()
 
 
-def _erase_dead_letters(platform: Any, subject: str, systems: list[SystemResult]) -> None:
+def _erase_dead_letters(platform: Platform, subject: str, systems: list[SystemResult]) -> None:
     from tidegate.ingest.deadletters import DeadLetterStore
 
     project = platform.project
@@ -500,7 +505,7 @@ def _erase_dead_letters(platform: Any, subject: str, systems: list[SystemResult]
     )
 
 
-def _redact_runs(store: Any, redactor: Redactor, systems: list[SystemResult]) -> None:
+def _redact_runs(store: ErasureStore, redactor: Redactor, systems: list[SystemResult]) -> None:
     changed: dict[int, tuple[str, str]] = {}
     for run_id, stats, error in store.runs_text():
         if redactor.mentions(stats) or redactor.mentions(error):
@@ -520,7 +525,7 @@ def _redact_runs(store: Any, redactor: Redactor, systems: list[SystemResult]) ->
 
 
 def _redact_observations(
-    platform: Any, store: Any, subject: str, systems: list[SystemResult]
+    platform: Platform, store: ErasureStore, subject: str, systems: list[SystemResult]
 ) -> None:
     """Column statistics (min, max) of subject and id columns equal to the subject's id."""
     try:
@@ -546,7 +551,7 @@ def _redact_observations(
     )
 
 
-def _events_and_sources(platform: Any, systems: list[SystemResult]) -> None:
+def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None:
     for name, source in sorted(platform.project.sources.items()):
         config = source.config
         if not getattr(config, "subject", None):
@@ -574,7 +579,7 @@ def _events_and_sources(platform: Any, systems: list[SystemResult]) -> None:
 
 
 def _audit_and_redact(
-    platform: Any, store: Any, redactor: Redactor, report: ErasureReport, reason: str
+    platform: Platform, store: ErasureStore, redactor: Redactor, report: ErasureReport, reason: str
 ) -> None:
     platform.audit.flush()  # records queued by the serving path are redacted too
     bodies = redactions_for(platform.meta.audit_records(), redactor)

@@ -15,7 +15,7 @@ What needs no removal: the serving API and the online store. The online store ho
 products, not per-purpose copies; every read goes through the guard, which evaluates
 consent at that moment, so the next API read after a revocation is already a 404.
 Products in DuckDB are likewise filtered on every bulk read. Erasure (which removes the
-data itself) is `privacy/requests.py`.
+data itself) is `requests/subject_requests.py`.
 
 Nothing here opens the DuckDB warehouse, so the serving process can run it.
 """
@@ -26,10 +26,15 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tidegate.audit.log import AuditRecord
 from tidegate.meta.base import SyncedRow
+from tidegate.privacy.consent import consent_view_of
+from tidegate.privacy.guard import guard_of
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ class PropagationReport:
 
 
 def remove_from_sync(
-    platform: Any, name: str, rows: list[SyncedRow], reason: str, principal: str
+    platform: Platform, name: str, rows: list[SyncedRow], reason: str, principal: str
 ) -> Removal:
     """Delete these state rows' keys from the sync's destination (or suppress them)."""
     from tidegate.egress.destinations.base import open_destination
@@ -66,7 +71,7 @@ def remove_from_sync(
 
     cfg = platform.project.syncs[name].config
     context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
-    plan = platform.guard.plan(context, cfg.product, check_roles=False)
+    plan = guard_of(platform).plan(context, cfg.product, check_roles=False)
     mapping = resolve(cfg, plan)
     keys = [r.key for r in rows]
     destination = open_destination(cfg.destination, platform.project.root, name)
@@ -110,12 +115,14 @@ def remove_from_sync(
     return removal
 
 
-def propagate(platform: Any, subject: str, principal: str = "propagation") -> PropagationReport:
+def propagate(
+    platform: Platform, subject: str, principal: str = "propagation"
+) -> PropagationReport:
     """Remove `subject` from every sync destination whose purpose lost its legal basis."""
     started = time.perf_counter()
     subject = str(subject)
     report = PropagationReport(subject)
-    view = platform.consent_view
+    view = consent_view_of(platform)
     view.refresh()
     policy = platform.project.policy
     by_sync: dict[str, list[SyncedRow]] = {}
@@ -141,7 +148,7 @@ def propagate(platform: Any, subject: str, principal: str = "propagation") -> Pr
 class Propagator:
     """Runs `propagate` off the request path, one subject at a time, in order."""
 
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self._platform = platform
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -174,3 +181,8 @@ class Propagator:
             threads = list(self._threads)
         for thread in threads:
             thread.join(timeout)
+
+
+def propagator_for(platform: Platform) -> Propagator:
+    """The platform's propagator (one per platform object)."""
+    return platform.component(Propagator)

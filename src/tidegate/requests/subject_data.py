@@ -1,5 +1,5 @@
 """Where one subject's data is, system by system: what access requests read and erasure
-requests delete (`requests.py`).
+requests delete (`subject_requests.py`).
 
 A subject is matched by its id as text (`42` and `"42"` are the same person) in the
 column each source and product declares as `subject`:
@@ -25,9 +25,14 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
+from tidegate.project.project import Project
 from tidegate.store.warehouse import BUILDS, RAW
+
+if TYPE_CHECKING:
+    from tidegate.platform import Platform
 
 #: classifications whose values identify a person outright: searched for in free text
 #: (audit, run history) when the subject is erased
@@ -79,7 +84,7 @@ class Found:
     identifiers: set[str] = field(default_factory=set)
 
 
-def relations(platform: Any, cursor: Any) -> list[Relation]:
+def relations(platform: Platform, cursor: Any) -> list[Relation]:
     project = platform.project
     present = {
         (str(s), str(t))
@@ -105,7 +110,7 @@ def relations(platform: Any, cursor: Any) -> list[Relation]:
     return found
 
 
-def identifying_columns(platform: Any, relation: Relation) -> list[str]:
+def identifying_columns(platform: Platform, relation: Relation) -> list[str]:
     project = platform.project
     owner = (
         project.sources[relation.owner]
@@ -128,7 +133,9 @@ def subject_rows(cursor: Any, relation: Relation, subject: str) -> list[dict[str
     return rows
 
 
-def find_in_warehouse(platform: Any, cursor: Any, subject: str) -> tuple[list[Relation], Found]:
+def find_in_warehouse(
+    platform: Platform, cursor: Any, subject: str
+) -> tuple[list[Relation], Found]:
     found = Found(identifiers={subject})
     tables = relations(platform, cursor)
     for relation in tables:
@@ -142,7 +149,7 @@ def find_in_warehouse(platform: Any, cursor: Any, subject: str) -> tuple[list[Re
     return tables, found
 
 
-def online_keys(platform: Any, subject: str, found: Found | None) -> dict[str, set[str]]:
+def online_keys(platform: Platform, subject: str, found: Found | None) -> dict[str, set[str]]:
     """Product -> online-store keys of the subject (products with a subject column)."""
     keys: dict[str, set[str]] = {}
     for name, product in sorted(platform.project.products.items()):
@@ -158,7 +165,7 @@ def online_keys(platform: Any, subject: str, found: Found | None) -> dict[str, s
 # ---------------------------------------------------------------- dead letters
 
 
-def letter_mentions(letter: Any, subject_column: str | None, subject: str) -> bool:
+def letter_mentions(letter: DeadLetter, subject_column: str | None, subject: str) -> bool:
     if letter.key is not None and letter.key.decode("utf-8", "replace") == subject:
         return True
     if letter.payload is None or not subject_column:
@@ -189,11 +196,11 @@ def _event_objects(data: Any) -> Iterator[Any]:
         yield from data
 
 
-def dead_letters_of(dead: Any, project: Any, subject: str) -> list[Any]:
+def dead_letters_of(dead: DeadLetterStore, project: Project, subject: str) -> list[DeadLetter]:
     columns = {
         name: getattr(source.config, "subject", None) for name, source in project.sources.items()
     }
-    found: list[Any] = []
+    found: list[DeadLetter] = []
     after = 0
     while True:
         page = dead.list(limit=1000, include_replayed=True, after_id=after)
@@ -205,7 +212,7 @@ def dead_letters_of(dead: Any, project: Any, subject: str) -> list[Any]:
         after = page[-1].id
 
 
-def letter_json(letter: Any) -> dict[str, Any]:
+def letter_json(letter: DeadLetter) -> dict[str, Any]:
     payload: Any = None
     if letter.payload is not None:
         try:

@@ -1,0 +1,122 @@
+"""The one HTTP app (layer 6), assembled from the routes that live with their stage.
+
+* serving (plain Starlette, `egress/serve/app.py`): products, entities, lookups, the
+  OpenAPI document and its docs page;
+* event ingestion (`ingest/http.py`), the consent API (`requests/consent_api.py`) and
+  data-subject requests (`requests/requests_api.py`): plain Starlette routes too, each
+  with its OpenAPI paths beside it; they join `/openapi.json`.
+
+One framework, one set of error handlers: a route raises TidegateError and the app
+answers `{"error": {...}}` with its status; an unexpected exception is a logged 500.
+
+Around them: the hardening middleware (body limits, headers), CORS when configured, and
+Prometheus metrics (`GET /metrics`, request timing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tidegate.egress.serve import openapi
+from tidegate.egress.serve.app import crash, http_error, serve_routes, tidegate_error
+from tidegate.egress.serve.http import ASGIApp, Hardening
+from tidegate.egress.serve.service import Serving
+from tidegate.errors import TidegateError
+from tidegate.platform import Platform
+
+#: ingestion enforces its own (larger) body limit
+OWN_BODY_LIMIT = ("/v1/events/",)
+
+
+async def _tidegate_error(request: Request, err: Exception) -> Response:
+    if isinstance(err, TidegateError):
+        return tidegate_error(err)
+    return await crash(request, err)
+
+
+def stage_routes(platform: Platform) -> list[Route]:
+    """The routes other stages add: event ingestion, consent, data-subject requests."""
+    from tidegate.ingest.http import ingest_routes
+    from tidegate.requests.consent_api import consent_routes
+    from tidegate.requests.requests_api import requests_routes
+
+    routes = [*ingest_routes(platform), *consent_routes(platform), *requests_routes(platform)]
+    for route in routes:  # a GET here does work and is audited: no implicit HEAD
+        route.methods = (route.methods or set()) - {"HEAD"}
+    return routes
+
+
+def stage_openapi() -> dict[str, Any]:
+    """The OpenAPI paths and schemas of `stage_routes`, for `/openapi.json`."""
+    from tidegate.ingest.http import OPENAPI_PATHS as INGEST
+    from tidegate.requests.consent_api import OPENAPI_PATHS as CONSENT
+    from tidegate.requests.consent_api import openapi_schemas
+    from tidegate.requests.requests_api import OPENAPI_PATHS as REQUESTS
+
+    paths = copy.deepcopy({**INGEST, **CONSENT, **REQUESTS})
+    return {"paths": paths, "components": {"schemas": openapi_schemas()}}
+
+
+def _lifespan(serving: Serving) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        serving.close()
+
+    return lifespan
+
+
+def create_app(platform: Platform) -> ASGIApp:
+    project = platform.project
+    serving = Serving(platform)
+    cached: dict[str, Any] = {}
+
+    def spec() -> dict[str, Any]:
+        if "doc" not in cached:
+            cached["doc"] = openapi.build(stage_openapi(), products=list(project.products))
+        doc: dict[str, Any] = cached["doc"]
+        return doc
+
+    # the serving routes first: the hot path matches before any other stage's route
+    main = Starlette(
+        routes=[*serve_routes(serving, spec, project.name), *stage_routes(platform)],
+        exception_handlers={
+            TidegateError: _tidegate_error,
+            HTTPException: http_error,
+            Exception: crash,
+        },
+        lifespan=_lifespan(serving),
+    )
+    settings = project.config.serve
+    app: ASGIApp = Hardening(main, settings.max_body_bytes, exempt=OWN_BODY_LIMIT)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app = CORSMiddleware(
+            app,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "X-Purpose", "Content-Type"],
+            max_age=600,
+        )
+    from tidegate.observe.metrics import instrument
+
+    return instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+
+
+def app_from_env() -> ASGIApp:
+    """For several worker processes: `TIDEGATE_PROJECT=dir uvicorn --factory --workers 2
+    tidegate.api.app:app_from_env`. Each worker opens the project; its audit
+    writer stores what it holds when the worker exits (an atexit hook)."""
+    import os
+
+    return create_app(Platform.open(os.environ.get("TIDEGATE_PROJECT", ".")))
