@@ -65,6 +65,12 @@ BATCH_SHAPES = {
         " SELECT agent_id, count(*) AS n FROM x GROUP BY agent_id",
         "GROUP BY groups rows of different 'agent_id' values by t.ticket_id (in 'x')",
     ),
+    "grouped_by_position_off_key": (
+        "WITH s AS (SELECT status, count(*) AS k FROM tickets AS t, agents AS a GROUP BY 1)"
+        " SELECT a.agent_id, count(*) AS n FROM agents AS a JOIN s ON s.k = a.agent_id"
+        " GROUP BY a.agent_id",
+        "GROUP BY groups rows of different 'agent_id' values by status (in 's')",
+    ),
     "distinct_without_key": (
         "WITH s AS (SELECT DISTINCT status FROM tickets)"
         " SELECT a.agent_id, count(*) AS n FROM agents AS a, s GROUP BY a.agent_id",
@@ -86,6 +92,9 @@ def desk_root(tmp_path: Path) -> Path:
     root: Path = desk.write_desk_project(tmp_path / "desk")
     for name, (sql, _) in BATCH_SHAPES.items():
         _add(root, name, sql)
+    # grouped by the key, spelled by position and by ALL: incremental
+    _add(root, "by_position", "SELECT agent_id, count(*) AS n FROM calls GROUP BY 1")
+    _add(root, "by_all", "SELECT agent_id, count(*) AS n FROM calls GROUP BY ALL")
     return root
 
 
@@ -98,6 +107,8 @@ def test_each_shape_that_breaks_key_scoped_recompute_stays_batch(desk_root: Path
     for name in ("open_per_agent", "agent_desk", "busy_agents"):
         assert plans[name].mode == "incremental", plans[name].explain()
         assert plans[name].closures == {}
+    for name in ("by_position", "by_all"):
+        assert plans[name].mode == "incremental", plans[name].explain()
     events = plans["open_from_events"]
     assert events.mode == "incremental"
     assert events.closures == {"ticket_events": (("ticket_id",),)}

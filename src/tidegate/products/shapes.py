@@ -66,8 +66,15 @@ def analyse(tree: exp.Expr, key: str, key_names: set[str], relations: set[str]) 
         scope = _scope_name(select)
         _aggregates(select, scope, shape)
         group = select.args.get("group")
-        if group is not None and not _has_key(group.expressions, names):
-            _closure(select, group.expressions, "GROUP BY", key, relations - ctes, shape)
+        if group is not None:
+            # GROUP BY ALL groups by every plain projection; GROUP BY 2 names the second
+            grouped = (
+                [_unalias(e) for e in select.expressions if not _aggregates_in(e)]
+                if group.args.get("all")
+                else [_positional(select, e) for e in group.expressions]
+            )
+            if not _has_key(grouped, names):
+                _closure(select, grouped, "GROUP BY", key, relations - ctes, shape)
         distinct = select.args.get("distinct")
         if isinstance(distinct, exp.Distinct):
             on = distinct.args.get("on")
@@ -132,6 +139,23 @@ def _aggregates(select: exp.Select, scope: str, shape: Shape) -> None:
                 )
 
 
+def _unalias(node: exp.Expr) -> exp.Expr:
+    return node.this if isinstance(node, exp.Alias) else node
+
+
+def _aggregates_in(node: exp.Expr) -> bool:
+    return any(True for _ in node.find_all(exp.AggFunc, exp.Window))
+
+
+def _positional(select: exp.Select, node: exp.Expr) -> exp.Expr:
+    """`GROUP BY 2` means the second projection."""
+    if isinstance(node, exp.Literal) and not node.is_string and node.name.isdigit():
+        index = int(node.name) - 1
+        if 0 <= index < len(select.expressions):
+            return _unalias(select.expressions[index])
+    return node
+
+
 def _has_key(expressions: list[exp.Expr], names: set[str]) -> bool:
     return any(isinstance(e, exp.Column) and e.name in names for e in expressions)
 
@@ -146,7 +170,7 @@ def _closure(
 ) -> None:
     source = select.args.get("from_") or select.args.get("from")
     table = source.this if source is not None else None
-    plain = all(isinstance(c, exp.Column) for c in columns)
+    plain = bool(columns) and all(isinstance(c, exp.Column) for c in columns)
     if (
         isinstance(table, exp.Table)
         and table.name in relations
