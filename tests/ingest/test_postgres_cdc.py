@@ -95,3 +95,44 @@ def test_snapshot_then_changes_then_resume(
             cdc.drop()
             cdc.close()
         pg.close()
+
+
+def test_unchanged_toasted_values_stay_and_truncates_empty_the_table(
+    built_stream_project: Path, pg_dsn: str, pg_table: str
+) -> None:
+    """An UPDATE that leaves a TOASTed column alone does not send it (wal2json leaves it
+    out): the stored value stays. A TRUNCATE empties the raw table and the product."""
+    import secrets
+
+    import psycopg
+
+    accounts = built_stream_project / "sources" / "accounts.yml"
+    accounts.write_text(accounts.read_text().replace("table: accounts", f"table: {pg_table}"))
+    slot = f"tg_{uuid.uuid4().hex[:12]}"
+    big = "gold-" + secrets.token_hex(20_000)  # incompressible: stored out of line (TOAST)
+    pg = psycopg.connect(pg_dsn, autocommit=True)
+    pg.execute(f"CREATE TABLE {pg_table} (id bigint PRIMARY KEY, customer_id bigint, tier text)")
+    cdc: PostgresCdc | None = None
+    try:
+        with Platform.open(built_stream_project) as platform:
+            intake = open_intake(platform.project)
+            cdc = PostgresCdc(pg_dsn, slot, intake, "accounts", pg_table)
+            assert cdc.start() == 0
+            pg.execute(f"INSERT INTO {pg_table} VALUES (1, 11, %s), (2, 12, 'free')", (big,))
+            pg.execute(f"UPDATE {pg_table} SET customer_id = 13 WHERE id = 1")
+            assert _poll(cdc, 3) == 3
+            _sync(platform)
+            assert _tier(platform, 13) == big
+            assert _tier(platform, 11) is None
+            pg.execute(f"TRUNCATE {pg_table}")
+            assert _poll(cdc, 1) == 1
+            _sync(platform)
+            with platform.warehouse.cursor() as db:
+                assert db.execute('SELECT count(*) FROM raw."accounts"').fetchone() == (0,)
+            assert [_tier(platform, c) for c in (11, 12, 13)] == [None, None, None]
+            intake.close()
+    finally:
+        if cdc is not None:
+            cdc.drop()
+            cdc.close()
+        pg.close()

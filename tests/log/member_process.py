@@ -1,6 +1,6 @@
 """A consumer-group member in its own process, for the conformance suite's kill -9 test.
 
-Usage: python member_process.py KIND TARGET GROUP TOPIC SESSION_SECONDS
+Usage: python member_process.py KIND TARGET GROUP TOPIC SESSION_SECONDS [INSTANCE_ID]
 
 Joins GROUP, prints `ready <partitions>` once it owns partitions, then keeps polling
 (and never commits) until it is killed.
@@ -25,8 +25,11 @@ def open_log(kind: str, target: str) -> EventLog:
 
 def main() -> None:
     kind, target, group, topic, session = sys.argv[1:6]
+    instance = sys.argv[6] if len(sys.argv) > 6 else None
     event_log = open_log(kind, target)
-    consumer = event_log.consumer(group, [topic], session_timeout=float(session))
+    consumer = event_log.consumer(
+        group, [topic], session_timeout=float(session), instance_id=instance
+    )
     announced = False
     while True:
         records = consumer.poll(100, 0.2)

@@ -3,11 +3,13 @@
 Logical decoding with wal2json (format version 2, one JSON document per change), read
 by polling the replication slot with SQL, because psycopg 3 cannot stream the
 replication protocol (psycopg#71). Changes are *peeked*, appended to the source's
-topic as Debezium-shaped envelopes (`op` c/u/d/r, `before`/`after`, `source.table`,
+topic as Debezium-shaped envelopes (`op` c/u/d/r/t, `before`/`after`, `source.table`,
 `source.ts_ms`, `source.lsn`), and only then is the slot advanced past them: the slot
 is the confirmed position, so a restart (of tidegate or of PostgreSQL) resumes from
 the last change known to be in the log. A change appended twice after a crash is an
-idempotent upsert or delete downstream.
+idempotent upsert or delete downstream. An update leaves out the columns whose TOASTed
+value did not change: they are sent as Debezium's unavailable-value placeholder, so
+the stored value stays (not a null). A TRUNCATE becomes Debezium's `t`.
 
 The slot is created before the snapshot is read, so no change falls between the two;
 a row both in the snapshot and in a later change ends in its latest state. Whether the
@@ -24,11 +26,12 @@ from typing import Any
 from tidegate.errors import ServiceUnavailableError, TidegateError
 from tidegate.extras import require
 from tidegate.ingest.intake import Intake
+from tidegate.ingest.validate import UNAVAILABLE
 from tidegate.log.base import Message
 from tidegate.meta.parts import CdcPositionStore
 
 BATCH = 5_000
-_OPS = {"I": "c", "U": "u", "D": "d"}
+_OPS = {"I": "c", "U": "u", "D": "d", "T": "t"}
 
 
 class PostgresCdc:
@@ -131,9 +134,12 @@ class PostgresCdc:
             change = json.loads(data)
             op = _OPS.get(change.get("action"))
             if op is None:
-                continue  # B(egin), C(ommit), T(runcate), M(essage)
-            after = _values(change.get("columns")) if op != "d" else None
-            before = _values(change.get("identity")) if op != "c" else None
+                continue  # B(egin), C(ommit), M(essage)
+            after = _values(change.get("columns")) if op in ("c", "u") else None
+            before = _values(change.get("identity")) if op in ("u", "d") else None
+            if op == "u" and after is not None:  # unchanged TOASTed columns are left out
+                for column in self.source.config.columns:
+                    after.setdefault(column, UNAVAILABLE)
             messages.append(
                 self._message(op, before, after, _ts_ms(change.get("timestamp")), change.get("lsn"))
             )

@@ -27,7 +27,11 @@ import orjson
 from tidegate.project.models import StreamSource
 from tidegate.type_families import type_family
 
-Op = Literal["append", "upsert", "delete"]
+Op = Literal["append", "upsert", "delete", "truncate", "tombstone"]
+#: what Debezium writes for a column it did not capture (an unchanged TOASTed value)
+UNAVAILABLE = "__debezium_unavailable_value"
+#: fields of a Kafka record written out as JSON (kcat -J, Connect's file sink), not an event
+_RECORD_FIELDS = {"key", "value", "topic", "partition", "offset", "headers", "ts", "timestamp"}
 _TRUE = {"true", "t", "yes", "1"}
 _FALSE = {"false", "f", "no", "0"}
 _INT_RANGES = {
@@ -45,13 +49,18 @@ class Invalid(ValueError):
 
 @dataclass(frozen=True)
 class Change:
-    """One validated event: append it (json), or upsert/delete the row by key (CDC)."""
+    """One validated event: append it (json), or upsert/delete the row by key (CDC).
+
+    CDC also has `truncate` (every row of the table goes) and `tombstone` (Debezium's
+    null-valued record after a delete, for log compaction: nothing left to do)."""
 
     source: str
     op: Op
     row: dict[str, Any]
     key: Any = None  # the source's key value (None for an append without a key)
     ts: float | None = None  # when it happened at the source, if the source says
+    #: columns Debezium did not capture (placeholder `UNAVAILABLE`): keep the stored value
+    unchanged: tuple[str, ...] = ()
 
 
 Coercer = Callable[[Any], Any]
@@ -210,8 +219,11 @@ class EventSchema:
 
     # ---------------------------------------------------------------- rows
 
-    def row(self, data: Any, *, partial: bool = False) -> dict[str, Any]:
-        """Typed row from a JSON object; `partial` allows absent columns (a delete's key)."""
+    def row(
+        self, data: Any, *, partial: bool = False, unchanged: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Typed row from a JSON object; `partial` allows absent columns (a delete's key),
+        `unchanged` columns are absent on purpose (their stored value stays)."""
         if not isinstance(data, dict):
             raise Invalid(f"an event must be a JSON object, not {_json_kind(data)}")
         row: dict[str, Any] = {}
@@ -233,7 +245,9 @@ class EventSchema:
             except Invalid as err:
                 raise Invalid(f"column {name!r}: {err}") from None
         if not partial:
-            missing = [name for name in self.required if row.get(name) is None]
+            missing = [
+                name for name in self.required if row.get(name) is None and name not in unchanged
+            ]
             if missing:
                 role = {self.config.event_id: "event id", self.config.key: "key"}
                 described = [
@@ -273,14 +287,29 @@ class EventSchema:
 
     def _debezium(self, value: bytes | None, key: bytes | None) -> Change:
         if value is None:  # a tombstone: the key alone says which row is gone
-            if key is None:
-                raise Invalid("tombstone without a key")
-            row = self.row(_unwrap(_loads(key)), partial=True)
-            return self._delete(row)
+            return self._tombstone(_loads(key) if key is not None else None)
         return self._debezium_payload(_loads(value))
 
+    def _tombstone(self, key: Any) -> Change:
+        """Debezium follows each delete with a null-valued record of the row's key, for log
+        compaction. With a key it is applied as a delete (idempotent after the delete);
+        without one there is nothing to do, and it is accepted and ignored."""
+        key = _unwrap(key)
+        if key is None:
+            return Change(self.name, "tombstone", {})
+        if not isinstance(key, dict):  # a bare key value, as some converters write it
+            key = {self.config.key or "": key}
+        return self._delete(self.row(key, partial=True))
+
     def _debezium_payload(self, data: Any) -> Change:
+        if isinstance(data, dict) and "value" in data and data.keys() <= _RECORD_FIELDS:
+            # a Kafka record written out as JSON: {"key": ..., "value": ...}
+            if _unwrap(data["value"]) is None:
+                return self._tombstone(data.get("key"))
+            data = data["value"]
         payload = _unwrap(data)
+        if payload is None:  # a tombstone posted over HTTP or written to a file
+            return self._tombstone(None)
         if not isinstance(payload, dict) or "op" not in payload:
             raise Invalid("not a Debezium change event (no `op`)")
         source = payload.get("source") or {}
@@ -291,17 +320,32 @@ class EventSchema:
                 f"(source {self.name!r} takes {self.config.table!r})"
             )
         ts_ms = source.get("ts_ms") if isinstance(source, dict) else None
+        if ts_ms is None:
+            ts_ms = payload.get("ts_ms")
         ts = float(ts_ms) / 1000.0 if isinstance(ts_ms, int | float) else None
         op = payload["op"]
         if op in ("c", "u", "r"):
-            row = self.row(payload.get("after"))
-            return Change(self.name, "upsert", row, row.get(self.config.key or ""), ts)
+            after = payload.get("after")
+            unchanged: tuple[str, ...] = ()
+            if isinstance(after, dict):
+                unchanged = tuple(n for n, v in after.items() if v == UNAVAILABLE)
+                if unchanged:
+                    after = {n: v for n, v in after.items() if v != UNAVAILABLE}
+            key = self.config.key or ""
+            if key in unchanged:
+                raise Invalid(f"Debezium event without its key column {key!r}")
+            row = self.row(after, unchanged=unchanged)
+            return Change(self.name, "upsert", row, row.get(key), ts, unchanged)
         if op == "d":
             before = payload.get("before")
             if not isinstance(before, dict):
                 raise Invalid("Debezium delete without `before` (the deleted row's key)")
             return self._delete(self.row(before, partial=True), ts)
-        raise Invalid(f"unknown Debezium op {op!r} (expected c, u, d or r)")
+        if op == "t":
+            return Change(self.name, "truncate", {}, None, ts)
+        if op == "m":  # a logical-decoding message: carries no row of this table
+            return Change(self.name, "tombstone", {}, None, ts)
+        raise Invalid(f"unknown Debezium op {op!r} (expected c, u, d, r, t or m)")
 
     def _delete(self, row: dict[str, Any], ts: float | None = None) -> Change:
         key = row.get(self.config.key or "")

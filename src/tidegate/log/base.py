@@ -132,10 +132,17 @@ class EventLog(ABC):
 
     @abstractmethod
     def consumer(
-        self, group: str, topics: Iterable[str], *, session_timeout: float = 10.0
+        self,
+        group: str,
+        topics: Iterable[str],
+        *,
+        session_timeout: float = 10.0,
+        instance_id: str | None = None,
     ) -> Consumer:
         """Join `group`, subscribed to `topics`; with no committed offset a partition is read
-        from its earliest retained record."""
+        from its earliest retained record. `instance_id`: a stable name of this worker
+        (static membership): a member restarted under the same name takes its partitions
+        back at once instead of after the session timeout."""
 
     @abstractmethod
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:

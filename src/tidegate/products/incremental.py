@@ -11,16 +11,19 @@ version table then has those keys' rows deleted and the recomputed rows inserted
 the caller's transaction, and the caller learns which rows really changed (a key whose
 row came out the same is not a change).
 
-Which keys a change touches: a changed row of a relation R touches the entities whose
-key is in R's column of the same name as P's key (or R's subject column when P's key
-is its subject). The planner only makes a product incremental when every relation it
-reads has such a column and the SQL has no cross-entity dependency.
+Which keys a change touches (`changed_keys`, one DuckDB query): a changed row of a
+relation R touches the entities whose key is in R's column of the same name as P's key
+(or R's subject column when P's key is its subject), in the row's new version and in
+its old one (an update, a key move, a delete: the raw apply hands both over). Where
+P's SQL groups R's rows by a non-key column (the latest event per ticket, counted per
+agent), the keys of every R row sharing that column's values with a changed row are
+recomputed too. The planner only makes a product incremental when every relation it
+reads has such a column and the SQL has no other cross-entity dependency
+(`products/shapes.py`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,17 +129,56 @@ def recompute(db: Any, sql: str, table: str, product: Product, keys: Any) -> Pro
     return delta
 
 
-def keys_table(values: Iterable[Any], column: str, arrow_type: Any) -> Any:
-    """A one-column Arrow table of distinct non-null keys, named like the product key."""
-    import pyarrow as pa
+TOUCHED_PREFIX = "__tidegate_touched_"
 
-    distinct = {v for v in values if v is not None}
+
+def changed_keys(
+    db: Any,
+    product: Product,
+    key_columns: dict[str, str],
+    closures: dict[str, tuple[tuple[str, ...], ...]],
+    touched: dict[str, Any],
+    relation_sql: dict[str, str],
+) -> Any:
+    """The distinct keys of `product` to recompute, as a one-column Arrow table (None when
+    the batch touched nothing it reads), found in DuckDB, not row by row.
+
+    `touched`: relation -> Arrow table of its rows a batch changed (old and new
+    versions); `relation_sql`: relation -> its qualified name (`raw."orders"`)."""
+    key = product.config.key
+    key_type = product.columns[key].type
+    parts: list[str] = []
+    registered: list[str] = []
     try:
-        ordered = sorted(distinct)  # keys of one type: the natural order, and fast
-    except TypeError:
-        ordered = sorted(distinct, key=_sort_key)
-    return pa.table({column: pa.array(ordered, type=arrow_type)})
+        for index, (relation, column) in enumerate(sorted(key_columns.items())):
+            rows = touched.get(relation)
+            if rows is None or rows.num_rows == 0 or column not in rows.column_names:
+                continue
+            name = f"{TOUCHED_PREFIX}{index}"
+            db.register(name, rows)
+            registered.append(name)
+            parts.append(f"SELECT TRY_CAST({_quote(column)} AS {key_type}) AS k FROM {name}")
+            for columns in closures.get(relation, ()):
+                if not set(columns) <= set(rows.column_names):
+                    continue
+                same = " AND ".join(
+                    f"t.{_quote(c)} IS NOT DISTINCT FROM r.{_quote(c)}" for c in columns
+                )
+                parts.append(
+                    f"SELECT TRY_CAST(r.{_quote(column)} AS {key_type}) AS k"
+                    f" FROM {relation_sql[relation]} AS r"
+                    f" WHERE EXISTS (SELECT 1 FROM {name} AS t WHERE {same})"
+                )
+        if not parts:
+            return None
+        union = " UNION ALL ".join(parts)
+        return db.sql(
+            f"SELECT DISTINCT k AS {_quote(key)} FROM ({union}) WHERE k IS NOT NULL ORDER BY 1"
+        ).to_arrow_table()
+    finally:
+        for name in registered:
+            db.unregister(name)
 
 
-def _sort_key(value: Any) -> str:
-    return json.dumps(value, default=str)
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -4,13 +4,16 @@ The declared `freshness` says how stale a product may be; the SQL's shape says w
 keeping it that fresh costs:
 
 * **static**: nothing it reads is a stream; it changes when `tidegate build` runs.
-* **incremental**: it reads streams, each entity's row depends only on that entity's
-  rows (every relation it reads has a column for its key; no aggregate over all rows,
-  no window over the whole result, no top-level LIMIT), and its freshness is tight
-  (at most `INCREMENTAL_UP_TO`): each micro-batch recomputes the changed keys only.
-* **batch**: the SQL ties entities together (a global max, a rank over everyone), or
-  the freshness is loose enough that a rebuild every `freshness` is cheaper than
-  per-event work. The scheduler rebuilds it when due and something upstream changed.
+* **incremental**: it reads streams, each entity's row depends only on rows the
+  planner can find from a change (every relation it reads has a column for its key,
+  and the SQL has none of the shapes `products/shapes.py` names), and its freshness is
+  tight (at most `INCREMENTAL_UP_TO`): each micro-batch recomputes the changed keys
+  only: those of the new rows, of the old versions of updated and deleted rows, and of
+  rows grouped with them by a non-key column (a closure).
+* **batch**: the SQL ties entities together (a global max, a rank over everyone, top-N,
+  a join off the key, random() or the clock), or the freshness is loose enough that a
+  rebuild every `freshness` is cheaper than per-event work. The scheduler rebuilds it
+  when due and something upstream changed; `tidegate explain` names the shape.
 
 SQL that reads the clock (`now()`, `current_date`, …) has time windows that slide
 without any new event, so it is also re-evaluated every `freshness`, events or not.
@@ -22,16 +25,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import sqlglot
-from sqlglot import exp
 
 from tidegate.products.incremental import key_column
+from tidegate.products.shapes import analyse, reads_clock
 from tidegate.project.project import Project
 
 Mode = Literal["incremental", "batch", "static"]
 #: beyond this freshness a periodic rebuild is cheaper than per-event recomputation
 INCREMENTAL_UP_TO = 3600.0
-_CLOCK = (exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentTime, exp.CurrentDatetime)
-_CLOCK_NAMES = {"NOW", "GET_CURRENT_TIMESTAMP", "TODAY", "CURRENT_LOCALTIMESTAMP"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class ProductPlan:
     #: relation -> its column holding this product's key (incremental products)
     key_columns: dict[str, str] = field(default_factory=dict)
     time_window: bool = False
+    #: relation -> column sets whose shared values tie rows of different keys (see shapes)
+    closures: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     @property
     def reevaluate_every(self) -> float | None:
@@ -80,7 +83,7 @@ def _plan(project: Project, name: str, streams: frozenset[str]) -> ProductPlan:
     product = project.products[name]
     freshness = project.freshness_seconds(name)
     tree = sqlglot.parse_one(product.sql, dialect="duckdb")
-    time_window = _reads_clock(tree)
+    time_window = reads_clock(tree)
     clock = ("reads the clock: time windows slide without events",) if time_window else ()
     if not streams:
         return ProductPlan(
@@ -91,7 +94,7 @@ def _plan(project: Project, name: str, streams: frozenset[str]) -> ProductPlan:
             streams,
             time_window=time_window,
         )
-    blockers = _shape_blockers(tree)
+    blockers: list[str] = []
     mapping: dict[str, str] = {}
     for relation in sorted(product.depends_on):
         column = key_column(project, product, relation)
@@ -102,6 +105,10 @@ def _plan(project: Project, name: str, streams: frozenset[str]) -> ProductPlan:
             )
         else:
             mapping[relation] = column
+    relations = set(project.sources) | set(project.products)
+    shape = analyse(tree, product.config.key, set(mapping.values()), relations)
+    blockers += shape.blockers
+    clock = () if any(b.startswith("reads the clock") for b in blockers) else clock
     if blockers:
         return ProductPlan(name, "batch", freshness, (*blockers, *clock), streams, {}, time_window)
     if freshness > INCREMENTAL_UP_TO:
@@ -114,47 +121,23 @@ def _plan(project: Project, name: str, streams: frozenset[str]) -> ProductPlan:
         f"each micro-batch of {', '.join(sorted(streams))} recomputes only the changed "
         f"{product.config.key!r} values (" + ", ".join(f"{r}.{c}" for r, c in mapping.items()) + ")"
     )
-    return ProductPlan(
-        name, "incremental", freshness, (reason, *clock), streams, mapping, time_window
+    closures = {r: tuple(sorted(sets)) for r, sets in sorted(shape.closures.items())}
+    also = tuple(
+        f"a change in {r!r} also recomputes the {product.config.key!r} of every {r} row "
+        f"sharing its {', '.join(columns)} (grouped by it)"
+        for r, sets in closures.items()
+        for columns in sets
     )
-
-
-def _shape_blockers(tree: exp.Expr) -> list[str]:
-    blockers: list[str] = []
-    for select in tree.find_all(exp.Select):
-        if select.args.get("group"):
-            continue
-        for projection in select.expressions:
-            for agg in projection.find_all(exp.AggFunc):
-                if (
-                    agg.find_ancestor(exp.Window) is None
-                    and agg.find_ancestor(exp.Select) is select
-                ):
-                    scope = _scope_name(select)
-                    blockers.append(
-                        f"{agg.sql(dialect='duckdb')} aggregates over all rows{scope}: "
-                        "one change can move every entity"
-                    )
-    for window in tree.find_all(exp.Window):
-        if not window.args.get("partition_by"):
-            blockers.append(
-                f"{window.sql(dialect='duckdb')} is a window over the whole result: "
-                "one change can move every entity"
-            )
-    if isinstance(tree, exp.Query) and tree.args.get("limit"):
-        blockers.append("a top-level LIMIT picks rows by comparing all entities")
-    return blockers
-
-
-def _scope_name(select: exp.Select) -> str:
-    cte = select.find_ancestor(exp.CTE)
-    return f" (in {cte.alias_or_name!r})" if cte is not None else ""
-
-
-def _reads_clock(tree: exp.Expr) -> bool:
-    if any(True for _ in tree.find_all(*_CLOCK)):
-        return True
-    return any(f.name.upper() in _CLOCK_NAMES for f in tree.find_all(exp.Anonymous, exp.Func))
+    return ProductPlan(
+        name,
+        "incremental",
+        freshness,
+        (reason, *also, *clock),
+        streams,
+        mapping,
+        time_window,
+        closures,
+    )
 
 
 def _human(seconds: float) -> str:

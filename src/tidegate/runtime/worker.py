@@ -40,7 +40,7 @@ from tidegate.errors import (
 )
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake
-from tidegate.ingest.raw import apply_changes, arrow_type, ensure_stream_table
+from tidegate.ingest.raw import apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Message, Record, TopicPartition
 from tidegate.observe.freshness import FreshnessLedger
@@ -49,7 +49,7 @@ from tidegate.platform import Platform
 from tidegate.privacy.tombstones import ErasedFilter, ensure_purged
 from tidegate.products.incremental import (
     ProductDelta,
-    keys_table,
+    changed_keys,
     live_table,
     recompute,
     restricted_sql,
@@ -58,6 +58,7 @@ from tidegate.products.planner import ProductPlan, plan_project
 from tidegate.project.project import stream_sources
 from tidegate.requests.consent_stream import ConsentStream
 from tidegate.store.online.codec import encode_row
+from tidegate.store.warehouse import PRODUCTS
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class StreamWorker:
         self.streams = stream_sources(self.project)
         self.freshness: FreshnessLedger = platform.meta.freshness
         self._sql: dict[str, str] = {}
+        self._relations = {name: raw_table(name) for name in self.project.sources}
+        self._relations.update({name: f'{PRODUCTS}."{name}"' for name in self.project.products})
         self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)
         self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
@@ -196,16 +199,12 @@ class StreamWorker:
                     touched[source] = apply_changes(db, self.streams[source], items)
                 for name in self.incremental:
                     plan = self.plans[name]
-                    values: list[Any] = []
-                    for relation, column in plan.key_columns.items():
-                        rows = touched.get(relation)
-                        if rows is not None and column in rows.column_names:
-                            values += rows.column(column).to_pylist()
-                    if not values:
-                        continue
                     product = self.project.products[name]
-                    key = product.config.key
-                    keys = keys_table(values, key, arrow_type(product.columns[key].type))
+                    keys = changed_keys(
+                        db, product, plan.key_columns, plan.closures, touched, self._relations
+                    )
+                    if keys is None or keys.num_rows == 0:
+                        continue
                     if name not in self._sql:
                         self._sql[name] = restricted_sql(
                             self.platform.warehouse, product, self.project
@@ -371,6 +370,7 @@ def run_worker(
     on_batch: Callable[[BatchReport], None] | None = None,
     schedule: bool = True,
     session_timeout: float = 10.0,
+    instance_id: str | None = None,
 ) -> None:
     """Consume until `stop` (a threading.Event) is set: poll, apply, commit; and, between
     batches, the scheduler's rebuilds, drop folders and retention.
@@ -379,7 +379,10 @@ def run_worker(
     that could not be applied or published is retried, after `recover()` published what
     the failed attempt left waiting, until the log answers again; offsets that could not
     be committed are committed with the next batch (until then, a restart redelivers the
-    records and the applied-offset table skips them)."""
+    records and the applied-offset table skips them).
+
+    The consumer joins with a stable `instance_id` (default: `worker_instance_id`), so a
+    worker restarted after a crash takes its partitions back at once."""
     from tidegate.runtime.scheduler import Scheduler
 
     with platform.writer_lock:
@@ -393,7 +396,12 @@ def run_worker(
     scheduler = (
         Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
     )
-    consumer = worker.intake.log.consumer(group, worker.topics, session_timeout=session_timeout)
+    consumer = worker.intake.log.consumer(
+        group,
+        worker.topics,
+        session_timeout=session_timeout,
+        instance_id=instance_id or worker_instance_id(group),
+    )
     uncommitted: dict[TopicPartition, int] = {}
     try:
         while stop is None or not stop.is_set():
@@ -417,6 +425,20 @@ def run_worker(
     finally:
         consumer.close()
         worker.close()
+
+
+#: names this worker in its consumer group (static membership); one per worker process
+WORKER_ID_ENV = "TIDEGATE_WORKER_ID"
+
+
+def worker_instance_id(group: str) -> str:
+    """The stable member name of this machine's worker in `group`: `$TIDEGATE_WORKER_ID`
+    when set (needed to run two workers of one group on one host), else host and group.
+    Stable across restarts, which is what lets Kafka hand the partitions straight back."""
+    import os
+    import socket
+
+    return os.environ.get(WORKER_ID_ENV) or f"{socket.gethostname()}-{group}"
 
 
 #: first and longest pause between attempts while a service is unavailable

@@ -154,8 +154,15 @@ class SqliteEventLog(EventLog):
     # ---------------------------------------------------------------- consume
 
     def consumer(
-        self, group: str, topics: Iterable[str], *, session_timeout: float = 10.0
+        self,
+        group: str,
+        topics: Iterable[str],
+        *,
+        session_timeout: float = 10.0,
+        instance_id: str | None = None,
     ) -> Consumer:
+        """`instance_id` is not needed here: a member whose process is gone is recognised
+        as dead at once (`liveness.py`), whatever its name."""
         from tidegate.log.sqlite.consumer import SqliteConsumer
 
         names = sorted(set(topics))

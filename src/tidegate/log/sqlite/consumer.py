@@ -2,12 +2,13 @@
 
 Membership is a row with a heartbeat time; polling is the heartbeat. Any change of
 membership (a join, a close, a member whose heartbeat is older than its session
-timeout) bumps the group's generation. On seeing a new generation, each member works
-out the same target assignment (partitions dealt round-robin over the members, in
-member-id order), gives up the partitions it should no longer own, and claims the
-free ones it should. Ownership is a row per partition, so two live members never own
-one partition at once: a partition moves only after its old owner released it (at its
-next poll, after it processed what it had) or was declared dead.
+timeout, or whose process is gone: `liveness.py`) bumps the group's generation. On
+seeing a new generation, each member works out the same target assignment (partitions
+dealt round-robin over the members, in member-id order), gives up the partitions it
+should no longer own, and claims the free ones it should. Ownership is a row per
+partition, so two live members never own one partition at once: a partition moves only
+after its old owner released it (at its next poll, after it processed what it had) or
+was declared dead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from tidegate.errors import CommitFailedError, LogError
 from tidegate.log.base import Consumer, Record, TopicPartition
 from tidegate.log.sqlite.client import fetch
+from tidegate.log.sqlite.liveness import is_gone, this_process
 from tidegate.log.sqlite.schema import connect
 
 IDLE_SLEEP = 0.005
@@ -57,13 +59,15 @@ class SqliteConsumer(Consumer):
 
     def _join(self, db: sqlite3.Connection) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO members (group_id, member_id, topics, heartbeat_at,"
+            " session_timeout, process) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 self.group,
                 self.member_id,
                 json.dumps(self.topics),
                 time.time(),
                 self.session_timeout,
+                this_process(),
             ),
         )
         _bump(db, self.group)
@@ -95,6 +99,18 @@ class SqliteConsumer(Consumer):
                 "DELETE FROM members WHERE group_id = ? AND heartbeat_at + session_timeout < ?",
                 (self.group, now),
             ).rowcount
+            others = db.execute(
+                "SELECT member_id, process FROM members WHERE group_id = ? AND member_id != ?",
+                (self.group, self.member_id),
+            ).fetchall()
+            for member, process in others:
+                if not is_gone(process):
+                    continue
+                # Its process died (a kill -9): no need to wait for its session to end.
+                expired += db.execute(
+                    "DELETE FROM members WHERE group_id = ? AND member_id = ?",
+                    (self.group, member),
+                ).rowcount
             if expired:
                 _bump(db, self.group)
             members = db.execute(

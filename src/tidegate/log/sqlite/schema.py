@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS groups (
 CREATE TABLE IF NOT EXISTS members (
   group_id TEXT NOT NULL, member_id TEXT NOT NULL, topics TEXT NOT NULL,
   heartbeat_at REAL NOT NULL, session_timeout REAL NOT NULL,
+  process TEXT,  -- host/pid/start time: a member whose process is gone is dead at once
   PRIMARY KEY (group_id, member_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owners (
@@ -67,6 +68,7 @@ def connect(path: Path) -> sqlite3.Connection:
             # an OS crash or power loss can take back the last transactions.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
+            _migrate(db)
             return db
         except sqlite3.OperationalError as err:
             db.close()
@@ -76,6 +78,17 @@ def connect(path: Path) -> sqlite3.Connection:
                 raise
             time.sleep(min(0.02 * (attempt + 1), 0.2))
     raise AssertionError("unreachable")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Files written before members recorded their process get the column."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(members)")}
+    if "process" not in columns:
+        try:
+            db.execute("ALTER TABLE members ADD COLUMN process TEXT")
+        except sqlite3.OperationalError as err:  # another process added it meanwhile
+            if "duplicate column" not in str(err):
+                raise
 
 
 def partition_of(key: bytes, partitions: int) -> int:
