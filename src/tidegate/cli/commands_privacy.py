@@ -11,7 +11,7 @@ import typer
 
 from tidegate.audit.log import AuditRecord
 from tidegate.cli.commands_project import ProjectDir
-from tidegate.console import console, print_json, table
+from tidegate.console import console, errors, print_json, table
 from tidegate.errors import BadRequestError, TidegateError
 from tidegate.privacy.consent import consent_ledger_of, consent_view_of
 
@@ -45,20 +45,54 @@ CHOICES = {
 }
 
 
+def usage_error(option: str, message: str) -> typer.Exit:
+    """Print a usage error naming the option; the returned Exit makes the status 2."""
+    errors.print(f"[red]error:[/red] {option}: {message}", markup=True, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _parse_moment(text: str | None) -> float | None:
+    """`--occurred-at`: unix seconds or ISO 8601 (UTC when no zone is given)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise usage_error("--occurred-at", f"{text!r} is not a unix time or ISO 8601") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
 def _record_choice(
-    project_dir: Path, action: str, subject: str, purpose: str, evidence: str
+    project_dir: Path,
+    action: str,
+    subject: str,
+    purpose: str,
+    evidence: str,
+    occurred_at: str | None = None,
 ) -> None:
     from tidegate.platform import Platform
-    from tidegate.privacy.consent import ConsentEvent
+    from tidegate.privacy.consent import ConsentEvent, check_not_future
     from tidegate.requests.propagation import propagate
 
+    moment = _parse_moment(occurred_at)
     with Platform.open(project_dir) as platform:
         if purpose not in platform.project.policy.purposes:
             raise BadRequestError(
                 f"unknown purpose {purpose!r} "
                 f"(defined: {', '.join(sorted(platform.project.policy.purposes))})"
             )
-        event = ConsentEvent(subject, purpose, action, time.time(), "cli", evidence)  # type: ignore[arg-type]
+        now = time.time()
+        if moment is not None:
+            try:
+                check_not_future(moment, now, platform.project.config.consent.clock_skew_seconds)
+            except BadRequestError as err:
+                raise usage_error("--occurred-at", err.message) from None
+        when = now if moment is None else moment
+        event = ConsentEvent(subject, purpose, action, when, "cli", evidence)  # type: ignore[arg-type]
         consent_ledger_of(platform).record([event])
         platform.audit.append(
             AuditRecord(
@@ -82,8 +116,12 @@ def _choice_command(action: str) -> None:
         purpose: str,
         project_dir: ProjectDir = Path("."),
         evidence: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
+        occurred_at: Annotated[
+            str | None,
+            typer.Option(help="When the person chose (unix time or ISO 8601; default now)."),
+        ] = None,
     ) -> None:
-        _record_choice(project_dir, action, subject, purpose, evidence)
+        _record_choice(project_dir, action, subject, purpose, evidence, occurred_at)
 
     command.__doc__ = CHOICES[action]
     consent_app.command(action)(command)
