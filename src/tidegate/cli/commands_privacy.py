@@ -131,6 +131,65 @@ for _action in CHOICES:
     _choice_command(_action)
 
 
+@consent_app.command("import")
+def consent_import(
+    file: Annotated[Path, typer.Argument(help="A CMP export: CSV with a header, or JSON lines.")],
+    project_dir: ProjectDir = Path("."),
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv or jsonl (default: from the name)")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Load many consent choices (one per line: subject, purpose, action, occurred_at; id,
+    source, evidence, expires_at optional). Bad lines are reported by number and the rest
+    loaded; a re-run records nothing twice. Exit 1 when any line was refused."""
+    from tidegate.platform import Platform
+    from tidegate.privacy.consent_import import detect_format
+    from tidegate.requests.consent_batch import load_choices
+    from tidegate.requests.propagation import propagate
+
+    if file_format not in (None, "csv", "jsonl"):
+        raise usage_error("--format", f"{file_format!r} is not csv or jsonl")
+    if not file.is_file():
+        raise usage_error("FILE", f"{file} is not a readable file")
+    with file.open("rb") as head:
+        fmt = file_format or detect_format(file.name, head.read(64))
+    with Platform.open(project_dir) as platform, file.open(encoding="utf-8-sig", newline="") as f:
+        try:
+            report = load_choices(
+                platform,
+                f,
+                fmt,  # type: ignore[arg-type]
+                principal=ADMIN,
+                detail={"via": "cli", "file": file.name},
+            )
+        except UnicodeDecodeError as err:
+            raise usage_error("FILE", f"{file} is not UTF-8 text ({err.reason})") from None
+        except BadRequestError as err:  # the file as a whole (e.g. a CSV header) is unusable
+            raise usage_error("FILE", err.message) from None
+        # the same propagation the API and the consent topic run, here in the foreground
+        removals = [
+            removal
+            for subject in report.withdrawn
+            for removal in propagate(platform, subject, principal=ADMIN).removals
+        ]
+    if json_output:
+        print_json({**report.as_dict(), "removed_from_syncs": len(removals)})
+    else:
+        console.print(
+            f"{report.lines} lines: {report.recorded} recorded, {report.duplicates} already "
+            f"recorded, {report.erased} about erased subjects, {report.invalid} refused"
+        )
+        for error in report.errors[:20]:
+            console.print(f"  line {error.line}: {error.reason}")
+        if report.invalid > 20:
+            console.print(f"  … and {report.invalid - 20} more (--json lists up to 1000)")
+        if removals:
+            console.print(f"{len(removals)} removals from sync destinations")
+    if report.invalid:
+        raise typer.Exit(1)
+
+
 @consent_app.command("show")
 def consent_show(
     subject: str,

@@ -44,7 +44,7 @@ class ConsentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subject: Annotated[str, Field(min_length=1, max_length=256)]
     choices: list[Choice] = Field(default=[], max_length=100)
-    tcf: str | None = Field(default=None, max_length=100_000)  # tcf.decode: 400 past 10,000
+    tcf: str | None = Field(default=None, max_length=10_000)  # as tcf.MAX_LENGTH
     tcf_vendor: int | None = Field(default=None, ge=1, le=65535)
     occurred_at: float | str | None = None
     source: str = Field(default="api", max_length=100)
