@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from tidegate.errors import BadRequestError
-from tidegate.privacy.tcf import PublisherRestriction, choices, decode
+from tidegate.privacy.tcf import PublisherRestriction, VendorSet, choices, decode
 
 SPEC_EXAMPLE = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
 BITFIELDS = "COrEAV4OrXx94ACABBENAHCIAD-AAAAAAACAAxAAAAgAIAwgAgAAAAEAgQAAAAAEAYQAQAAAACAAAABAAA"
@@ -36,8 +36,8 @@ def test_spec_example() -> None:
     assert tc.created == utc("2020-02-20T23:57:39.300000")
     assert tc.consent_language == "EN"
     assert tc.purposes_consent == [1, 2, 3]
-    assert tc.vendor_consents == [2, 6, 8]
-    assert tc.vendor_legitimate_interests == [2, 6, 8]
+    assert list(tc.vendor_consents) == [2, 6, 8]
+    assert list(tc.vendor_legitimate_interests) == [2, 6, 8]
 
 
 def test_core_fields_from_iabtcf_java() -> None:
@@ -58,21 +58,21 @@ def test_core_fields_from_iabtcf_java() -> None:
 def test_bitfield_vendors_and_disclosed_allowed_and_publisher_segments() -> None:
     tc = decode(BITFIELDS)
     assert tc.purposes_consent == [3, 4, 5, 6, 7, 8, 9]
-    assert tc.vendor_consents == [23, 37, 47, 48, 53, 65, 98]
-    assert tc.vendor_legitimate_interests == [37, 47, 48, 53, 65, 98, 129]
+    assert list(tc.vendor_consents) == [23, 37, 47, 48, 53, 65, 98]
+    assert list(tc.vendor_legitimate_interests) == [37, 47, 48, 53, 65, 98, 129]
     full = decode(BITFIELDS + ".IBAgAAAgAIAwgAgAAAAEAAAACA.QAagAQAgAIAwgA.cAAAAAAAITg=")
-    assert full.allowed_vendors == [12, 23, 37, 47, 48, 53]
-    assert full.disclosed_vendors == [23, 37, 47, 48, 53, 65, 98, 129]
+    assert list(full.allowed_vendors) == [12, 23, 37, 47, 48, 53]
+    assert list(full.disclosed_vendors) == [23, 37, 47, 48, 53, 65, 98, 129]
     assert len(full.publisher_purposes_consent) == 1
 
 
 def test_range_encoded_vendors() -> None:
     ranged_li = decode("COv__-wOv__-wC2AAAENAPCgAAAAAAAAAAAAA_wAQA_gEBABAEAAAA")
-    assert ranged_li.vendor_legitimate_interests == [128]
+    assert list(ranged_li.vendor_legitimate_interests) == [128]
     two = "COwBOpCOwBOpCLqAAAENAPCAAAAAAAAAAAAAFfwAYFfAV-BVkAGBVYFWAAA." + GVL_SEGMENT
     one = "COwBOpCOwBOpCLqAAAENAPCAAAAAAAAAAAAAFfwAQFfgUbABAUaAAA." + GVL_SEGMENT
-    assert decode(two).vendor_consents == [702, 703]
-    assert decode(one).vendor_consents == [703]
+    assert list(decode(two).vendor_consents) == [702, 703]
+    assert list(decode(one).vendor_consents) == [703]
 
 
 def from_bits(bits: str) -> str:
@@ -94,9 +94,9 @@ def test_publisher_restrictions_from_a_bit_string() -> None:
     )  # fmt: skip
     tc = decode(from_bits(core))
     assert tc.publisher_restrictions == [
-        PublisherRestriction(1, "require_consent", ()),
-        PublisherRestriction(2, "not_allowed", ()),
-        PublisherRestriction(3, "require_legitimate_interest", ()),
+        PublisherRestriction(1, "require_consent", VendorSet()),
+        PublisherRestriction(2, "not_allowed", VendorSet()),
+        PublisherRestriction(3, "require_legitimate_interest", VendorSet()),
     ]
 
 
@@ -127,8 +127,9 @@ def test_mapping_to_project_purposes() -> None:
         "support": SimpleNamespace(legal_basis="contract", tcf_purposes=[]),
     }
     found = {c.purpose: c.action for c in choices(decode(SPEC_EXAMPLE), purposes)}
-    # purposes 1-3 consented, no legitimate-interest bits
-    assert found == {"marketing.email": "grant", "analytics": "revoke", "personalisation": "object"}
+    # purposes 1-3 consented, no legitimate-interest bits: consent to TCF purpose 2 is a
+    # basis for the legitimate-interest purpose too (it lifts an objection)
+    assert found == {"marketing.email": "grant", "analytics": "revoke", "personalisation": "grant"}
     by_vendor = {c.purpose: c.action for c in choices(decode(SPEC_EXAMPLE), purposes, 7)}
     assert by_vendor["marketing.email"] == "revoke"  # vendor 7 has no consent
     assert {c.purpose: c.action for c in choices(decode(SPEC_EXAMPLE), purposes, 6)}[

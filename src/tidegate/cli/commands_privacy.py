@@ -12,7 +12,7 @@ import typer
 from tidegate.audit.log import AuditRecord
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.options import JsonOption
-from tidegate.console import console, print_json, table
+from tidegate.console import console, errors, print_json, table
 from tidegate.errors import BadRequestError, TidegateError
 from tidegate.privacy.consent import consent_ledger_of, consent_view_of
 
@@ -46,25 +46,55 @@ CHOICES = {
 }
 
 
+def usage_error(option: str, message: str) -> typer.Exit:
+    """Print a usage error naming the option; the returned Exit makes the status 2."""
+    errors.print(f"[red]error:[/red] {option}: {message}", markup=True, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _parse_moment(text: str | None) -> float | None:
+    """`--occurred-at`: unix seconds or ISO 8601 (UTC when no zone is given)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise usage_error("--occurred-at", f"{text!r} is not a unix time or ISO 8601") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
 def _record_choice(
     project_dir: Path,
     action: str,
     subject: str,
     purpose: str,
     evidence: str,
+    occurred_at: str | None = None,
     json_output: bool = False,
 ) -> None:
     from tidegate.platform import Platform
-    from tidegate.privacy.consent import ConsentEvent
+    from tidegate.privacy.consent import ConsentEvent, check_not_future
     from tidegate.requests.propagation import propagate
 
+    moment = _parse_moment(occurred_at)
     with Platform.open(project_dir) as platform:
         if purpose not in platform.project.policy.purposes:
             raise BadRequestError(
                 f"unknown purpose {purpose!r} "
                 f"(defined: {', '.join(sorted(platform.project.policy.purposes))})"
             )
-        event = ConsentEvent(subject, purpose, action, time.time(), "cli", evidence)  # type: ignore[arg-type]
+        now = time.time()
+        if moment is not None:
+            try:
+                check_not_future(moment, now, platform.project.config.consent.clock_skew_seconds)
+            except BadRequestError as err:
+                raise usage_error("--occurred-at", err.message) from None
+        when = now if moment is None else moment
+        event = ConsentEvent(subject, purpose, action, when, "cli", evidence)  # type: ignore[arg-type]
         consent_ledger_of(platform).record([event])
         platform.audit.append(
             AuditRecord(
@@ -99,9 +129,13 @@ def _choice_command(action: str) -> None:
         purpose: str,
         project_dir: ProjectDir = Path("."),
         evidence: Annotated[str, typer.Option(help="Where the choice was made.")] = "cli",
+        occurred_at: Annotated[
+            str | None,
+            typer.Option(help="When the person chose (unix time or ISO 8601; default now)."),
+        ] = None,
         json_output: JsonOption = False,
     ) -> None:
-        _record_choice(project_dir, action, subject, purpose, evidence, json_output)
+        _record_choice(project_dir, action, subject, purpose, evidence, occurred_at, json_output)
 
     command.__doc__ = CHOICES[action]
     consent_app.command(action)(command)
@@ -111,11 +145,70 @@ for _action in CHOICES:
     _choice_command(_action)
 
 
+@consent_app.command("import")
+def consent_import(
+    file: Annotated[Path, typer.Argument(help="A CMP export: CSV with a header, or JSON lines.")],
+    project_dir: ProjectDir = Path("."),
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv or jsonl (default: from the name)")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Load many consent choices (one per line: subject, purpose, action, occurred_at; id,
+    source, evidence, expires_at optional). Bad lines are reported by number and the rest
+    loaded; a re-run records nothing twice. Exit 1 when any line was refused."""
+    from tidegate.platform import Platform
+    from tidegate.privacy.consent_import import detect_format
+    from tidegate.requests.consent_batch import load_choices
+    from tidegate.requests.propagation import propagate
+
+    if file_format not in (None, "csv", "jsonl"):
+        raise usage_error("--format", f"{file_format!r} is not csv or jsonl")
+    if not file.is_file():
+        raise usage_error("FILE", f"{file} is not a readable file")
+    with file.open("rb") as head:
+        fmt = file_format or detect_format(file.name, head.read(64))
+    with Platform.open(project_dir) as platform, file.open(encoding="utf-8-sig", newline="") as f:
+        try:
+            report = load_choices(
+                platform,
+                f,
+                fmt,  # type: ignore[arg-type]
+                principal=ADMIN,
+                detail={"via": "cli", "file": file.name},
+            )
+        except UnicodeDecodeError as err:
+            raise usage_error("FILE", f"{file} is not UTF-8 text ({err.reason})") from None
+        except BadRequestError as err:  # the file as a whole (e.g. a CSV header) is unusable
+            raise usage_error("FILE", err.message) from None
+        # the same propagation the API and the consent topic run, here in the foreground
+        removals = [
+            removal
+            for subject in report.withdrawn
+            for removal in propagate(platform, subject, principal=ADMIN).removals
+        ]
+    if json_output:
+        print_json({**report.as_dict(), "removed_from_syncs": len(removals)})
+    else:
+        console.print(
+            f"{report.lines} lines: {report.recorded} recorded, {report.duplicates} already "
+            f"recorded, {report.erased} about erased subjects, {report.invalid} refused"
+        )
+        for error in report.errors[:20]:
+            console.print(f"  line {error.line}: {error.reason}")
+        if report.invalid > 20:
+            console.print(f"  … and {report.invalid - 20} more (--json lists up to 1000)")
+        if removals:
+            console.print(f"{len(removals)} removals from sync destinations")
+    if report.invalid:
+        raise typer.Exit(1)
+
+
 @consent_app.command("show")
 def consent_show(
     subject: str,
     project_dir: ProjectDir = Path("."),
-    json_output: Annotated[bool, typer.Option("--json")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """A subject's consent history and the state it gives per purpose."""
     from tidegate.platform import Platform
@@ -200,7 +293,7 @@ def audit_seal(project_dir: ProjectDir = Path(".")) -> None:
 def audit_tail(
     project_dir: ProjectDir = Path("."),
     limit: Annotated[int, typer.Option(help="How many records.")] = 20,
-    json_output: Annotated[bool, typer.Option("--json")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """The latest audit records."""
     from tidegate.platform import Platform
@@ -262,7 +355,7 @@ def audit_search(
     ] = None,
     until: Annotated[str | None, typer.Option(help="Before this time (same forms).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
-    json_output: Annotated[bool, typer.Option("--json")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Audit records matching every filter given, oldest first."""
     from tidegate.audit.search import AuditQuery, parse_time, search

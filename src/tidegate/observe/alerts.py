@@ -10,7 +10,6 @@ never fails the build that raised the alert.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,14 +56,7 @@ class AlertRouter:
         self.store = store
 
     def route(self, owner: str) -> str | None:
-        target = self.config.owners.get(owner)
-        if target is None:
-            target = self.config.webhook_url or (
-                os.environ.get(self.config.webhook_env) if self.config.webhook_env else None
-            )
-        if target and target.startswith("env:"):
-            target = os.environ.get(target[4:])
-        return target or None
+        return self.config.target(owner)  # shared with the access monitors
 
     def send(self, alert: Alert, now: float | None = None) -> bool:
         """Log and deliver unless a duplicate; returns whether it was sent."""

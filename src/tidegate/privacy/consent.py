@@ -5,6 +5,12 @@ The state of (subject, purpose) is the latest entry by the time the person made 
 choice (`occurred_at`, ties broken by ledger order), so a late-arriving older event
 cannot undo a newer one.
 
+Time is checked where it comes in: a choice dated in the future beyond the clock-skew
+allowance (`consent.clock_skew` in tidegate.yml, default 5 minutes) is refused, by the
+ledger itself too, since a grant dated 2100 would beat every later revocation. A time
+that is coarse (a TCF string's timestamps are rounded to the day by the IAB encoder) is
+placed by `coarse_moment`: within its day, at the moment tidegate received it.
+
 What a state means depends on the purpose's legal basis:
 
 | basis                | allowed when                                         |
@@ -23,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from tidegate.errors import BadRequestError
 from tidegate.meta.base import ConsentRow, MetadataStore
 
 if TYPE_CHECKING:
@@ -30,6 +37,32 @@ if TYPE_CHECKING:
 
 Action = Literal["grant", "revoke", "object"]
 ACTIONS: tuple[str, ...] = ("grant", "revoke", "object")
+#: how far ahead of our clock a choice may be dated (the sender's clock may run fast)
+DEFAULT_CLOCK_SKEW = 300.0
+DAY = 86400.0
+
+
+def check_not_future(
+    moment: float, now: float, clock_skew: float = DEFAULT_CLOCK_SKEW, field: str = "occurred_at"
+) -> None:
+    """Refuse a choice dated after now + clock_skew (BadRequestError naming the field)."""
+    if moment > now + clock_skew:
+        ahead = moment - now
+        raise BadRequestError(
+            f"{field} is in the future ({ahead:.0f} s ahead of the server clock, more than the "
+            f"{clock_skew:g} s clock-skew allowance): a choice cannot be made before it happens",
+            field=field,
+            occurred_at=moment,
+            now=now,
+        )
+
+
+def coarse_moment(stamp: float, received: float) -> float:
+    """Where a day-rounded time goes on the timeline: the moment it was received, kept
+    inside the stamp's UTC day (the end of that day when it arrived later, its start
+    when the sender's clock ran ahead of ours), so same-day choices keep arrival order."""
+    start = stamp - stamp % DAY
+    return min(max(received, stamp), start + DAY - 0.001)
 
 
 @dataclass(frozen=True)
@@ -139,10 +172,12 @@ class RowFilter:
 
 
 class ConsentLedger:
-    def __init__(self, store: MetadataStore) -> None:
+    def __init__(self, store: MetadataStore, clock_skew: float = DEFAULT_CLOCK_SKEW) -> None:
         self._store = store
+        self.clock_skew = clock_skew
 
     def record(self, events: Iterable[ConsentEvent]) -> list[int]:
+        """Append the events in one transaction; all or none (a future one refuses all)."""
         now = time.time()
         rows = [
             ConsentRow(
@@ -161,6 +196,7 @@ class ConsentLedger:
         for row in rows:
             if row.action not in ACTIONS:
                 raise ValueError(f"unknown consent action {row.action!r}")
+            check_not_future(row.occurred_at, now, self.clock_skew)
         return self._store.append_consent(rows)
 
     def history(self, subject: str) -> list[ConsentRow]:
@@ -168,7 +204,7 @@ class ConsentLedger:
 
 
 def _ledger(platform: Platform) -> ConsentLedger:
-    return ConsentLedger(platform.meta)
+    return ConsentLedger(platform.meta, platform.project.config.consent.clock_skew_seconds)
 
 
 def _view(platform: Platform) -> ConsentView:

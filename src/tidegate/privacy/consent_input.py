@@ -18,8 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
 from tidegate.log.base import Message
 from tidegate.platform.keys import Principal
-from tidegate.privacy.consent import ConsentEvent, consent_view_of
-from tidegate.project.models import PurposeConfig
+from tidegate.privacy.consent import (
+    DEFAULT_CLOCK_SKEW,
+    ConsentEvent,
+    check_not_future,
+    coarse_moment,
+    consent_view_of,
+)
+from tidegate.project.models import PurposeConfig, TcfPolicy
 from tidegate.project.project import Project
 from tidegate.project.taxonomy import is_sale_or_sharing
 
@@ -38,7 +44,7 @@ class ConsentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subject: Annotated[str, Field(min_length=1, max_length=256)]
     choices: list[Choice] = Field(default=[], max_length=100)
-    tcf: str | None = Field(default=None, max_length=10_000)
+    tcf: str | None = Field(default=None, max_length=10_000)  # as tcf.MAX_LENGTH
     tcf_vendor: int | None = Field(default=None, ge=1, le=65535)
     occurred_at: float | str | None = None
     source: str = Field(default="api", max_length=100)
@@ -80,18 +86,38 @@ def may_write_consent(platform: Platform, principal: Principal) -> None:
 
 def events_for(platform: Platform, body: ConsentBody, gpc: bool) -> list[ConsentEvent]:
     """The ledger events a request means (validated; nothing is written)."""
-    return consent_events(platform.project.policy.purposes, body, gpc)
+    project = platform.project
+    return consent_events(
+        project.policy.purposes,
+        body,
+        gpc,
+        tcf_policy=project.policy.tcf,
+        clock_skew=project.config.consent.clock_skew_seconds,
+    )
 
 
 def consent_events(
-    purposes: dict[str, PurposeConfig], body: ConsentBody, gpc: bool
+    purposes: dict[str, PurposeConfig],
+    body: ConsentBody,
+    gpc: bool,
+    *,
+    tcf_policy: TcfPolicy | None = None,
+    clock_skew: float = DEFAULT_CLOCK_SKEW,
+    received_at: float | None = None,
 ) -> list[ConsentEvent]:
     """The ledger events a consent body means, given the project's purposes: shared by the
-    API and the consent topic (`consent_stream.py`). Raises BadRequestError."""
+    API, the consent topic (`consent_stream.py`) and bulk imports. Raises BadRequestError.
+
+    `received_at` (default: now) is when tidegate got the choice: the default time of a
+    choice, the clock a future date is checked against, and where a TCF string's
+    day-rounded LastUpdated is placed within its day (`coarse_moment`)."""
     from tidegate.privacy import tcf
 
-    now = time.time()
-    at = _moment(body.occurred_at) or now
+    now = time.time() if received_at is None else received_at
+    explicit = _moment(body.occurred_at)
+    if explicit is not None:
+        check_not_future(explicit, now, clock_skew, "occurred_at")
+    at = explicit or now
     source, evidence = body.source, body.evidence
     events: list[ConsentEvent] = []
     for choice in body.choices:
@@ -103,9 +129,19 @@ def consent_events(
             )
         )
     if body.tcf:
+        policy = tcf_policy or TcfPolicy()
+        vendor = policy.vendor_id
+        if vendor is not None and body.tcf_vendor not in (None, vendor):
+            raise BadRequestError(
+                f"tcf_vendor {body.tcf_vendor} is not the project's vendor id {vendor} "
+                "(tcf.vendor_id in policies)",
+                field="tcf_vendor",
+            )
         decoded = tcf.decode(body.tcf)
-        when = _moment(body.occurred_at) or decoded.last_updated.timestamp()
-        for found in tcf.choices(decoded, purposes, body.tcf_vendor):
+        stamp = decoded.last_updated.timestamp()
+        check_not_future(stamp, now, clock_skew, "tcf")
+        when = explicit or coarse_moment(stamp, now)
+        for found in tcf.choices(decoded, purposes, vendor or body.tcf_vendor, policy=policy):
             events.append(
                 ConsentEvent(
                     body.subject,
@@ -169,9 +205,17 @@ class Rejected(Exception):
     """A consent message that cannot be recorded; the text is the dead letter's reason."""
 
 
-def parse(value: bytes | None, purposes: dict[str, PurposeConfig], at: float) -> list[ConsentEvent]:
+def parse(
+    value: bytes | None,
+    purposes: dict[str, PurposeConfig],
+    at: float,
+    *,
+    tcf_policy: TcfPolicy | None = None,
+    clock_skew: float = DEFAULT_CLOCK_SKEW,
+) -> list[ConsentEvent]:
     """The ledger events one message means (`at`: when the log took it, the default for
-    `occurred_at`). Raises Rejected with the reason."""
+    `occurred_at`). Raises Rejected with the reason. A future date is checked against
+    our clock now, not the log's time (a replayed letter may be older than its date)."""
     if value is None:
         raise Rejected("empty message (no value)")
     try:
@@ -192,7 +236,9 @@ def parse(value: bytes | None, purposes: dict[str, PurposeConfig], at: float) ->
     if updates:
         message = message.model_copy(update=updates)
     try:
-        return consent_events(purposes, message, message.gpc)
+        return consent_events(
+            purposes, message, message.gpc, tcf_policy=tcf_policy, clock_skew=clock_skew
+        )
     except TidegateError as err:
         raise Rejected(err.message) from None
     except (ValueError, TypeError, OverflowError) as err:
@@ -220,7 +266,13 @@ def recheck(project: Project, payload: bytes | None) -> str | None:
     if not project.config.consent.topic:
         return "no consent topic is configured (consent.topic in tidegate.yml)"
     try:
-        parse(payload, project.policy.purposes, time.time())
+        parse(
+            payload,
+            project.policy.purposes,
+            time.time(),
+            tcf_policy=project.policy.tcf,
+            clock_skew=project.config.consent.clock_skew_seconds,
+        )
     except Rejected as err:
         return str(err)
     return None

@@ -279,14 +279,14 @@ class Guard:
 
 
 def _guard(platform: Platform) -> Guard:
-    from tidegate.privacy.monitors import monitors_from_env
+    from tidegate.privacy.monitors import monitors_of
 
     guard = Guard(platform.project, consent_view_of(platform), platform.master_key)
-    monitors_from_env(platform)  # access monitors when TIDEGATE_ACCESS_ALERT_WEBHOOK is set
+    monitors_of(platform)  # access monitors, on unless observe.access_monitors.enabled: false
     return guard
 
 
 def guard_of(platform: Platform) -> Guard:
     """The platform's guard (one per platform object). A process that guards egress
-    also watches its own audit trail when TIDEGATE_ACCESS_ALERT_WEBHOOK is set."""
+    also watches its own audit trail (`privacy/monitors.py`, on by default)."""
     return platform.component(_guard)

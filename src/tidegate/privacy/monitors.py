@@ -16,10 +16,14 @@ a webhook URL is set, as a Slack-compatible JSON POST (`{"text": ..., "blocks": 
 from a background thread. Alerts are deduplicated by (kind, principal, subject/purpose)
 for `dedup_seconds`.
 
-`attach_monitors(platform, webhook_url=...)` starts them on a platform's audit log; a
-process started with `TIDEGATE_ACCESS_ALERT_WEBHOOK` set gets them from
-`monitors_from_env` (an environment variable, not project config: a Slack webhook URL
-carries its token). Baselines and known purposes are first read from the audit history.
+Configured in the project (`observe.access_monitors` in tidegate.yml) and on by default:
+every process that guards egress runs them (`monitors_of`, from `guard_of`). Thresholds
+may differ per role (`roles: {support_agent: {floor: 50}}`): a principal gets the
+loosest values among its API key's roles. Alerts go through the same channels as syncs
+and quality: `observe.alerts` routes the owner (`owner`, default `privacy`) to its webhook
+(`owners`, else the default `webhook_url` / `webhook_env`, URLs or `env:VARIABLE`);
+`TIDEGATE_ACCESS_ALERT_WEBHOOK`, when set, still takes precedence. Baselines and known
+purposes are first read from the audit history.
 """
 
 from __future__ import annotations
@@ -120,8 +124,10 @@ class AccessMonitor:
         has_basis: Callable[[str, str], bool] | None = None,
         settings: MonitorSettings | None = None,
         sinks: Iterable[Callable[[Alert], None]] = (),
+        settings_for: Callable[[AuditRecord], MonitorSettings | None] | None = None,
     ) -> None:
         self.settings = settings or MonitorSettings()
+        self._settings_for = settings_for
         self._is_erased = is_erased
         self._has_basis = has_basis
         self.sinks = list(sinks)
@@ -193,6 +199,11 @@ class AccessMonitor:
             found += self._subject_rule(record)
         return found if alert else []
 
+    def _for(self, record: AuditRecord) -> MonitorSettings:
+        """The thresholds for this record's principal (its roles'), else the defaults."""
+        found = self._settings_for(record) if self._settings_for is not None else None
+        return found or self.settings
+
     def _roll(self, principal: str, now: float) -> None:
         started, subjects = self._current.get(principal, (now, set()))
         if now - started >= self.settings.window:
@@ -205,15 +216,16 @@ class AccessMonitor:
         _, subjects = self._current.setdefault(who, (record.at, set()))
         subjects.update(record.subjects)
         history = self._windows[who]
+        rules = self._for(record)
         baseline = statistics.median(history) if history else 0
-        limit = self.settings.factor * max(baseline, self.settings.floor)
+        limit = rules.factor * max(baseline, rules.floor)
         if len(subjects) > limit:
             return [
                 Alert(
                     "volume",
                     who,
                     f"{who} read {len(subjects)} distinct subjects in {self.settings.window:g}s, "
-                    f"over {limit:g} ({self.settings.factor:g} x baseline {baseline:g})",
+                    f"over {limit:g} ({rules.factor:g} x baseline {baseline:g})",
                     f"volume:{who}",
                     detail={"subjects": len(subjects), "baseline": baseline, "limit": limit},
                 )
@@ -226,7 +238,7 @@ class AccessMonitor:
         times.append(record.at)
         while times and record.at - times[0] > self.settings.window:
             times.popleft()
-        if len(times) >= self.settings.denied_threshold:
+        if len(times) >= self._for(record).denied_threshold:
             return [
                 Alert(
                     "denied",
@@ -270,6 +282,7 @@ def attach_monitors(
     webhook_url: str | None = None,
     settings: MonitorSettings | None = None,
     learn: bool = True,
+    settings_for: Callable[[AuditRecord], MonitorSettings | None] | None = None,
 ) -> AccessMonitor:
     """Monitors on the platform's audit log (learned from its history first)."""
     from tidegate.privacy.tombstones import tombstones_of
@@ -293,13 +306,71 @@ def attach_monitors(
         monitor.observe(records)
 
     sinks: list[Callable[[Alert], None]] = [Webhook(webhook_url)] if webhook_url else []
-    monitor = AccessMonitor(is_erased, has_basis, settings, sinks)
+    monitor = AccessMonitor(is_erased, has_basis, settings, sinks, settings_for)
     if learn:
         monitor.learn(record for _, record in platform.audit.records())
     platform.audit.observers.append(refreshed)
     return monitor
 
 
+def _role_settings(
+    platform: Platform, base: MonitorSettings
+) -> Callable[[AuditRecord], MonitorSettings | None]:
+    """Per-role thresholds: a record's API key (`detail.key_id`) names the roles."""
+    config = platform.project.config.observe.access_monitors
+    roles_of_key: dict[str, tuple[str, ...]] = {}
+    cached: dict[tuple[str, ...], MonitorSettings] = {}
+
+    def settings_for(record: AuditRecord) -> MonitorSettings | None:
+        key_id = record.detail.get("key_id") if record.detail else None
+        if not config.roles or not isinstance(key_id, str):
+            return None
+        if key_id not in roles_of_key:
+            roles_of_key.update({k.key_id: k.roles for k in platform.meta.api_keys()})
+        roles = tuple(r for r in roles_of_key.get(key_id, ()) if r in config.roles)
+        if not roles:
+            return None
+        if roles not in cached:
+            rules = [config.roles[r] for r in roles]
+            cached[roles] = MonitorSettings(
+                window=base.window,
+                factor=max((r.factor for r in rules if r.factor), default=base.factor),
+                floor=max((r.floor for r in rules if r.floor is not None), default=base.floor),
+                denied_threshold=max(
+                    (r.denied_threshold for r in rules if r.denied_threshold),
+                    default=base.denied_threshold,
+                ),
+                dedup_seconds=base.dedup_seconds,
+            )
+        return cached[roles]
+
+    return settings_for
+
+
+def monitors_of(platform: Platform) -> AccessMonitor | None:
+    """The project's access monitors on this platform's audit log (None when
+    `observe.access_monitors.enabled` is false). Called once per platform, by `guard_of`."""
+    from tidegate.project.models import parse_duration
+
+    config = platform.project.config.observe.access_monitors
+    if not config.enabled:
+        return None
+    settings = MonitorSettings(
+        window=parse_duration(config.window).total_seconds(),
+        factor=config.factor,
+        floor=config.floor,
+        denied_threshold=config.denied_threshold,
+        dedup_seconds=parse_duration(config.dedupe).total_seconds(),
+    )
+    url = os.environ.get(ENV_WEBHOOK) or platform.project.config.observe.alerts.target(config.owner)
+    return attach_monitors(
+        platform,
+        webhook_url=url,
+        settings=settings,
+        settings_for=_role_settings(platform, settings),
+    )
+
+
 def monitors_from_env(platform: Platform) -> AccessMonitor | None:
-    url = os.environ.get(ENV_WEBHOOK)
-    return attach_monitors(platform, webhook_url=url) if url else None
+    """Kept for callers of the old name: the project's monitors (`monitors_of`)."""
+    return monitors_of(platform)

@@ -14,31 +14,90 @@ bits, or `NumEntries 12` range entries (`IsARange 1 · Start 16 · [End 16]`). O
 segments start with a 3-bit type: 1 disclosed vendors, 2 allowed vendors, 3 publisher
 purposes.
 
-Mapping to project purposes: a purpose lists the TCF purposes it rests on
-(`tcf_purposes: [1, 7]` in policies). For a `consent` purpose the string grants it when
-every listed TCF purpose has consent (and, when a vendor id is given, that vendor has
-consent too), and revokes it otherwise; for a `legitimate_interest` purpose a missing
-legitimate-interest bit is an objection. The event's time is the string's LastUpdated:
-when the person made the choice.
+Vendor sets are kept as sorted, merged ranges (`VendorSet`): a range entry may span all
+65,535 ids and a string may hold thousands of them, so expanding them would cost
+gigabytes; membership of one vendor is a binary search. Strings longer than
+`MAX_LENGTH` characters are refused.
+
+Mapping to project purposes (`choices`): a purpose lists the TCF purposes it rests on
+(`tcf_purposes: [1, 7]` in policies); the project's `tcf:` policy (`TcfPolicy`) names
+our vendor id. A listed TCF purpose is satisfied under the purpose's basis:
+
+* `consent`: the TCF purpose has consent and, with a vendor id and
+  `require_vendor_consent`, so does the vendor;
+* `legitimate_interest`: the TCF purpose has legitimate-interest transparency (and the
+  vendor legitimate interest), or consent (and the vendor consent): a later string that
+  consents lifts an earlier objection;
+* publisher restrictions naming our vendor override that: `not_allowed` satisfies
+  nothing, `require_consent` allows only the consent route, `require_legitimate_interest`
+  only the legitimate-interest one (so a `consent` purpose cannot rest on it);
+* PurposeOneTreatment set means purpose 1 was not asked; it is satisfied only when the
+  publisher's country is in `purpose_one_waived_in`, as the TCF policy leaves that to the
+  publisher country's law.
+
+Every listed TCF purpose satisfied: `grant` (which also lifts an earlier objection);
+otherwise `revoke` for a consent purpose and `object` for a legitimate-interest one.
+The event's time is the string's LastUpdated, a day-rounded time that
+`privacy/consent.coarse_moment` places at its receipt within that day.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from tidegate.errors import BadRequestError
+from tidegate.project.models import TcfPolicy
 
 RESTRICTION_TYPES = {0: "not_allowed", 1: "require_consent", 2: "require_legitimate_interest"}
+#: the longest TC string taken (a full 65,535-vendor bit field is about 11,000 characters
+#: with both vendor sections; CMPs send range encoding for long lists)
+MAX_LENGTH = 10_000
+
+
+@dataclass(frozen=True)
+class VendorSet:
+    """Vendor ids as sorted, disjoint, inclusive ranges; `in` without expanding them."""
+
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, spans: list[tuple[int, int]]) -> VendorSet:
+        merged: list[tuple[int, int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return cls(tuple(merged))
+
+    def __contains__(self, vendor: object) -> bool:
+        if not isinstance(vendor, int):
+            return False
+        at = bisect.bisect_right(self.ranges, (vendor, 1 << 30)) - 1
+        return at >= 0 and self.ranges[at][0] <= vendor <= self.ranges[at][1]
+
+    def __iter__(self) -> Iterator[int]:
+        for start, end in self.ranges:
+            yield from range(start, end + 1)
+
+    def __len__(self) -> int:
+        return sum(end - start + 1 for start, end in self.ranges)
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
 
 
 @dataclass(frozen=True)
 class PublisherRestriction:
     purpose: int
     restriction: str
-    vendors: tuple[int, ...]
+    vendors: VendorSet
 
 
 @dataclass
@@ -59,11 +118,11 @@ class TCString:
     purposes_li_transparency: list[int]
     purpose_one_treatment: bool
     publisher_cc: str
-    vendor_consents: list[int]
-    vendor_legitimate_interests: list[int]
+    vendor_consents: VendorSet
+    vendor_legitimate_interests: VendorSet
     publisher_restrictions: list[PublisherRestriction] = field(default_factory=list)
-    disclosed_vendors: list[int] = field(default_factory=list)
-    allowed_vendors: list[int] = field(default_factory=list)
+    disclosed_vendors: VendorSet = field(default_factory=VendorSet)
+    allowed_vendors: VendorSet = field(default_factory=VendorSet)
     publisher_purposes_consent: list[int] = field(default_factory=list)
     publisher_purposes_li_transparency: list[int] = field(default_factory=list)
     custom_purposes_consent: list[int] = field(default_factory=list)
@@ -73,7 +132,17 @@ class TCString:
         data = dict(self.__dict__)
         data["created"] = self.created.isoformat()
         data["last_updated"] = self.last_updated.isoformat()
-        data["publisher_restrictions"] = [r.__dict__ for r in self.publisher_restrictions]
+        for name, value in data.items():
+            if isinstance(value, VendorSet):  # as ranges: a full set is 65,535 ids
+                data[name] = [list(span) for span in value.ranges]
+        data["publisher_restrictions"] = [
+            {
+                "purpose": r.purpose,
+                "restriction": r.restriction,
+                "vendors": [list(span) for span in r.vendors.ranges],
+            }
+            for r in self.publisher_restrictions
+        ]
         return data
 
 
@@ -106,22 +175,30 @@ class _Bits:
     def time(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.read(36) / 10, dt.UTC)
 
-    def ranges(self) -> list[int]:
-        ids: list[int] = []
+    def ranges(self, max_id: int = 65535) -> VendorSet:
+        """`NumEntries 12` range entries, kept as ranges (clipped to `max_id`)."""
+        spans: list[tuple[int, int]] = []
         for _ in range(self.read(12)):
             is_range = self.flag()
             start = self.read(16)
             end = self.read(16) if is_range else start
-            if end < start or end - start > 65535:
+            if end < start:
                 raise BadRequestError(f"TC string: bad vendor range {start}-{end}")
-            ids.extend(range(start, end + 1))
-        return ids
+            if start <= max_id:
+                spans.append((start, min(end, max_id)))
+        return VendorSet.of(spans)
 
-    def vendors(self) -> list[int]:
+    def vendor_bits(self, width: int) -> VendorSet:
+        """A bit field of `width` vendors, as the ranges of its runs of set bits."""
+        bits = self.read(width) if width else 0
+        text = format(bits, f"0{width}b") if width else ""
+        return VendorSet(tuple((m.start() + 1, m.end()) for m in re.finditer("1+", text)))
+
+    def vendors(self) -> VendorSet:
         max_id = self.read(16)
         if self.flag():
-            return [v for v in self.ranges() if v <= max_id]
-        return self.bitfield(max_id)
+            return self.ranges(max_id)
+        return self.vendor_bits(max_id)
 
 
 def _segment_bytes(text: str) -> bytes:
@@ -135,8 +212,12 @@ def _segment_bytes(text: str) -> bytes:
 
 def decode(tc_string: str) -> TCString:
     """Decode a TC string; BadRequestError (400) with a reason when it is not one."""
-    if not tc_string or len(tc_string) > 10_000:
-        raise BadRequestError("TC string is empty or too long")
+    if not tc_string:
+        raise BadRequestError("TC string is empty", field="tcf")
+    if len(tc_string) > MAX_LENGTH:
+        raise BadRequestError(
+            f"TC string too long: {len(tc_string)} characters, at most {MAX_LENGTH}", field="tcf"
+        )
     parts = tc_string.strip().split(".")
     bits = _Bits(_segment_bytes(parts[0]))
     version = bits.read(6)
@@ -168,7 +249,7 @@ def decode(tc_string: str) -> TCString:
             kind = bits.read(2)
             core.publisher_restrictions.append(
                 PublisherRestriction(
-                    purpose, RESTRICTION_TYPES.get(kind, f"undefined_{kind}"), tuple(bits.ranges())
+                    purpose, RESTRICTION_TYPES.get(kind, f"undefined_{kind}"), bits.ranges()
                 )
             )
     for part in parts[1:]:
@@ -197,33 +278,84 @@ class TcfChoice:
     reason: str
 
 
+def _restrictions(tc: TCString, vendor_id: int | None) -> dict[int, str]:
+    """TCF purpose -> the publisher's restriction on our vendor (`not_allowed` wins)."""
+    found: dict[int, str] = {}
+    if vendor_id is None:
+        return found
+    for restriction in tc.publisher_restrictions:
+        if vendor_id in restriction.vendors and found.get(restriction.purpose) != "not_allowed":
+            found[restriction.purpose] = restriction.restriction
+    return found
+
+
+def _unmet(
+    tc: TCString,
+    purpose: int,
+    basis: str,
+    vendor_id: int | None,
+    policy: TcfPolicy,
+    restricted: dict[int, str],
+) -> str | None:
+    """Why TCF `purpose` gives no basis for a purpose resting on `basis`, or None."""
+    check_vendor = vendor_id is not None and policy.require_vendor_consent
+    if purpose == 1 and tc.purpose_one_treatment:
+        if tc.publisher_cc in policy.purpose_one_waived_in:
+            return None
+        return (
+            f"TCF purpose 1 was not asked (PurposeOneTreatment, publisher country "
+            f"{tc.publisher_cc}, not in tcf.purpose_one_waived_in)"
+        )
+    restriction = restricted.get(purpose)
+    if restriction == "not_allowed":
+        return f"the publisher does not allow vendor {vendor_id} TCF purpose {purpose}"
+    consent_ok = purpose in tc.purposes_consent and (
+        not check_vendor or vendor_id in tc.vendor_consents
+    )
+    li_ok = purpose in tc.purposes_li_transparency and (
+        not check_vendor or vendor_id in tc.vendor_legitimate_interests
+    )
+    if basis == "consent" or restriction == "require_consent":
+        if restriction == "require_legitimate_interest":
+            return (
+                f"the publisher requires legitimate interest for TCF purpose {purpose}; "
+                "this purpose rests on consent"
+            )
+        if consent_ok:
+            return None
+        if purpose not in tc.purposes_consent:
+            return f"TCF purpose {purpose} not consented"
+        return f"vendor {vendor_id} has no consent"
+    if restriction == "require_legitimate_interest":
+        return None if li_ok else f"no legitimate interest for TCF purpose {purpose}"
+    if li_ok or consent_ok:
+        return None
+    return f"legitimate interest refused for TCF purpose {purpose}"
+
+
 def choices(
-    tc: TCString, purposes: dict[str, Any], vendor_id: int | None = None
+    tc: TCString,
+    purposes: dict[str, Any],
+    vendor_id: int | None = None,
+    *,
+    policy: TcfPolicy | None = None,
 ) -> list[TcfChoice]:
-    """What the string says about each project purpose that lists `tcf_purposes`."""
+    """What the string says about each project purpose that lists `tcf_purposes`:
+    `grant` when every listed TCF purpose is satisfied, else `revoke` (consent) or
+    `object` (legitimate interest). See the module docstring for the rules."""
+    rules = policy or TcfPolicy()
+    vendor = vendor_id if vendor_id is not None else rules.vendor_id
+    restricted = _restrictions(tc, vendor)
     found: list[TcfChoice] = []
     for name, config in purposes.items():
         listed = list(getattr(config, "tcf_purposes", []) or [])
-        if not listed:
-            continue
         basis = config.legal_basis
-        if basis == "consent":
-            missing = [p for p in listed if p not in tc.purposes_consent]
-            vendor_ok = vendor_id is None or vendor_id in tc.vendor_consents
-            if not missing and vendor_ok:
-                found.append(TcfChoice(name, "grant", f"TCF purposes {listed} consented"))
-            else:
-                why = (
-                    f"TCF purposes {missing} not consented"
-                    if missing
-                    else (f"vendor {vendor_id} has no consent")
-                )
-                found.append(TcfChoice(name, "revoke", why))
-        elif basis == "legitimate_interest":
-            missing = [p for p in listed if p not in tc.purposes_li_transparency]
-            vendor_ok = vendor_id is None or vendor_id in tc.vendor_legitimate_interests
-            if missing or not vendor_ok:
-                found.append(
-                    TcfChoice(name, "object", f"legitimate interest refused for TCF {listed}")
-                )
+        if not listed or basis not in ("consent", "legitimate_interest"):
+            continue
+        reasons = [why for p in listed if (why := _unmet(tc, p, basis, vendor, rules, restricted))]
+        if not reasons:
+            found.append(TcfChoice(name, "grant", f"TCF purposes {listed} satisfied"))
+        else:
+            refusal = "revoke" if basis == "consent" else "object"
+            found.append(TcfChoice(name, refusal, "; ".join(reasons)))
     return found

@@ -257,6 +257,20 @@ class ConsentConfig(Strict):
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="topic the stream worker reads consent messages from; unset: none",
     )
+    clock_skew: str = Field(
+        default="5m",
+        description="how far ahead of the server clock a choice may be dated; later: refused",
+    )
+
+    @field_validator("clock_skew")
+    @classmethod
+    def _skew(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def clock_skew_seconds(self) -> float:
+        return parse_duration(self.clock_skew).total_seconds()
 
     @field_validator("topic")
     @classmethod
@@ -456,6 +470,28 @@ class PurposeConfig(Strict):
     )
 
 
+class TcfPolicy(Strict):
+    """How IAB TCF strings become ledger entries (`tcf:` in policies, once per project).
+
+    With `vendor_id` set, the string must give that vendor consent (or, for a
+    legitimate-interest purpose, legitimate interest) when `require_vendor_consent` is
+    on, and the publisher's restrictions naming it are honoured (see privacy/tcf.py)."""
+
+    vendor_id: int | None = Field(
+        default=None, ge=1, le=65535, description="tidegate's IAB Global Vendor List id"
+    )
+    require_vendor_consent: bool = Field(
+        default=True, description="a purpose is granted only if the vendor has consent too"
+    )
+    purpose_one_waived_in: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(
+        default=[],
+        description=(
+            "publisher countries where a string with PurposeOneTreatment set needs no "
+            "purpose 1 consent (elsewhere purpose 1 then counts as not consented)"
+        ),
+    )
+
+
 class RoleConfig(Strict):
     description: str = ""
     rate_limit: RateLimitConfig | None = Field(
@@ -498,6 +534,7 @@ class PolicyFile(Strict):
         description="purpose (or '*') -> classification prefix -> treatment",
     )
     default_treatment: TreatmentKind | None = None
+    tcf: TcfPolicy | None = Field(default=None, description="TCF string handling (once)")
 
     @field_validator("treatments", mode="before")
     @classmethod

@@ -311,6 +311,48 @@ class AlertsConfig(_Strict):
     def _window(cls, value: str) -> str:
         return _duration(value)
 
+    def target(self, owner: str) -> str | None:
+        """The webhook URL for an owner's alerts (its own, else the default), or None."""
+        import os
+
+        target = self.owners.get(owner)
+        if target is None:
+            target = self.webhook_url or (
+                os.environ.get(self.webhook_env) if self.webhook_env else None
+            )
+        if target and target.startswith("env:"):
+            target = os.environ.get(target[4:])
+        return target or None
+
+
+class MonitorThresholds(_Strict):
+    """Access-monitor thresholds for one role (unset: the project-wide value)."""
+
+    factor: float | None = Field(default=None, gt=0)
+    floor: int | None = Field(default=None, ge=0)
+    denied_threshold: int | None = Field(default=None, ge=1)
+
+
+class AccessMonitorsConfig(_Strict):
+    """Real-time access monitors on the audit stream (privacy/monitors.py): on by default,
+    alerting through `observe.alerts` under `owner`."""
+
+    enabled: bool = True
+    owner: str = Field(default="privacy", description="alert owner (observe.alerts.owners)")
+    window: str = Field(default="1m", description="the volume and denied rules' window")
+    factor: float = Field(default=5.0, gt=0, description="x baseline distinct subjects")
+    floor: int = Field(default=20, ge=0, description="baseline never below this")
+    denied_threshold: int = Field(default=5, ge=1, description="denied calls per window")
+    dedupe: str = Field(default="10m", description="the same alert once per this window")
+    roles: dict[str, MonitorThresholds] = Field(
+        default={}, description="role -> thresholds for principals holding it"
+    )
+
+    @field_validator("window", "dedupe")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        return _duration(value)
+
 
 class OpenLineageConfig(_Strict):
     """Where OpenLineage RunEvents go (openlineage-python transports)."""
@@ -354,6 +396,7 @@ class AnomalyConfig(_Strict):
 
 class ObserveConfig(_Strict):
     alerts: AlertsConfig = AlertsConfig()
+    access_monitors: AccessMonitorsConfig = AccessMonitorsConfig()
     openlineage: OpenLineageConfig = OpenLineageConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     failing_rows_kept: int = Field(

@@ -17,6 +17,7 @@ from tidegate.project.models import (
     RoleConfig,
     StreamSource,
     SyncConfig,
+    TcfPolicy,
     TreatmentSpec,
     parse_duration,
 )
@@ -83,6 +84,7 @@ class Policy:
     roles: dict[str, RoleConfig] = field(default_factory=dict)
     treatments: dict[str, dict[str, TreatmentSpec]] = field(default_factory=dict)
     default_treatment: TreatmentSpec = FALLBACK_TREATMENT
+    tcf: TcfPolicy = field(default_factory=TcfPolicy)
     #: (kind, name) -> (doc, yaml path) for error messages in cross-file checks
     origins: dict[tuple[str, str], tuple[LocatedDocument, tuple[str | int, ...]]] = field(
         default_factory=dict
@@ -123,6 +125,13 @@ class Policy:
                         )
                     merged[classification] = spec
                 policy.origins.setdefault(("treatments", purpose), (doc, ("treatments", purpose)))
+            if policy_file.tcf is not None:
+                if ("tcf", "tcf") in policy.origins:
+                    first = policy.origins[("tcf", "tcf")][0].display
+                    problems.append(doc.problem(("tcf",), f"tcf is already set in {first}"))
+                else:
+                    policy.tcf = policy_file.tcf
+                    policy.origins[("tcf", "tcf")] = (doc, ("tcf",))
             if policy_file.default_treatment is not None:
                 policy.default_treatment = TreatmentSpec(treatment=policy_file.default_treatment)
         return policy

@@ -46,6 +46,8 @@ from tidegate.privacy.consent_input import (
     may_write_consent,
     state_of,
 )
+from tidegate.requests.consent_batch import OPENAPI_PATHS as BATCH_PATHS
+from tidegate.requests.consent_batch import batch_route
 from tidegate.requests.propagation import propagator_for
 
 
@@ -142,6 +144,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "responses": _ok("The subject's history and state"),
         }
     },
+    **BATCH_PATHS,
 }
 
 
@@ -247,5 +250,6 @@ def consent_routes(platform: Platform) -> list[Route]:
 
     return [
         Route("/v1/consent", post_consent, methods=["POST"]),
+        batch_route(platform, _token),
         Route("/v1/consent/{subject}", get_consent, methods=["GET"]),
     ]

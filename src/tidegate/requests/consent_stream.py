@@ -117,7 +117,13 @@ class ConsentStream:
         parsed: list[tuple[Record, list[ConsentEvent]]] = []
         for record in records:
             try:
-                events = parse(record.value, purposes, record.timestamp or time.time())
+                events = parse(
+                    record.value,
+                    purposes,
+                    record.timestamp or time.time(),
+                    tcf_policy=self.platform.project.policy.tcf,
+                    clock_skew=self.platform.project.config.consent.clock_skew_seconds,
+                )
             except Rejected as err:
                 batch.letters.append(self._letter(record, str(err)))
                 continue
