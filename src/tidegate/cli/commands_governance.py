@@ -67,14 +67,54 @@ def export_command(
     role: Annotated[
         list[str] | None, typer.Option(help="Check the purpose against these roles.")
     ] = None,
+    hierarchy: Annotated[
+        list[str] | None,
+        typer.Option(help="COLUMN=FILE: an ARX hierarchy CSV for a quasi-identifier (repeat)."),
+    ] = None,
+    algorithm: Annotated[
+        str, typer.Option(help="lattice (optimal full-domain) or mondrian (local recoding).")
+    ] = "lattice",
+    metric: Annotated[
+        str,
+        typer.Option(help="What the lattice search minimises: loss, discernibility, intensity."),
+    ] = "loss",
+    sensitive: Annotated[
+        str, typer.Option(help="Comma-separated sensitive columns (for --l and --t).")
+    ] = "",
+    l_value: Annotated[
+        int, typer.Option("--l", help="Each class holds ≥ l values of each sensitive column.")
+    ] = 1,
+    l_diversity: Annotated[str, typer.Option(help="distinct or entropy l-diversity.")] = "distinct",
+    t_value: Annotated[
+        float | None,
+        typer.Option("--t", help="Each class's sensitive distribution is within t (EMD)."),
+    ] = None,
     project_dir: ProjectDir = Path("."),
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Export a product k-anonymised, through the guard, audited; reports information loss."""
     from tidegate.egress.export import export
+    from tidegate.errors import BadRequestError
     from tidegate.platform import Platform
+    from tidegate.privacy.anonymize import Privacy
+    from tidegate.privacy.anonymize_hierarchies import load_hierarchies, parse_declarations
 
     qis = [q.strip() for q in quasi_identifiers.split(",") if q.strip()]
+    try:  # a bad option or hierarchy file is a usage error (exit 2), before any data moves
+        files = parse_declarations(hierarchy or [])
+        load_hierarchies(files)
+        privacy = Privacy(
+            algorithm=algorithm,
+            metric=metric,
+            sensitive=tuple(s.strip() for s in sensitive.split(",") if s.strip()),
+            l=l_value,
+            l_kind=l_diversity,
+            t=t_value,
+            hierarchies=files,
+        )
+        privacy.check(qis)
+    except BadRequestError as err:
+        raise typer.BadParameter(err.message) from err
     with Platform.open(project_dir) as platform:
         result = export(
             platform,
@@ -87,6 +127,7 @@ def export_command(
             principal=principal,
             roles=tuple(role or ()),
             max_suppression=max_suppression,
+            privacy=privacy,
         )
     if json_output:
         print_json(result.as_json())
@@ -96,9 +137,13 @@ def export_command(
         f"exported {loss['rows_out']} of {loss['rows_in']} rows ({result.subjects} subjects) "
         f"of {product} for {purpose} to {out} ({format}); k={k}: {loss['classes']} classes, "
         f"average size {loss['average_class_size']}, suppressed {loss['suppressed']} "
-        f"({loss['suppression_rate']:.1%}), discernibility {loss['discernibility']}",
+        f"({loss['suppression_rate']:.1%}), discernibility {loss['discernibility']}, "
+        f"precision {loss['precision']:.3f} ({loss['algorithm']})",
         markup=False,
     )
+    for model in ("l", "t"):
+        if model in loss:
+            console.print(f"  {model}: {loss[model]}", markup=False)
     for name, level in loss["levels"].items():
         console.print(f"  {name}: {level['as']} (level {level['level']})", markup=False)
     if result.dropped:
