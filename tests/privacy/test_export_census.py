@@ -9,6 +9,7 @@ column per level).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,63 @@ def test_arx_hierarchies_generalise_within_the_tree(census_project: Path, tmp_pa
         assert {str(r[column]) for r in rows} != {"*"}, f"{column} suppressed entirely"
     assert "discernibility" in output
     assert "precision" in output
+
+
+def test_export_with_l_diversity_is_guarded_and_audited(
+    census_project: Path, tmp_path: Path
+) -> None:
+    from tidegate.egress.export import export
+    from tidegate.errors import ForbiddenError
+    from tidegate.platform import Platform
+    from tidegate.privacy.anonymize import Privacy
+
+    paths = write_arx_hierarchies(tmp_path / "hierarchies")
+    privacy = Privacy(sensitive=("income",), l=2, t=0.2, hierarchies=paths)
+    out = tmp_path / "census.parquet"
+    with Platform.open(census_project) as platform:
+        with pytest.raises(ForbiddenError):  # the guard still decides who may export
+            export(platform, "census_out", purpose="research", k=5, quasi_identifiers=QIS,
+                   out=out, roles=("nobody",), privacy=privacy)  # fmt: skip
+        assert not out.exists()
+        result = export(platform, "census_out", purpose="research", k=5,
+                        quasi_identifiers=QIS, out=out, privacy=privacy)  # fmt: skip
+        (seq, record) = list(platform.audit.records())[-1]
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out).to_pylist()
+    classes: dict[tuple[Any, ...], list[str]] = {}
+    for row in rows:
+        classes.setdefault(tuple(row[q] for q in QIS), []).append(row["income"])
+    assert all(len(v) >= 5 and len(set(v)) >= 2 for v in classes.values())
+    assert (seq, record.action, record.rows) == (result.audit_seq, "export", len(rows))
+    loss = record.detail["information_loss"]
+    assert loss["l"]["achieved"] >= 2
+    assert loss["t"]["achieved"] <= 0.2
+    assert loss["sensitive"] == ["income"]
+    assert "+k5:level " in record.columns["age"]  # the ARX level, in the audit
+    assert "id" in result.dropped
+
+
+def test_cli_rejects_a_bad_hierarchy_file_with_its_line(
+    census_project: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "sex.csv"
+    bad.write_text("Male;*\nFemale;x;*\n")
+    result = CliRunner().invoke(
+        app,
+        ["export", "census_out", "--purpose", "research", "--k", "5",
+         "--quasi-identifiers", ",".join(QIS), "--out", str(tmp_path / "x.csv"),
+         "--hierarchy", f"sex={bad}", "--project", str(census_project)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    flat = re.sub(r"[\s│╭╮╰╯─]+", "", result.output)  # the usage panel wraps long paths
+    assert f"hierarchyfile{bad}".replace(" ", "") in flat
+    assert "line2:3columns,buttherowsabovehave2" in flat
+    assert not (tmp_path / "x.csv").exists()
+    result = CliRunner().invoke(
+        app,
+        ["export", "census_out", "--purpose", "research", "--quasi-identifiers", "age",
+         "--out", str(tmp_path / "x.csv"), "--l", "2", "--project", str(census_project)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "sensitive" in result.output

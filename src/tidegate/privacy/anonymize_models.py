@@ -182,7 +182,7 @@ def _ordered_emd(
     cross = np.clip(np.searchsorted(cumulative, level, side="left"), a, b)
     below = level * (cross - a) - (prefix[cross] - prefix[a])
     above = (prefix[b] - prefix[cross]) - level * (b - cross)
-    total = np.bincount(pair_class, weights=below + above, minlength=n)
+    total = np.bincount(pair_class, weights=below + above, minlength=n).astype(np.float64)
     first_code = pair_code[starts]
     total[pair_class[starts]] += prefix[first_code]  # P = 0 before the first value
     result: Floats = total / (m - 1)
