@@ -42,7 +42,6 @@ from tidegate.privacy.anonymize_hierarchies import (
     encode,
     load_hierarchies,
     natural_rank,
-    value_text,
 )
 from tidegate.privacy.anonymize_lattice import METRICS, Lattice, search
 from tidegate.privacy.anonymize_models import (
@@ -171,7 +170,7 @@ def _encode(table: pa.Table, qis: Sequence[str], k: int, privacy: Privacy) -> _E
     for q in qis:
         row_codes, domain = encode(q, table.column(q))
         path, arx = files.get(q, (None, None))
-        counts = np.bincount(row_codes, minlength=len(domain)).tolist()
+        counts = np.bincount(row_codes, minlength=len(domain))
         hierarchies.append(build_hierarchy(q, domain, arx, path, counts))
         codes.append(row_codes)
         cards.append(len(domain))
@@ -294,6 +293,7 @@ def _release(
     """The released table (Arrow take + filter) and its loss metrics."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     hierarchies, weights = encoded.hierarchies, encoded.weights
     total = int(weights.sum())
@@ -322,11 +322,10 @@ def _release(
         if privacy.algorithm == "lattice" and levels[q] == 0:
             columns[q] = table.column(q)
             continue
-        texts = [None if v is None else (v if lv else value_text(v)) for lv in range(h.top + 1)
-                 for v in h.labels[lv]]  # fmt: skip
+        texts = pa.concat_arrays([pc.cast(labels, pa.string()) for labels in h.labels])
         offsets = np.cumsum([0] + [h.cardinality(lv) for lv in range(h.top + 1)])
         index = offsets[row_levels] + hist_labels[encoded.row_hist, i]
-        columns[q] = pa.array(texts, pa.string()).take(pa.array(index))
+        columns[q] = texts.take(pa.array(index))
     generalised = table
     for q, column in columns.items():
         generalised = generalised.set_column(generalised.schema.get_field_index(q), q, column)

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     Codes = npt.NDArray[np.int64]
+    Mask = npt.NDArray[np.bool_]
+    #: level names and, per level, an Arrow array of labels aligned with the domain
+    Levels = tuple[list[str], list[pa.Array]]
 
 SUPPRESSED = "*"
 CATEGORICAL_MAX = 24
@@ -63,7 +66,7 @@ class Hierarchy:
     """One quasi-identifier's tree, over its domain (distinct values, `None` included).
 
     `codes[level]` maps a domain index to a label code at that level; `labels[level]`
-    maps a label code to its label (level 0: the values themselves). `order` is the
+    (an Arrow array) maps a label code to its label (level 0: the values themselves). `order` is the
     position of each domain value when values are sorted along the tree (siblings next
     to each other, numbers and dates in their natural order): Mondrian cuts along it.
     """
@@ -72,7 +75,7 @@ class Hierarchy:
     kind: str
     names: list[str]
     codes: list[Codes]
-    labels: list[list[Any]]
+    labels: list[pa.Array]
     order: Codes
 
     @property
@@ -145,10 +148,11 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def _arx_levels(
-    column: str, domain: list[Any], table: dict[str, list[str]], path: Path
-) -> list[list[Any]]:
-    missing = [v for v in domain if v is not None and value_text(v) not in table]
+def _arx_levels(column: str, domain: pa.Array, table: dict[str, list[str]], path: Path) -> Levels:
+    import pyarrow as pa
+
+    values = domain.to_pylist()
+    missing = [v for v in values if v is not None and value_text(v) not in table]
     if missing:
         shown = ", ".join(repr(value_text(v)) for v in missing[:5])
         raise BadRequestError(
@@ -156,13 +160,16 @@ def _arx_levels(
             f"{len(missing)} value(s) in the data: {shown}"
         )
     depth = len(next(iter(table.values())))
-    return [
-        [None if v is None else table[value_text(v)][level] for v in domain]
-        for level in range(depth)
+    names = [f"level {i}" for i in range(1, depth + 1)]
+    return names, [
+        pa.array([None if v is None else table[value_text(v)][lv] for v in values], pa.string())
+        for lv in range(depth)
     ]
 
 
 # ---------------------------------------------------------------- defaults
+# Each builder returns (level names, one Arrow array of labels per level, aligned with
+# the domain). They work on the domain with numpy and Arrow compute, never value by value.
 
 
 def nice(width: float) -> float:
@@ -180,140 +187,165 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def _numeric_levels(domain: list[Any]) -> tuple[list[str], list[list[Any]]]:
+def _by_key(keys: Any, valid: Mask, label: Callable[[Any], str]) -> pa.Array:
+    """Labels for the domain: `label(key)` per distinct key (few), spread by Arrow take."""
     import numpy as np
+    import pyarrow as pa
 
-    values = np.array([np.nan if v is None else float(v) for v in domain], dtype=float)
-    present = values[~np.isnan(values)]
+    unique, inverse = np.unique(keys[valid], return_inverse=True)
+    index = np.zeros(len(keys), dtype=np.int64)
+    index[valid] = inverse.reshape(-1)
+    labels = pa.array([label(u) for u in unique], pa.string())
+    return labels.take(pa.array(index, mask=~valid))
+
+
+def _top(domain: pa.Array) -> pa.Array:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.if_else(pc.is_valid(domain), pa.scalar(SUPPRESSED), pa.scalar(None, pa.string()))
+
+
+def _interval(width: float) -> Callable[[float], str]:
+    def label(low: float) -> str:
+        return f"[{_num(low)}, {_num(low + width)})"
+
+    return label
+
+
+def _numeric_levels(domain: pa.Array) -> Levels:
+    import numpy as np
+    import pyarrow as pa
+
+    values = domain.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    valid = ~np.isnan(values)
+    present = values[valid]
     low, high = (float(present.min()), float(present.max())) if present.size else (0.0, 1.0)
     span = max(high - low, 1.0)
     width = nice(span / 32)
     names, levels = [], []
     while True:
         bins = np.floor(values / width) * width
-        labels = {b: f"[{_num(b)}, {_num(b + width)})" for b in np.unique(bins[~np.isnan(bins)])}
-        levels.append([None if math.isnan(b) else labels[b] for b in bins])
+        levels.append(_by_key(bins, valid, _interval(width)))
         names.append(f"ranges of {_num(width)}")
-        if len(labels) <= 1 or width >= span or len(levels) >= 40:
+        if len(np.unique(bins[valid])) <= 1 or width >= span or len(levels) >= 40:
             break
         width *= 2
-    names.append(SUPPRESSED)
-    levels.append([None if v is None else SUPPRESSED for v in domain])
-    return names, levels
+    return [*names, SUPPRESSED], [*levels, _top(domain)]
 
 
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, str):
-        return dt.date.fromisoformat(value[:10])
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    raise BadRequestError(f"{value!r} is not a date")
+def _date_levels(domain: pa.Array) -> Levels:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-
-def _date_levels(domain: list[Any]) -> tuple[list[str], list[list[Any]]]:
-    dates = [None if v is None else _as_date(v) for v in domain]
-    formats: list[tuple[str, Callable[[dt.date], str]]] = [
-        ("month", lambda d: f"{d.year:04d}-{d.month:02d}"),
-        ("year", lambda d: f"{d.year:04d}"),
-        ("decade", lambda d: f"{d.year // 10 * 10}s"),
-        (SUPPRESSED, lambda d: SUPPRESSED),
+    days = domain.cast(pa.date32()).to_numpy(zero_copy_only=False).astype("datetime64[D]")
+    valid = pc.is_valid(domain).to_numpy(zero_copy_only=False)
+    month, year = days.astype("datetime64[M]"), days.astype("datetime64[Y]")
+    decade = year.astype(np.int64) + 1970
+    decade = decade // 10 * 10
+    levels = [
+        _by_key(month, valid, lambda m: str(m)),
+        _by_key(year, valid, lambda y: str(y)),
+        _by_key(decade, valid, lambda d: f"{d}s"),
+        _top(domain),
     ]
-    names = [name for name, _ in formats]
-    return names, [[None if d is None else f(d) for d in dates] for _, f in formats]
+    return ["month", "year", "decade", SUPPRESSED], levels
 
 
-def _string_levels(
-    domain: list[Any], counts: Sequence[int] | None
-) -> tuple[str, list[str], list[list[Any]]]:
-    distinct = sum(1 for v in domain if v is not None)
-    top = [None if v is None else SUPPRESSED for v in domain]
-    if isinstance(_sample(domain), bool):
-        return "categorical", [SUPPRESSED], [top]
+def _string_levels(domain: pa.Array, counts: Codes | None) -> tuple[str, Levels]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = domain.cast(pa.string())
+    valid = pc.is_valid(domain).to_numpy(zero_copy_only=False)
+    distinct = int(valid.sum())
+    if pa.types.is_boolean(domain.type):
+        return "categorical", ([SUPPRESSED], [_top(domain)])
     if distinct <= CATEGORICAL_MAX:
         if counts is not None:
-            total = max(sum(counts), 1)
-            rare = {
-                i for i, v in enumerate(domain) if v is not None and counts[i] / total < RARE_SHARE
-            }
-            if len(rare) >= 2 and distinct - len(rare) >= 2:
-                grouped = [OTHER if i in rare else v for i, v in enumerate(domain)]
+            rare = valid & (counts / max(int(counts.sum()), 1) < RARE_SHARE)
+            if rare.sum() >= 2 and distinct - rare.sum() >= 2:
+                grouped = pc.if_else(pa.array(rare), pa.scalar(OTHER), text)
                 names = [f"values under {RARE_SHARE:.0%} as {OTHER}", SUPPRESSED]
-                return "categorical", names, [grouped, top]
-        return "categorical", [SUPPRESSED], [top]
-    names = [f"first {n} characters" for n in PREFIXES] + [SUPPRESSED]
-    levels = [[None if v is None else str(v)[:n] + "*" for v in domain] for n in PREFIXES]
-    levels.append([None if v is None else SUPPRESSED for v in domain])
-    return "string", names, levels
+                return "categorical", (names, [grouped, _top(domain)])
+        return "categorical", ([SUPPRESSED], [_top(domain)])
+    levels = [
+        pc.binary_join_element_wise(pc.utf8_slice_codeunits(text, 0, n), SUPPRESSED, "")
+        for n in PREFIXES
+    ]
+    names = [f"first {n} characters" for n in PREFIXES]
+    return "string", ([*names, SUPPRESSED], [*levels, _top(domain)])
 
 
-def _sample(domain: list[Any]) -> Any:
-    return next((v for v in domain if v is not None), None)
+def _default_levels(domain: pa.Array, counts: Codes | None) -> tuple[str, Levels]:
+    import pyarrow as pa
 
-
-def _default_levels(
-    domain: list[Any], counts: Sequence[int] | None
-) -> tuple[str, list[str], list[list[Any]]]:
-    sample = _sample(domain)
-    if isinstance(sample, bool):
+    kind = domain.type
+    if pa.types.is_boolean(kind):
         return _string_levels(domain, counts)
-    if isinstance(sample, int | float):
-        return "numeric", *_numeric_levels(domain)
-    if isinstance(sample, dt.date | dt.datetime):
-        return "date", *_date_levels(domain)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "numeric", _numeric_levels(domain)
+    if pa.types.is_date(kind) or pa.types.is_timestamp(kind):
+        return "date", _date_levels(domain)
     return _string_levels(domain, counts)
 
 
 # ---------------------------------------------------------------- encoding
 
 
-def natural_rank(domain: list[Any]) -> Codes:
+def natural_rank(domain: pa.Array) -> Codes:
+    """Each domain value's position in sorted order (missing last)."""
     import numpy as np
+    import pyarrow.compute as pc
 
-    try:
-        ordered = sorted(range(len(domain)), key=lambda i: (domain[i] is None, domain[i]))
-    except TypeError:
-        ordered = sorted(range(len(domain)), key=lambda i: (domain[i] is None, str(domain[i])))
+    walk = pc.sort_indices(domain).to_numpy().astype(np.int64)  # missing sort last
     rank = np.empty(len(domain), dtype=np.int64)
-    rank[np.array(ordered, dtype=np.int64)] = np.arange(len(domain), dtype=np.int64)
+    rank[walk] = np.arange(len(domain), dtype=np.int64)
     return rank
+
+
+def _codes(level: pa.Array, walk: Codes) -> tuple[Codes, pa.Array]:
+    """Integer codes of a level's labels, numbered in the order `walk` meets them."""
+    import numpy as np
+    import pyarrow as pa
+
+    encoded = level.take(pa.array(walk)).dictionary_encode(null_encoding="encode")
+    codes = np.empty(len(walk), dtype=np.int64)
+    codes[walk] = encoded.indices.to_numpy(zero_copy_only=False)
+    return codes, encoded.dictionary
 
 
 def build_hierarchy(
     column: str,
-    domain: list[Any],
+    domain: pa.Array,
     table: dict[str, list[str]] | None = None,
     path: Path | None = None,
-    counts: Sequence[int] | None = None,
+    counts: Codes | None = None,
 ) -> Hierarchy:
     """The hierarchy of `column` over `domain`: from an ARX table, or the default ladder
     (`counts`, rows per domain value, lets a categorical ladder merge rare values)."""
     import numpy as np
 
     if table is not None:
-        kind, names = "arx", [f"level {i}" for i in range(1, len(next(iter(table.values()))) + 1)]
-        upper = _arx_levels(column, domain, table, path or Path("?"))
+        kind, (names, upper) = "arx", _arx_levels(column, domain, table, path or Path("?"))
     else:
-        kind, names, upper = _default_levels(domain, counts)
+        kind, (names, upper) = _default_levels(domain, counts)
     rank = natural_rank(domain)
     walk = np.argsort(rank)  # domain indices in natural order: label codes follow it
     codes: list[Codes] = [np.arange(len(domain), dtype=np.int64)]
-    labels: list[list[Any]] = [list(domain)]
-    for level_labels in upper:
-        index: dict[Any, int] = {}
-        level_codes = np.empty(len(domain), dtype=np.int64)
-        for i in walk:
-            level_codes[i] = index.setdefault(level_labels[i], len(index))
+    labels: list[pa.Array] = [domain]
+    for level in upper:
+        level_codes, level_labels = _codes(level, walk)
         codes.append(level_codes)
-        labels.append(list(index))
+        labels.append(level_labels)
     order_keys = [rank, *codes[1:]]  # np.lexsort: the last key is the primary one
     order = np.empty(len(domain), dtype=np.int64)
     order[np.lexsort(order_keys)] = np.arange(len(domain), dtype=np.int64)
     return Hierarchy(column, kind, ["exact", *names], codes, labels, order)
 
 
-def encode(column: str, values: pa.ChunkedArray | pa.Array) -> tuple[Codes, list[Any]]:
+def encode(column: str, values: pa.ChunkedArray | pa.Array) -> tuple[Codes, pa.Array]:
     """(a code per row, the domain): Arrow's dictionary encoding, nulls as a value."""
     import numpy as np
     import pyarrow as pa
@@ -321,10 +353,10 @@ def encode(column: str, values: pa.ChunkedArray | pa.Array) -> tuple[Codes, list
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if pa.types.is_null(values.type):
-        return np.zeros(len(values), dtype=np.int64), [None]
+        values = values.cast(pa.string())
     encoded = values.dictionary_encode(null_encoding="encode")
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, encoded.dictionary.to_pylist()
+    return codes, encoded.dictionary
 
 
 def load_hierarchies(files: dict[str, Path]) -> dict[str, tuple[Path, dict[str, list[str]]]]:

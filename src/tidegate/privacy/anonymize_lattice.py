@@ -20,7 +20,8 @@ reaches the best loss found, the node and everything above it are skipped uneval
 * *intensity* (mean over QIs of level/top, the complement of Sweeney's precision; ties
   broken by discernibility): it grows with every step up by construction.
 
-The bound of an unevaluated node is the largest of its predecessors' bounds. The result
+The bound of an unevaluated node is the largest of its predecessors' bounds. A node is
+evaluated from the smallest roll-up among its evaluated predecessors (see `Rollup`). The result
 is optimal for the metric whatever the privacy models (monotone or not): every node is
 either evaluated or provably no better. Lattices above `MAX_NODES` nodes fall back to
 a greedy climb (the cheapest successor by rows left in small classes, then Σ|E|²),
@@ -31,10 +32,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from tidegate.privacy.anonymize_models import Models, evaluate, group
+from tidegate.privacy.anonymize_models import Models, evaluate, first_rows, group
 
 if TYPE_CHECKING:
     from tidegate.privacy.anonymize_hierarchies import Codes, Hierarchy
@@ -65,6 +66,18 @@ class SearchResult:
 
 
 @dataclass
+class Rollup:
+    """A node's histogram: distinct (QI labels at the node's levels, sensitive values)
+    with their rows. Going up the lattice it only shrinks, so a node is evaluated from a
+    predecessor's roll-up (one QI's labels mapped one level up, regrouped), not from
+    the full histogram."""
+
+    labels: list[Codes]  # per QI: label code at the node's level
+    sensitive: list[Codes]  # per sensitive column: value code
+    weights: Floats
+
+
+@dataclass
 class Lattice:
     """The histogram and what to search it for."""
 
@@ -75,21 +88,36 @@ class Lattice:
     budget: float
     total: float
     metric: str = "loss"
+    #: per QI and level: the generalisation loss of each label
+    label_loss: list[list[Floats]] = field(default_factory=list)
     #: per QI and level: Σ over rows of the generalisation loss of each row's label
     row_loss: list[list[float]] = field(default_factory=list)
+    #: per QI and level a: label code at level a -> label code at level a + 1
+    steps: list[list[Codes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         import numpy as np
 
-        self.row_loss = []
+        self.label_loss, self.row_loss, self.steps = [], [], []
         for h, b in zip(self.hierarchies, self.base, strict=True):
             spread = max(len(h.codes[0]) - 1, 1)
-            sums = []
-            for level in range(h.top + 1):
-                leaves = np.bincount(h.codes[level], minlength=h.cardinality(level))
-                per_value = (leaves[h.codes[level]] - 1) / spread
-                sums.append(float((per_value[b] * self.weights).sum()))
-            self.row_loss.append(sums)
+            per_label = [
+                (np.bincount(h.codes[lv], minlength=h.cardinality(lv)) - 1) / spread
+                for lv in range(h.top + 1)
+            ]
+            self.label_loss.append(per_label)
+            self.row_loss.append(
+                [
+                    float((per_label[lv][h.codes[lv][b]] * self.weights).sum())
+                    for lv in range(h.top + 1)
+                ]
+            )
+            steps = []
+            for lv in range(h.top):
+                step = np.zeros(h.cardinality(lv), dtype=np.int64)
+                step[h.codes[lv]] = h.codes[lv + 1]
+                steps.append(step)
+            self.steps.append(steps)
 
     def loss(self, node: Node) -> float:
         """Generalisation loss of the node if no row were suppressed (0 exact, 1 all `*`)."""
@@ -104,20 +132,58 @@ class Lattice:
     def intensity(self, node: Node) -> float:
         if not node:
             return 0.0
-        return sum(lv / max(h.top, 1) for lv, h in zip(node, self.hierarchies, strict=True)) / len(
-            node
-        )
+        levels = zip(node, self.hierarchies, strict=True)
+        return sum(lv / max(h.top, 1) for lv, h in levels) / len(node)
 
     def classes(self, node: Node) -> tuple[Codes, int]:
+        """The class of each row of the full histogram at `node`."""
         columns = [
             h.codes[lv][b] for h, lv, b in zip(self.hierarchies, node, self.base, strict=True)
         ]
         cards = [h.cardinality(lv) for h, lv in zip(self.hierarchies, node, strict=True)]
         return group(columns, cards)
 
-    def evaluate(self, node: Node) -> NodeResult:
-        inverse, n = self.classes(node)
-        stats = evaluate(inverse, n, self.weights, self.models)
+    def evaluate(
+        self, node: Node, parent: tuple[Node, Rollup] | None = None
+    ) -> tuple[NodeResult, Rollup]:
+        """`node`'s verdict and roll-up, from a predecessor's roll-up when given (else
+        from the full histogram): one group-by for the classes, and one more for the
+        roll-up only when there are sensitive columns."""
+        import numpy as np
+
+        if parent is None:
+            labels = [
+                h.codes[lv][b] for h, lv, b in zip(self.hierarchies, node, self.base, strict=True)
+            ]
+            sensitive = [s.codes for s in self.models.sensitive]
+            weights = self.weights
+        else:
+            above, rows = parent
+            labels = [
+                self.steps[i][above[i]][codes] if lv != above[i] else codes
+                for i, (lv, codes) in enumerate(zip(node, rows.labels, strict=True))
+            ]
+            sensitive, weights = rows.sensitive, rows.weights
+        cards = [h.cardinality(lv) for h, lv in zip(self.hierarchies, node, strict=True)]
+        inverse, n = group(labels, cards)
+        models = self.models
+        if models.sensitive:
+            pairs = zip(models.sensitive, sensitive, strict=True)
+            models = replace(models, sensitive=tuple(replace(s, codes=c) for s, c in pairs))
+            keys, count = group(
+                [inverse, *sensitive], [n, *(s.cardinality for s in models.sensitive)]
+            )
+            first = first_rows(keys, count)
+            rollup_weights = np.bincount(keys, weights=weights, minlength=count)
+        else:
+            first = first_rows(inverse, n)
+            rollup_weights = np.bincount(inverse, weights=weights, minlength=n)
+        rollup = Rollup(
+            [c[first] for c in labels],
+            [c[first] for c in sensitive],
+            rollup_weights.astype(np.float64),
+        )
+        stats = evaluate(inverse, n, weights, models)
         suppressed = float(stats.sizes[~stats.ok].sum())
         released = stats.sizes[stats.ok]
         dm = float((released * released).sum()) + suppressed * self.total
@@ -127,27 +193,24 @@ class Lattice:
         elif self.metric == "intensity":
             cost = (self.intensity(node), dm)
         elif self.metric == "loss":
-            cost = (self._released_loss(node, stats.ok[inverse]), dm)
+            cost = (self._released_loss(node, labels, weights, stats.ok[inverse]), dm)
         else:
             cost = (dm,)
-        return NodeResult(node, suppressed, squares, cost)
+        return NodeResult(node, suppressed, squares, cost), rollup
 
-    def _released_loss(self, node: Node, released: Mask) -> float:
-        """Loss with suppressed rows at 1 per QI (their label's loss replaced by 1)."""
-        import numpy as np
-
+    def _released_loss(
+        self, node: Node, labels: list[Codes], weights: Floats, released: Mask
+    ) -> float:
+        """Loss with each suppressed row at 1 per QI instead of its label's loss."""
         if not node or not self.total:
             return 0.0
-        lost = self.weights[~released]
+        lost = weights[~released]
         spent = 0.0
-        for h, lv, b, sums in zip(self.hierarchies, node, self.base, self.row_loss, strict=True):
-            if not lost.size:
-                spent += sums[lv]
-                continue
-            spread = max(len(h.codes[0]) - 1, 1)
-            leaves = np.bincount(h.codes[lv], minlength=h.cardinality(lv))
-            per_value = (leaves[h.codes[lv]] - 1) / spread
-            spent += sums[lv] - float((per_value[b[~released]] * lost).sum()) + float(lost.sum())
+        for i, lv in enumerate(node):
+            spent += self.row_loss[i][lv]
+            if lost.size:
+                label_loss = self.label_loss[i][lv][labels[i][~released]]
+                spent += float(((1.0 - label_loss) * lost).sum())
         return spent / (self.total * len(node))
 
     def bound(self, node: Node, squares: float) -> tuple[float, ...]:
@@ -166,14 +229,21 @@ def search(lattice: Lattice) -> SearchResult:
     tops = [h.top for h in lattice.hierarchies]
     nodes = sorted(itertools.product(*(range(t + 1) for t in tops)), key=sum)
     inherited: dict[Node, float] = {}  # the largest Σ|E|² of any predecessor
+    rollups: dict[Node, Rollup] = {}  # of evaluated nodes, this height and the one below
     best: NodeResult | None = None
     evaluated = 0
+    height = 0
     for node in nodes:
+        if sum(node) > height:
+            height = sum(node)
+            rollups = {n: r for n, r in rollups.items() if sum(n) >= height - 1}
         squares = inherited.get(node, 0.0)
         if best is not None and lattice.bound(node, squares) >= best.cost:
             _pass_up(node, squares, tops, inherited)
             continue
-        result = lattice.evaluate(node)
+        parents = [(p, rollups[p]) for p in _predecessors(node) if p in rollups]
+        parent = min(parents, key=lambda pr: len(pr[1].weights)) if parents else None
+        result, rollups[node] = lattice.evaluate(node, parent)
         evaluated += 1
         if result.cost[0] < math.inf and (best is None or result.cost < best.cost):
             best = result
@@ -182,6 +252,10 @@ def search(lattice: Lattice) -> SearchResult:
         top = tuple(tops)
         return SearchResult(top, False, size, evaluated, "lattice", _budget_note(lattice))
     return SearchResult(best.levels, True, size, evaluated, "lattice")
+
+
+def _predecessors(node: Node) -> list[Node]:
+    return [(*node[:i], node[i] - 1, *node[i + 1 :]) for i in range(len(node)) if node[i] > 0]
 
 
 def _pass_up(node: Node, squares: float, tops: list[int], inherited: dict[Node, float]) -> None:
@@ -202,7 +276,7 @@ def _budget_note(lattice: Lattice) -> list[str]:
 def _greedy(lattice: Lattice, size: int) -> SearchResult:
     tops = [h.top for h in lattice.hierarchies]
     node: Node = tuple(0 for _ in tops)
-    current = lattice.evaluate(node)
+    current, rows = lattice.evaluate(node)
     evaluated = 1
     while current.suppressed > lattice.budget:
         successors = [
@@ -210,9 +284,9 @@ def _greedy(lattice: Lattice, size: int) -> SearchResult:
         ]
         if not successors:
             break
-        results = [lattice.evaluate(s) for s in successors]
+        results = [lattice.evaluate(s, (node, rows)) for s in successors]
         evaluated += len(results)
-        current = min(results, key=lambda r: (r.suppressed, r.squares))
+        current, rows = min(results, key=lambda rr: (rr[0].suppressed, rr[0].squares))
         node = current.levels
     note = f"lattice of {size} nodes is above {MAX_NODES}: greedy climb, not optimal"
     acceptable = current.suppressed <= lattice.budget

@@ -92,10 +92,12 @@ def group(columns: list[Codes], cards: list[int]) -> tuple[Codes, int]:
 
 
 def _compress(key: Codes) -> tuple[Codes, int]:
+    """Dense ids for sparse keys: Arrow's hash-based dictionary encoding (no sort)."""
     import numpy as np
+    import pyarrow as pa
 
-    unique, inverse = np.unique(key, return_inverse=True)
-    return inverse.astype(np.int64).reshape(-1), len(unique)
+    encoded = pa.array(key).dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(encoded.dictionary)
 
 
 def first_rows(inverse: Codes, n: int) -> Codes:
