@@ -213,7 +213,6 @@ def anonymize(
 ) -> Anonymized:
     """Generalise `qis` (and suppress within `max_suppression` of the rows) until every
     released class has at least k rows and meets `privacy`'s models."""
-    import numpy as np
 
     privacy = privacy or Privacy()
     if k < 1:
@@ -227,73 +226,83 @@ def anonymize(
     if missing:
         raise BadRequestError(f"no column(s) {', '.join(missing)} in the data")
     encoded = _encode(table, qis, k, privacy)
-    budget = max_suppression * total
     if privacy.algorithm == "mondrian":
-        part = mondrian(encoded.hierarchies, encoded.base, encoded.weights, encoded.models)
-        hist_levels = part.levels[part.leaf]  # (hist rows, QIs)
-        hist_labels = part.label_codes[part.leaf]
-        released = part.released
-        steps = [f"mondrian: {part.leaves} partitions"]
-        levels = {q: int(hist_levels[:, i].max(initial=0)) for i, q in enumerate(qis)}
-        labels = dict.fromkeys(qis, "local recoding (mondrian)")
+        recoding = _local(qis, encoded)
     else:
-        lattice = Lattice(
-            encoded.hierarchies,
-            encoded.base,
-            encoded.weights,
-            encoded.models,
-            budget,
-            float(total),
-            privacy.metric,
-        )
-        found = search(lattice)
-        node = found.best
-        hist_levels = np.tile(np.array(node, dtype=np.int64), (len(encoded.weights), 1))
-        hist_labels = (
-            np.stack(
-                [
-                    h.codes[lv][b]
-                    for h, lv, b in zip(encoded.hierarchies, node, encoded.base, strict=True)
-                ],
-                axis=1,
-            )
-            if qis
-            else np.zeros((len(encoded.weights), 0), dtype=np.int64)
-        )
-        inverse, n = lattice.classes(node)
-        released = evaluate(inverse, n, encoded.weights, encoded.models).ok[inverse]
-        steps = [
-            f"{found.method}: {found.nodes} nodes, {found.evaluated} evaluated, "
-            f"{found.nodes - found.evaluated} pruned",
-            *found.notes,
-            *(
-                f"{q} -> {h.names[lv]}"
-                for q, h, lv in zip(qis, encoded.hierarchies, node, strict=True)
-            ),
-        ]
-        levels = dict(zip(qis, node, strict=True))
-        labels = {q: h.names[lv] for q, h, lv in zip(qis, encoded.hierarchies, node, strict=True)}
-    return _release(table, qis, encoded, hist_levels, hist_labels, released, privacy, k, levels,
-                    labels, steps)  # fmt: skip
+        recoding = _full_domain(qis, encoded, max_suppression * total, privacy.metric)
+    return _release(table, qis, encoded, recoding, privacy, k)
+
+
+@dataclass
+class _Recoding:
+    """What an algorithm decided, per histogram row: level and label code of each QI,
+    and whether the row is released; plus what to tell the user."""
+
+    levels: Codes  # (histogram rows, QIs)
+    labels: Codes  # (histogram rows, QIs)
+    released: Mask
+    level_of: dict[str, int]
+    label_of: dict[str, str]
+    steps: list[str]
+
+
+def _local(qis: Sequence[str], encoded: _Encoded) -> _Recoding:
+    part = mondrian(encoded.hierarchies, encoded.base, encoded.weights, encoded.models)
+    levels = part.levels[part.leaf]
+    return _Recoding(
+        levels,
+        part.label_codes[part.leaf],
+        part.released,
+        {q: int(levels[:, i].max(initial=0)) for i, q in enumerate(qis)},  # the highest used
+        dict.fromkeys(qis, "local recoding (mondrian)"),
+        [f"mondrian: {part.leaves} partitions"],
+    )
+
+
+def _full_domain(qis: Sequence[str], encoded: _Encoded, budget: float, metric: str) -> _Recoding:
+    import numpy as np
+
+    hierarchies, base, weights = encoded.hierarchies, encoded.base, encoded.weights
+    total = float(weights.sum())
+    lattice = Lattice(hierarchies, base, weights, encoded.models, budget, total, metric)
+    found = search(lattice)
+    node = found.best
+    labels = np.zeros((len(weights), len(qis)), dtype=np.int64)
+    for i, (h, lv, b) in enumerate(zip(hierarchies, node, base, strict=True)):
+        labels[:, i] = h.codes[lv][b]
+    inverse, n = lattice.classes(node)
+    released = evaluate(inverse, n, weights, encoded.models).ok[inverse]
+    steps = [
+        f"{found.method}: {found.nodes} nodes, {found.evaluated} evaluated, "
+        f"{found.nodes - found.evaluated} pruned",
+        *found.notes,
+        *(f"{q} -> {h.names[lv]}" for q, h, lv in zip(qis, hierarchies, node, strict=True)),
+    ]
+    return _Recoding(
+        np.tile(np.array(node, dtype=np.int64), (len(weights), 1)),
+        labels,
+        released,
+        dict(zip(qis, node, strict=True)),
+        {q: h.names[lv] for q, h, lv in zip(qis, hierarchies, node, strict=True)},
+        steps,
+    )
 
 
 def _release(
     table: pa.Table,
     qis: Sequence[str],
     encoded: _Encoded,
-    hist_levels: Codes,
-    hist_labels: Codes,
-    released: Mask,
+    recoding: _Recoding,
     privacy: Privacy,
     k: int,
-    levels: dict[str, int],
-    labels: dict[str, str],
-    steps: list[str],
 ) -> Anonymized:
     """The released table (Arrow take + filter) and its loss metrics."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    hist_levels, hist_labels, released = recoding.levels, recoding.labels, recoding.released
+    levels = recoding.level_of
 
     hierarchies, weights = encoded.hierarchies, encoded.weights
     total = int(weights.sum())
@@ -330,7 +339,9 @@ def _release(
     for q, column in columns.items():
         generalised = generalised.set_column(generalised.schema.get_field_index(q), q, column)
     released_table = generalised.filter(pa.array(keep_rows))
-    return Anonymized(released_table, k, levels, labels, total, suppressed, n, steps, metrics)
+    return Anonymized(
+        released_table, k, levels, recoding.label_of, total, suppressed, n, recoding.steps, metrics
+    )
 
 
 def _metrics(
