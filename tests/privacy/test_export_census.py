@@ -9,6 +9,7 @@ column per level).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -248,3 +249,41 @@ def test_cli_rejects_a_bad_hierarchy_file_with_its_line(
     )  # fmt: skip
     assert result.exit_code == 2
     assert "sensitive" in result.output
+
+
+def test_export_config_declares_hierarchies_per_column(
+    census_project: Path, tmp_path: Path
+) -> None:
+    """The same export from a YAML file: hierarchy paths relative to it; the command line
+    wins over it."""
+    paths = write_arx_hierarchies(tmp_path / "hierarchies")
+    columns = "".join(f"  {c}: {{hierarchy: hierarchies/{p.name}}}\n" for c, p in paths.items())
+    config = tmp_path / "export.yml"
+    config.write_text(f"k: 10\nquasi_identifiers:\n{columns}sensitive: [income]\nl: 2\n")
+    out = tmp_path / "census.csv"
+    result = CliRunner().invoke(
+        app,
+        ["export", "census_out", "--purpose", "research", "--config", str(config), "--k", "7",
+         "--format", "csv", "--out", str(out), "--project", str(census_project), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    loss = json.loads(result.output)["information_loss"]
+    assert loss["k"] == 7  # the command line over the file
+    assert loss["l"]["asked"] == 2
+    assert loss["levels"]["age"]["as"].startswith("level ")  # the ARX file, not the default
+    rows = pcsv.read_csv(out).to_pylist()
+    classes = Counter(tuple(str(r[q]) for q in QIS) for r in rows)
+    assert min(classes.values()) >= 7
+
+
+def test_bad_export_config_names_file_line_and_field(census_project: Path, tmp_path: Path) -> None:
+    config = tmp_path / "export.yml"
+    config.write_text("k: 5\nquasi_identifiers:\n  age: {hierachy: age.csv}\n")
+    result = CliRunner().invoke(
+        app,
+        ["export", "census_out", "--purpose", "research", "--config", str(config),
+         "--out", str(tmp_path / "x.csv"), "--project", str(census_project)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    flat = re.sub(r"[\s│╭╮╰╯─]+", "", result.output)
+    assert f"{config}:3:[quasi_identifiers.age.hierachy]unknownkey".replace(" ", "") in flat

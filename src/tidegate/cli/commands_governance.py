@@ -54,15 +54,22 @@ def classify_command(
 def export_command(
     product: Annotated[str, typer.Argument(help="The product to export.")],
     purpose: Annotated[str, typer.Option(help="Why: a purpose the product allows.")],
-    quasi_identifiers: Annotated[
-        str, typer.Option(help="Comma-separated columns to generalise (e.g. zip,birth_date).")
-    ],
     out: Annotated[Path, typer.Option(help="The file to write.")],
-    k: Annotated[int, typer.Option("--k", help="Each combination of QIs has ≥ k rows.")] = 5,
+    quasi_identifiers: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns to generalise (e.g. zip,birth_date)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML: k, quasi-identifiers with ARX hierarchies, sensitive, l, t."),
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", help="Each combination of QIs has ≥ k rows [5].")
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
     max_suppression: Annotated[
-        float, typer.Option(help="Share of rows that may be suppressed before generalising more.")
-    ] = 0.05,
+        float | None, typer.Option(help="Share of rows that may be suppressed [0.05].")
+    ] = None,
     principal: Annotated[str, typer.Option(help="Who exports (audited).")] = "cli",
     role: Annotated[
         list[str] | None, typer.Option(help="Check the purpose against these roles.")
@@ -72,19 +79,23 @@ def export_command(
         typer.Option(help="COLUMN=FILE: an ARX hierarchy CSV for a quasi-identifier (repeat)."),
     ] = None,
     algorithm: Annotated[
-        str, typer.Option(help="lattice (optimal full-domain) or mondrian (local recoding).")
-    ] = "lattice",
+        str | None,
+        typer.Option(help="lattice (optimal full-domain) [default] or mondrian (local)."),
+    ] = None,
     metric: Annotated[
-        str,
-        typer.Option(help="What the lattice search minimises: loss, discernibility, intensity."),
-    ] = "loss",
+        str | None,
+        typer.Option(help="What the lattice minimises: loss [default], discernibility, intensity."),
+    ] = None,
     sensitive: Annotated[
-        str, typer.Option(help="Comma-separated sensitive columns (for --l and --t).")
-    ] = "",
+        str | None, typer.Option(help="Comma-separated sensitive columns (for --l and --t).")
+    ] = None,
     l_value: Annotated[
-        int, typer.Option("--l", help="Each class holds ≥ l values of each sensitive column.")
-    ] = 1,
-    l_diversity: Annotated[str, typer.Option(help="distinct or entropy l-diversity.")] = "distinct",
+        int | None,
+        typer.Option("--l", help="Each class holds ≥ l values of each sensitive column."),
+    ] = None,
+    l_diversity: Annotated[
+        str | None, typer.Option(help="distinct [default] or entropy l-diversity.")
+    ] = None,
     t_value: Annotated[
         float | None,
         typer.Option("--t", help="Each class's sensitive distribution is within t (EMD)."),
@@ -96,23 +107,26 @@ def export_command(
     from tidegate.egress.export import export
     from tidegate.errors import BadRequestError
     from tidegate.platform import Platform
-    from tidegate.privacy.anonymize import Privacy
-    from tidegate.privacy.anonymize_hierarchies import load_hierarchies, parse_declarations
+    from tidegate.privacy.anonymize_config import Overrides, resolve
+    from tidegate.privacy.anonymize_hierarchies import parse_declarations
 
-    qis = [q.strip() for q in quasi_identifiers.split(",") if q.strip()]
-    try:  # a bad option or hierarchy file is a usage error (exit 2), before any data moves
-        files = parse_declarations(hierarchy or [])
-        load_hierarchies(files)
-        privacy = Privacy(
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+    try:  # a bad option, config or hierarchy file is a usage error (exit 2), before any data
+        given = Overrides(
+            quasi_identifiers=split(quasi_identifiers),
+            k=k,
+            max_suppression=max_suppression,
             algorithm=algorithm,
             metric=metric,
-            sensitive=tuple(s.strip() for s in sensitive.split(",") if s.strip()),
+            sensitive=split(sensitive),
             l=l_value,
-            l_kind=l_diversity,
+            l_diversity=l_diversity,
             t=t_value,
-            hierarchies=files,
+            hierarchies=parse_declarations(hierarchy or []),
         )
-        privacy.check(qis)
+        settings = resolve(config, given)
     except BadRequestError as err:
         raise typer.BadParameter(err.message) from err
     with Platform.open(project_dir) as platform:
@@ -120,14 +134,14 @@ def export_command(
             platform,
             product,
             purpose=purpose,
-            k=k,
-            quasi_identifiers=qis,
+            k=settings.k,
+            quasi_identifiers=settings.quasi_identifiers,
             out=out,
             fmt=format,
             principal=principal,
             roles=tuple(role or ()),
-            max_suppression=max_suppression,
-            privacy=privacy,
+            max_suppression=settings.max_suppression,
+            privacy=settings.privacy,
         )
     if json_output:
         print_json(result.as_json())
@@ -135,8 +149,9 @@ def export_command(
     loss = result.loss
     console.print(
         f"exported {loss['rows_out']} of {loss['rows_in']} rows ({result.subjects} subjects) "
-        f"of {product} for {purpose} to {out} ({format}); k={k}: {loss['classes']} classes, "
-        f"average size {loss['average_class_size']}, suppressed {loss['suppressed']} "
+        f"of {product} for {purpose} to {out} ({format}); k={loss['k']}: "
+        f"{loss['classes']} classes, average size {loss['average_class_size']}, "
+        f"suppressed {loss['suppressed']} "
         f"({loss['suppression_rate']:.1%}), discernibility {loss['discernibility']}, "
         f"precision {loss['precision']:.3f} ({loss['algorithm']})",
         markup=False,
