@@ -18,6 +18,7 @@ MODULES = (
     "revocation",
     "http_sync",
     "metadata",
+    "anonymize",
 )
 
 

@@ -6,8 +6,10 @@ the purpose never leave the warehouse; columns get the purpose's treatments), an
 `export` audit record says who exported what, why, how many rows and subjects, with the
 information loss.
 
-Then k-anonymity (`anonymize.py`): the quasi-identifiers are generalised until every
-combination is shared by at least k rows, and rows that cannot be are suppressed.
+Then k-anonymity (`privacy/anonymize.py`): the quasi-identifiers are generalised (by
+their ARX hierarchy files, or default ladders) until every combination is shared by at
+least k rows (and, for declared sensitive columns, is l-diverse / t-close), and rows
+that cannot be are suppressed. The rows stay an Arrow table from DuckDB to the file.
 Columns that would defeat it are not exported: the product's key and subject columns,
 and every other classified (personal) column that is not a quasi-identifier (names,
 emails, device ids: direct identifiers). Unclassified columns (amounts, counts, times
@@ -26,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from tidegate.audit.log import AuditRecord
 from tidegate.errors import BadRequestError
-from tidegate.privacy.anonymize import anonymize
+from tidegate.privacy.anonymize import Privacy, anonymize
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, guard_of
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from tidegate.platform import Platform
 
 FORMATS = ("parquet", "csv")
@@ -85,26 +89,26 @@ def exported_columns(plan: AccessPlan, qis: list[str]) -> tuple[list[str], list[
 SUBJECT_MARKER = "__tidegate_subject"
 
 
-def guarded_rows(platform: Platform, plan: AccessPlan) -> list[dict[str, Any]]:
+def guarded_table(platform: Platform, plan: AccessPlan) -> pa.Table:
     """The product's rows through the plan (SQL face, in DuckDB), each with its subject id
     under SUBJECT_MARKER (for counting; never written)."""
     from tidegate.store.warehouse import PRODUCTS
 
     query = plan.select_sql(f'{PRODUCTS}."{plan.product}"', with_subject=SUBJECT_MARKER)
-    table = platform.warehouse.arrow(
+    table: pa.Table = platform.warehouse.arrow(
         query.sql(dialect="duckdb"), **{SUBJECTS_RELATION: plan.subjects_table()}
     )
-    rows: list[dict[str, Any]] = table.to_pylist()
+    return table
+
+
+def guarded_rows(platform: Platform, plan: AccessPlan) -> list[dict[str, Any]]:
+    """`guarded_table` as Python rows."""
+    rows: list[dict[str, Any]] = guarded_table(platform, plan).to_pylist()
     return rows
 
 
-def write_rows(rows: list[dict[str, Any]], columns: list[str], path: Path, fmt: str) -> None:
-    import pyarrow as pa
-
-    table = pa.Table.from_pylist(
-        [{c: r.get(c) for c in columns} for r in rows] if rows else [],
-        schema=None if rows else pa.schema([(c, pa.string()) for c in columns]),
-    )
+def write_table(table: pa.Table, columns: list[str], path: Path, fmt: str) -> None:
+    table = table.select(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -128,7 +132,10 @@ def export(
     principal: str = "cli",
     roles: tuple[str, ...] = (),
     max_suppression: float = 0.05,
+    privacy: Privacy | None = None,
 ) -> ExportResult:
+    """Export `product` for `purpose` through the guard, k-anonymised (and l-diverse /
+    t-close for `privacy.sensitive`), audited with its information loss."""
     if fmt not in FORMATS:
         raise BadRequestError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if k < 2:
@@ -139,12 +146,19 @@ def export(
         raise BadRequestError("max suppression is a fraction between 0 and 1")
     context = AccessContext(principal=principal, roles=roles, purpose=purpose)
     plan = guard_of(platform).plan(context, product, check_roles=bool(roles))
+    privacy = privacy or Privacy()
     columns, dropped = exported_columns(plan, quasi_identifiers)
+    hidden = [s for s in privacy.sensitive if s not in columns]
+    if hidden:
+        raise BadRequestError(
+            f"sensitive column(s) {', '.join(hidden)} are not exported from {product!r} under "
+            f"purpose {purpose!r} (exported: {', '.join(columns)})"
+        )
     started = time.perf_counter()
-    rows = guarded_rows(platform, plan)
-    result = anonymize(rows, quasi_identifiers, k, max_suppression)
-    subjects = len({r[SUBJECT_MARKER] for r in result.rows} - {None})
-    write_rows(result.rows, columns, out, fmt)
+    table = guarded_table(platform, plan)
+    result = anonymize(table, quasi_identifiers, k, max_suppression, privacy)
+    subjects = _distinct(result.table.column(SUBJECT_MARKER)) if result.table.num_rows else 0
+    write_table(result.table, columns, out, fmt)
     loss = result.loss_report(quasi_identifiers)
     treatments = {c: t for c, t in plan.treatments().items() if c in columns}
     treatments.update({q: f"{treatments[q]}+k{k}:{result.labels[q]}" for q in quasi_identifiers})
@@ -168,3 +182,9 @@ def export(
         )
     )
     return ExportResult(product, purpose, out, fmt, columns, dropped, subjects, loss, seq)
+
+
+def _distinct(column: pa.ChunkedArray) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.count_distinct(column, mode="only_valid").as_py())
