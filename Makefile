@@ -8,7 +8,7 @@ ARGS ?=
 QUICK ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint format bench services-up services-down services-status clean
+.PHONY: help setup demo test test-fast lint format bench services-up services-down services-status browser clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
@@ -42,7 +42,10 @@ services-down: ## Stop the services
 services-status: ## Which services answer
 	bash scripts/services.sh status
 
-test: $(STAMP) services-up lint ## Start the services, lint, and run every test (what CI runs)
+browser: ## Install (if missing) Debian's chromium for the console's browser tests
+	bash scripts/browser.sh
+
+test: $(STAMP) services-up browser lint ## Start the services, lint, and run every test (what CI runs)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## Only the tests that need no services

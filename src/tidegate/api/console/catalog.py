@@ -98,8 +98,10 @@ def _entries(page: Page) -> list[dict[str, Any]]:
     return rows
 
 
-def _matches(entry: dict[str, Any], words: list[str]) -> bool:
-    text = " ".join(
+def _search_text(entry: dict[str, Any]) -> str:
+    """What the search matches: names, descriptions, owner, tags, purposes, columns with
+    their types, classifications and descriptions."""
+    return " ".join(
         [
             entry["name"],
             entry["description"] or "",
@@ -109,14 +111,15 @@ def _matches(entry: dict[str, Any], words: list[str]) -> bool:
             " ".join(f"{c} {' '.join(v)}" for c, v in entry["columns"].items()),
         ]
     ).lower()
-    return all(word in text for word in words)
 
 
 def catalog(page: Page) -> Response:
     query = page.param("q")
     entries = _entries(page)
     words = query.lower().split()
-    shown = [e for e in entries if _matches(e, words)] if words else entries
+    for entry in entries:
+        entry["search"] = _search_text(entry)
+    shown = [e for e in entries if all(w in e["search"] for w in words)]
     page.audit("catalog", detail={"q": query[:100], "products": len(shown)})
     return page.render(
         "catalog.html", active="catalog", q=query, products=shown, total=len(entries)

@@ -7,7 +7,7 @@
     search.addEventListener("input", function () {
       const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
       document.querySelectorAll("#catalog tr.product").forEach(function (row) {
-        const text = row.textContent.toLowerCase();
+        const text = row.dataset.search || row.textContent.toLowerCase();
         row.hidden = !words.every(function (w) { return text.includes(w); });
       });
     });
@@ -48,7 +48,7 @@
     const table = el("table", undefined, "grid");
     table.id = "column-lineage";
     const head = el("tr");
-    ["column", "comes from", "how"].forEach(function (h) { head.appendChild(el("th", h)); });
+    ["column", "comes from (how)"].forEach(function (h) { head.appendChild(el("th", h)); });
     table.appendChild(head);
     const cols = columns[relation] || {};
     Object.keys(cols).sort().forEach(function (col) {
@@ -57,8 +57,9 @@
       row.dataset.column = col;
       const name = relation + "." + col;
       row.appendChild(el("td", labels[name] ? col + " (" + labels[name] + ")" : col));
-      row.appendChild(el("td", parents.map(function (p) { return p[0]; }).join(", ") || "—"));
-      row.appendChild(el("td", parents.map(function (p) { return p[1]; }).join("; ")));
+      row.appendChild(el("td", parents.map(function (p) {
+        return p[0] + " (" + p[1] + ")";
+      }).join(", ") || "—"));
       table.appendChild(row);
     });
     panel.appendChild(table);
