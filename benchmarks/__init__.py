@@ -9,7 +9,16 @@ from __future__ import annotations
 import importlib
 
 #: One module per benchmark; importing a module registers its benchmark.
-MODULES = ("build", "sync_postgres", "serve", "ingest", "freshness", "revocation", "http_sync")
+MODULES = (
+    "build",
+    "sync_postgres",
+    "serve",
+    "ingest",
+    "freshness",
+    "revocation",
+    "http_sync",
+    "console",
+)
 
 
 def load_all() -> None:
