@@ -23,6 +23,8 @@ from tidegate.privacy.treatments import purpose_key
 
 RECORDS = 6
 
+KEY = b"audit-test-key"
+
 
 def sample_records() -> list[AuditRecord]:
     return [
@@ -48,7 +50,7 @@ class Chain:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.store = SqliteMetadataStore(path)
-        self.log = AuditLog(self.store)
+        self.log = AuditLog(self.store, key=KEY)
         self.raw = sqlite3.connect(str(path), isolation_level=None)
 
     def fill(self) -> list[int]:
@@ -103,7 +105,7 @@ def test_untouched_chain_verifies_clean(chain: Chain) -> None:
 
 def test_empty_log_verifies_clean(tmp_path: Path) -> None:
     store = SqliteMetadataStore(tmp_path / "m.db")
-    assert AuditLog(store).verify() == []
+    assert AuditLog(store, key=KEY).verify() == []
     store.close()
 
 
@@ -116,18 +118,24 @@ def test_records_round_trip_through_canonical_form() -> None:
 def test_edited_body_is_named(chain: Chain) -> None:
     body, _, _ = chain.row(3)
     chain.set_body(3, body.replace('"rows":20', '"rows":2'))
-    assert chain.log.verify() == [ChainIssue(3, "content does not match its hash: edited")]
+    assert chain.log.verify() == [
+        ChainIssue(
+            3, "content does not match its keyed hash: edited, or written without the audit key"
+        )
+    ]
 
 
-def test_edited_body_with_recomputed_own_hash_breaks_the_next_link(chain: Chain) -> None:
+def test_edited_body_with_recomputed_own_hash_is_named_and_breaks_the_next_link(
+    chain: Chain,
+) -> None:
     body, _, _ = chain.row(3)
     forged = body.replace('"outcome":"allowed"', '"outcome":"denied"')
     assert forged != body
-    chain.set_body(3, forged, rehash=True)
+    chain.set_body(3, forged, rehash=True)  # without the key: the old unkeyed hash
     issues = chain.log.verify()
-    assert first_seq(issues) == 4
-    assert [i.seq for i in issues] == [4]
-    assert "previous-hash link is broken" in issues[0].problem
+    assert [i.seq for i in issues] == [3, 4]
+    assert "without the audit key" in issues[0].problem
+    assert "previous-hash link is broken" in issues[1].problem
 
 
 def test_edited_last_record_is_detected(chain: Chain) -> None:
@@ -169,7 +177,9 @@ def test_forged_record_inserted_in_the_middle_is_detected(chain: Chain) -> None:
         (4, body, hash3, chain_hash(4, hash3, body)),
     )
     issues = chain.log.verify()
-    assert first_seq(issues) == 5  # the forged record itself is consistent; its successor is not
+    # the forged record's link is right but its hash is not keyed; its successor breaks
+    assert first_seq(issues) == 4
+    assert "without the audit key" in issues[0].problem
     assert any(i.seq == 5 and "previous-hash link" in i.problem for i in issues)
 
 
@@ -181,8 +191,9 @@ def test_forged_record_with_its_own_hash_but_a_made_up_link_is_detected(chain: C
         (RECORDS + 1, body, prev, chain_hash(RECORDS + 1, prev, body)),
     )
     issues = chain.log.verify()
-    assert [i.seq for i in issues] == [RECORDS + 1]
+    assert [i.seq for i in issues] == [RECORDS + 1, RECORDS + 1]
     assert "previous-hash link is broken" in issues[0].problem
+    assert "without the audit key" in issues[1].problem
 
 
 def test_swapped_records_are_detected(chain: Chain) -> None:
@@ -276,12 +287,11 @@ def test_any_single_byte_edit_of_any_body_is_detected(data: st.DataObject) -> No
         try:
             chain.fill()
             assert chain.row(seq)[0].encode() == original
-            # an attacker may recompute the edited record's own hash; the next link still
-            # betrays it (the last record has no successor: a rewritten tail can only be
-            # caught against an anchor kept outside this log, so it is not drawn here)
-            rehash = seq < RECORDS and data.draw(st.booleans(), label="rehash")
+            # an attacker may recompute the edited record's own hash, without the key:
+            # the record itself is named, even the last one
+            rehash = data.draw(st.booleans(), label="rehash")
             chain.set_body(seq, edited.decode("ascii"), rehash=rehash)
-            assert first_seq(chain.log.verify()) == (seq + 1 if rehash else seq)
+            assert first_seq(chain.log.verify()) == seq
         finally:
             chain.close()
 
@@ -307,3 +317,88 @@ def test_non_utf8_byte_stored_as_text_is_named(chain: Chain) -> None:
     edited = original[:5] + b"\xff" + original[6:]
     chain.raw.execute("UPDATE audit_log SET body = CAST(? AS TEXT) WHERE seq = 2", (edited,))
     assert first_seq(chain.log.verify()) == 2
+
+
+# ---------------------------------------------------------------- keyed chain (issue 13)
+
+
+def _write_unkeyed(chain: Chain, records: list[AuditRecord]) -> None:
+    """A log as tidegate wrote it before the chain was keyed (plain SHA-256)."""
+    prev = GENESIS
+    for seq, record in enumerate(records, start=1):
+        body = record.canonical()
+        digest = chain_hash(seq, prev, body)
+        chain.raw.execute(
+            "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
+            (seq, body, prev, digest),
+        )
+        prev = digest
+
+
+def test_the_chain_is_keyed_a_wrong_key_verifies_nothing(chain: Chain) -> None:
+    other = AuditLog(chain.store, key=b"not-the-audit-key")
+    assert {i.seq for i in other.verify()} == set(range(1, RECORDS + 1))
+
+
+def test_an_old_unkeyed_chain_is_reported_until_sealed_then_noted(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "m.db")
+    try:
+        _write_unkeyed(chain, sample_records()[:3])
+        (issue,) = chain.log.verify()
+        assert issue.seq == 3
+        assert "old unkeyed hash" in issue.problem
+        assert "tidegate audit seal" in issue.problem
+        chain.log.append(AuditRecord(action="serve", principal="app"))  # keyed from here
+        assert [i.seq for i in chain.log.verify()] == [3]  # a later record is no seal
+        seal = chain.log.seal("reviewer")
+        assert seal == 5
+        report = chain.log.verification()
+        assert report.issues == []
+        (note,) = report.notes
+        assert "records 1..3" in note
+        assert "not forged before it" in note
+        assert chain.log.seal("reviewer") is None  # nothing left to seal
+        # after the seal: editing an old record, even rehashed the old way, is caught
+        body, _, _ = chain.row(2)
+        chain.set_body(2, body.replace("principal-1", "principal-X"), rehash=True)
+        (issue,) = chain.log.verify()  # consistent by itself; the next link is not
+        assert issue.seq == 3
+        assert "previous-hash link" in issue.problem
+    finally:
+        chain.close()
+
+
+def test_unkeyed_records_after_keyed_ones_are_forgeries(chain: Chain) -> None:
+    body = AuditRecord(action="erasure", principal="mallory").canonical()
+    _, _, last = chain.row(RECORDS)
+    seq = RECORDS + 1
+    chain.raw.execute(
+        "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
+        (seq, body, last, chain_hash(seq, last, body)),
+    )
+    (issue,) = chain.log.verify()
+    assert issue.seq == seq
+    assert "forged" in issue.problem
+
+
+def test_every_text_field_is_capped_and_capping_round_trips() -> None:
+    """Issue 13: a 16 MB X-Purpose header wrote a 16 MB audit record."""
+    huge = "x" * 100_000
+    record = AuditRecord(
+        action=huge,
+        principal=huge,
+        purpose=huge,
+        product=huge,
+        outcome=huge,
+        columns={huge: huge},
+        subjects=(huge,),
+        detail={"reason": huge, huge: [huge, {"k": huge}], "n": 1},
+    )
+    body = record.canonical()
+    assert len(body) < 6_000
+    assert len(record.purpose or "") == 128
+    assert record.purpose is not None
+    assert record.purpose.endswith("…")
+    assert AuditRecord.from_canonical(body).canonical() == body  # capping is idempotent
+    small = AuditRecord(action="serve", principal="app", detail={"keys": ["1"] * 2_000})
+    assert len(small.detail["keys"]) == 2_000  # lists are the producer's: kept whole

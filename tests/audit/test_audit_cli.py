@@ -44,3 +44,30 @@ def test_search_json_and_table_then_truncation_is_caught(demo_copy: Path) -> Non
     cut = run("audit", "verify", "-p", shop)
     assert cut.returncode == 1
     assert f"records {last}..{last} were removed" in cut.stdout
+
+
+def test_a_log_from_before_the_keyed_chain_fails_verify_until_sealed(demo_copy: Path) -> None:
+    """A project upgraded from the unkeyed chain: its records carry plain SHA-256 hashes."""
+    import hashlib
+
+    shop = str(demo_copy)
+    db = sqlite3.connect(str(demo_copy / ".tidegate" / "metadata.db"), isolation_level=None)
+    prev = "0" * 64
+    for seq, body in db.execute("SELECT seq, body FROM audit_log ORDER BY seq").fetchall():
+        digest = hashlib.sha256(f"{seq}\n{prev}\n{body}".encode()).hexdigest()
+        db.execute(
+            "UPDATE audit_log SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, seq)
+        )
+        prev = digest
+    db.close()
+    assert run("audit", "anchor", "-p", shop, "--reset").returncode == 0  # old anchor
+    before = run("audit", "verify", "-p", shop)
+    assert before.returncode == 1
+    assert "old unkeyed hash" in before.stdout
+    assert "tidegate audit seal" in before.stdout
+    sealed = run("audit", "seal", "-p", shop)
+    assert sealed.returncode == 0, sealed.stderr
+    after = run("audit", "verify", "-p", shop)
+    assert after.returncode == 0, after.stdout
+    assert "not forged before it" in after.stdout
+    assert "audit chain intact" in after.stdout

@@ -34,7 +34,7 @@ def rec(i: int, **kw: object) -> AuditRecord:
 
 def open_log(tmp: Path) -> tuple[SqliteMetadataStore, AuditLog]:
     store = SqliteMetadataStore(tmp / "m.db")
-    return store, AuditLog(store, AuditAnchor(tmp / "anchor.json", KEY))
+    return store, AuditLog(store, AuditAnchor(tmp / "anchor.json", KEY), key=KEY)
 
 
 # ------------------------------------------------------------------ writer
@@ -98,7 +98,7 @@ from tidegate.audit.anchor import AuditAnchor
 from tidegate.audit.log import AuditLog, AuditRecord
 from tidegate.meta.sqlite import SqliteMetadataStore
 store = SqliteMetadataStore(Path({str(tmp_path)!r}) / "m.db")
-log = AuditLog(store, AuditAnchor(Path({str(tmp_path)!r}) / "anchor.json", {KEY!r}))
+log = AuditLog(store, AuditAnchor(Path({str(tmp_path)!r}) / "anchor.json", {KEY!r}), key={KEY!r})
 for i in range(2000):
     log.submit(AuditRecord(action="serve", principal="p", subjects=(str(i),)))
 sys.exit(0)
@@ -117,7 +117,7 @@ from tidegate.audit.anchor import AuditAnchor
 from tidegate.audit.log import AuditLog, AuditRecord
 from tidegate.meta.sqlite import SqliteMetadataStore
 store = SqliteMetadataStore(Path({str(tmp_path)!r}) / "m.db")
-log = AuditLog(store, AuditAnchor(Path({str(tmp_path)!r}) / "anchor.json", {KEY!r}))
+log = AuditLog(store, AuditAnchor(Path({str(tmp_path)!r}) / "anchor.json", {KEY!r}), key={KEY!r})
 for i in range(150):
     log.append(AuditRecord(action="admin", principal="proc"))
     log.submit(AuditRecord(action="serve", principal="proc"))

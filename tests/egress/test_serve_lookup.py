@@ -16,7 +16,9 @@ from tidegate.audit.log import AuditRecord
 from tidegate.demo.runner import BackgroundServer, _free_port
 from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
+from tidegate.platform.secrets import load_master_key
 from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
+from tidegate.privacy.treatments import purpose_key
 from tidegate.store.online.codec import encode_row
 
 ADA, GRACE = "1", "2"
@@ -253,18 +255,21 @@ def test_in_place_updates_are_served_with_their_own_freshness(api: Api) -> None:
 def test_consent_changes_from_another_connection_show_on_the_next_read(api: Api) -> None:
     """The ledger written through a separate connection (as the CLI or another worker does)."""
     subject = "9"
+    # analytics hashes customer_id: the entity is addressed by its pseudonym
+    master = load_master_key(api.platform.state_dir)
+    token = purpose_key(master, "analytics").hmac_hex(subject)
     other = Platform.open(api.platform.project.root)
     try:
         consent_ledger_of(other).record(
             [ConsentEvent(subject, "analytics", "grant", time.time() - 5, "t")]
         )
-        assert api.get("customer_360", subject, "analytics", "analyst").status_code == 200
+        assert api.get("customer_360", token, "analytics", "analyst").status_code == 200
         consent_ledger_of(other).record(
             [ConsentEvent(subject, "analytics", "revoke", time.time(), "t")]
         )
-        assert api.get("customer_360", subject, "analytics", "analyst").status_code == 404
-        found = api.lookup("customer_360", [subject], "analytics", "analyst").json()
-        assert found["results"] == [{"key": subject, "found": False}]
+        assert api.get("customer_360", token, "analytics", "analyst").status_code == 404
+        found = api.lookup("customer_360", [token], "analytics", "analyst").json()
+        assert found["results"] == [{"key": token, "found": False}]
     finally:
         other.close()
 

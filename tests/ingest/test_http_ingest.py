@@ -144,3 +144,47 @@ def test_a_body_that_is_not_json_is_a_400(api: tuple[httpx.Client, dict[str, str
         headers={"Authorization": keys["ingester"]},
     )
     assert wrapped.json() == {"accepted": 1, "rejected": []}
+
+
+def test_every_post_is_audited_allowed_or_denied(
+    api: tuple[httpx.Client, dict[str, str], Path],
+) -> None:
+    """Issue 13: ingest calls were not audited at all."""
+    client, keys, project = api
+    event = [{"order_id": 1, "customer_id": 1, "amount": 1.0}, {"order_id": "x"}]
+    calls = [
+        (client.post("/v1/events/orders", json=event), None),
+        (
+            client.post(
+                "/v1/events/orders", json=event, headers={"Authorization": keys["clicks_only"]}
+            ),
+            "p-clicks_only",
+        ),
+        (
+            client.post(
+                "/v1/events/nowhere", json=event, headers={"Authorization": keys["ingester"]}
+            ),
+            "p-ingester",
+        ),
+        (
+            client.post(
+                "/v1/events/orders", json=event, headers={"Authorization": keys["ingester"]}
+            ),
+            "p-ingester",
+        ),
+    ]
+    assert [r.status_code for r, _ in calls] == [401, 403, 404, 200]
+    with Platform.open(project) as platform:
+        records = [r for _, r in platform.audit.records() if r.action == "ingest"]
+        assert platform.audit.verify() == []
+    assert [(r.principal, r.outcome, r.detail.get("code")) for r in records] == [
+        ("anonymous", "denied", "unauthenticated"),
+        ("p-clicks_only", "denied", "forbidden"),
+        ("p-ingester", "denied", "unknown_source"),
+        ("p-ingester", "allowed", None),
+    ]
+    allowed = records[-1]
+    assert allowed.rows == 1
+    assert allowed.detail["accepted"] == 1
+    assert allowed.detail["rejected"] == 1
+    assert allowed.detail["source"] == "orders"

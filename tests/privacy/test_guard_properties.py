@@ -66,7 +66,12 @@ ROLES = {
     "accountant": ["tax"],
     "researcher": ["research"],
     "manager": ["support", "analytics"],
+    # limited to one product: half of a pooled key (issue 13): with accounts_analyst, it
+    # must not read accounts for support
+    "plans_support": ["support"],
+    "accounts_analyst": ["analytics"],
 }
+ROLE_PRODUCTS = {"plans_support": ["plan_counts"], "accounts_analyst": [PRODUCT]}
 
 COLUMNS = {  # name: (type, classification)
     "account_id": ("BIGINT", None),
@@ -235,7 +240,17 @@ def write_project(root: Path) -> None:
         encoding="utf-8",
     )
     purposes = "\n".join(f"  {p}: {{legal_basis: {b}}}" for p, b in BASES.items())
-    roles = "\n".join(f"  {r}: {{purposes: [{', '.join(ps)}]}}" for r, ps in ROLES.items())
+    roles = "\n".join(
+        f"  {r}: {{purposes: [{', '.join(ps)}], products: {ROLE_PRODUCTS.get(r, ['*'])}}}"
+        for r, ps in ROLES.items()
+    )
+    (root / "products" / "plan_counts.yml").write_text(
+        "name: plan_counts\nowner: test\nkey: plan\n"
+        "sql: SELECT plan, count(*) AS n FROM accounts_raw GROUP BY plan\n"
+        "purposes: [support, analytics]\ncolumns:\n"
+        "  plan: {type: VARCHAR}\n  n: {type: BIGINT}\n",
+        encoding="utf-8",
+    )
     (root / "policies" / "policy.yml").write_text(
         POLICY_YAML.format(purposes=purposes, roles=roles), encoding="utf-8"
     )
@@ -254,7 +269,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     with Platform(project) as built:
         assert load_sources(built) == {"accounts_raw": len(ACCOUNTS)}
         results = build_products(built)
-        assert [(r.product, r.status) for r in results] == [(PRODUCT, "live")], results
+        assert {(r.product, r.status) for r in results} == {
+            (PRODUCT, "live"),
+            ("plan_counts", "live"),
+        }, results
         yield built
 
 
@@ -415,7 +433,8 @@ def fresh_guard(project: Project, tmp: Path, events: list[ConsentEvent]) -> Iter
 
 
 def may_declare(roles: tuple[str, ...], purpose: str) -> bool:
-    return any(purpose in ROLES[r] for r in roles)
+    """One single role must allow the purpose on the product: roles are never pooled."""
+    return any(purpose in ROLES[r] and PRODUCT in ROLE_PRODUCTS.get(r, [PRODUCT]) for r in roles)
 
 
 # ------------------------------------------------------------------ the property
@@ -552,6 +571,8 @@ def test_no_purpose_is_a_bad_request(guard: Guard, purpose: Any) -> None:
     ("purpose", "roles"),
     [
         ("marketing.email", ("support_agent",)),  # a role that may not declare it
+        # roles not pooled: support (on plan_counts only) + analytics (on accounts)
+        ("support", ("plans_support", "accounts_analyst")),
         ("analytics", ()),  # no roles at all
         ("marketing.email", ("manager", "analyst")),
         ("nope", ("manager",)),  # not a purpose

@@ -31,12 +31,22 @@ roles:
     description: A batch client held to a slow rate.
     purposes: [support]
     rate_limit: {requests_per_second: 0.2, burst: 2}
+  churn_desk:
+    description: Support, on the churn scores only (half of a pooled key, issue 13).
+    purposes: [support]
+    products: [churn_risk]
+  c360_analyst:
+    description: Analytics, on the customer 360 only (the other half).
+    purposes: [analytics]
+    products: [customer_360]
 """
 
 SERVE_SETTINGS = """serve:
   host: 127.0.0.1
   port: 8787
   max_body_bytes: 65536
+  # the matrix and JWT tests send hundreds of bad credentials from one address
+  unauthenticated_rate_limit: {requests_per_second: 1000, burst: 5000}
   jwt:
     jwks_file: jwks.json
     issuer: "https://idp.example.test/"

@@ -13,6 +13,8 @@ import time
 import pytest
 
 from tidegate.platform.keys import create_key
+from tidegate.platform.secrets import load_master_key
+from tidegate.privacy.treatments import purpose_key
 
 from .conftest import Served
 
@@ -24,9 +26,22 @@ ROLE_PURPOSES = {
     "marketer": {"marketing.email"},
     "analyst": {"analytics"},
     "desk_360": {"support"},
+    "churn_desk": {"support"},
+    "c360_analyst": {"analytics"},
     "ghost": set(),  # wrong scope: a role the policies do not know
 }
-ROLE_PRODUCTS = {"desk_360": {"customer_360"}}
+ROLE_PRODUCTS = {
+    "desk_360": {"customer_360"},
+    "churn_desk": {"churn_risk"},
+    "c360_analyst": {"customer_360"},
+}
+#: keys holding several roles: a cell is allowed only when ONE role allows it (not pooled)
+KEYS: dict[str, tuple[str, ...]] = {role: (role,) for role in ROLE_PURPOSES} | {
+    "churn_desk+c360_analyst": ("churn_desk", "c360_analyst"),
+    "desk_360+analyst": ("desk_360", "analyst"),
+    "marketer+churn_desk": ("marketer", "churn_desk"),
+    "ghost+c360_analyst": ("ghost", "c360_analyst"),
+}
 PRODUCT_PURPOSES = {
     "customer_360": set(PURPOSES),
     "churn_risk": set(PURPOSES),
@@ -35,12 +50,23 @@ PRODUCT_PURPOSES = {
 STATES = ("valid", "expired", "revoked")
 
 
-def expected(role: str, purpose: str, product: str, state: str) -> int:
+def ada_under(served: Served, purpose: str) -> str:
+    """How a caller addresses Ada under `purpose`: analytics hashes customer_id (the key
+    of every product), so there she is known by her pseudonym only."""
+    if purpose != "analytics":
+        return ADA
+    master = load_master_key(served.platform.state_dir)
+    return purpose_key(master, purpose).hmac_hex(ADA)
+
+
+def one_role_allows(role: str, purpose: str, product: str) -> bool:
+    return purpose in ROLE_PURPOSES[role] and product in ROLE_PRODUCTS.get(role, set(PRODUCTS))
+
+
+def expected(key: str, purpose: str, product: str, state: str) -> int:
     if state != "valid":
         return 401
-    if purpose not in ROLE_PURPOSES[role]:
-        return 403
-    if product not in ROLE_PRODUCTS.get(role, set(PRODUCTS)):
+    if not any(one_role_allows(role, purpose, product) for role in KEYS[key]):
         return 403
     if purpose not in PRODUCT_PURPOSES[product]:
         return 403
@@ -51,12 +77,12 @@ def expected(role: str, purpose: str, product: str, state: str) -> int:
 def tokens(served: Served) -> dict[tuple[str, str], str]:
     meta = served.platform.meta
     out: dict[tuple[str, str], str] = {}
-    for role in ROLE_PURPOSES:
-        out[(role, "valid")] = create_key(meta, f"m-{role}", [role])[0]
-        out[(role, "expired")] = create_key(meta, f"m-{role}-old", [role], ttl_seconds=0.01)[0]
-        revoked, row = create_key(meta, f"m-{role}-gone", [role])
+    for name, roles in KEYS.items():
+        out[(name, "valid")] = create_key(meta, f"m-{name}", list(roles))[0]
+        out[(name, "expired")] = create_key(meta, f"m-{name}-old", list(roles), ttl_seconds=0.01)[0]
+        revoked, row = create_key(meta, f"m-{name}-gone", list(roles))
         meta.revoke_api_key(row.key_id, time.time())
-        out[(role, "revoked")] = revoked
+        out[(name, "revoked")] = revoked
     time.sleep(0.05)
     return out
 
@@ -67,18 +93,17 @@ def test_every_cell_of_the_matrix(
 ) -> None:
     wrong: list[str] = []
     cells = 0
-    for role, purpose, product, state in itertools.product(
-        ROLE_PURPOSES, PURPOSES, PRODUCTS, STATES
-    ):
+    for role, purpose, product, state in itertools.product(KEYS, PURPOSES, PRODUCTS, STATES):
         cells += 1
         want = expected(role, purpose, product, state)
         headers = {"Authorization": f"Bearer {tokens[(role, state)]}", "X-Purpose": purpose}
+        key = ada_under(served, purpose)
         before = served.last_seq()
         if endpoint == "entity":
-            response = served.client.get(f"/v1/products/{product}/entities/{ADA}", headers=headers)
+            response = served.client.get(f"/v1/products/{product}/entities/{key}", headers=headers)
         else:
             response = served.client.post(
-                f"/v1/products/{product}/lookup", json={"keys": [ADA]}, headers=headers
+                f"/v1/products/{product}/lookup", json={"keys": [key]}, headers=headers
             )
         cell = f"{role} x {purpose} x {product} x {state}"
         if response.status_code != want:
@@ -106,7 +131,7 @@ def test_every_cell_of_the_matrix(
             )
         if not ok:
             wrong.append(f"{cell}: audit record {record}")
-    assert cells == 5 * 3 * 3 * 3
+    assert cells == len(KEYS) * 3 * 3 * 3
     assert not wrong, "\n".join(wrong)
     assert served.platform.audit.verify() == []
 
@@ -114,17 +139,26 @@ def test_every_cell_of_the_matrix(
 def test_catalogue_shows_only_products_the_roles_may_read(
     served: Served, tokens: dict[tuple[str, str], str]
 ) -> None:
-    for role in ROLE_PURPOSES:
-        headers = {"Authorization": f"Bearer {tokens[(role, 'valid')]}"}
+    for key, roles in KEYS.items():
+        headers = {"Authorization": f"Bearer {tokens[(key, 'valid')]}"}
         listed = served.client.get("/v1/products", headers=headers).json()["products"]
         names = {p["name"] for p in listed}
-        if role == "ghost":
-            assert names == set(), role
-        else:
-            assert names == ROLE_PRODUCTS.get(role, set(PRODUCTS)), role
+        readable = set().union(
+            *(ROLE_PRODUCTS.get(r, set(PRODUCTS)) for r in roles if r != "ghost")
+        )
+        assert names == readable, key
+        for entry in listed:
+            # allowed purposes: only pairs that one single role grants
+            want = [
+                p
+                for p in PURPOSES
+                if p in PRODUCT_PURPOSES[entry["name"]]
+                and any(one_role_allows(r, p, entry["name"]) for r in roles)
+            ]
+            assert sorted(entry["allowed_purposes"]) == sorted(want), (key, entry["name"])
         for product in PRODUCTS:
             status = served.client.get(f"/v1/products/{product}", headers=headers).status_code
-            assert status == (200 if product in names else 403), (role, product)
+            assert status == (200 if product in names else 403), (key, product)
         for state in ("expired", "revoked"):
-            bad = {"Authorization": f"Bearer {tokens[(role, state)]}"}
+            bad = {"Authorization": f"Bearer {tokens[(key, state)]}"}
             assert served.client.get("/v1/products", headers=bad).status_code == 401

@@ -232,3 +232,16 @@ def test_unknown_product_reads_nothing(store: OnlineStore) -> None:
     assert store.read_entries("nothing_here", ["1"]) == {}
     assert store.read_entry("nothing_here", "1") is None
     assert store.read_entries("p", []) == {}
+
+
+def test_keys_lists_the_current_version_only(store: OnlineStore) -> None:
+    assert store.keys("p") == []
+    store.write_batch("p", 1, rows(3))
+    assert store.keys("p") == []  # not active yet
+    store.activate("p", 1)
+    store.write_batch("p", 2, [("new*[key]", "{}")])
+    store.write_batch("other", 1, rows(2))
+    store.activate("other", 1)
+    assert sorted(store.keys("p")) == sorted(k for k, _ in rows(3))
+    store.activate("p", 2)
+    assert store.keys("p") == ["new*[key]"]

@@ -11,14 +11,17 @@
 One framework, one set of error handlers: a route raises TidegateError and the app
 answers `{"error": {...}}` with its status; an unexpected exception is a logged 500.
 
-Around them: the hardening middleware (body limits, headers), CORS when configured, and
-Prometheus metrics (`GET /metrics`, request timing).
+Around them: the hardening middleware (header and body limits, headers), CORS when
+configured, Prometheus metrics (`GET /metrics`, request timing; behind a key when
+`serve.metrics_roles` is set), and, outermost, the per-address limit on callers that
+fail to authenticate (`serve.unauthenticated_rate_limit`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,9 +33,10 @@ from starlette.routing import Route
 
 from tidegate.egress.serve import openapi
 from tidegate.egress.serve.app import crash, http_error, serve_routes, tidegate_error
-from tidegate.egress.serve.http import ASGIApp, Hardening
-from tidegate.egress.serve.service import Serving
-from tidegate.errors import TidegateError
+from tidegate.egress.serve.auth import bearer_token
+from tidegate.egress.serve.http import ASGIApp, GuestLimit, Hardening, Receive, Scope, Send
+from tidegate.egress.serve.service import Call, Serving
+from tidegate.errors import ForbiddenError, TidegateError
 from tidegate.platform import Platform
 
 #: ingestion enforces its own (larger) body limit
@@ -107,7 +111,12 @@ def create_app(platform: Platform) -> ASGIApp:
         lifespan=_lifespan(serving),
     )
     settings = project.config.serve
-    app: ASGIApp = Hardening(main, settings.max_body_bytes, exempt=OWN_BODY_LIMIT)
+    app: ASGIApp = Hardening(
+        main,
+        settings.max_body_bytes,
+        exempt=OWN_BODY_LIMIT,
+        max_header_bytes=settings.max_header_bytes,
+    )
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -120,7 +129,42 @@ def create_app(platform: Platform) -> ASGIApp:
         )
     from tidegate.observe.metrics import instrument
 
-    return instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+    app = instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+    if settings.metrics_roles:
+        app = _metrics_gate(app, serving, frozenset(settings.metrics_roles))
+    guests = settings.unauthenticated_rate_limit
+    if guests is not None:
+        burst = guests.burst or max(1, math.ceil(guests.requests_per_second))
+        app = GuestLimit(app, guests.requests_per_second, burst)
+    return app
+
+
+def _metrics_gate(app: ASGIApp, serving: Serving, roles: frozenset[str]) -> ASGIApp:
+    """`/metrics` for keys holding one of `roles` only (`serve.metrics_roles`); refusals are
+    audited like any denied call."""
+
+    async def gate(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/metrics":
+            await app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        call = Call(action="metrics")
+        try:
+            principal = serving.principal(
+                call, bearer_token(headers.get("authorization"), headers.get("x-api-key"))
+            )
+            if not roles & set(principal.roles):
+                raise ForbiddenError(
+                    f"principal {principal.name!r} may not read /metrics "
+                    f"(roles allowed: {', '.join(sorted(roles))})"
+                )
+        except TidegateError as err:
+            serving.audit_denied(call, err)
+            await tidegate_error(err)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return gate
 
 
 def app_from_env() -> ASGIApp:

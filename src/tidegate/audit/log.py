@@ -1,8 +1,16 @@
-"""Append-only audit records, each holding the hash of the one before it.
+"""Append-only audit records, each holding a keyed hash (HMAC) over itself and the one
+before it.
 
 The chain makes any edit, deletion, insertion or reordering of stored records
 visible to `verify()`: each record's hash covers its own canonical body and the
-previous hash, so changing one record breaks its own hash and every later link.
+previous hash, so changing one record breaks its own hash and every later link. The
+hash is an HMAC-SHA256 under the audit key (`privacy/secrets.py`: an environment
+variable or a 0600 file in the state folder, never the metadata database), so someone
+who can write the metadata database but does not hold the key cannot compute the hash
+of a record they forge or edit: nothing in the database is trusted by `verify`.
+
+Chains written before the chain was keyed (plain SHA-256) are checked, and sealed after
+a review, as `chain.py` describes.
 
 The chain alone cannot show that its *tail* was cut off (the remaining records are
 still consistent). An `AuditAnchor` kept outside the log (a small signed file, see
@@ -20,7 +28,6 @@ Two ways to append:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -29,14 +36,61 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidegate.audit.chain import (
+    GENESIS,
+    SEAL_OP,
+    ChainIssue,
+    Verification,
+    chain_hash,
+    chain_key,
+    unsealed_prefix,
+    walk,
+)
 from tidegate.meta.base import MetadataStore, StoredAuditRecord
+
+__all__ = [
+    "GENESIS",
+    "SEAL_OP",
+    "AuditLog",
+    "AuditRecord",
+    "ChainIssue",
+    "Verification",
+    "chain_hash",
+    "link",
+]
 
 if TYPE_CHECKING:
     from tidegate.audit.anchor import AuditAnchor
     from tidegate.audit.writer import AuditWriter
 
-GENESIS = "0" * 64
 log = logging.getLogger(__name__)
+
+
+#: the most characters a text field of a record keeps (longer values are clipped, `…`)
+FIELD_LIMITS = {"action": 64, "principal": 256, "purpose": 128, "product": 128, "outcome": 64}
+SUBJECT_LIMIT = 256
+NAME_LIMIT = 128
+MAX_COLUMNS = 1_000
+DETAIL_TEXT_LIMIT = 1_024
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` within `limit` characters; clipping twice changes nothing."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _capped(value: Any) -> Any:
+    """Strings within `detail` clipped (lists and nesting are the producer's, not the
+    caller's: erasure reports list every redaction and must stay whole)."""
+    if isinstance(value, str):
+        return clip(value, DETAIL_TEXT_LIMIT)
+    if isinstance(value, dict):
+        return {clip(str(k), NAME_LIMIT): _capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_capped(v) for v in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -54,6 +108,26 @@ class AuditRecord:
     outcome: str = "allowed"
     detail: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        # every field may carry caller input (an X-Purpose header, a path, a JWT subject):
+        # capped here, once, so no caller can write an unbounded record (issue 13)
+        for name, limit in FIELD_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) > limit:
+                object.__setattr__(self, name, clip(value, limit))
+        if any(len(s) > SUBJECT_LIMIT for s in self.subjects):
+            object.__setattr__(
+                self, "subjects", tuple(clip(s, SUBJECT_LIMIT) for s in self.subjects)
+            )
+        if len(self.columns) > MAX_COLUMNS or any(
+            len(k) > NAME_LIMIT or len(v) > NAME_LIMIT for k, v in self.columns.items()
+        ):
+            capped = list(self.columns.items())[:MAX_COLUMNS]
+            object.__setattr__(
+                self, "columns", {clip(k, NAME_LIMIT): clip(v, NAME_LIMIT) for k, v in capped}
+            )
+        object.__setattr__(self, "detail", _capped(self.detail))
 
     def canonical(self) -> str:
         body = {
@@ -106,38 +180,28 @@ class AuditRecord:
             )
 
 
-@dataclass(frozen=True)
-class ChainIssue:
-    seq: int
-    problem: str
-
-    def __str__(self) -> str:
-        return f"record {self.seq}: {self.problem}"
-
-
-def chain_hash(seq: int, prev_hash: str, body: str) -> str:
-    # surrogateescape: a body read back with bytes that are not UTF-8 (see meta/sqlite.py)
-    # hashes as exactly those bytes, so tampering shows as a mismatch, not a crash
-    text = f"{seq}\n{prev_hash}\n{body}".encode("utf-8", "surrogateescape")
-    return hashlib.sha256(text).hexdigest()
-
-
-def link(records: list[AuditRecord], last: StoredAuditRecord | None) -> list[StoredAuditRecord]:
-    """Chain `records` after `last` (None: the log is empty)."""
+def link(
+    records: list[AuditRecord], last: StoredAuditRecord | None, key: bytes
+) -> list[StoredAuditRecord]:
+    """Chain `records` after `last` (None: the log is empty) under the chain key."""
     seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
     stored = []
     for record in records:
         seq += 1
         body = record.canonical()
-        digest = chain_hash(seq, prev, body)
+        digest = chain_hash(seq, prev, body, key)
         stored.append(StoredAuditRecord(seq, body, prev, digest))
         prev = digest
     return stored
 
 
 class AuditLog:
-    def __init__(self, store: MetadataStore, anchor: AuditAnchor | None = None) -> None:
+    def __init__(
+        self, store: MetadataStore, anchor: AuditAnchor | None = None, *, key: bytes
+    ) -> None:
+        """`key`: the audit key (`privacy.secrets.load_audit_key`), kept out of `store`."""
         self._store = store
+        self._key = chain_key(key)
         self._lock = threading.Lock()
         self.anchor = anchor
         self._writer: AuditWriter | None = None
@@ -157,7 +221,7 @@ class AuditLog:
         if not records:
             return []
         with self._lock:
-            stored = self._store.append_audit_chained(lambda last: link(records, last))
+            stored = self._store.append_audit_chained(lambda last: link(records, last, self._key))
             if self.anchor is not None and stored:
                 self.anchor.advance(stored[0].seq, stored[-1].seq, stored[-1].hash, self._store)
         for observer in list(self.observers):
@@ -205,42 +269,29 @@ class AuditLog:
         for stored in self._store.audit_records(after_seq):
             yield stored.seq, AuditRecord.readable(stored.body)
 
+    def seal(self, principal: str) -> int | None:
+        """Seal the unkeyed prefix of a chain written before it was keyed, after a person
+        reviewed it: appends a keyed admin record naming its last record. None: nothing
+        to seal."""
+        self.flush()
+        last = unsealed_prefix(self._store.audit_records(), self._key)
+        if last == 0:
+            return None
+        (seq,) = self.append(
+            AuditRecord(
+                action="admin", principal=principal, detail={"op": SEAL_OP, "sealed_through": last}
+            )
+        )
+        return seq
+
     def verify(self) -> list[ChainIssue]:
         """Walk the chain; every break is reported with the record where it shows."""
-        from tidegate.audit.redact import authorised_redactions, body_digest
+        return self.verification().issues
 
+    def verification(self) -> Verification:
+        """`verify`, with notes on what the walk cannot prove (chain.py)."""
         self.flush()
-        issues: list[ChainIssue] = []
-        expected_prev = GENESIS
-        expected_seq = 1
-        stored_records = self._store.audit_records()
-        # bodies an erasure redacted (audit/redact.py), as authorised by a later record
-        redacted = authorised_redactions(
-            (s, chain_hash(s.seq, s.prev_hash, s.body) == s.hash) for s in stored_records
-        )
-        for stored in stored_records:
-            if stored.seq != expected_seq:
-                issues.append(
-                    ChainIssue(
-                        stored.seq,
-                        f"sequence jumps from {expected_seq - 1} to {stored.seq}: "
-                        "records were deleted or inserted",
-                    )
-                )
-            if stored.prev_hash != expected_prev:
-                issues.append(
-                    ChainIssue(
-                        stored.seq,
-                        "previous-hash link is broken: a record before it was changed, "
-                        "removed, inserted or moved",
-                    )
-                )
-            if chain_hash(stored.seq, stored.prev_hash, stored.body) != stored.hash:
-                allowed = redacted.get(stored.seq)
-                if allowed is None or allowed[0] != body_digest(stored.body):
-                    issues.append(ChainIssue(stored.seq, "content does not match its hash: edited"))
-            expected_prev = stored.hash
-            expected_seq = stored.seq + 1
+        result = walk(self._store.audit_records(), self._key)
         if self.anchor is not None:
-            issues += self.anchor.check(self._store, expected_seq - 1)
-        return issues
+            result.issues += self.anchor.check(self._store, result.last_seq)
+        return result

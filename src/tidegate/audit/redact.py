@@ -3,10 +3,13 @@
 An erasure (GDPR Art. 17) must not leave the person's id in clear in the audit log, and
 the audit log must still prove nothing was edited. Both hold this way:
 
-1. the records that name the subject (in `subjects`, in `detail`, anywhere in the
-   body: an exact value, or a whole word of a longer text; numbers only in `subjects`
-   and `detail`, not counts or times) get a redacted body where
-   each occurrence is replaced by the subject's pseudonym (`erased:<keyed hash>`);
+1. only the fields an audit record declares as naming subjects are touched (see
+   `SUBJECT_FIELDS`): a value equal to the subject's id in `subjects` or in
+   `detail.subject`, and, in a record about a product, an entity key of the subject in
+   `detail.key` / `detail.keys`. Nothing else, ever: not counts, times or principals
+   that happen to equal the id (erasing subject `1` once rewrote every `rows: 1`, and
+   erasing a string equal to a principal's name rewrote thousands of principals). Each
+   such value is replaced by the subject's pseudonym (`erased:<keyed hash>`);
 2. *before* any body changes, one chained record (the erasure report, action
    `erasure`) lists each redaction as `[seq, sha256(redacted body)]`;
 3. then the bodies are replaced in place; stored hashes and links are left as they
@@ -14,13 +17,15 @@ the audit log must still prove nothing was edited. Both hold this way:
 
 `AuditLog.verify` accepts a record whose body no longer matches its hash only when an
 intact, later `erasure` record authorised exactly that body (its SHA-256); any other
-change, including a further edit of a redacted body, is still reported. A crash between
-2 and 3 leaves the original bodies, which verify as they always did; running the
-erasure again redacts them.
+change, including a further edit of a redacted body, is still reported. An erasure
+record is itself intact when its hash matches, or when a later intact erasure
+authorised its redacted body, so any number of erasures keep `verify` clean. A crash
+between 2 and 3 leaves the original bodies, which verify as they always did; running
+the erasure again redacts them.
 
 What this does not prove: that the redacted body's other fields are the original ones
 (the original bytes are gone by design). The redaction is limited to replacing values
-equal to the subject's identifiers, and the authorising record says who did it and why.
+in the declared subject fields, and the authorising record says who did it and why.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from tidegate.meta.base import StoredAuditRecord
@@ -46,7 +52,9 @@ def canonical(data: Any) -> str:
 
 
 class Redactor:
-    """Replaces identifiers (exact values, or whole words inside longer strings)."""
+    """Replaces identifiers (exact values, or whole words inside longer strings) in free
+    text outside the audit log (run stats) and in text about to be written (an erasure's
+    reason). Never used on stored audit records: see `SubjectRedaction`."""
 
     def __init__(self, identifiers: Iterable[str], token: str) -> None:
         self.identifiers = {i for i in (str(v) for v in identifiers) if i}
@@ -86,55 +94,101 @@ class Redactor:
         return any(i in text for i in self.identifiers)
 
 
-def redactions_for(records: Iterable[StoredAuditRecord], redactor: Redactor) -> dict[int, str]:
-    """seq -> redacted body, for every record whose body names an identifier."""
+#: the fields of an audit record that name subjects: top-level lists of subject ids, and
+#: `detail` fields holding a subject id; `KEY_FIELDS` hold entity keys of `product`
+SUBJECT_FIELDS = ("subjects",)
+SUBJECT_DETAIL_FIELDS = ("subject",)
+KEY_DETAIL_FIELDS = ("key", "keys")
+
+
+@dataclass(frozen=True)
+class SubjectRedaction:
+    """What to replace for one erased subject, and with what.
+
+    `subject`: the subject's id (a declared subject type's id: today the products'
+    subject column); `keys`: product -> the subject's entity keys in it (its rows'
+    keys, and its id where the key column is the subject column)."""
+
+    subject: str
+    token: str
+    keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def _one(self, value: Any, names: frozenset[str] | set[str]) -> Any:
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, str | int) and str(value) in names:
+            return self.token
+        return value
+
+    def record(self, data: dict[str, Any]) -> dict[str, Any]:
+        out = dict(data)
+        ids = {self.subject}
+        for name in SUBJECT_FIELDS:
+            if isinstance(out.get(name), list):
+                out[name] = [self._one(v, ids) for v in out[name]]
+        detail = out.get("detail")
+        if isinstance(detail, dict):
+            detail = dict(detail)
+            for name in SUBJECT_DETAIL_FIELDS:
+                if name in detail:
+                    detail[name] = self._one(detail[name], ids)
+            keys = self.keys.get(str(out.get("product")))
+            for name in KEY_DETAIL_FIELDS if keys else ():
+                value = detail.get(name)
+                if isinstance(value, list):
+                    detail[name] = [self._one(v, keys) for v in value]  # type: ignore[arg-type]
+                elif name in detail:
+                    detail[name] = self._one(value, keys)  # type: ignore[arg-type]
+            out["detail"] = detail
+        return out
+
+    def mentions(self, body: str) -> bool:
+        """A cheap pre-filter: could the body name the subject at all?"""
+        return self.subject in body or any(k in body for ks in self.keys.values() for k in ks)
+
+
+def redactions_for(
+    records: Iterable[StoredAuditRecord], redaction: SubjectRedaction
+) -> dict[int, str]:
+    """seq -> redacted body, for every record whose subject fields name the subject."""
     found: dict[int, str] = {}
     for stored in records:
-        if not redactor.mentions(stored.body):
+        if not redaction.mentions(stored.body):
             continue
         try:
             data = json.loads(stored.body)
         except ValueError:
             continue  # an unreadable body is `verify`'s to report, not ours to rewrite
-        redacted = canonical(_redact_record(data, redactor))
+        if not isinstance(data, dict):
+            continue
+        redacted = canonical(redaction.record(data))
         if redacted != stored.body:
             found[stored.seq] = redacted
     return found
-
-
-#: where numbers can be identifiers; elsewhere (rows, counts, times) they are not
-IDENTIFYING_FIELDS = ("subjects", "detail")
-
-
-def _redact_record(data: Any, redactor: Redactor) -> Any:
-    if not isinstance(data, dict):
-        return redactor.value(data)
-    return {
-        key: (
-            redactor.value(value)
-            if key in IDENTIFYING_FIELDS
-            else redactor.text(value)
-            if isinstance(value, str)
-            else value
-        )
-        for key, value in data.items()
-    }
 
 
 def authorised_redactions(
     records: Iterable[tuple[StoredAuditRecord, bool]],
 ) -> dict[int, tuple[str, int]]:
     """seq -> (sha256 of the authorised body, seq of the authorising record), from the
-    intact (`True`) `erasure` records among `records`."""
+    intact (`True`) `erasure` records among `records`.
+
+    Walked from the newest record back: an erasure record whose own body a later
+    erasure redacted counts as intact when that later record authorised exactly its
+    body, so a second erasure never orphans the first one's authorisations. The latest
+    authorisation of a record wins (its body is the last one written)."""
     authorised: dict[int, tuple[str, int]] = {}
-    for stored, intact in records:
+    for stored, intact in reversed(list(records)):
+        if not intact:
+            allowed = authorised.get(stored.seq)
+            intact = allowed is not None and allowed[0] == body_digest(stored.body)
         if not intact or f'"action":"{ERASURE_ACTION}"' not in stored.body:
             continue
         try:
             data = json.loads(stored.body)
         except ValueError:
             continue
-        if data.get("action") != ERASURE_ACTION:
+        if not isinstance(data, dict) or data.get("action") != ERASURE_ACTION:
             continue
         for item in (data.get("detail") or {}).get("redactions") or []:
             if (
@@ -143,5 +197,5 @@ def authorised_redactions(
                 and isinstance(item[0], int)
                 and item[0] < stored.seq
             ):
-                authorised[item[0]] = (str(item[1]), stored.seq)
+                authorised.setdefault(item[0], (str(item[1]), stored.seq))
     return authorised

@@ -133,17 +133,37 @@ def consent_show(
 
 @audit_app.command("verify")
 def audit_verify(project_dir: ProjectDir = Path(".")) -> None:
-    """Walk the hash chain; report any edited, deleted, inserted or reordered record."""
+    """Walk the keyed chain; report any forged, edited, deleted, inserted or reordered
+    record, and say what cannot be proven (records written before the chain was keyed)."""
     from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
-        issues = platform.audit.verify()
-        count = len(platform.meta.audit_records())
-    if issues:
-        for issue in issues:
+        report = platform.audit.verification()
+    for note in report.notes:
+        console.print(f"[yellow]![/yellow] {note}")
+    if report.issues:
+        for issue in report.issues:
             console.print(f"[red]✗[/red] {issue}")
-        raise TidegateError(f"the audit log has been tampered with: {len(issues)} problem(s)")
-    console.print(f"[green]✓[/green] audit chain intact: {count} records")
+        raise TidegateError(
+            f"the audit log has been tampered with: {len(report.issues)} problem(s)"
+        )
+    console.print(f"[green]✓[/green] audit chain intact: {report.records} records")
+
+
+@audit_app.command("seal")
+def audit_seal(project_dir: ProjectDir = Path(".")) -> None:
+    """Seal records written before the audit chain was keyed, after reviewing them.
+
+    Appends a keyed record naming the last of them: from then on any change to them is
+    detected. Nothing can prove they were not forged before the seal; `verify` says so."""
+    from tidegate.platform import Platform
+
+    with Platform.open(project_dir) as platform:
+        seq = platform.audit.seal(ADMIN)
+    if seq is None:
+        console.print("nothing to seal: every record is keyed, or already sealed")
+    else:
+        console.print(f"sealed the unkeyed records before the keyed chain (seal: record {seq})")
 
 
 @audit_app.command("tail")

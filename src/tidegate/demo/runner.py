@@ -233,6 +233,7 @@ def live_tour(
 def tour(platform: Platform, client: httpx.Client, base: str, keys: dict[str, str]) -> None:
     from tidegate.egress.sync import run_sync
     from tidegate.privacy.consent import ConsentEvent
+    from tidegate.privacy.guard import guard_of
 
     def call(role: str, product: str, key: str, purpose: str, note: str) -> None:
         path = f"/v1/products/{product}/entities/{key}"
@@ -263,10 +264,12 @@ def tour(platform: Platform, client: httpx.Client, base: str, keys: dict[str, st
     call(
         "analyst",
         "customer_360",
-        TOUR_CUSTOMER,
+        # analytics knows customers by pseudonym only: a clear id addresses nothing, so
+        # lookups cannot pair tokens with ids (the tour, run by the operator, computes it)
+        guard_of(platform).hash_key("analytics").hmac_hex(TOUR_CUSTOMER),
         "analytics",
-        "2. Analytics notebook reads the same customer for `analytics`: email and id hashed "
-        "(keyed HMAC, the same on every call)",
+        "2. Analytics notebook reads the same customer for `analytics`, by its pseudonym: "
+        "email and id hashed (keyed HMAC, the same on every call)",
     )
     call(
         "marketer",

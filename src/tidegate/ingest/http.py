@@ -7,7 +7,9 @@ by itself and the rest of the batch goes on. The answer is always
 the event log when it returns, rejected ones in the dead-letter store.
 
 Who may post: an API key one of whose roles lists the source (or `*`) under `ingest:`
-in the policies. Posting is not egress (nothing leaves), so no purpose is needed.
+in the policies. Posting is not egress (nothing leaves), so no purpose is needed; every
+call, allowed or denied, still writes an audit record (action `ingest`: who, which
+source, how many events accepted and rejected, or why it was refused).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tidegate.audit.log import AuditRecord
 from tidegate.errors import BadRequestError, ForbiddenError, TidegateError
-from tidegate.ingest.intake import intake_of
+from tidegate.ingest.intake import IntakeResult, intake_of
 from tidegate.platform import Platform
-from tidegate.platform.keys import authenticate
+from tidegate.platform.keys import Principal, authenticate
 
 MAX_BODY_BYTES = 64 << 20
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -74,7 +77,17 @@ def ingest_routes(platform: Platform) -> list[Route]:
     async def post_events(request: Request) -> JSONResponse:
         """Validate each event against the source's columns; log the valid, dead-letter the rest."""
         source: str = request.path_params["source"]
-        principal = authenticate(platform.meta, _token(request))
+        principal: Principal | None = None
+        try:
+            principal = authenticate(platform.meta, _token(request))
+            result = await _ingest(principal, source, request)
+        except TidegateError as err:  # every call is audited, allowed or denied
+            platform.audit_writer.submit(_record(principal, source, err=err))
+            raise
+        platform.audit_writer.submit(_record(principal, source, result=result))
+        return JSONResponse(result.as_json())
+
+    async def _ingest(principal: Principal, source: str, request: Request) -> IntakeResult:
         target = intake_of(platform)
         target.schema(source)  # 404 for an unknown source, before reading the body
         roles = platform.project.policy.roles
@@ -93,13 +106,35 @@ def ingest_routes(platform: Platform) -> list[Route]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in NDJSON_TYPES:
             lines = [line for line in body.split(b"\n") if line.strip()]
-            result = await run_in_threadpool(target.submit, source, lines, "http", raw=True)
-        else:
-            events = _events(body)
-            result = await run_in_threadpool(target.submit, source, events, "http")
-        return JSONResponse(result.as_json())
+            return await run_in_threadpool(target.submit, source, lines, "http", raw=True)
+        events = _events(body)
+        return await run_in_threadpool(target.submit, source, events, "http")
 
     return [Route("/v1/events/{source}", post_events, methods=["POST"])]
+
+
+def _record(
+    principal: Principal | None,
+    source: str,
+    result: IntakeResult | None = None,
+    err: TidegateError | None = None,
+) -> AuditRecord:
+    """One audit record per call: who posted how many events to which source, or why not
+    (posting is not egress, but who writes what the products are built from matters)."""
+    detail: dict[str, Any] = {"source": source}
+    if principal is not None:
+        detail["key_id"] = principal.key_id
+    if err is not None:
+        detail.update(code=err.code, reason=err.message[:300])
+    elif result is not None:
+        detail.update(accepted=result.accepted, rejected=len(result.rejected))
+    return AuditRecord(
+        action="ingest",
+        principal=principal.name if principal is not None else "anonymous",
+        rows=result.accepted if result is not None else 0,
+        outcome="denied" if err is not None else "allowed",
+        detail=detail,
+    )
 
 
 def _events(body: bytes) -> list[Any]:

@@ -21,7 +21,7 @@ from tidegate.audit.log import AuditLog
 from tidegate.audit.writer import AuditWriter
 from tidegate.log.base import EventLog, open_event_log
 from tidegate.meta import MetadataStore, open_metadata
-from tidegate.platform.secrets import load_master_key
+from tidegate.platform.secrets import load_audit_key, load_master_key
 from tidegate.project import Project, load_project
 from tidegate.project.models import parse_duration
 from tidegate.store.online import OnlineStore, open_online_store
@@ -94,7 +94,7 @@ class Platform:
         from tidegate.audit.anchor import AuditAnchor
 
         anchor = AuditAnchor(self.state_dir / "audit-anchor.json", self.master_key)
-        return AuditLog(self.meta, anchor)
+        return AuditLog(self.meta, anchor, key=load_audit_key(self.state_dir))
 
     @property
     def audit_writer(self) -> AuditWriter:

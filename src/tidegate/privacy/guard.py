@@ -156,6 +156,33 @@ class AccessPlan:
         return pa.table({"subject": pa.array(subjects, type=pa.string())})
 
 
+def roles_allowing(
+    project: Project, roles: tuple[str, ...] | list[str], purpose: str, product: str
+) -> list[str]:
+    """The roles among `roles` that alone allow `purpose` on `product`.
+
+    Roles are never pooled: a key with role A (support on churn_risk) and role B
+    (analytics on customer_360) may not read customer_360 for support, since no role
+    ever granted that pair (issue 13)."""
+    found = []
+    for name in roles:
+        config = project.policy.roles.get(name)
+        if config is None or purpose not in config.purposes:
+            continue
+        if "*" in config.products or product in config.products:
+            found.append(name)
+    return found
+
+
+def purposes_on(project: Project, roles: tuple[str, ...] | list[str], product: str) -> list[str]:
+    """The product's purposes that some single role of `roles` allows on it (catalogue)."""
+    return [
+        purpose
+        for purpose in project.products[product].config.purposes
+        if roles_allowing(project, roles, purpose, product)
+    ]
+
+
 class Guard:
     def __init__(self, project: Project, consent: ConsentView, master_key: bytes) -> None:
         self.project = project
@@ -193,6 +220,14 @@ class Guard:
         if check_roles and not policy.roles_allow_product(context.roles, product_name):
             raise ForbiddenError(
                 f"principal {context.principal!r} may not read product {product_name!r}",
+                product=product_name,
+            )
+        if check_roles and not roles_allowing(self.project, context.roles, purpose, product_name):
+            # roles are not pooled: one role must grant both the purpose and the product
+            raise ForbiddenError(
+                f"principal {context.principal!r}: no single role may use purpose "
+                f"{purpose!r} on product {product_name!r}",
+                purpose=purpose,
                 product=product_name,
             )
         if purpose not in product.config.purposes:

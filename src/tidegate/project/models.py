@@ -184,6 +184,13 @@ class JwtConfig(Strict):
     leeway_seconds: float = Field(default=30, ge=0, le=300)
 
 
+class RateLimitConfig(Strict):
+    """A token bucket per principal: `requests_per_second` on average, bursts up to `burst`."""
+
+    requests_per_second: float = Field(gt=0)
+    burst: int = Field(default=0, ge=0, description="bucket size; 0: one second's worth")
+
+
 class ServeConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8787, gt=0, lt=65536)
@@ -192,6 +199,18 @@ class ServeConfig(Strict):
         default=[], description="origins allowed by CORS; empty: CORS off (the default)"
     )
     jwt: JwtConfig | None = None
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="request line + headers; larger: 431"
+    )
+    unauthenticated_rate_limit: RateLimitConfig | None = Field(
+        default_factory=lambda: RateLimitConfig(requests_per_second=5, burst=50),
+        description="per client address, for requests that fail to authenticate (401); "
+        "when spent, the address gets 429 until it refills; null: off",
+    )
+    metrics_roles: list[str] = Field(
+        default=[],
+        description="roles whose keys may read /metrics; empty: /metrics is open",
+    )
 
 
 class ConsentConfig(Strict):
@@ -402,13 +421,6 @@ class PurposeConfig(Strict):
         default=None,
         description="a Global Privacy Control signal opts out of it (default: from data_uses)",
     )
-
-
-class RateLimitConfig(Strict):
-    """A token bucket per principal: `requests_per_second` on average, bursts up to `burst`."""
-
-    requests_per_second: float = Field(gt=0)
-    burst: int = Field(default=0, ge=0, description="bucket size; 0: one second's worth")
 
 
 class RoleConfig(Strict):

@@ -2,7 +2,7 @@
 
 Who may call: an API key one of whose roles has `write_consent: true` in the policies
 (a CMP backend, a preference centre, a support tool). Recording consent is not egress,
-so no purpose is declared; every call is audited.
+so no purpose is declared; every call is audited, allowed or refused.
 
 The body names a subject and any of:
 
@@ -37,7 +37,7 @@ from starlette.routing import Route
 from tidegate.audit.log import AuditRecord
 from tidegate.errors import TidegateError
 from tidegate.platform import Platform
-from tidegate.platform.keys import authenticate
+from tidegate.platform.keys import Principal, authenticate
 from tidegate.privacy.consent import consent_ledger_of
 from tidegate.privacy.consent_input import (
     Choice,
@@ -156,10 +156,31 @@ def openapi_schemas() -> dict[str, Any]:
 def consent_routes(platform: Platform) -> list[Route]:
     """Record and read consent; errors are raised as TidegateError for the app to answer."""
 
+    def denied(action: str, principal: Principal | None, subject: str, err: TidegateError) -> None:
+        """Refused consent calls are audited too (who tried to write or read whose
+        choices, and why not)."""
+        detail: dict[str, Any] = {"code": err.code, "reason": err.message[:300]}
+        if principal is not None:
+            detail["key_id"] = principal.key_id
+        platform.audit_writer.submit(
+            AuditRecord(
+                action=action,
+                principal=principal.name if principal is not None else "anonymous",
+                subjects=(subject,),
+                outcome="denied",
+                detail=detail,
+            )
+        )
+
     def record(body: ConsentBody, token: str | None, gpc: bool) -> dict[str, Any]:
-        principal = authenticate(platform.meta, token)
-        may_write_consent(platform, principal)
-        events = events_for(platform, body, gpc)
+        principal: Principal | None = None
+        try:
+            principal = authenticate(platform.meta, token)
+            may_write_consent(platform, principal)
+            events = events_for(platform, body, gpc)
+        except TidegateError as err:
+            denied("consent", principal, body.subject, err)
+            raise
         seqs = consent_ledger_of(platform).record(events)
         withdrawn = sorted({e.purpose for e in events if e.action != "grant"})
         platform.audit.append(  # consent is evidence: durable before we answer
@@ -191,8 +212,13 @@ def consent_routes(platform: Platform) -> list[Route]:
         }
 
     def read(subject: str, token: str | None) -> dict[str, Any]:
-        principal = authenticate(platform.meta, token)
-        may_write_consent(platform, principal)
+        principal: Principal | None = None
+        try:
+            principal = authenticate(platform.meta, token)
+            may_write_consent(platform, principal)
+        except TidegateError as err:
+            denied("consent_read", principal, subject, err)
+            raise
         history = consent_ledger_of(platform).history(subject)
         platform.audit_writer.submit(
             AuditRecord(

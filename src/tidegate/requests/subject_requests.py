@@ -62,7 +62,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tidegate.audit.log import AuditRecord
-from tidegate.audit.redact import ERASURE_ACTION, Redactor, body_digest, redactions_for
+from tidegate.audit.redact import (
+    ERASURE_ACTION,
+    Redactor,
+    SubjectRedaction,
+    body_digest,
+    redactions_for,
+)
 from tidegate.errors import BadRequestError, TidegateError
 from tidegate.privacy.consent import consent_ledger_of
 from tidegate.privacy.guard import guard_of
@@ -324,7 +330,12 @@ def erase(platform: Platform, subject: str, principal: str, reason: str = "") ->
     _redact_runs(store, redactor, systems)
     _redact_observations(platform, store, subject, systems)
     _events_and_sources(platform, systems)
-    _audit_and_redact(platform, store, redactor, report, reason)
+    redaction = SubjectRedaction(
+        subject,
+        token,
+        {p: frozenset(k) for p, k in online_keys(platform, subject, found).items() if k},
+    )
+    _audit_and_redact(platform, store, redactor, redaction, report, reason)
     return report
 
 
@@ -579,10 +590,15 @@ def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None
 
 
 def _audit_and_redact(
-    platform: Platform, store: ErasureStore, redactor: Redactor, report: ErasureReport, reason: str
+    platform: Platform,
+    store: ErasureStore,
+    redactor: Redactor,
+    redaction: SubjectRedaction,
+    report: ErasureReport,
+    reason: str,
 ) -> None:
     platform.audit.flush()  # records queued by the serving path are redacted too
-    bodies = redactions_for(platform.meta.audit_records(), redactor)
+    bodies = redactions_for(platform.meta.audit_records(), redaction)
     report.systems.append(
         SystemResult(
             "audit_log",

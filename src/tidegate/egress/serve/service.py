@@ -23,12 +23,13 @@ import orjson
 
 from tidegate.audit.log import AuditRecord
 from tidegate.egress.serve.auth import Authenticator
+from tidegate.egress.serve.pseudonyms import PseudonymIndex, key_treatment
 from tidegate.egress.serve.ratelimit import RateLimiter
 from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
 from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
 from tidegate.platform import Platform
 from tidegate.platform.keys import Principal
-from tidegate.privacy.guard import AccessContext, AccessPlan, guard_of
+from tidegate.privacy.guard import AccessContext, AccessPlan, guard_of, purposes_on
 from tidegate.project.models import NAME_PATTERN
 from tidegate.store.online.base import Entry
 from tidegate.type_families import type_family
@@ -63,6 +64,7 @@ class _Shape:
     decode: dict[str, str]  # column -> family, for values a treatment needs typed
     columns: dict[str, str]  # visible column -> treatment (audit)
     treatments: dict[str, str]  # every column -> treatment (response)
+    key_treatment: str  # how the purpose sees the key column: how entities are addressed
 
 
 class Serving:
@@ -79,6 +81,7 @@ class Serving:
         self.plans = PlanCache(guard_of(platform), platform.meta, self.watch)
         self.limiter = RateLimiter(self.project.policy)
         self.versions = VersionTimes(platform.meta)
+        self.pseudonyms = PseudonymIndex(platform.online)
         self._shapes: dict[int, _Shape] = {}
         self._name = re.compile(NAME_PATTERN)
 
@@ -132,6 +135,7 @@ class Serving:
             decode=decode,
             columns={c.name: c.treatment.treatment for c in plan.visible_columns},
             treatments={c.name: c.treatment.treatment for c in plan.columns},
+            key_treatment=key_treatment(plan),
         )
         if len(self._shapes) > 1_000:
             self._shapes.clear()
@@ -161,6 +165,30 @@ class Serving:
         subject = str(subject_value) if subject_value is not None else None
         return plan.apply_row(row), subject
 
+    def _stored_keys(self, shape: _Shape, keys: Sequence[str]) -> dict[str, str]:
+        """Asked key -> the online store's key. Where the purpose sees the key column in
+        clear, the same; where it hashes it, keys are pseudonyms (a clear id addresses
+        nothing, so lookups are no token -> id oracle); any other treatment hides the key,
+        so entities cannot be addressed under that purpose at all."""
+        plan, treatment = shape.plan, shape.key_treatment
+        if treatment == "clear":
+            return {k: k for k in keys}
+        if treatment == "hash":
+            return self.pseudonyms.resolve(plan, keys)
+        raise ForbiddenError(
+            f"purpose {plan.purpose!r} does not see the key column {plan.key_column!r} of "
+            f"{plan.product!r} ({treatment}): its entities cannot be addressed by key",
+            purpose=plan.purpose,
+            product=plan.product,
+        )
+
+    @staticmethod
+    def _answers_to(shape: _Shape, treated: dict[str, Any], key: str) -> bool:
+        """Under a hashed key, the row's own token must be the one asked for."""
+        if shape.key_treatment != "hash":
+            return True
+        return treated.get(shape.plan.key_column) == key
+
     # ---------------------------------------------------------------- endpoints
 
     def entity(self, call: Call, token: str | None, key: str) -> dict[str, Any]:
@@ -168,10 +196,11 @@ class Serving:
         product = call.product or ""
         plan = self._plan(call, principal, product)
         shape = self._shape(plan)
-        entry = (
-            self.platform.online.read_entry(product, key) if len(key) <= MAX_KEY_LENGTH else None
-        )
+        stored = self._stored_keys(shape, [key]) if len(key) <= MAX_KEY_LENGTH else {}
+        entry = self.platform.online.read_entry(product, stored[key]) if key in stored else None
         treated, subject = self._treat(shape, entry) if entry is not None else (None, None)
+        if treated is not None and not self._answers_to(shape, treated, key):
+            entry, treated = None, None
         shown_key = key[:MAX_KEY_LENGTH]
         if entry is None or treated is None:
             self.audit(
@@ -223,18 +252,21 @@ class Serving:
         plan = self._plan(call, principal, product)
         shape = self._shape(plan)
         distinct = list(dict.fromkeys(keys))
-        entries = self.platform.online.read_entries(product, distinct)
+        stored = self._stored_keys(shape, distinct)
+        entries = self.platform.online.read_entries(product, list(dict.fromkeys(stored.values())))
         served: dict[str, dict[str, Any]] = {}
         subjects: dict[str, None] = {}
         filtered = 0
         version: int | None = None
         for key in distinct:
-            entry = entries.get(key)
+            entry = entries.get(stored[key]) if key in stored else None
             if entry is None:
                 continue
             treated, subject = self._treat(shape, entry)
             if treated is None:
                 filtered += 1
+                continue
+            if not self._answers_to(shape, treated, key):
                 continue
             version = entry.version
             served[key] = {"data": treated, "updated_at": iso(entry.written_at)}
@@ -279,14 +311,13 @@ class Serving:
     def list_products(self, call: Call, token: str | None) -> dict[str, Any]:
         principal = self.principal(call, token)
         policy = self.project.policy
-        mine = policy.purposes_of_roles(principal.roles)
         visible = [
             {
                 "name": name,
                 "description": p.config.description,
                 "owner": p.config.owner,
                 "purposes": list(p.config.purposes),
-                "allowed_purposes": [x for x in p.config.purposes if x in mine],
+                "allowed_purposes": purposes_on(self.project, principal.roles, name),
             }
             for name, p in self.project.products.items()
             if policy.roles_allow_product(principal.roles, name)
@@ -312,7 +343,6 @@ class Serving:
             raise ForbiddenError(
                 f"principal {principal.name!r} may not read product {name!r}", product=name
             )
-        mine = policy.purposes_of_roles(principal.roles)
         config = product.config
         live = self.platform.meta.live_version(name)
         body = {
@@ -323,7 +353,7 @@ class Serving:
             "key": config.key,
             "subject": config.subject,
             "purposes": list(config.purposes),
-            "allowed_purposes": [x for x in config.purposes if x in mine],
+            "allowed_purposes": purposes_on(self.project, principal.roles, name),
             "columns": {
                 column: {
                     "type": spec.type,

@@ -109,6 +109,17 @@ class RedisOnlineStore(OnlineStore):
         value = self._redis.get(self._pointer(product))
         return int(value) if value is not None else None
 
+    def keys(self, product: str) -> list[str]:
+        version = self.current_version(product)
+        if version is None:
+            return []
+        base = self._entity(product, version, "")
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in base) + "*"
+        return [
+            (name.decode() if isinstance(name, bytes) else str(name))[len(base) :]
+            for name in self._redis.scan_iter(match=pattern, count=1_000)
+        ]
+
     def read_entries(self, product: str, keys: Sequence[str]) -> dict[str, Entry]:
         if not keys:
             return {}

@@ -142,6 +142,15 @@ class SqliteOnlineStore(OnlineStore):
             )
             return int(cursor.rowcount)
 
+    def keys(self, product: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.key FROM current_versions c JOIN entities e"
+                " ON e.product = c.product AND e.version = c.version WHERE c.product = ?",
+                (product,),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def purge_expired(self) -> int:
         with self._lock:
             cursor = self._db.execute(
