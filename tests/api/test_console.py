@@ -17,6 +17,11 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[a-z]{2,}")
 KEYS = ",".join(SAMPLE_KEYS)
 
 
+def pseudonyms(shop: Shop) -> str:
+    """Analytics hashes the key column: its rows are addressed by their pseudonyms."""
+    return ",".join(shop.hmac("analytics", k) for k in SAMPLE_KEYS)
+
+
 # ---------------------------------------------------------------- sign-in and sessions
 
 
@@ -161,10 +166,7 @@ def _emails(shop: Shop) -> list[str]:
 ANALYST_PAGES = [
     "/console/",
     "/console/?q=email",
-    *[
-        f"/console/products/{p}?purpose=analytics&keys={KEYS}"
-        for p in ("customer_360", "churn_risk")
-    ],
+    *[f"/console/products/{p}?purpose=analytics&keys=" for p in ("customer_360", "churn_risk")],
     "/console/lineage",
     "/console/syncs",
     "/console/privacy?subject=1",
@@ -176,12 +178,14 @@ ANALYST_PAGES = [
 def test_an_analyst_never_sees_a_clear_email_only_its_hash(shop: Shop) -> None:
     emails = _emails(shop)
     for path in ANALYST_PAGES:
-        page = shop.get(path, "analyst")
+        page = shop.get(path + (pseudonyms(shop) if path.endswith("keys=") else ""), "analyst")
         assert page.status_code in (200, 403), (path, page.status_code)
         leaked = [e for e in emails if e in page.text]
         assert not leaked, (path, leaked[:3])
         assert not EMAIL.search(page.text.replace("example.com", "")), path
-    sample = shop.get(f"/console/products/customer_360?purpose=analytics&keys={KEYS}", "analyst")
+    sample = shop.get(
+        f"/console/products/customer_360?purpose=analytics&keys={pseudonyms(shop)}", "analyst"
+    )
     hashed = set(re.findall(r'data-column="email">([0-9a-f]{64})<', sample.text))
     assert hashed
     assert hashed <= {shop.hmac("analytics", e) for e in emails}
@@ -202,7 +206,7 @@ def test_a_marketer_cannot_open_the_audit_page_and_the_refusal_is_audited(shop: 
     ("path", "role", "action", "check"),
     [
         (
-            f"/console/products/customer_360?purpose=analytics&keys={KEYS}",
+            "/console/products/customer_360?purpose=analytics&keys=PSEUDONYMS",
             "analyst",
             "serve",
             "subjects",
@@ -217,6 +221,7 @@ def test_every_page_showing_personal_data_writes_an_audit_record(
     shop: Shop, path: str, role: str, action: str, check: str
 ) -> None:
     before = shop.last_seq()
+    path = path.replace("PSEUDONYMS", pseudonyms(shop))
     assert shop.get(path, role).status_code == 200
     records = [r for r in shop.audit_since(before) if r.action == action]
     mine = [r for r in records if r.principal == f"console-{role}"]
