@@ -11,7 +11,7 @@ QUICK ?=
 LOCK := requirements/dev.txt
 COMPILE := $(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock" --quiet
 
-.PHONY: help setup lock demo test test-fast lint format reference bench services-up services-down services-status clean
+.PHONY: help setup lock demo test test-fast lint format reference bench services-up services-down services-status browser clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
@@ -55,8 +55,11 @@ services-down: ## Stop the services
 services-status: ## Which services answer
 	bash scripts/services.sh status
 
+browser: ## Install (if missing) Debian's chromium for the console's browser tests
+	bash scripts/browser.sh
+
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
-test: $(STAMP) services-up lint ## Start the services, lint, and run every test (what CI runs)
+test: $(STAMP) services-up browser lint ## Start the services, lint, and run every test (what CI runs)
 	$(BIN)/pytest || { code=$$?; [[ $$code -ne 5 ]] || echo "pytest ran no tests" >&2; exit $$code; }
 
 test-fast: $(STAMP) ## Only the tests that need no services

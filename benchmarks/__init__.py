@@ -19,6 +19,7 @@ MODULES = (
     "http_sync",
     "metadata",
     "anonymize",
+    "console",
 )
 
 

@@ -4,7 +4,9 @@
   OpenAPI document and its docs page;
 * event ingestion (`ingest/http.py`), the consent API (`requests/consent_api.py`) and
   data-subject requests (`requests/requests_api.py`): plain Starlette routes too, each
-  with its OpenAPI paths beside it; they join `/openapi.json`.
+  with its OpenAPI paths beside it; they join `/openapi.json`;
+* the web console under `/console` and the packaged Swagger UI at `/docs`
+  (`api/console/`), after the API's routes.
 
 One framework, one set of error handlers: a route raises TidegateError and the app
 answers `{"error": {...}}` with its status; an unexpected exception is a logged 500.
@@ -91,9 +93,17 @@ def create_app(platform: Platform) -> ASGIApp:
         doc: dict[str, Any] = cached["doc"]
         return doc
 
+    from tidegate.api.console import console_routes
+    from tidegate.api.console.docs import docs_routes
+
     # the serving routes first: the hot path matches before any other stage's route
     main = Starlette(
-        routes=[*serve_routes(serving, spec, project.name), *stage_routes(platform)],
+        routes=[
+            *serve_routes(serving, spec, project.name),
+            *stage_routes(platform),
+            *docs_routes(),
+            *console_routes(platform, serving),
+        ],
         exception_handlers={
             TidegateError: _tidegate_error,
             HTTPException: http_error,

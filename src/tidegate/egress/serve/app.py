@@ -10,7 +10,8 @@ response path).
 
 The serving routes are plain Starlette, not FastAPI: measured on this machine, FastAPI's
 request handling costs about twice Starlette's per call (README, "Why this ASGI stack").
-The one HTTP app is assembled in `tidegate.api` from these routes and the other stages'.
+The one HTTP app is assembled in `tidegate.api` from these routes and the other stages';
+its `/docs` page (a packaged Swagger UI) lives there too.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from tidegate.egress.serve import openapi
 from tidegate.egress.serve.auth import bearer_token
 from tidegate.egress.serve.http import (
     error_response,
@@ -160,14 +160,6 @@ def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: 
     async def openapi_json(request: Request) -> Response:
         return json_response(spec())
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(
-            openapi.DOCS_HTML, headers={"content-security-policy": openapi.DOCS_CSP}
-        )
-
-    async def docs_js(request: Request) -> Response:
-        return Response(openapi.DOCS_JS, media_type="text/javascript")
-
     return [
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/products", guarded("catalog", products), methods=["GET"]),
@@ -179,6 +171,4 @@ def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: 
         ),
         Route("/v1/products/{product}/lookup", guarded("serve", lookup), methods=["POST"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
-        Route("/docs/init.js", docs_js, methods=["GET"]),
     ]

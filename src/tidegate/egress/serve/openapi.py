@@ -311,19 +311,3 @@ def build(
         },
         "security": _SECURITY,
     }
-
-
-DOCS_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>tidegate API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script src="/docs/init.js"></script>
-</body></html>
-"""
-DOCS_JS = "SwaggerUIBundle({url: '/openapi.json', dom_id: '#ui'});\n"
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net; "
-    "style-src https://cdn.jsdelivr.net; img-src 'self' data:; connect-src 'self'; "
-    "frame-ancestors 'none'"
-)
