@@ -29,14 +29,7 @@ PILLARS = {
 
 
 def _freshness(page: Page) -> dict[str, Any]:
-    from tidegate.observe.freshness import FreshnessLedger
-    from tidegate.observe.hooks import metadata_path
-
-    ledger = FreshnessLedger(metadata_path(page.console.platform))
-    try:
-        return dict(ledger.all())
-    finally:
-        ledger.close()
+    return dict(page.console.platform.meta.freshness.all())
 
 
 def _quality(store: Any, product: str) -> tuple[str, list[dict[str, Any]]]:
@@ -51,8 +44,6 @@ def _quality(store: Any, product: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _entries(page: Page) -> list[dict[str, Any]]:
-    from tidegate.observe.hooks import metadata_path
-    from tidegate.observe.timeseries import ObserveStore
     from tidegate.products.planner import plan_project
 
     platform = page.console.platform
@@ -62,39 +53,39 @@ def _entries(page: Page) -> list[dict[str, Any]]:
     now = time.time()
     mine = page.purposes()
     rows = []
-    with ObserveStore(metadata_path(platform)) as store:
-        for name, product in project.products.items():
-            if not page.may_read(name):
-                continue
-            config = product.config
-            live = platform.meta.live_version(name)
-            slo = project.freshness_seconds(name)
-            state = seen.get(name)
-            lag = state.current_lag(now) if state else (now - live.built_at if live else None)
-            status, _ = _quality(store, name)
-            rows.append(
-                {
-                    "name": name,
-                    "description": config.description,
-                    "owner": config.owner,
-                    "purposes": list(config.purposes),
-                    "allowed": [p for p in config.purposes if p in mine],
-                    "tags": list(config.tags),
-                    "slo": slo,
-                    "lag": lag,
-                    "within_slo": lag is not None and lag <= slo,
-                    "contract_version": config.version,
-                    "version": live.version if live else None,
-                    "built_at": live.built_at if live else None,
-                    "rows": live.rows if live else None,
-                    "quality": status,
-                    "mode": plans[name].mode if name in plans else "batch",
-                    "columns": {
-                        column: [spec.type, spec.classification or "", spec.description or ""]
-                        for column, spec in config.columns.items()
-                    },
-                }
-            )
+    store = platform.meta.observations
+    for name, product in project.products.items():
+        if not page.may_read(name):
+            continue
+        config = product.config
+        live = platform.meta.live_version(name)
+        slo = project.freshness_seconds(name)
+        state = seen.get(name)
+        lag = state.current_lag(now) if state else (now - live.built_at if live else None)
+        status, _ = _quality(store, name)
+        rows.append(
+            {
+                "name": name,
+                "description": config.description,
+                "owner": config.owner,
+                "purposes": list(config.purposes),
+                "allowed": [p for p in config.purposes if p in mine],
+                "tags": list(config.tags),
+                "slo": slo,
+                "lag": lag,
+                "within_slo": lag is not None and lag <= slo,
+                "contract_version": config.version,
+                "version": live.version if live else None,
+                "built_at": live.built_at if live else None,
+                "rows": live.rows if live else None,
+                "quality": status,
+                "mode": plans[name].mode if name in plans else "batch",
+                "columns": {
+                    column: [spec.type, spec.classification or "", spec.description or ""]
+                    for column, spec in config.columns.items()
+                },
+            }
+        )
     return rows
 
 
@@ -150,26 +141,23 @@ def _matrix(page: Page, name: str) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def _pillars(page: Page, name: str) -> tuple[dict[str, list[str]], Any, list[dict[str, Any]]]:
-    from tidegate.observe.hooks import metadata_path
-    from tidegate.observe.timeseries import ObserveStore
-
     charts: dict[str, list[str]] = {"freshness": [], "volume": [], "distribution": [], "schema": []}
-    with ObserveStore(metadata_path(page.console.platform)) as store:
-        names = store.series_names(name)
-        for pillar, metrics in PILLARS.items():
-            for metric in metrics:
-                if (metric, "") in names:
-                    points = [(p.at, p.value) for p in store.series(name, metric, status=None)]
-                    unit = "s" if metric.endswith("_s") else ""
-                    charts[pillar].append(line_chart(metric, points[-60:], metric, unit))
-        for metric, column in names:
-            if column and metric in ("null_percent", "distinct_count", "mean"):
-                points = [(p.at, p.value) for p in store.series(name, metric, column, status=None)]
-                charts["distribution"].append(
-                    line_chart(f"{column} {metric}", points[-60:], f"{column}.{metric}")
-                )
-        schema = store.last_schema(name)
-        _, checks = _quality(store, name)
+    store = page.console.platform.meta.observations
+    names = store.series_names(name)
+    for pillar, metrics in PILLARS.items():
+        for metric in metrics:
+            if (metric, "") in names:
+                points = [(p.at, p.value) for p in store.series(name, metric, status=None)]
+                unit = "s" if metric.endswith("_s") else ""
+                charts[pillar].append(line_chart(metric, points[-60:], metric, unit))
+    for metric, column in names:
+        if column and metric in ("null_percent", "distinct_count", "mean"):
+            points = [(p.at, p.value) for p in store.series(name, metric, column, status=None)]
+            charts["distribution"].append(
+                line_chart(f"{column} {metric}", points[-60:], f"{column}.{metric}")
+            )
+    schema = store.last_schema(name)
+    _, checks = _quality(store, name)
     return charts, schema, checks
 
 

@@ -350,16 +350,9 @@ def _lag(page: Page) -> list[dict[str, Any]]:
 
 
 def health(page: Page) -> Response:
-    from tidegate.ingest.deadletters import DeadLetterStore
-    from tidegate.observe.hooks import metadata_path
-
-    platform = page.console.platform
-    store = DeadLetterStore(metadata_path(platform))
-    try:
-        letters = store.list(None, 100)
-        counts = store.counts_by_source()
-    finally:
-        store.close()
+    store = page.console.platform.meta.dead_letters
+    letters = store.list(None, 100)
+    counts = store.counts_by_source()
     payloads = page.may_answer_requests  # raw events hold personal data
     page.audit("health", detail={"dead_letters": len(letters), "payloads": payloads})
     return page.render(
