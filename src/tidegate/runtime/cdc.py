@@ -105,6 +105,10 @@ class CdcCapture:
         except TidegateError as err:
             self._failed(source, err, SLOT_RETRY, drop=True)
             return 0
+        except Exception as err:  # unforeseen (a driver error): kept visible, tried again
+            log.exception("CDC %s: unexpected failure", source.name)
+            self._failed(source, TidegateError(f"{type(err).__name__}: {err}"), SLOT_RETRY, True)
+            return 0
         if source.error is not None:
             log.info("CDC %s: capturing again", source.name)
         source.error, source.delay = None, 0.2
