@@ -86,6 +86,7 @@ def test_ready_names_the_backend_that_is_down(
             assert down.json()["status"] == "unavailable"
             assert down.json()["down"] == ["online store"]
             failing = next(c for c in down.json()["checks"] if c["name"] == "online store")
+            assert failing["backend"] == "redis"
             assert "Connection" in failing["note"] or "connect" in failing["note"].lower()
 
             live = client.get("/v1/health/live")

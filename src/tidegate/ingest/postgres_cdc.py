@@ -247,30 +247,19 @@ class PostgresCdc:
             messages.append(self._message(op, before, after, ts_ms, change.get("lsn")))
         return messages, oldest
 
-    def report(self, waited: float, error: str | None = None) -> SlotState:
+    def report(self, waited: float) -> SlotState:
         """Measure the slot's lag and keep it in the metadata store (`status`, /metrics)."""
-        lsn: str | None = None
-        lag_bytes: int | None = None
-        if error is None:
-            found = self._sql(
-                "SELECT confirmed_flush_lsn::text,"
-                " pg_wal_lsn_diff(pg_current_wal_flush_lsn(), confirmed_flush_lsn)::bigint"
-                " FROM pg_replication_slots WHERE slot_name = %s",
-                (self.slot,),
-            )
-            if not found:
-                raise self._dropped()
-            lsn, lag_bytes = found[0][0], max(0, int(found[0][1] or 0))
-        else:
-            lsn, lag_bytes = self.last.confirmed_lsn, self.last.lag_bytes
+        found = self._sql(
+            "SELECT confirmed_flush_lsn::text,"
+            " pg_wal_lsn_diff(pg_current_wal_flush_lsn(), confirmed_flush_lsn)::bigint"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            (self.slot,),
+        )
+        if not found:
+            raise self._dropped()
+        lsn, lag_bytes = found[0][0], max(0, int(found[0][1] or 0))
         self.last = SlotState(
-            self.slot,
-            self.source.name,
-            lsn,
-            lag_bytes,
-            waited if error is None else None,
-            error,
-            time.time(),
+            self.slot, self.source.name, lsn, lag_bytes, waited, None, time.time()
         )
         self.state.report(self.last)
         return self.last

@@ -29,9 +29,16 @@ class Check:
     ok: bool
     ms: float
     note: str = ""
+    backend: str = ""  # its `type` in `backends:` (duckdb, redis, kafka, postgres, sqlite)
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "ms": round(self.ms, 1), "note": self.note}
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "ok": self.ok,
+            "ms": round(self.ms, 1),
+            "note": self.note,
+        }
 
 
 def _warehouse(platform: Platform) -> str:
@@ -72,6 +79,13 @@ def checks(platform: Platform) -> list[tuple[str, Callable[[], Any]]]:
 def readiness(platform: Platform, deadline: float = DEADLINE) -> list[Check]:
     """Every backend's check, run at once, each given `deadline` seconds."""
     planned = checks(platform)
+    configured = platform.project.config.backends
+    kinds = {
+        "warehouse": configured.store.type,
+        "online store": configured.online.type,
+        "event log": configured.log.type,
+        "metadata": configured.metadata.type,
+    }
     pool = ThreadPoolExecutor(max_workers=len(planned), thread_name_prefix="tidegate-health")
     started = time.perf_counter()
     try:
@@ -82,12 +96,15 @@ def readiness(platform: Platform, deadline: float = DEADLINE) -> list[Check]:
             try:
                 result = future.result(timeout=left)
                 note = result if isinstance(result, str) else ""
-                out.append(Check(name, True, (time.perf_counter() - started) * 1000, note))
+                ms = (time.perf_counter() - started) * 1000
+                out.append(Check(name, True, ms, note, kinds.get(name, "")))
             except FutureTimeout:
-                out.append(Check(name, False, deadline * 1000, f"no answer in {deadline:g}s"))
+                note = f"no answer in {deadline:g}s"
+                out.append(Check(name, False, deadline * 1000, note, kinds.get(name, "")))
             except Exception as err:  # a backend that does not answer: reported, not raised
                 note = f"{type(err).__name__}: {err}"[:200]
-                out.append(Check(name, False, (time.perf_counter() - started) * 1000, note))
+                ms = (time.perf_counter() - started) * 1000
+                out.append(Check(name, False, ms, note, kinds.get(name, "")))
         return out
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -171,6 +171,7 @@ SCHEMAS: dict[str, Any] = {
                     "type": "object",
                     "properties": {
                         "name": {"type": "string"},
+                        "backend": {"type": "string"},
                         "ok": {"type": "boolean"},
                         "ms": {"type": "number"},
                         "note": {"type": "string"},
