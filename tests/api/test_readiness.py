@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -92,3 +93,34 @@ def test_ready_names_the_backend_that_is_down(
             live = client.get("/v1/health/live")
             assert live.status_code == 200
             assert live.json()["status"] == "ok"
+
+
+def test_ready_names_the_metadata_store_when_its_postgresql_stops(
+    stream_project: Path, own_postgres: Any
+) -> None:
+    config = stream_project / "tidegate.yml"
+    config.write_text(
+        config.read_text()
+        + f"backends:\n  metadata: {{type: postgres, dsn: '{own_postgres.dsn}'}}\n"
+    )
+    with Platform.open(stream_project) as platform:
+        load_sources(platform)
+        assert all(r.status == "live" for r in build_products(platform))
+        with TestClient(create_app(platform)) as client:
+            assert client.get("/v1/health/ready").status_code == 200
+            own_postgres.pg_ctl("stop")
+            down = client.get("/v1/health/ready")
+            assert down.status_code == 503
+            assert down.json()["down"] == ["metadata"]
+            failing = next(c for c in down.json()["checks"] if c["name"] == "metadata")
+            assert failing["backend"] == "postgres"
+            assert client.get("/v1/health/live").status_code == 200
+            own_postgres.pg_ctl("start")
+
+            def back() -> bool:
+                return client.get("/v1/health/ready").status_code == 200
+
+            deadline = time.monotonic() + 30
+            while not back():
+                assert time.monotonic() < deadline, "readiness did not come back"
+                time.sleep(0.3)

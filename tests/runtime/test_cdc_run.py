@@ -13,15 +13,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +34,6 @@ from .conftest import faults  # type: ignore[import-not-found]
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SLO = 5.0
 
 ACCOUNTS = """name: accounts
@@ -233,68 +228,6 @@ def test_changes_reach_the_api_within_the_slo_and_status_shows_the_slot(
         pg.close()
 
 
-# ---------------------------------------------------------------- the test's own PostgreSQL
-
-
-class OwnPostgres:
-    """A PostgreSQL cluster of this test: initdb in a fresh folder, `wal_level=logical`,
-    run as the postgres user, on a free port."""
-
-    def __init__(self) -> None:
-        assert (PG_BIN / "initdb").exists(), f"no PostgreSQL binaries in {PG_BIN}"
-        self.dir = Path(tempfile.mkdtemp(prefix="tidegate-pg-", dir="/var/tmp"))
-        self.data = self.dir / "data"
-        self.port = _free_port(0)
-        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        shutil.chown(self.dir, "postgres", "postgres")
-        self._as_postgres(
-            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"
-        )
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(
-                f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.dir}'\nwal_level = logical\n"
-                "max_replication_slots = 4\nmax_wal_senders = 4\nfsync = off\n"
-            )
-
-    def _as_postgres(self, *command: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        done = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-
-    def pg_ctl(self, action: str) -> None:
-        log = str(self.dir / "log")
-        self._as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", log, "-w", "-m", "fast", action
-        )
-
-    def connect(self) -> Any:
-        import psycopg
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
-            except psycopg.OperationalError:
-                assert time.monotonic() < deadline, "the test's PostgreSQL does not answer"
-                time.sleep(0.2)
-
-    def remove(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.pg_ctl("stop")
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    server = OwnPostgres()
-    try:
-        server.pg_ctl("start")
-        yield server
-    finally:
-        server.remove()
-
-
 def _expected(pg: Any, table: str) -> dict[int, tuple[str | None, int]]:
     """customer -> (max tier, number of accounts), as the operational table says."""
     rows = pg.execute(
@@ -305,7 +238,7 @@ def _expected(pg: Any, table: str) -> dict[int, tuple[str | None, int]]:
 
 
 def test_capture_resumes_after_postgres_and_runtime_restarts(
-    stream_project: Path, own_postgres: OwnPostgres
+    stream_project: Path, own_postgres: Any
 ) -> None:
     table, slot = "accounts", "tg_restarts"
     pg = own_postgres.connect()
