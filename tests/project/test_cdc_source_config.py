@@ -64,3 +64,24 @@ def test_bad_cdc_config_names_the_field(tmp_path: Path, extra: str, message: str
         load_project(_project(tmp_path, extra))
     assert message in str(caught.value)
     assert "accounts.yml" in str(caught.value)
+
+
+def test_cdc_reset_usage_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown source is a usage mistake (exit 2); an unset DSN says which variable."""
+    import subprocess
+    import sys
+
+    root = _project(tmp_path, "cdc: logical\nkey: id")
+    monkeypatch.delenv("ACCOUNTS_DSN", raising=False)
+    tidegate = str(Path(sys.executable).with_name("tidegate"))
+    unknown = subprocess.run(
+        [tidegate, "cdc", "reset", "nope", "-p", str(root)], capture_output=True, text=True
+    )
+    assert unknown.returncode == 2
+    assert "no cdc source named 'nope' (cdc sources: accounts)" in unknown.stderr
+    unset = subprocess.run(
+        [tidegate, "cdc", "reset", "accounts", "-p", str(root)], capture_output=True, text=True
+    )
+    assert unset.returncode == 1
+    assert "ACCOUNTS_DSN is unset" in unset.stderr
+    assert "Traceback" not in unset.stderr

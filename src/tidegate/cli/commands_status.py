@@ -15,7 +15,7 @@ import typer
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
-from tidegate.errors import BadRequestError
+from tidegate.errors import ServiceUnavailableError, TidegateError
 
 cdc_app = typer.Typer(
     help="PostgreSQL change data capture: replication slots of `cdc: logical` sources.",
@@ -220,25 +220,30 @@ def cdc_reset(
         config = sources.get(source)
         if config is None:
             known = ", ".join(sorted(sources)) or "none"
-            raise BadRequestError(f"no cdc source named {source!r} (cdc sources: {known})")
+            raise typer.BadParameter(
+                f"no cdc source named {source!r} (cdc sources: {known})", param_hint="SOURCE"
+            )
         slot = cdc_slot(platform.project, config)
         dsn = config.resolved_dsn()
-        dropped = False
-        if dsn:
-            require("postgres", "psycopg")
-            import psycopg
+        if not dsn:
+            raise TidegateError(
+                f"source {source!r}: environment variable {config.dsn_env} is unset; the slot"
+                " cannot be dropped without reaching PostgreSQL"
+            )
+        require("postgres", "psycopg")
+        import psycopg
 
-            try:
-                with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-                    dropped = bool(
-                        conn.execute(
-                            "SELECT pg_drop_replication_slot(slot_name) FROM"
-                            " pg_replication_slots WHERE slot_name = %s AND NOT active",
-                            (slot,),
-                        ).fetchall()
-                    )
-            except psycopg.Error as err:
-                raise BadRequestError(f"cannot drop slot {slot!r}: {err}") from None
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                dropped = bool(
+                    conn.execute(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM"
+                        " pg_replication_slots WHERE slot_name = %s AND NOT active",
+                        (slot,),
+                    ).fetchall()
+                )
+        except psycopg.Error as err:
+            raise ServiceUnavailableError(f"cannot drop slot {slot!r}: {err}") from None
         platform.meta.cdc_positions.forget(slot)
     if json_output:
         print_json({"source": source, "slot": slot, "slot_dropped": dropped})
