@@ -146,6 +146,7 @@ def within_slo(check: Any, what: str) -> float:
     faults.wait_until(check, SLO * 4, what)  # fail with a clear message first
     took = time.monotonic() - started
     assert took <= SLO, f"{what}: visible after {took:.1f}s, SLO {SLO:g}s"
+    print(f"{what}: visible in the API after {took:.2f}s")
     return took
 
 

@@ -166,6 +166,7 @@ class PostgresCdc:
 
     def _snapshot(self) -> int:
         """Create the slot, exporting its snapshot, and read the table in that snapshot."""
+        import psycopg
         from psycopg import sql
 
         replication = self._connect(replication="database")
@@ -187,9 +188,17 @@ class PostgresCdc:
             with self._connect() as reader:
                 reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
-                self.intake.log.append(self.topic, [self._message("t", None, None, now_ms, None)])
                 with reader.cursor() as cur:
-                    cur.execute(query)
+                    try:
+                        cur.execute(query)
+                    except psycopg.errors.ProgrammingError as err:  # no such table or column
+                        raise TidegateError(
+                            f"source {self.source.name!r}: cannot read"
+                            f" {self.schema_name}.{self.table}: {str(err).strip()}"
+                        ) from None
+                    # The table is readable: only now empty what an earlier snapshot left.
+                    truncate = self._message("t", None, None, now_ms, None)
+                    self.intake.log.append(self.topic, [truncate])
                     while rows := cur.fetchmany(BATCH):
                         messages = [
                             self._message("r", None, dict(zip(names, row, strict=True)), now_ms)
