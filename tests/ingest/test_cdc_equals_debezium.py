@@ -36,6 +36,7 @@ cdc: logical
 dsn: "{dsn}"
 table: {table}
 slot: {slot}
+plugin: {plugin}
 key: id
 subject: customer_id
 columns:
@@ -129,15 +130,16 @@ def _capture(cdc: PostgresCdc, expected: int) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("plugin", ["pgoutput", "wal2json"])
 def test_native_cdc_and_debezium_give_the_same_rows(
-    tmp_path: Path, pg_dsn: str, pg_table: str
+    tmp_path: Path, pg_dsn: str, pg_table: str, plugin: str
 ) -> None:
     import psycopg
 
     slot = f"tg_{uuid.uuid4().hex[:12]}"
     native = streamshop.write_stream_project(tmp_path / "native")
     (native / "sources" / "accounts.yml").write_text(
-        NATIVE.format(dsn=pg_dsn, table=pg_table, slot=slot)
+        NATIVE.format(dsn=pg_dsn, table=pg_table, slot=slot, plugin=plugin)
     )
     topic = streamshop.write_stream_project(tmp_path / "debezium")
     accounts = topic / "sources" / "accounts.yml"
@@ -155,7 +157,13 @@ def test_native_cdc_and_debezium_give_the_same_rows(
         debezium = Debezium(b, pg_table)
         try:
             cdc = PostgresCdc(
-                pg_dsn, slot, intake, "accounts", pg_table, positions=a.meta.cdc_positions
+                pg_dsn,
+                slot,
+                intake,
+                "accounts",
+                pg_table,
+                positions=a.meta.cdc_positions,
+                plugin=plugin,
             )
             assert cdc.start() == 3
             for row in first:

@@ -97,8 +97,9 @@ def test_snapshot_then_changes_then_resume(
         pg.close()
 
 
+@pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
 def test_unchanged_toasted_values_stay_and_truncates_empty_the_table(
-    built_stream_project: Path, pg_dsn: str, pg_table: str
+    built_stream_project: Path, pg_dsn: str, pg_table: str, plugin: str
 ) -> None:
     """An UPDATE that leaves a TOASTed column alone does not send it (wal2json leaves it
     out): the stored value stays. A TRUNCATE empties the raw table and the product."""
@@ -116,7 +117,7 @@ def test_unchanged_toasted_values_stay_and_truncates_empty_the_table(
     try:
         with Platform.open(built_stream_project) as platform:
             intake = open_intake(platform.project)
-            cdc = PostgresCdc(pg_dsn, slot, intake, "accounts", pg_table)
+            cdc = PostgresCdc(pg_dsn, slot, intake, "accounts", pg_table, plugin=plugin)
             assert cdc.start() == 0
             pg.execute(f"INSERT INTO {pg_table} VALUES (1, 11, %s), (2, 12, 'free')", (big,))
             pg.execute(f"UPDATE {pg_table} SET customer_id = 13 WHERE id = 1")

@@ -241,7 +241,7 @@ def cdc_reset(
                         " pg_replication_slots WHERE slot_name = %s AND NOT active",
                         (slot,),
                     ).fetchall()
-                )
+                )  # a publication stays: it holds no WAL, and the new slot uses it
         except psycopg.Error as err:
             raise ServiceUnavailableError(f"cannot drop slot {slot!r}: {err}") from None
         platform.meta.cdc_positions.forget(slot)

@@ -1,10 +1,12 @@
 """PostgreSQL change data capture: a consistent snapshot, then every insert, update,
 delete and truncate.
 
-Logical decoding with wal2json (format version 2, one JSON document per change), read
-by polling the replication slot with SQL, because psycopg 3 cannot stream the
-replication protocol (psycopg#71). wal2json needs no publication: the `add-tables`
-option is the filter a publication would be for pgoutput.
+Logical decoding with pgoutput (built into PostgreSQL; the tables come from a
+publication, created here unless it exists) or wal2json (format version 2; its
+`add-tables` option filters, no publication), read by polling the replication slot with
+SQL, because psycopg 3 cannot stream the replication protocol (psycopg#71). pgoutput's
+messages are decoded into wal2json's change documents (`ingest/pgoutput.py`), so the
+rest is one path.
 
 **Snapshot.** The slot is created on a replication connection with `EXPORT_SNAPSHOT`,
 and the table is read in a transaction set to that exported snapshot: the snapshot
@@ -49,6 +51,7 @@ from typing import Any
 from tidegate.errors import CdcSlotError, ServiceUnavailableError, TidegateError
 from tidegate.extras import require
 from tidegate.ingest.intake import Intake
+from tidegate.ingest.pgoutput import decode_all
 from tidegate.ingest.validate import UNAVAILABLE
 from tidegate.log.base import Message, TopicSpec
 from tidegate.meta.parts import CdcPositionStore, SlotState
@@ -71,8 +74,14 @@ class PostgresCdc:
         table: str,
         schema: str = "public",
         positions: CdcPositionStore | None = None,
+        plugin: str = "wal2json",
+        publication: str | None = None,
     ) -> None:
         require("postgres", "psycopg")  # names the extra when it is missing
+        if plugin not in ("wal2json", "pgoutput"):
+            raise TidegateError(f"CDC plugin {plugin!r}: expected wal2json or pgoutput")
+        self.plugin = plugin
+        self.publication = publication or slot
         self.dsn = dsn
         self.slot = slot
         self.intake = intake
@@ -121,8 +130,10 @@ class PostgresCdc:
                 if attempt == 2:
                     raise ServiceUnavailableError(f"PostgreSQL CDC: {err}") from None
                 self._conn = self._connect()
-            except psycopg.errors.UndefinedObject:
-                raise self._dropped() from None
+            except psycopg.errors.UndefinedObject as err:
+                if "replication slot" in str(err):
+                    raise self._dropped() from None
+                raise TidegateError(f"source {self.source.name!r}: {str(err).strip()}") from None
             except psycopg.errors.ObjectInUse as err:
                 raise CdcSlotError(
                     f"source {self.source.name!r}: replication slot {self.slot!r} is in use by"
@@ -169,9 +180,11 @@ class PostgresCdc:
         import psycopg
         from psycopg import sql
 
+        if self.plugin == "pgoutput":
+            self._ensure_publication()
         replication = self._connect(replication="database")
         try:
-            command = f"CREATE_REPLICATION_SLOT {self.slot} LOGICAL wal2json EXPORT_SNAPSHOT"
+            command = f"CREATE_REPLICATION_SLOT {self.slot} LOGICAL {self.plugin} EXPORT_SNAPSHOT"
             result = replication.pgconn.exec_(command.encode())
             if result.status != 2:  # TUPLES_OK
                 message = result.error_message.decode(errors="replace").strip()
@@ -211,19 +224,45 @@ class PostgresCdc:
         finally:
             replication.close()  # ends the exported snapshot; the slot stays
 
+    def _ensure_publication(self) -> None:
+        """pgoutput decodes the tables of a publication: create it (before the slot, so
+        the slot's first change already sees it) unless it exists."""
+        from psycopg import sql
+
+        if self._sql("SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)):
+            return
+        self._sql(
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}.{}")
+            .format(
+                sql.Identifier(self.publication),
+                sql.Identifier(self.schema_name),
+                sql.Identifier(self.table),
+            )
+            .as_string(self._conn)
+        )
+
     # ---------------------------------------------------------------- changes
 
     def poll(self, max_changes: int = BATCH) -> int:
         """Move up to `max_changes` changes (whole transactions) from the slot into the
         log; return how many. Reports the slot's lag afterwards."""
         flushed = self._sql("SELECT pg_current_wal_flush_lsn()::text")[0][0]
-        rows = self._sql(
-            "SELECT lsn::text, data FROM pg_logical_slot_peek_changes(%s, %s::pg_lsn, %s,"
-            " 'format-version', '2', 'include-lsn', '1', 'include-timestamp', '1',"
-            " 'add-tables', %s)",
-            (self.slot, flushed, max_changes, f"{self.schema_name}.{self.table}"),
-        )
-        messages, oldest = self._messages(rows)
+        if self.plugin == "pgoutput":
+            rows = self._sql(
+                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s,"
+                " %s::pg_lsn, %s, 'proto_version', '1', 'publication_names', %s)",
+                (self.slot, flushed, max_changes, self.publication),
+            )
+            changes = [c for c in decode_all(rows) if self._ours(c)]
+        else:
+            rows = self._sql(
+                "SELECT lsn::text, data FROM pg_logical_slot_peek_changes(%s, %s::pg_lsn, %s,"
+                " 'format-version', '2', 'include-lsn', '1', 'include-timestamp', '1',"
+                " 'add-tables', %s)",
+                (self.slot, flushed, max_changes, f"{self.schema_name}.{self.table}"),
+            )
+            changes = [json.loads(data) for _, data in rows]
+        messages, oldest = self._messages(changes)
         if messages:
             self.intake.log.append(self.topic, messages)
         caught_up = len(rows) < max_changes
@@ -238,12 +277,18 @@ class PostgresCdc:
         self.report(waited)
         return len(messages)
 
-    def _messages(self, rows: list[tuple[Any, ...]]) -> tuple[list[Message], int | None]:
+    def _ours(self, change: dict[str, Any]) -> bool:
+        """Whether a pgoutput change is of this source's table (a publication may hold
+        several)."""
+        if change["action"] == "T":
+            return (self.schema_name, self.table) in change["tables"]
+        return bool(change["schema"] == self.schema_name and change["table"] == self.table)
+
+    def _messages(self, changes: list[dict[str, Any]]) -> tuple[list[Message], int | None]:
         messages: list[Message] = []
         oldest: int | None = None
-        for _, data in rows:
-            change = json.loads(data)
-            op = _OPS.get(change.get("action"))
+        for change in changes:
+            op = _OPS.get(str(change.get("action")))
             if op is None:
                 continue  # B(egin), C(ommit), M(essage)
             after = _values(change.get("columns")) if op in ("c", "u") else None
@@ -274,12 +319,21 @@ class PostgresCdc:
         return self.last
 
     def drop(self) -> None:
-        """Drop the slot (PostgreSQL keeps WAL for a slot until then) and forget it."""
+        """Drop the slot (PostgreSQL keeps WAL for a slot until then) and its
+        publication (pgoutput), and forget it."""
+        from psycopg import sql
+
         self._sql(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
             " WHERE slot_name = %s",
             (self.slot,),
         )
+        if self.plugin == "pgoutput":
+            self._sql(
+                sql.SQL("DROP PUBLICATION IF EXISTS {}")
+                .format(sql.Identifier(self.publication))
+                .as_string(self._conn)
+            )
         self.state.forget(self.slot)
 
     def _message(

@@ -366,13 +366,23 @@ class PostgresTableSource(_SourceBase):
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="cdc: the event-log topic changes go to (default: the source name)",
     )
+    plugin: Literal["pgoutput", "wal2json"] = Field(
+        default="pgoutput",
+        description="cdc: the logical decoding plugin (pgoutput is built into PostgreSQL)",
+    )
+    publication: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="cdc with pgoutput: the publication (created for the table unless it"
+        " exists; default: the slot's name)",
+    )
 
     @model_validator(mode="after")
     def _one_dsn(self) -> PostgresTableSource:
         if bool(self.dsn) == bool(self.dsn_env):
             raise ValueError("give exactly one of dsn or dsn_env")
         if self.cdc is None:
-            for option in ("slot", "topic"):
+            for option in ("slot", "topic", "publication"):
                 if getattr(self, option) is not None:
                     raise FieldError(option, f"`{option}` needs `cdc: logical`")
         elif self.key is None:

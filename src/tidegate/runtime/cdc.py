@@ -131,6 +131,8 @@ class CdcCapture:
             config.table,
             config.schema_name,
             positions=self.platform.meta.cdc_positions,
+            plugin=config.plugin,
+            publication=config.publication,
         )
 
     def _failed(self, source: _Source, err: TidegateError, pause: float, drop: bool) -> None:
