@@ -1,7 +1,8 @@
 """PostgreSQL CDC under `tidegate run` (issue 17 item 3), as a real process.
 
 * inserts, updates, deletes and a truncate on a real table each show in the API within
-  the product's 5s freshness SLO (pgoutput, the default plugin, with its publication); `status` shows the slot and its lag, `/metrics` too;
+  the product's 5s freshness SLO (pgoutput, the default plugin, with its publication);
+  `status` shows the slot and its lag, `/metrics` too;
 * a dropped slot is a clear error in `status` (and the products behind it breach);
   `tidegate cdc reset` (forwarded to the runtime) takes a fresh snapshot;
 * PostgreSQL restarted mid-stream, and the runtime killed (-9) mid-stream: the capture
