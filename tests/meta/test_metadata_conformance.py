@@ -453,6 +453,20 @@ def test_cdc_positions(store: MetadataStore) -> None:
     assert [s.slot for s in positions.states()] == ["other"]
 
 
+def test_freshness_confirm_keeps_a_waiting_change(store: MetadataStore) -> None:
+    ledger = store.freshness
+    ledger.confirm("new", "batch", 5.0)  # a product never seen: current as of 5
+    assert ledger.all()["new"].last_update == 5.0
+    assert ledger.all()["new"].updates == 0
+    ledger.updated("p", "batch", lag=1.0, slo=10.0)
+    ledger.confirm("p", "batch", 50.0)
+    assert (ledger.all()["p"].last_update, ledger.all()["p"].updates) == (50.0, 1)
+    ledger.stale("p", "batch", 60.0)
+    ledger.confirm("p", "batch", 70.0)  # a change waits: not confirmed, not cleared
+    seen = ledger.all()["p"]
+    assert (seen.last_update, seen.stale_since) == (50.0, 60.0)
+
+
 def test_slo_history(store: MetadataStore) -> None:
     ledger = store.freshness
     ledger.sample([("p", 10.0, 5.0, True), ("p", 15.0, 5.0, False), ("q", 15.0, 5.0, True)])

@@ -168,3 +168,7 @@ def test_an_idle_batch_product_is_confirmed_fresh_by_the_scheduler(stream_projec
         seen = platform.meta.freshness.all()["top_customers"]
         assert seen.last_update is not None
         assert time.time() - seen.last_update < 0.5
+        assert seen.updates == 0  # a confirmation is not an update
+        # A change upstream: no confirmation hides it; the rebuild stays owed.
+        platform.meta.freshness.stale("top_customers", "batch", time.time())
+        assert scheduler.confirm_idle(time.time() + 1) == []

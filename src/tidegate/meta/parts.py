@@ -84,6 +84,13 @@ class FreshnessStore(MetadataPart, ABC):
     def all(self) -> dict[str, Freshness]: ...
 
     @abstractmethod
+    def confirm(self, product: str, mode: str, at: float) -> None:
+        """Nothing upstream changed: the product is current as of `at` (its
+        `last_update`), unless a change waits for it (`stale_since` set, checked in the
+        same statement, so a change marked meanwhile is never cleared). Not an update:
+        `updates` and the lags stay."""
+
+    @abstractmethod
     def sample(self, rows: Sequence[tuple[str, float, float, bool]]) -> None:
         """SLO history: (product, at, seconds covered, within SLO) samples."""
 

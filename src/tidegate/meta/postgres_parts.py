@@ -67,6 +67,14 @@ class PostgresFreshness(FreshnessStore):
         )
         return {str(r[0]): Freshness(*r) for r in rows}
 
+    def confirm(self, product: str, mode: str, at: float) -> None:
+        self._s._query(
+            "INSERT INTO product_freshness AS f (product, mode, last_update) VALUES (%s, %s, %s)"
+            " ON CONFLICT (product) DO UPDATE SET last_update = excluded.last_update"
+            " WHERE f.stale_since IS NULL",
+            (product, mode, at),
+        )
+
     def sample(self, rows: Sequence[tuple[str, float, float, bool]]) -> None:
         if not rows:
             return

@@ -65,6 +65,15 @@ class SqliteFreshness(FreshnessStore):
         )
         return {str(r[0]): Freshness(*r) for r in rows}
 
+    def confirm(self, product: str, mode: str, at: float) -> None:
+        with self._s._tx() as db:
+            db.execute(
+                "INSERT INTO product_freshness (product, mode, last_update) VALUES (?, ?, ?)"
+                " ON CONFLICT (product) DO UPDATE SET last_update = excluded.last_update"
+                " WHERE product_freshness.stale_since IS NULL",
+                (product, mode, at),
+            )
+
     def sample(self, rows: Sequence[tuple[str, float, float, bool]]) -> None:
         with self._s._tx() as db:
             db.executemany(

@@ -10,8 +10,8 @@ process that writes the warehouse does both and never races itself:
 * the embedded log drops records past retention (Kafka does this itself);
 * `trigger: schedule` syncs whose cron fired since their last run are run;
 * a batch product with nothing changed upstream is confirmed current when half its
-  freshness has passed since its last refresh (an update with no lag: nothing to
-  rebuild), so it is honestly fresh, while one nobody refreshes breaches;
+  freshness has passed since its last refresh (nothing to rebuild; not counted as an
+  update), so it is honestly fresh, while one nobody refreshes breaches;
 * every `SAMPLE_EVERY` seconds each product's SLO state is sampled into the compliance
   history (`products/slo.py`), pruned to a week once an hour.
 """
@@ -112,8 +112,8 @@ class Scheduler:
             if live is None:
                 continue
             last = max(live.built_at, seen.last_update or 0.0) if seen else live.built_at
-            if now - last >= plan.freshness / 2:
-                self.freshness.updated(name, plan.mode, 0.0, plan.freshness)
+            if now - last >= plan.freshness / 2:  # a change marked meanwhile is kept
+                self.freshness.confirm(name, plan.mode, now)
                 confirmed.append(name)
         return confirmed
 
