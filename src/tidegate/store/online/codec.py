@@ -33,6 +33,11 @@ def encode_row(row: dict[str, Any]) -> str:
     return _ENCODER.encode(row)
 
 
+def encode_value(value: Any) -> str:
+    """One value as JSON text, encoded as a row's column would be."""
+    return _ENCODER.encode(value)
+
+
 def decode_row(text: str | bytes, types: dict[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = json.loads(text)
     for name, column_type in types.items():
