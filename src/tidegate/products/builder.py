@@ -19,9 +19,7 @@ from tidegate.meta.base import ProductVersion
 from tidegate.observe.hooks import BuildObserver
 from tidegate.platform import Platform
 from tidegate.privacy.tombstones import ensure_purged, purge_erased
-from tidegate.project.models import FileSource
-from tidegate.store.sources import file_select, read_table_source
-from tidegate.store.warehouse import PRODUCTS, version_table
+from tidegate.store.warehouse import version_table
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +48,7 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
             with platform.warehouse.cursor() as cur:
                 loaded[name] = ensure_stream_table(cur, source.config)
             continue
-        if isinstance(source.config, FileSource):
-            rows = platform.warehouse.load_source_sql(name, file_select(project, source))
-        else:
-            table = read_table_source(project, source)
-            types = {c: s.type for c, s in source.columns.items()}
-            rows = platform.warehouse.load_source_arrow(name, table, types)
+        rows = platform.warehouse.load_source(project, source)
         rows -= purge_erased(platform, name)  # erased subjects never come back (privacy/)
         loaded[name] = rows
         log.info("loaded source %s: %s rows", name, rows)
@@ -138,10 +131,8 @@ def build_products(
 
 
 def _publish_online(platform: Platform, product: str, version: int, key: str) -> None:
-    with platform.warehouse.cursor() as cur:
-        reader = cur.sql(f'SELECT * FROM {PRODUCTS}."{product}"').to_arrow_reader(ONLINE_BATCH)
-        for batch in reader:
-            platform.online.write_version(product, version, batch.to_pylist(), key)
+    for rows in platform.warehouse.product_batches(product, ONLINE_BATCH):
+        platform.online.write_version(product, version, rows, key)
     platform.online.activate(product, version)
 
 

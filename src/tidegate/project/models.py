@@ -98,6 +98,37 @@ class DuckDBStoreConfig(Strict):
     memory_limit: str | None = None
 
 
+class SparkStoreConfig(Strict):
+    """Apache Spark builds the products (store/spark/): sources and product versions are
+    Parquet directories under `warehouse`, which a Spark cluster and DuckDB both read.
+
+    `master` is any Spark master URL: `local[2]` (in-process, for tests and laptops),
+    `spark://host:7077`, `yarn`, `k8s://...`, or a Spark Connect `sc://host:15002`. On a
+    real cluster `warehouse` must be a path every executor reaches (a shared filesystem
+    or an object store URL the cluster's Hadoop config knows, e.g. `s3a://bucket/tg`).
+    The local DuckDB file `catalog` holds views on those Parquet tables, so guarded
+    reads, exports and syncs see exactly what Spark built."""
+
+    type: Literal["spark"]
+    master: str = Field(default="local[2]", description="Spark master URL or sc:// for Connect")
+    warehouse: str = Field(
+        default=".tidegate/spark-warehouse",
+        description="where Spark writes the Parquet tables (relative: to the project root)",
+    )
+    catalog: str = Field(
+        default=".tidegate/spark-catalog.duckdb",
+        description="the local DuckDB file with views on the Parquet tables",
+    )
+    app_name: str = "tidegate"
+    java_home: str | None = Field(
+        default=None, description="JDK (17 or 21) for local mode; default: JAVA_HOME, then PATH"
+    )
+    conf: dict[str, str] = Field(default={}, description="extra Spark settings (spark.*)")
+
+
+StoreConfig = Annotated[DuckDBStoreConfig | SparkStoreConfig, Field(discriminator="type")]
+
+
 class SqliteMetadataConfig(Strict):
     """Metadata in one SQLite file (WAL): the embedded default, one machine."""
 
@@ -188,7 +219,7 @@ LogConfig = Annotated[SqliteLogConfig | KafkaLogConfig, Field(discriminator="typ
 
 
 class BackendsConfig(Strict):
-    store: DuckDBStoreConfig = DuckDBStoreConfig()
+    store: StoreConfig = DuckDBStoreConfig()
     metadata: MetadataConfig = SqliteMetadataConfig()
     online: OnlineConfig = SqliteOnlineConfig()
     log: LogConfig = SqliteLogConfig()
