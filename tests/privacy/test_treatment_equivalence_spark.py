@@ -19,6 +19,7 @@ from sqlglot import exp
 from tidegate.privacy.guard_spark import register_udfs, spark_treatment
 from tidegate.privacy.treatments import HashKey, apply_value, purpose_key
 from tidegate.project.models import TreatmentSpec
+from tidegate.store.spark.dialect import spark_type
 
 from .test_treatment_equivalence import _EDGE_FLOATS, _EDGE_INTS, FAMILIES, SPECS, _keys, exact
 
@@ -37,7 +38,8 @@ def run_spark(
     frame = spark.createDataFrame(pa.table({"v": pa.array(values, type=arrow_type)}))
     frame.createOrReplaceTempView("incoming")
     treated = spark_treatment(spec, exp.column("v", table="t", quoted=True), column_type, key)
-    table = spark.sql(f"SELECT {treated} AS `out` FROM incoming AS t").toArrow()
+    typed = f"SELECT CAST(v AS {spark_type(column_type)}) AS v FROM incoming"  # as builds cast
+    table = spark.sql(f"SELECT {treated} AS `out` FROM ({typed}) AS t").toArrow()
     return list(table.column("out").to_pylist())
 
 

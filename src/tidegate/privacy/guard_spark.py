@@ -76,9 +76,7 @@ def _spark_meaning(node: exp.Expr) -> exp.Expr:
         x = node.expressions[0]
         passthrough = exp.or_(
             exp.EQ(this=x.copy(), expression=exp.Literal.number(0)),
-            exp.not_(
-                exp.LT(this=exp.Abs(this=x.copy()), expression=_double(EXACT_FLOOR_LIMIT))
-            ),
+            exp.not_(exp.LT(this=exp.Abs(this=x.copy()), expression=_double(EXACT_FLOOR_LIMIT))),
         )
         floored = exp.cast(exp.Anonymous(this="floor", expressions=[x.copy()]), "DOUBLE")
         return exp.Case(ifs=[exp.If(this=passthrough, true=x.copy())], default=floored)
@@ -105,7 +103,7 @@ def _hash_text(column: exp.Expr, column_type: str) -> exp.Expr:
 
 
 def spark_treatment(
-    spec: TreatmentSpec, column: exp.Expr, column_type: str, key: HashKey | None
+    spec: TreatmentSpec, column: exp.Expression, column_type: str, key: HashKey | None
 ) -> str:
     """The treated column as Spark SQL text."""
     if spec.treatment == "hash":
@@ -113,9 +111,7 @@ def spark_treatment(
             raise ValueError("hash treatment needs a key")
 
         def digest(pad: bytes, data: exp.Expr) -> exp.Expr:
-            joined = exp.Concat(
-                expressions=[exp.Unhex(this=exp.Literal.string(pad.hex())), data]
-            )
+            joined = exp.Concat(expressions=[exp.Unhex(this=exp.Literal.string(pad.hex())), data])
             return exp.SHA2(this=joined, length=exp.Literal.number(256))
 
         encoded = exp.Encode(
@@ -131,11 +127,11 @@ def spark_treatment(
 def spark_select(plan: AccessPlan, relation: str, subjects_view: str = SUBJECTS_VIEW) -> str:
     """`SELECT <treated columns> FROM relation WHERE <row filter>` in Spark SQL; the
     filter reads `subjects_view(subject STRING)` (see `apply_plan`)."""
-    projections = [
-        f"{spark_treatment(c.treatment, exp.column(c.name, table='t', quoted=True), c.type, plan.hash_key)}"
-        f" AS `{c.name}`"
-        for c in plan.visible_columns
-    ]
+    projections = []
+    for c in plan.visible_columns:
+        column = exp.column(c.name, table="t", quoted=True)
+        treated = spark_treatment(c.treatment, column, c.type, plan.hash_key)
+        projections.append(f"{treated} AS `{c.name}`")
     sql = f"SELECT {', '.join(projections) or '1 AS `_`'} FROM {relation} AS t"
     if plan.row_filter is not None and plan.subject_column is not None:
         subject = f"CAST(t.`{plan.subject_column}` AS STRING)"
@@ -154,7 +150,8 @@ def apply_plan(spark: SparkSession, plan: AccessPlan, frame: DataFrame) -> DataF
     register_udfs(spark)
     relation = f"tidegate_guard_{uuid.uuid4().hex}"
     frame.createOrReplaceTempView(relation)
-    subjects: list[Any] = [(s,) for s in sorted(plan.row_filter.subjects)] if plan.row_filter else []
+    members = sorted(plan.row_filter.subjects) if plan.row_filter else []
+    subjects: list[Any] = [(s,) for s in members]
     schema = StructType([StructField("subject", StringType(), True)])
     spark.createDataFrame(subjects, schema).createOrReplaceTempView(f"{relation}_subjects")
     columns = [c.name for c in plan.visible_columns]

@@ -9,6 +9,8 @@ golden cases):
 * `epoch(ts)` is seconds with microseconds in DuckDB; SQLGlot's `unix_timestamp` drops
   the fraction: it becomes `unix_micros(ts) / 1e6`.
 * `HUGEINT` has no Spark type: `DECIMAL(38, 0)` holds the same integers up to 10^38.
+* types: DuckDB's `TIMESTAMP` is a wall-clock time, Spark's `TIMESTAMP_NTZ`; DuckDB's
+  `TIMESTAMPTZ` is an instant, Spark's `TIMESTAMP` (in its UTC session).
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
             node.set("this", exp.Literal.string(_fmt_to_printf(pattern.this)))
         return node
     if isinstance(node, exp.TimeToUnix) and not node.args.get("format"):
-        micros = exp.Anonymous(this="unix_micros", expressions=[exp.cast(node.this, "TIMESTAMP")])
+        micros = exp.Anonymous(this="unix_micros", expressions=[exp.cast(node.this, "TIMESTAMPTZ")])
         return exp.Div(this=micros, expression=exp.Literal.number("1000000.0"))
     if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.INT128:
         return exp.DataType.build("DECIMAL(38, 0)")
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.TIMESTAMP:
+        return exp.DataType.build("TIMESTAMP_NTZ", dialect="spark")
     return node
 
 

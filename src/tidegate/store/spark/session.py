@@ -85,6 +85,15 @@ def spark_session(config: SparkStoreConfig) -> SparkSession:
     require("spark", "pyspark")
     from pyspark.sql import SparkSession
 
+    java_home = None if _is_remote(config.master) else find_java_home(config.java_home)
+    if java_home is None and not _is_remote(config.master):
+        where = config.java_home or os.environ.get("JAVA_HOME")
+        detail = f"JAVA_HOME={where} has no bin/java" if where else "no java was found"
+        raise SparkUnavailableError(
+            f"Spark needs a Java runtime (17 or 21) and {detail}: install a JDK and set "
+            "JAVA_HOME to it (or `backends.store.java_home`), or point "
+            "`backends.store.master` at a cluster (spark://... or sc://...)"
+        )
     with _lock:
         active = SparkSession.getActiveSession()
         if active is not None:
@@ -93,15 +102,7 @@ def spark_session(config: SparkStoreConfig) -> SparkSession:
         if _is_remote(config.master):
             builder = builder.remote(config.master)
         else:
-            java_home = find_java_home(config.java_home)
-            if java_home is None:
-                where = config.java_home or os.environ.get("JAVA_HOME")
-                detail = f"JAVA_HOME={where} has no bin/java" if where else "no java found"
-                raise SparkUnavailableError(
-                    f"Spark needs a Java runtime (17 or 21) and {detail}: install a JDK and "
-                    "set JAVA_HOME to it (or `backends.store.java_home`), or point "
-                    "`backends.store.master` at a cluster (spark://... or sc://...)"
-                )
+            assert java_home is not None
             os.environ["JAVA_HOME"] = java_home
             builder = builder.master(config.master)
             if config.master.startswith("local"):  # workers run this interpreter, not PATH's
