@@ -201,7 +201,8 @@ def test_duplicate_keys_fail_on_spark_and_previous_version_stays(spark_demo: Pat
             assert after.version == before.version
             rows = platform.warehouse.count('products."marketing_audience"')
             assert rows == before.rows
-        failed = spark_demo / ".tidegate/spark/builds" / f"marketing_audience__v{results[0].version}"
+        version = results[0].version
+        failed = spark_demo / ".tidegate/spark/builds" / f"marketing_audience__v{version}"
         assert not failed.exists()
     finally:
         sql.write_text(original)
