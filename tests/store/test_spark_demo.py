@@ -206,3 +206,64 @@ def test_duplicate_keys_fail_on_spark_and_previous_version_stays(spark_demo: Pat
         assert not failed.exists()
     finally:
         sql.write_text(original)
+
+
+def _crm_rows(directory: Path) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    with sqlite3.connect(directory / "crm.db") as db:
+        return sorted(db.execute("SELECT * FROM audience").fetchall(), key=repr)
+
+
+def test_sync_from_spark_tables_equals_duckdb(demo_copy: Path, spark_demo: Path) -> None:
+    """The CRM sync (guarded, marketing.email) reads the Spark-built tables and writes
+    the CRM exactly as the DuckDB build's sync does."""
+    from tidegate.egress.sync import run_sync
+
+    for directory in (demo_copy, spark_demo):
+        (directory / "crm.db").unlink(missing_ok=True)
+        with Platform.open(directory) as platform:
+            report = run_sync(platform, "crm_audience", full=True)
+            assert report.status == "ok", report
+    expected = _crm_rows(demo_copy)
+    assert expected
+    assert _crm_rows(spark_demo) == expected
+
+
+def test_erasure_rewrites_the_parquet_without_the_subject(spark_demo: Path) -> None:
+    """Runs last (it erases a customer from the shared Spark demo). Parquet has no
+    DELETE: the raw snapshot and the live version are written again without the
+    subject's rows, the catalog flips, the old files go."""
+    import time
+
+    import duckdb
+
+    from tidegate.privacy.tombstones import ensure_purged, erasure_store, tombstones_of
+
+    with Platform.open(spark_demo) as platform:
+        subject = str(
+            platform.warehouse.arrow('SELECT min(customer_id) AS c FROM products."customer_360"')
+            .column("c")[0]
+            .as_py()
+        )
+        where = f"WHERE CAST(customer_id AS VARCHAR) = '{subject}'"
+        before = platform.warehouse.count('products."customer_360"')
+        assert platform.warehouse.count(f'raw."customers" {where}') == 1
+        tombstones = tombstones_of(platform)
+        erasure_store(platform.meta).add_tombstone(tombstones.hash(subject), time.time(), "t")
+        assert ensure_purged(platform) >= 2
+        assert platform.warehouse.count(f'raw."customers" {where}') == 0
+        assert platform.warehouse.count(f'products."customer_360" {where}') == 0
+        assert platform.warehouse.count('products."customer_360"') == before - 1
+        assert platform.online.read("customer_360", subject) is None
+        live = platform.meta.live_version("customer_360")
+        assert live is not None
+    spark_dir = spark_demo / ".tidegate/spark"
+    assert len(list((spark_dir / "raw/customers").iterdir())) == 1  # the old snapshot went
+    for pattern in ("raw/customers/*/*.parquet", f"builds/{live.table}*/*.parquet"):
+        files = str(spark_dir / pattern)
+        found = duckdb.sql(
+            f"SELECT count(*) FROM read_parquet('{files}') {where}"  # the files themselves
+        ).fetchone()
+        assert found == (0,), pattern
+    assert not (spark_dir / "builds" / live.table).exists()  # rewritten elsewhere, removed

@@ -19,6 +19,8 @@ from tidegate.meta.base import ProductVersion
 from tidegate.observe.hooks import BuildObserver
 from tidegate.platform import Platform
 from tidegate.privacy.tombstones import ensure_purged, purge_erased
+from tidegate.project.models import FileSource
+from tidegate.store.sources import file_select, read_table_source
 from tidegate.store.warehouse import version_table
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,14 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
             with platform.warehouse.cursor() as cur:
                 loaded[name] = ensure_stream_table(cur, source.config)
             continue
-        rows = platform.warehouse.load_source(project, source)
+        if platform.warehouse.reads_sources:  # e.g. Spark: its executors read the files
+            rows = platform.warehouse.load_source(project, source)
+        elif isinstance(source.config, FileSource):
+            rows = platform.warehouse.load_source_sql(name, file_select(project, source))
+        else:
+            table = read_table_source(project, source)
+            types = {c: s.type for c, s in source.columns.items()}
+            rows = platform.warehouse.load_source_arrow(name, table, types)
         rows -= purge_erased(platform, name)  # erased subjects never come back (privacy/)
         loaded[name] = rows
         log.info("loaded source %s: %s rows", name, rows)

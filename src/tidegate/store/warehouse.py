@@ -100,6 +100,9 @@ class Warehouse:
 
     #: what builds the products; the Spark store (store/spark/) says "spark"
     engine = "duckdb"
+    #: whether the store reads sources itself (`load_source`) rather than being handed a
+    #: DuckDB SELECT or an Arrow table (`load_source_sql` / `load_source_arrow`)
+    reads_sources = False
 
     def __init__(
         self,
@@ -155,7 +158,8 @@ class Warehouse:
                 self.db.unregister("__tidegate_incoming")
 
     def load_source(self, project: Project, source: Source) -> int:
-        """Snapshot a file or table source into `raw.<name>`; return its row count."""
+        """Snapshot a file or table source into `raw.<name>`; return its row count (what
+        the builder calls when `reads_sources`; DuckDB's version, for completeness)."""
         from tidegate.project.models import FileSource
         from tidegate.store.sources import file_select, read_table_source
 
@@ -268,6 +272,19 @@ class Warehouse:
             if suffix.isdigit():
                 found.append(int(suffix))
         return sorted(found)
+
+    def delete_subjects(self, schema: str, name: str, column: str, values: list[str]) -> int:
+        """Delete the rows of `schema.name` whose `column`, as text, is one of `values`
+        (erasure: privacy/tombstones.py); return how many rows went."""
+        relation = f'{schema}."{name}"'
+        quoted = '"' + column.replace('"', '""') + '"'
+        with self._lock, self.cursor() as cur:
+            row = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()
+            before = int(row[0]) if row else 0
+            for value in values:
+                cur.execute(f"DELETE FROM {relation} WHERE CAST({quoted} AS VARCHAR) = ?", [value])
+            row = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()
+            return before - (int(row[0]) if row else 0)
 
     def drop_version(self, product: str, version: int) -> None:
         with self._lock:

@@ -66,6 +66,7 @@ class SparkWarehouse(Warehouse):
     """Spark builds; a DuckDB catalog of Parquet views answers every read."""
 
     engine = "spark"
+    reads_sources = True
 
     def __init__(
         self,
@@ -297,6 +298,53 @@ class SparkWarehouse(Warehouse):
             self._set_location(BUILDS, name, None)
             if location:
                 self._remove(location)
+
+    def delete_subjects(self, schema: str, name: str, column: str, values: list[str]) -> int:
+        """Erasure on Parquet, which has no DELETE: Spark writes the relation again
+        without those subjects' rows (a left anti join on the subject as text), the
+        catalog flips to the new files, and the old files are removed, so the erased
+        values are gone from the warehouse's bytes too. A stream table (DuckDB, in the
+        catalog) deletes as in the DuckDB store."""
+        location = self._location(schema, name)
+        if location is None:
+            return super().delete_subjects(schema, name, column, values)
+        if not values:
+            return 0
+        with self.cursor() as cur:
+            types = dict(
+                cur.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns"
+                    " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                    [schema, name],
+                ).fetchall()
+            )
+        with self._lock:
+            frame = self.spark.read.parquet(location)
+            before = frame.count()
+            erased = self.spark.createDataFrame([(str(v),) for v in values], "subject string")
+            condition = frame[column].cast("string") == erased["subject"]
+            kept = frame.join(erased, condition, "left_anti")
+            stamp = time.time_ns()
+            target = (
+                f"{self.location}/{RAW}/{name}/load-{stamp}"
+                if schema == RAW
+                else f"{self.location}/{schema}/{name}-erased-{stamp}"
+            )
+            kept.write.mode("overwrite").parquet(target)
+            after = self.spark.read.parquet(target).count()
+            self.db.execute("BEGIN")
+            try:
+                self._view(schema, name, target, types)
+                self.db.execute(
+                    f"UPDATE {LOCATIONS} SET location = ? WHERE location = ?", [target, location]
+                )
+                self.db.execute("COMMIT")
+            except Exception:
+                self.db.execute("ROLLBACK")
+                self._remove(target)
+                raise
+            self._remove(location)
+            return int(before) - int(after)
 
     def product_batches(self, product: str, rows: int) -> Iterator[list[dict[str, Any]]]:
         """The live version read by Spark, partition after partition (`toLocalIterator`
