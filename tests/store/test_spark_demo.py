@@ -262,8 +262,7 @@ def test_erasure_rewrites_the_parquet_without_the_subject(spark_demo: Path) -> N
     assert len(list((spark_dir / "raw/customers").iterdir())) == 1  # the old snapshot went
     for pattern in ("raw/customers/*/*.parquet", f"builds/{live.table}*/*.parquet"):
         files = str(spark_dir / pattern)
-        found = duckdb.sql(
-            f"SELECT count(*) FROM read_parquet('{files}') {where}"  # the files themselves
-        ).fetchone()
+        with duckdb.connect() as db:  # the files themselves, not the catalog
+            found = db.execute(f"SELECT count(*) FROM read_parquet('{files}') {where}").fetchone()
         assert found == (0,), pattern
     assert not (spark_dir / "builds" / live.table).exists()  # rewritten elsewhere, removed

@@ -22,6 +22,7 @@ stream worker appends there); a Spark build reads a Parquet snapshot of them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import threading
@@ -89,6 +90,7 @@ class SparkWarehouse(Warehouse):
             else config.warehouse.rstrip("/")
         )
         self._views_lock = threading.Lock()
+        self._tag = hashlib.sha256(self.location.encode()).hexdigest()[:8]
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS {LOCATIONS} (schema_name VARCHAR, name VARCHAR,"
             " location VARCHAR, PRIMARY KEY (schema_name, name))"
@@ -211,7 +213,7 @@ class SparkWarehouse(Warehouse):
     def _spark_view(self, schema: str, name: str) -> str:
         """A Spark temp view on `schema.name` (its Parquet location); returns its name.
         A stream source, a DuckDB table in the catalog, is snapshotted to Parquet first."""
-        view = f"tg_{schema}_{name}"
+        view = f"tg_{self._tag}_{schema}_{name}"  # two projects in one process never clash
         location = self._location(schema, name)
         if location is None and schema == RAW and self._is_catalog_table(RAW, name):
             location = f"{self.location}/{RAW}/{name}/stream-{time.time_ns()}"
