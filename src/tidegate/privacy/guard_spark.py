@@ -12,6 +12,7 @@ DuckDB tree transpiled by SQLGlot; three places differ in meaning and are rewrit
   its `+00` and a double as Java does (`1.0E10`), so: instants get `+00` appended,
   numbers of the float family go through a tiny Python UDF giving Python's `repr`
   (the shortest round trip, what DuckDB prints), every NaN as `nan`.
+* `strpos` (the mask's `@` search) has no Spark function of that name: `LOCATE`.
 * the row filter's subject list is a Spark view, joined by value, never pasted as text.
 """
 
@@ -72,6 +73,9 @@ def _bottom_up(tree: exp.Expr) -> exp.Expr:
 
 
 def _spark_meaning(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() == "strpos":
+        text, needle = node.expressions  # Spark has no strpos: LOCATE(needle, text)
+        return exp.StrPosition(this=text.copy(), substr=needle.copy())
     if isinstance(node, exp.Anonymous) and str(node.this).lower() == "floor":
         x = node.expressions[0]
         passthrough = exp.or_(
