@@ -76,3 +76,25 @@ def test_missing_java_on_the_cli_is_not_a_traceback(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "JAVA_HOME" in output, output
     assert "Traceback" not in output
+
+
+def test_stream_products_are_batch_on_spark(stream_project: Path) -> None:
+    """Spark keeps immutable Parquet versions: the planner never picks the incremental
+    recompute (which rewrites a version in place) on it, and says why."""
+    from tidegate.products.planner import plan_project
+    from tidegate.project import load_project
+
+    on_duckdb = plan_project(load_project(stream_project))
+    incremental = [name for name, plan in on_duckdb.items() if plan.mode == "incremental"]
+    assert incremental
+    config = stream_project / "tidegate.yml"
+    text = config.read_text()
+    if "backends:" in text:
+        text = text.replace("backends:", "backends:\n  store: {type: spark}", 1)
+    else:
+        text += "\nbackends:\n  store: {type: spark}\n"
+    config.write_text(text)
+    on_spark = plan_project(load_project(stream_project))
+    for name in incremental:
+        assert on_spark[name].mode == "batch"
+        assert "immutable versions" in " ".join(on_spark[name].reasons)

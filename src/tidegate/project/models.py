@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -93,6 +93,8 @@ class ColumnSpec(Strict):
 
 class DuckDBStoreConfig(Strict):
     type: Literal["duckdb"] = "duckdb"
+    #: the store recomputes changed keys in place (products/incremental.py)
+    incremental: ClassVar[bool] = True
     path: str = ".tidegate/warehouse.duckdb"
     threads: int | None = None
     memory_limit: str | None = None
@@ -110,6 +112,8 @@ class SparkStoreConfig(Strict):
     reads, exports and syncs see exactly what Spark built."""
 
     type: Literal["spark"]
+    #: product versions are immutable Parquet: stream-fed products are rebuilt (batch)
+    incremental: ClassVar[bool] = False
     master: str = Field(default="local[2]", description="Spark master URL or sc:// for Connect")
     warehouse: str = Field(
         default=".tidegate/spark-warehouse",
