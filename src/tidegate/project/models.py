@@ -99,6 +99,11 @@ class DuckDBStoreConfig(Strict):
     threads: int | None = None
     memory_limit: str | None = None
 
+    @property
+    def local_file(self) -> str:
+        """The DuckDB file this machine opens (what health checks look for)."""
+        return self.path
+
 
 class SparkStoreConfig(Strict):
     """Apache Spark builds the products (store/spark/): sources and product versions are
@@ -128,6 +133,11 @@ class SparkStoreConfig(Strict):
         default=None, description="JDK (17 or 21) for local mode; default: JAVA_HOME, then PATH"
     )
     conf: dict[str, str] = Field(default={}, description="extra Spark settings (spark.*)")
+
+    @property
+    def local_file(self) -> str:
+        """The DuckDB catalog file this machine opens (what health checks look for)."""
+        return self.catalog
 
 
 StoreConfig = Annotated[DuckDBStoreConfig | SparkStoreConfig, Field(discriminator="type")]
