@@ -63,7 +63,7 @@ def _ensure_built(platform: Platform) -> None:
 def _holding(platform: Platform) -> Iterator[None]:
     """Hold the project as its runtime: wait (as a standby, for as long as it takes) until
     this process holds the warehouse, then answer CLI commands on the admin socket
-    (`runtime/control.py`) until the block ends."""
+    (`runtime/control.py`) and watch `policies/` for edits until the block ends."""
     from tidegate.cli.app import main
     from tidegate.cli.forward import executor
     from tidegate.runtime.control import AdminServer, install_thread_streams
@@ -74,8 +74,11 @@ def _holding(platform: Platform) -> Iterator[None]:
     )
     _ = platform.warehouse
     install_thread_streams()
+    from tidegate.privacy.policy_reload import reloader_of
+
     server = AdminServer(platform.state_dir, executor(platform, main), platform.writer_lock)
     server.start()
+    reloader_of(platform).start()  # policies/ edits apply live (`tidegate reload` at once)
     try:
         yield
     finally:

@@ -81,8 +81,19 @@ def destination_location(destination: object, root: Path) -> tuple[str, str]:
 
 
 def location_label(destination: object, root: Path) -> str:
-    """`namespace/name` for people (`file:/abs/out.csv`, `postgres://h:5432/db.public.t`)."""
+    """Where for people: `file:exports/out.csv`, `sqlite:crm.db/audience` (paths inside the
+    project relative to it, as in its YAML), `postgres://h:5432/db.public.t`."""
+    if isinstance(destination, FileDestination):
+        return f"file:{_shown(destination.path, root)}"
+    if isinstance(destination, SqliteDestination):
+        return f"sqlite:{_shown(destination.path, root)}/{destination.table}"
     namespace, name = destination_location(destination, root)
-    if namespace == "file":
-        return f"file:{name}"
     return f"{namespace}/{name}"
+
+
+def _shown(path: str, root: Path) -> str:
+    absolute = Path(_absolute(path, root))
+    try:
+        return str(absolute.relative_to(root.resolve()))
+    except ValueError:
+        return str(absolute)
