@@ -15,11 +15,11 @@ import pytest
 
 from tidegate.api import create_app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.files import ingest_folder
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.validate import UNAVAILABLE
 from tidegate.log.base import Message
+from tidegate.meta.sqlite import sqlite_part
 from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
 from tidegate.runtime.worker import StreamWorker
@@ -64,7 +64,7 @@ def _tiers(platform: Platform) -> dict[int, Any]:
 
 
 def _dead(root: Path) -> list[str]:
-    store = DeadLetterStore(root / ".tidegate" / "metadata.db")
+    store = sqlite_part(root / ".tidegate" / "metadata.db", "dead_letters")
     try:
         return [d.reason for d in store.list(limit=100)]
     finally:
@@ -170,7 +170,11 @@ def test_tombstones_over_http_are_accepted_not_dead_lettered(
     ]
     answer = client.post("/v1/events/accounts", json=batch, headers=headers)
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"accepted": 5, "rejected": []}
+    assert answer.json() == {
+        "accepted": 5,
+        "rejected": [],
+        "unknown_fields": {"policy": "drop", "events": 0, "fields": {}},
+    }
     lines = b"\n".join(
         [json.dumps(_event("c", after=_account(5, 7, "free"))).encode(), b"null", b""]
     )
@@ -179,7 +183,11 @@ def test_tombstones_over_http_are_accepted_not_dead_lettered(
         content=lines,
         headers={**headers, "Content-Type": "application/x-ndjson"},
     )
-    assert answer.json() == {"accepted": 2, "rejected": []}
+    assert answer.json() == {
+        "accepted": 2,
+        "rejected": [],
+        "unknown_fields": {"policy": "drop", "events": 0, "fields": {}},
+    }
     assert _dead(built_stream_project) == []
     with Platform.open(built_stream_project) as platform:
         worker = StreamWorker(platform)

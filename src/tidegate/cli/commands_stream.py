@@ -179,18 +179,31 @@ def status(
     project_dir: ProjectDir = Path("."),
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Per product: mode, last update, lag against its freshness SLO, breaches; dead letters."""
+    """Per product: mode, last update, lag against its freshness SLO, breaches; dead letters
+    and the fields events carried beyond their source's columns."""
+    from tidegate.ingest.unknown import unknown_field_totals
     from tidegate.meta import open_metadata
     from tidegate.products.planner import plan_project
     from tidegate.project import load_project
+    from tidegate.project.project import stream_sources
 
     project = load_project(project_dir)
     meta = open_metadata(project.config.backends.metadata, project.root)
     try:
         state = meta.freshness.all()
         dead_counts = meta.dead_letters.counts_by_source()
+        streams = stream_sources(project)
+        unknown = unknown_field_totals(meta.observations, streams)
     finally:
         meta.close()
+    unknown_json = {
+        source: {
+            "policy": streams[source].unknown_fields,
+            "events": fields.get("", 0),
+            "fields": {f: n for f, n in sorted(fields.items()) if f},
+        }
+        for source, fields in sorted(unknown.items())
+    }
     now = time.time()
     rows: list[dict[str, Any]] = []
     for name, plan in plan_project(project).items():
@@ -211,7 +224,7 @@ def status(
             }
         )
     if json_output:
-        print_json({"products": rows, "dead_letters": dead_counts})
+        print_json({"products": rows, "dead_letters": dead_counts, "unknown_fields": unknown_json})
         return
     console.print(
         table(
@@ -248,6 +261,13 @@ def status(
             "dead letters: "
             + ", ".join(f"{source} {count}" for source, count in dead_counts.items())
             + " (tidegate dlq list)"
+        )
+    for source, fields in sorted(unknown.items()):
+        verb = {"drop": "dropped", "keep": "kept in the log"}.get(streams[source].unknown_fields)
+        named = ", ".join(f"{f} {n}" for f, n in sorted(fields.items()) if f)
+        console.print(
+            f"unknown fields in {source}: {fields.get('', 0)} events ({named}), {verb}",
+            markup=False,
         )
 
 
