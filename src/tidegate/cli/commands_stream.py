@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
+from tidegate.timestamps import timestamp_text
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return timestamp_text(timestamp)
 
 
 def _seconds(value: float | None) -> str:

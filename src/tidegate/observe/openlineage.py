@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from tidegate.project.observe_config import OpenLineageConfig
+from tidegate.timestamps import now_timestamp
 
 if TYPE_CHECKING:
     from tidegate.observe.pillars import Observation
@@ -36,7 +36,7 @@ METRICS_SCHEMA = (
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return now_timestamp()
 
 
 def make_transport(config: OpenLineageConfig, root: Any) -> Any:

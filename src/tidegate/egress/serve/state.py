@@ -18,12 +18,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 
 from tidegate.meta.base import MetadataStore
 from tidegate.privacy.guard import AccessContext, AccessPlan, Guard
+from tidegate.timestamps import format_timestamp
 
 PLAN_MAX_AGE = 1.0
 
@@ -115,7 +115,7 @@ class VersionTimes:
         found = self._built.get((product, version))
         if found is None:
             for row in self._meta.versions(product):
-                when = dt.datetime.fromtimestamp(row.built_at, dt.UTC).isoformat()
+                when = str(format_timestamp(row.built_at))
                 self._built[(product, row.version)] = when
             found = self._built.get((product, version))
         return found
