@@ -19,7 +19,6 @@ from tidegate.ingest.files import ingest_folder
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.validate import UNAVAILABLE
 from tidegate.log.base import Message
-from tidegate.meta.sqlite import sqlite_part
 from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
 from tidegate.runtime.worker import StreamWorker
@@ -64,11 +63,15 @@ def _tiers(platform: Platform) -> dict[int, Any]:
 
 
 def _dead(root: Path) -> list[str]:
-    store = sqlite_part(root / ".tidegate" / "metadata.db", "dead_letters")
-    try:
-        return [d.reason for d in store.list(limit=100)]
-    finally:
-        store.close()
+    """Dead letters' reasons, read through the project's own metadata store."""
+    from contextlib import closing
+
+    from tidegate.meta import open_metadata
+    from tidegate.project.loader import load_project
+
+    project = load_project(root)
+    with closing(open_metadata(project.config.backends.metadata, root)) as meta:
+        return [d.reason for d in meta.dead_letters.list(limit=100)]
 
 
 def _log(intake: Intake, *events: Any) -> None:
