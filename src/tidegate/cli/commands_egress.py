@@ -11,7 +11,7 @@ import typer
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError
-from tidegate.timestamps import timestamp_text
+from tidegate.timestamps import format_timestamp, timestamp_text
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -169,7 +169,7 @@ def sync_status(
                 if last
                 else dt.datetime.now(dt.UTC)
             )
-            status["next_run"] = next_fire(cfg.schedule, after).isoformat()
+            status["next_run"] = format_timestamp(next_fire(cfg.schedule, after))
     if json_output:
         print_json(status)
         return
