@@ -88,6 +88,8 @@ def test_cli_shows_treatments_and_paths(tmp_path: Path) -> None:
     down = json.loads(result.output)["downstream"]
     edge = next(e for e in down if e["to"] == "sync:to_file.email_token")
     assert edge["kinds"] == ["hash", "sync"]
+    labels = json.loads(result.output)["labels"]
+    assert labels["sync:to_file.email_token"] == "file:exports/c360.parquet.email_token (hashed)"
     text = runner.invoke(app, ["lineage", "customer_360.phone", "-p", str(root)])
     assert text.exit_code == 0, text.output
     assert "crm.db" not in text.output

@@ -80,11 +80,15 @@ def lineage(
     elif output == "dot":
         typer.echo(to_dot(edges, graph.labels), nl=False)
     elif output == "json":
+        nodes = {n for child, parents in edges.items() for n in (child, *parents)}
         print_json(
             {
                 "target": target,
                 "upstream": _edge_list(up),
                 "downstream": _edge_list(down),
+                # where a sync field really goes (file path, table, server) and how it is
+                # treated under the sync's purpose, e.g. "file:out/c360.csv.email (hashed)"
+                "labels": {n: graph.labels[n] for n in sorted(nodes) if n in graph.labels},
             }
         )
     else:
