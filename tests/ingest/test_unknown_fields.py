@@ -128,3 +128,35 @@ def test_a_policy_other_than_the_three_is_a_config_error(stream_project: Path) -
     assert "sources/orders.yml:13: [unknown_fields] Input should be 'reject', 'keep' or 'drop'" in (
         str(bad.value)
     )
+
+
+def test_events_written_to_the_topic_directly_are_counted_once(stream_project: Path) -> None:
+    """A Kafka producer (or Debezium) writes the topic without the intake: the worker's
+    decode counts its unknown fields; events that came through the intake are not
+    counted a second time when the worker reads them."""
+    from tidegate.ingest.intake import open_intake
+    from tidegate.ingest.unknown import unknown_field_totals
+    from tidegate.log.base import Record
+    from tidegate.meta import open_metadata
+
+    _with_policy(stream_project, "keep")
+    intake = open_intake(load_project(stream_project))
+    try:
+        intake.submit("orders", EVENTS[:1], "http")  # counted here, logged with its header
+        direct = json.dumps({"order_id": 9, "customer_id": 1, "amount": 1.0, "coupon": "Z"})
+        for record in (
+            Record("orders", 0, 0, None, direct.encode()),  # no tidegate-source header
+            Record("orders", 0, 1, None, direct.encode(), (("tidegate-source", b"orders"),)),
+        ):
+            change = intake.decode(record)
+            assert not isinstance(change, Exception)
+        intake.unknown.flush()
+    finally:
+        intake.close()
+    project = load_project(stream_project)
+    meta = open_metadata(project.config.backends.metadata, stream_project)
+    try:
+        totals = unknown_field_totals(meta.observations, ["orders"])
+    finally:
+        meta.close()
+    assert totals == {"orders": {"": 2, "coupon": 2, "utm": 1}}

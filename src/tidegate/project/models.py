@@ -376,8 +376,9 @@ class StreamSource(_SourceBase):
         default="drop",
         description=(
             "fields an event has beyond `columns`: reject the event (dead letter, with the "
-            "fields named), keep them in the event log as sent, or drop them before it is "
-            "logged; counted either way (ingest answer, /metrics, status)"
+            "fields named), keep them in the event log as sent, or drop them (a JSON event "
+            "is logged without them); never stored in raw tables, counted either way "
+            "(ingest answer, /metrics, status)"
         ),
     )
 
