@@ -93,3 +93,14 @@ def test_every_output_agrees(demo_copy: Path) -> None:
     status = runner.invoke(app, ["status", "-p", str(demo_copy)])
     assert status.exit_code == 0, status.output
     _agree(status.output, "status")
+
+
+def test_log_lines_use_it_too() -> None:
+    import logging
+
+    from tidegate.cli.app import _LogFormatter
+
+    record = logging.LogRecord("tidegate.x", logging.INFO, __file__, 1, "built %s", ("p",), None)
+    record.created = 1_767_225_600.5
+    line = _LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
+    assert line == "2026-01-01T00:00:00+00:00 INFO tidegate.x: built p"
