@@ -4,6 +4,7 @@ admin socket, the runtime also watches `policies/` by itself, and every switch i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -88,3 +89,43 @@ def test_policy_edits_apply_under_run_and_broken_ones_are_refused(
     assert records[1].detail["previous"] == original
     assert records[1].detail["digest"] == denied_digest
     assert records[2].detail["digest"] == original
+
+
+def test_a_serve_replica_polls_and_applies_the_edit(demo_dir: Path, tmp_path: Path) -> None:
+    """`tidegate serve` holds no admin socket: it watches `policies/` by itself."""
+    import os
+    import signal
+    import subprocess
+
+    from .control_helpers import TIDEGATE, _health  # type: ignore[import-not-found]
+
+    project = live_shop(demo_dir, tmp_path / "shop", fast_rebuilds=False)
+    policy = project / "policies" / "purposes.yml"
+    with Platform.open(project) as platform:
+        token = create_key(platform.meta, "desk", ["support_agent"])[0]
+    port = _free_port(0)
+    process = subprocess.Popen(
+        [TIDEGATE, "serve", "-p", str(project), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TIDEGATE_POLICY_POLL": "0.2"},
+    )
+    try:
+        wait_for(lambda: _health(port), 60, "tidegate serve")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert _status(client, token) == 200
+            _write(policy, ROLE, BROKEN)  # refused: the old policy stays
+            time.sleep(1.0)
+            assert _status(client, token) == 200
+            _write(policy, BROKEN, DENIED)
+            wait_for(lambda: _status(client, token) == 403, 30, "the replica to apply the edit")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+    assert "policies not reloaded" in err  # the refusal is logged with its problems
+    assert "purposes_typo" in err
