@@ -77,6 +77,7 @@ def _lifespan(serving: Serving) -> Any:
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         await serving.limiter.aclose()  # the shared limiter's client lives on this loop
+        await serving.platform.online.aclose()  # so does the online store's async reader
         serving.close()
 
     return lifespan
