@@ -22,6 +22,7 @@ EXTRAS = {
     "spark": "Spark (declared for future backends)",
     "plot": "charts from `tidegate observe --plot`",
     "lineage": "OpenLineage events (observe.openlineage: file, HTTP or Kafka transport)",
+    "granian": "granian as the HTTP server of `tidegate serve` (serve.server: granian)",
 }
 
 
