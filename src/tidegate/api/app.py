@@ -72,9 +72,13 @@ def stage_openapi() -> dict[str, Any]:
     return {"paths": paths, "components": {"schemas": openapi_schemas()}}
 
 
-def _lifespan(serving: Serving) -> Any:
+def _lifespan(serving: Serving, platform: Platform) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        from tidegate.privacy.policy_reload import reloader_of
+
+        # every serving replica polls policies/ and applies a valid edit by itself
+        reloader_of(platform).start()
         yield
         await serving.limiter.aclose()  # the shared limiter's client lives on this loop
         await serving.platform.online.aclose()  # so does the online store's async reader
@@ -110,7 +114,7 @@ def create_app(platform: Platform) -> ASGIApp:
             HTTPException: http_error,
             Exception: crash,
         },
-        lifespan=_lifespan(serving),
+        lifespan=_lifespan(serving, platform),
     )
     settings = project.config.serve
     app: ASGIApp = Hardening(
@@ -130,8 +134,10 @@ def create_app(platform: Platform) -> ASGIApp:
             max_age=600,
         )
     from tidegate.observe.metrics import instrument
+    from tidegate.products.slo import slo_report
 
-    app = instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+    # GET /metrics (Prometheus) and request timing
+    app = instrument(app, platform, lambda: slo_report(platform))
     if settings.metrics_roles:
         app = _metrics_gate(app, serving, frozenset(settings.metrics_roles))
     guests = settings.unauthenticated_rate_limit
