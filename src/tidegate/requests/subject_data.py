@@ -4,9 +4,10 @@ requests delete (`subject_requests.py`).
 A subject is matched by its id as text (`42` and `"42"` are the same person) in the
 column each source and product declares as `subject`:
 
-* **warehouse** (DuckDB): `raw.<source>` of every source with a subject column, and
-  every version table `builds.<product>__vN` of every product with one (the
-  `products.<product>` views read those, so they need nothing of their own);
+* **warehouse** (DuckDB): `raw.<source>` of every source with a subject column, every
+  version table `builds.<product>__vN` of every product with one (the
+  `products.<product>` views read those, so they need nothing of their own), and the
+  failing rows quality checks kept of those versions (`quality.<product>__vN__<check>`);
 * **online store**: the product keys of the subject's rows (the subject itself when a
   product is keyed by its subject column);
 * **destinations**: the keys the sync state recorded for the subject
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
 from tidegate.project.project import Project
+from tidegate.observe.quality import QUALITY
 from tidegate.store.warehouse import BUILDS, RAW
 
 if TYPE_CHECKING:
@@ -99,6 +101,12 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
         if column and (RAW, name) in present:
             key = getattr(source.config, "key", None)
             found.append(Relation("raw", name, RAW, name, column, key))
+    quality_columns: dict[str, set[str]] = {}
+    for table, column in cursor.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
+        [QUALITY],
+    ).fetchall():
+        quality_columns.setdefault(str(table), set()).add(str(column))
     for name, product in sorted(project.products.items()):
         column = product.subject_column
         if not column:
@@ -107,6 +115,11 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
             suffix = table[len(name) + 3 :] if table.startswith(f"{name}__v") else ""
             if schema == BUILDS and suffix.isdigit():
                 found.append(Relation("build", name, BUILDS, table, column, product.config.key))
+            version = suffix.split("__", 1)[0]
+            if schema == QUALITY and "__" in suffix and version.isdigit():
+                # a failing-row table of a check on a version: the rows as the build had them
+                if column in quality_columns.get(table, set()):
+                    found.append(Relation("quality", name, QUALITY, table, column, None))
     return found
 
 

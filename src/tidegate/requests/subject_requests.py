@@ -387,6 +387,7 @@ def _erase_warehouse(platform: Platform, subject: str, systems: list[SystemResul
             )
         )
         return None
+    touched: list[str] = []
     with warehouse.cursor() as cur:
         tables, found = find_in_warehouse(platform, cur, subject)
         cur.execute("BEGIN")
@@ -401,25 +402,36 @@ def _erase_warehouse(platform: Platform, subject: str, systems: list[SystemResul
                     )
                 systems.append(
                     SystemResult(
-                        "warehouse",
+                        "quality_rows" if relation.kind == "quality" else "warehouse",
                         f"duckdb: {relation.qualified}"
                         + (" (raw source)" if relation.schema == RAW else ""),
                         "removed" if removed else "none",
                         removed,
                     )
                 )
+                if removed:
+                    touched.append(relation.qualified)
             pending = _pending_publish(cur, found)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        if pending:
-            systems.append(
-                SystemResult(
-                    "warehouse", "duckdb: tidegate_state.pending_publish", "removed", pending
-                )
-            )
-        cur.execute("CHECKPOINT")
+    if pending:
+        touched.append("tidegate_state.pending_publish")
+        systems.append(
+            SystemResult("warehouse", "duckdb: tidegate_state.pending_publish", "removed", pending)
+        )
+    blocks = warehouse.scrub(touched)
+    systems.append(
+        SystemResult(
+            "warehouse_file",
+            f"duckdb file {warehouse.path.name}",
+            "removed",
+            blocks,
+            note="tables that lost rows rewritten, free blocks overwritten, write-ahead log "
+            "checkpointed: deleted values are gone from the file's bytes",
+        )
+    )
     return found
 
 
