@@ -25,6 +25,7 @@ from tidegate.project.project import Project, stream_sources
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
+    from tidegate.privacy.tombstones import ErasedFilter
 
 SOURCE_HEADER = "tidegate-source"
 CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
@@ -34,9 +35,13 @@ CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
 class IntakeResult:
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    erased: int = 0  # events of erased subjects: neither logged nor dead-lettered
 
     def as_json(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "rejected": self.rejected}
+        body: dict[str, Any] = {"accepted": self.accepted, "rejected": self.rejected}
+        if self.erased:
+            body["erased"] = self.erased
+        return body
 
 
 class Intake:
@@ -44,6 +49,9 @@ class Intake:
         self.project = project
         self.log = event_log
         self.dead = dead
+        #: is this valid event about an erased subject? (`privacy.tombstones.ErasedFilter`,
+        #: set by whoever holds the platform): such events are dropped at the door
+        self.erased: ErasedFilter | None = None
         self.schemas = {name: EventSchema(c) for name, c in stream_sources(project).items()}
         self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
         for schema in self.schemas.values():
@@ -77,6 +85,8 @@ class Intake:
         messages: list[Message] = []
         letters: list[DeadLetter] = []
         now = time.time()
+        if self.erased is not None:
+            self.erased.refresh()  # one query: tombstones newer than the last seen
         for index, event in enumerate(events):
             payload = event if raw else _dumps(event)
             try:
@@ -90,6 +100,9 @@ class Intake:
                 reason = str(err)
                 result.rejected.append({"index": index, "reason": reason})
                 letters.append(DeadLetter(source, reason, payload, via, at=now))
+                continue
+            if self.erased is not None and self.erased(change):
+                result.erased += 1
                 continue
             messages.append(Message(_partition_key(schema, change), payload, _headers(source)))
         if messages:
@@ -187,7 +200,16 @@ def intake_of(platform: Platform) -> Intake:
 
 
 def _intake(platform: Platform) -> Intake:
-    return open_intake(platform.project)
+    return platform_intake(platform)
+
+
+def platform_intake(platform: Platform) -> Intake:
+    """A new intake that drops events of erased subjects (a tombstone check per event)."""
+    from tidegate.privacy.tombstones import ErasedFilter
+
+    intake = open_intake(platform.project)
+    intake.erased = ErasedFilter(platform)
+    return intake
 
 
 def open_intake(project: Project) -> Intake:
@@ -206,12 +228,16 @@ def open_intake(project: Project) -> Intake:
 class ReplayReport:
     replayed: int = 0
     still_failing: int = 0
+    erased: int = 0  # letters about erased subjects, deleted instead of replayed
 
 
 def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
     """Check dead letters again; append those that now pass to their source's topic."""
     report = ReplayReport()
     done: list[int] = []
+    erased: list[int] = []
+    if intake.erased is not None:
+        intake.erased.refresh()
     for letter in letters:
         if letter.replayed_at is not None:
             continue
@@ -230,11 +256,15 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
             intake.dead.update_reason(letter.id, reason)
             report.still_failing += 1
             continue
+        if intake.erased is not None and intake.erased(change):
+            erased.append(letter.id)  # about an erased subject: goes, never replayed
+            continue
         message = Message(_partition_key(schema, change), letter.payload, _headers(letter.source))
         intake.log.append(schema.config.topic_name, [message])
         done.append(letter.id)
         report.replayed += 1
     intake.dead.mark_replayed(done)
+    report.erased = intake.dead.delete(erased) if erased else 0
     return report
 
 

@@ -194,6 +194,42 @@ def purge_erased(platform: Platform, source: str) -> int:
     return int(before) - int(after)
 
 
+def without_erased_sql(platform: Platform, source: str, select_sql: str) -> str:
+    """`select_sql` (a source snapshot about to be loaded) minus the rows of erased
+    subjects, so they are never written into the DuckDB file at all: a row deleted after
+    the load would leave its bytes in the file. One read of the subject column of the
+    source; the SQL unchanged while there is no tombstone."""
+    tombstones = tombstones_of(platform)
+    column = getattr(platform.project.sources[source].config, "subject", None)
+    if not len(tombstones) or column is None:
+        return select_sql
+    quoted = '"' + column.replace('"', '""') + '"'
+    with platform.warehouse.cursor() as cur:
+        erased = _subject_erased_values(cur, tombstones, f"({select_sql}) AS incoming", column)
+    if not erased:
+        return select_sql
+    values = ", ".join("'" + str(v).replace("'", "''") + "'" for v in erased)
+    return (
+        f"SELECT * FROM ({select_sql}) AS incoming"
+        f" WHERE {quoted} IS NULL OR CAST({quoted} AS VARCHAR) NOT IN ({values})"
+    )
+
+
+def without_erased_arrow(platform: Platform, source: str, table: Any) -> Any:
+    """A pyarrow table of a source snapshot minus the rows of erased subjects."""
+    tombstones = tombstones_of(platform)
+    column = getattr(platform.project.sources[source].config, "subject", None)
+    if not len(tombstones) or column is None or column not in table.column_names:
+        return table
+    import pyarrow as pa
+
+    values = [None if v is None else str(v) for v in table.column(column).to_pylist()]
+    erased = set(tombstones.erased_among(sorted({v for v in values if v is not None})))
+    if not erased:
+        return table
+    return table.filter(pa.array([v is None or v not in erased for v in values]))
+
+
 def _subject_erased_values(
     cur: Any, tombstones: Tombstones, relation: str, column: str
 ) -> list[Any]:

@@ -18,7 +18,12 @@ from tidegate.errors import BuildError, TidegateError
 from tidegate.meta.base import ProductVersion
 from tidegate.observe.hooks import BuildObserver
 from tidegate.platform import Platform
-from tidegate.privacy.tombstones import ensure_purged, purge_erased
+from tidegate.privacy.tombstones import (
+    ensure_purged,
+    purge_erased,
+    without_erased_arrow,
+    without_erased_sql,
+)
 from tidegate.project.models import FileSource
 from tidegate.store.sources import file_select, read_table_source
 from tidegate.store.warehouse import PRODUCTS, version_table
@@ -50,13 +55,15 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
             with platform.warehouse.cursor() as cur:
                 loaded[name] = ensure_stream_table(cur, source.config)
             continue
+        # erased subjects never come back, and are never even written (privacy/)
         if isinstance(source.config, FileSource):
-            rows = platform.warehouse.load_source_sql(name, file_select(project, source))
+            select = without_erased_sql(platform, name, file_select(project, source))
+            rows = platform.warehouse.load_source_sql(name, select)
         else:
-            table = read_table_source(project, source)
+            table = without_erased_arrow(platform, name, read_table_source(project, source))
             types = {c: s.type for c, s in source.columns.items()}
             rows = platform.warehouse.load_source_arrow(name, table, types)
-        rows -= purge_erased(platform, name)  # erased subjects never come back (privacy/)
+        rows -= purge_erased(platform, name)  # a tombstone written meanwhile
         loaded[name] = rows
         log.info("loaded source %s: %s rows", name, rows)
     return loaded

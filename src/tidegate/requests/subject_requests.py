@@ -84,6 +84,7 @@ from tidegate.requests.subject_data import (
     online_keys,
     plain,
     quote,
+    topic_matches,
 )
 
 if TYPE_CHECKING:
@@ -177,7 +178,8 @@ def _access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
         result["warehouse"] = {"status": "ok", "tables": found.rows}
     result["online_store"] = _online_rows(platform, subject, found)
     result["destinations"] = _destination_rows(platform, subject)
-    result["dead_letters"] = _dead_letters(platform, subject)
+    identifiers = (found.identifiers if found else set()) | {subject}
+    result["dead_letters"] = _dead_letters(platform, subject, identifiers)
     result["consent"] = _consent(platform, subject)
     redactor = Redactor([subject], "")
     platform.audit.flush()
@@ -288,9 +290,12 @@ def _destination_rows(platform: Platform, subject: str) -> dict[str, Any]:
     return result
 
 
-def _dead_letters(platform: Platform, subject: str) -> list[dict[str, Any]]:
+def _dead_letters(
+    platform: Platform, subject: str, identifiers: set[str]
+) -> list[dict[str, Any]]:
     dead = platform.meta.dead_letters
-    return [letter_json(letter) for letter in dead_letters_of(dead, platform.project, subject)]
+    letters = dead_letters_of(dead, platform.project, subject, identifiers)
+    return [letter_json(letter) for letter in letters]
 
 
 def _consent(platform: Platform, subject: str) -> dict[str, Any]:
@@ -331,7 +336,9 @@ def _erase(platform: Platform, subject: str, principal: str, reason: str) -> Era
     found = _erase_warehouse(platform, subject, systems)
     _erase_online(platform, subject, found, systems)
     _erase_destinations(platform, subject, systems)
-    _erase_dead_letters(platform, subject, systems)
+    identifiers = (found.identifiers if found else set()) | {subject}
+    _erase_dead_letters(platform, subject, identifiers, systems)
+    _erase_event_log(platform, subject, found, identifiers, systems)
     rows = store.erase_subject_rows(subject, token, _evidence_digest)
     state = sum(n for t, n in rows.items() if t != "consent_ledger")
     systems.append(
@@ -352,7 +359,6 @@ def _erase(platform: Platform, subject: str, principal: str, reason: str) -> Era
             "by its pseudonym, evidence by its SHA-256 (Art. 17(3)(b),(e); Art. 7(1))",
         )
     )
-    identifiers = (found.identifiers if found else set()) | {subject}
     redactor = Redactor(identifiers, token)
     _redact_runs(store, redactor, systems)
     _redact_observations(platform, store, subject, systems)
@@ -538,15 +544,69 @@ def _erase_destinations(platform: Platform, subject: str, systems: list[SystemRe
                 destination.close()
 
 
-def _erase_dead_letters(platform: Platform, subject: str, systems: list[SystemResult]) -> None:
+def _erase_dead_letters(
+    platform: Platform, subject: str, identifiers: set[str], systems: list[SystemResult]
+) -> None:
     dead = platform.meta.dead_letters
-    letters = dead_letters_of(dead, platform.project, subject)
+    letters = dead_letters_of(dead, platform.project, subject, identifiers)
     removed = dead.delete([letter.id for letter in letters])
     systems.append(
         SystemResult(
             "dead_letters", "metadata: dead_letters", "removed" if removed else "none", removed
         )
     )
+
+
+def _erase_event_log(
+    platform: Platform,
+    subject: str,
+    found: Found | None,
+    identifiers: set[str],
+    systems: list[SystemResult],
+) -> None:
+    """The subject's records in every topic that can hold them: removed where the log
+    can erase single records (the embedded log), otherwise reported as retained with the
+    topic's own retention settings (Kafka: a topic is append-only). Either way the worker
+    and every replay drop the subject's records if they are read again (tombstone)."""
+    log_ = platform.event_log
+    kind = platform.project.config.backends.log.type
+    for match in topic_matches(platform.project, subject, found, identifiers):
+        try:
+            if not log_.end_offsets(match.topic):
+                continue  # a topic never written
+            if log_.capabilities.erases_records:
+                removed = log_.erase_records(match.topic, match)
+                systems.append(
+                    SystemResult(
+                        "event_log",
+                        f"{kind}: topic {match.topic}",
+                        "removed" if removed else "none",
+                        removed,
+                    )
+                )
+                continue
+            settings = log_.retention(match.topic)
+            held = ", ".join(f"{k}={v}" for k, v in settings.items()) or "unknown"
+            systems.append(
+                SystemResult(
+                    "event_log",
+                    f"{kind}: topic {match.topic}",
+                    "retained",
+                    note="a Kafka topic is append-only: records already logged stay until "
+                    f"the topic's retention deletes their segment ({held}); the worker "
+                    "and every replay drop them (tombstone), so they reach no store",
+                )
+            )
+        except Exception as err:  # reported; running the erasure again retries
+            log.warning("erasure: event log topic %s failed: %s", match.topic, err)
+            systems.append(
+                SystemResult(
+                    "event_log",
+                    f"{kind}: topic {match.topic}",
+                    "failed",
+                    note=f"{type(err).__name__}: {err}"[:300],
+                )
+            )
 
 
 def _redact_runs(store: ErasureStore, redactor: Redactor, systems: list[SystemResult]) -> None:
@@ -600,17 +660,7 @@ def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None
         config = source.config
         if not getattr(config, "subject", None):
             continue
-        if config.type == "stream":
-            systems.append(
-                SystemResult(
-                    "event_log",
-                    f"topic {config.topic_name}",
-                    "retained",
-                    note="events already logged stay until the topic's retention; the "
-                    "worker drops them if delivered again (tombstone)",
-                )
-            )
-        else:
+        if config.type != "stream":  # stream topics: `_erase_event_log`
             systems.append(
                 SystemResult(
                     "upstream_source",

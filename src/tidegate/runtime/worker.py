@@ -42,7 +42,7 @@ from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.raw import apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
-from tidegate.log.base import Message, Record, TopicPartition
+from tidegate.log.base import CHANGES_PREFIX, Message, Record, TopicPartition
 from tidegate.observe.freshness import FreshnessLedger
 from tidegate.observe.stream import StreamObserver
 from tidegate.platform import Platform
@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 STATE = "tidegate_state"
 OFFSETS = f"{STATE}.applied_offsets"
 PENDING = f"{STATE}.pending_publish"
-CHANGES_PREFIX = "__changes."
 DEFAULT_GROUP = "tidegate-worker"
 
 
@@ -99,6 +98,8 @@ class StreamWorker:
         self._relations.update({name: f'{PRODUCTS}."{name}"' for name in self.project.products})
         self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)
+        if self.intake.erased is None:  # its producers' side (replays) drops them too
+            self.intake.erased = self.erased
         self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
         self._applied: dict[TopicPartition, int] = {}
         self._caught_up: set[str] = set()  # on_change syncs fully diffed once in this process
