@@ -158,7 +158,8 @@ def populate(platform: Platform, syncs: tuple[str, ...]) -> None:
         row = cur.execute(
             'SELECT count(*) FROM raw."chats" WHERE customer_id = ?', [int(SUBJECT)]
         ).fetchone()
-    assert row is not None and row[0] == 1
+    assert row is not None
+    assert row[0] == 1
     assert platform.online.read("chat_counts", SUBJECT) is not None
 
 
@@ -246,9 +247,7 @@ def scan_log(platform: Platform) -> list[str]:
     intake = open_intake(platform.project)
     found = []
     try:
-        topics = set(intake.topics) | {
-            CHANGES_PREFIX + name for name in platform.project.products
-        }
+        topics = set(intake.topics) | {CHANGES_PREFIX + name for name in platform.project.products}
         if platform.project.config.consent.topic:
             topics.add(platform.project.config.consent.topic)
         for topic in sorted(topics):
@@ -260,9 +259,11 @@ def scan_log(platform: Platform) -> list[str]:
                     if not records:
                         break
                     for record in records:
-                        text = (record.key or b"").decode("utf-8", "replace") + " " + (
-                            record.value or b""
-                        ).decode("utf-8", "replace")
+                        text = (
+                            (record.key or b"").decode("utf-8", "replace")
+                            + " "
+                            + (record.value or b"").decode("utf-8", "replace")
+                        )
                         if traces_in_text(text):
                             found.append(f"log {topic}/{partition}@{record.offset}: {text[:120]}")
                     offset = records[-1].offset + 1

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
 from tidegate.cli.app import app
@@ -26,7 +25,8 @@ from tidegate.platform import Platform
 _spec = importlib.util.spec_from_file_location(
     "tidegate_tests_erasure_world", Path(__file__).parent / "erasure_world.py"
 )
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 world = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(world)
 
@@ -39,7 +39,8 @@ def erase_by_cli(shop: Path) -> dict[str, Any]:
               "--principal", "dpo"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert SUBJECT not in result.output and EMAIL not in result.output
+    assert SUBJECT not in result.output
+    assert EMAIL not in result.output
     report: dict[str, Any] = json.loads(result.output)
     assert report["complete"] is True, report
     return report

@@ -27,6 +27,7 @@ from tidegate.observe.pillars import Observation, measure
 from tidegate.observe.quality import (
     QualityGateError,
     QualityReport,
+    classified_columns,
     prune_quality_tables,
     run_checks,
     store_rows,
@@ -152,6 +153,7 @@ class BuildObserver:
                 previous_schema=store.last_schema(name),
                 previous_built_at=previous.built_at if previous else None,
                 slo_seconds=self.project.freshness_seconds(name),
+                private=classified_columns(product),
             )
             report = run_checks(
                 cursor, product, self.project, version, keep_rows=self.config.failing_rows_kept

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
-from tidegate.project.project import Project
 from tidegate.observe.quality import QUALITY
+from tidegate.project.project import Project
 from tidegate.store.warehouse import BUILDS, RAW
 
 if TYPE_CHECKING:
@@ -116,10 +116,14 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
             if schema == BUILDS and suffix.isdigit():
                 found.append(Relation("build", name, BUILDS, table, column, product.config.key))
             version = suffix.split("__", 1)[0]
-            if schema == QUALITY and "__" in suffix and version.isdigit():
-                # a failing-row table of a check on a version: the rows as the build had them
-                if column in quality_columns.get(table, set()):
-                    found.append(Relation("quality", name, QUALITY, table, column, None))
+            # a failing-row table of a check on a version: the rows as the build had them
+            if (
+                schema == QUALITY
+                and "__" in suffix
+                and version.isdigit()
+                and column in quality_columns.get(table, set())
+            ):
+                found.append(Relation("quality", name, QUALITY, table, column, None))
     return found
 
 
@@ -213,9 +217,7 @@ def personal_values(identifiers: Iterable[str]) -> list[str]:
     """The identifying values worth a substring search in free text (emails, phones):
     not bare numbers (an id like 42 is found only where a subject field holds it) and
     not too short to be distinctive."""
-    return sorted(
-        {i for i in identifiers if len(i) >= 5 and not i.strip().lstrip("+-").isdigit()}
-    )
+    return sorted({i for i in identifiers if len(i) >= 5 and not i.strip().lstrip("+-").isdigit()})
 
 
 def text_mentions(data: bytes | None, values: Sequence[str]) -> bool:
@@ -285,9 +287,12 @@ class TopicMatch:
     def __call__(self, record: Any) -> bool:
         if text_mentions(record.value, self.values):
             return True
-        if self.keys and record.key is not None:
-            if record.key.decode("utf-8", "replace") in self.keys:
-                return True
+        if (
+            self.keys
+            and record.key is not None
+            and record.key.decode("utf-8", "replace") in self.keys
+        ):
+            return True
         if self.subject_field is None or record.value is None:
             return False
         try:

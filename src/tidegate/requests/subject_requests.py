@@ -290,9 +290,7 @@ def _destination_rows(platform: Platform, subject: str) -> dict[str, Any]:
     return result
 
 
-def _dead_letters(
-    platform: Platform, subject: str, identifiers: set[str]
-) -> list[dict[str, Any]]:
+def _dead_letters(platform: Platform, subject: str, identifiers: set[str]) -> list[dict[str, Any]]:
     dead = platform.meta.dead_letters
     letters = dead_letters_of(dead, platform.project, subject, identifiers)
     return [letter_json(letter) for letter in letters]
@@ -572,8 +570,9 @@ def _erase_event_log(
     kind = platform.project.config.backends.log.type
     for match in topic_matches(platform.project, subject, found, identifiers):
         try:
-            if not log_.end_offsets(match.topic):
-                continue  # a topic never written
+            if not any(log_.end_offsets(match.topic).values()):  # never written
+                systems.append(SystemResult("event_log", f"{kind}: topic {match.topic}", "none"))
+                continue
             if log_.capabilities.erases_records:
                 removed = log_.erase_records(match.topic, match)
                 systems.append(

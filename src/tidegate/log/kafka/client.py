@@ -291,9 +291,10 @@ def topic_settings(admin: Any, topic: str, names: Sequence[str]) -> dict[str, st
     """Settings of `topic` by name (broker defaults included), or {} when the broker
     cannot say (the caller reports what it knows)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import ConfigResource, ResourceType
+    from confluent_kafka import admin as kafka_admin
 
-    resource = ConfigResource(ResourceType.TOPIC, topic)
+    resource_type = kafka_admin.ResourceType  # type: ignore[attr-defined]
+    resource = kafka_admin.ConfigResource(resource_type.TOPIC, topic)  # type: ignore[attr-defined]
     try:
         entries = admin.describe_configs([resource])[resource].result(TIMEOUT)
     except KafkaException:

@@ -8,6 +8,7 @@ live in the same file, so consumers in different processes cooperate through it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
@@ -222,10 +223,9 @@ class SqliteEventLog(EventLog):
                     )
             finally:
                 self._db.execute("PRAGMA secure_delete = OFF")
-            try:
+            # a reader holding the WAL defers the truncation to the next checkpoint
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:  # a reader holds the WAL: the next checkpoint truncates it
-                pass
         return len(gone)
 
     def retention(self, topic: str) -> dict[str, str]:
