@@ -94,17 +94,27 @@ def add_subject(shop: Path) -> None:
     )
 
 
-def extend_shop(shop: Path, *, log: str = "", syncs: dict[str, str] | None = None) -> None:
+def extend_shop(
+    shop: Path,
+    *,
+    backends: str = "",
+    syncs: dict[str, str] | None = None,
+    suffix: str = "",
+) -> None:
     """The chats stream, a product over it, the consent topic, a failing quality check,
-    and (optionally) a log backend and more syncs."""
-    (shop / "sources" / "chats.yml").write_text(CHATS)
+    and (optionally) more backends (YAML lines under `backends:`), more syncs, and a
+    suffix for topic names (a shared Kafka keeps other runs' topics)."""
+    chats = CHATS + (f"topic: chats{suffix}\n" if suffix else "")
+    (shop / "sources" / "chats.yml").write_text(chats)
     (shop / "products" / "chat_counts.yml").write_text(CHAT_COUNTS)
     product = shop / "products" / "customer_360.yml"
     product.write_text(product.read_text() + EMAIL_CHECK)
     config = shop / "tidegate.yml"
-    text = config.read_text() + "consent: {topic: consent_choices}\n"
-    if log:
-        text = text.replace("backends:\n", f"backends:\n  log: {log}\n", 1)
+    text = config.read_text() + f"consent: {{topic: consent_choices{suffix}}}\n"
+    for line in backends.splitlines(keepends=True):  # replaces the demo's own line
+        name = line.split(":", 1)[0]
+        text = "".join(old for old in text.splitlines(keepends=True) if not old.startswith(name))
+        text = text.replace("backends:\n", f"backends:\n{line}", 1)
     config.write_text(text)
     for name, destination in (syncs or {}).items():
         (shop / "syncs" / f"{name}.yml").write_text(
@@ -118,7 +128,7 @@ def chat(n: int, customer: Any, email: str | None) -> dict[str, Any]:
     return {"chat_id": f"c{n}", "customer_id": customer, "email": email, "body": f"hello {n}"}
 
 
-def populate(platform: Platform, syncs: tuple[str, ...]) -> None:
+def populate(platform: Platform, syncs: tuple[str, ...], group: str = "erasure-scan") -> None:
     """Put the subject everywhere: warehouse, products, quality tables, online store,
     destinations, event log (source, consent and change topics), dead letters."""
     from tidegate.privacy.consent_input import consent_message
@@ -151,7 +161,7 @@ def populate(platform: Platform, syncs: tuple[str, ...]) -> None:
         assert topic
         body = {"subject": SUBJECT, "purpose": "analytics", "action": "grant", "evidence": EMAIL}
         intake.log.append(topic, [consent_message(body)])
-        drain(worker)
+        drain(worker, group)
     finally:
         worker.close()
     with platform.warehouse.cursor() as cur:
@@ -163,18 +173,31 @@ def populate(platform: Platform, syncs: tuple[str, ...]) -> None:
     assert platform.online.read("chat_counts", SUBJECT) is not None
 
 
-def drain(worker: Any, group: str = "erasure-scan") -> int:
-    """Feed every record of the worker's topics (from the start) through it once."""
-    consumer = worker.intake.log.consumer(group, worker.topics)
+def drain(worker: Any, group: str = "erasure-scan", timeout: float = 60.0) -> int:
+    """Feed every record of the worker's topics (from the start, for a new group) through
+    it, until the group has committed up to the end of each topic."""
+    log = worker.intake.log
+    ends = {t: {p: o for p, o in log.end_offsets(t).items() if o} for t in worker.topics}
+    consumer = log.consumer(group, worker.topics)
     applied = 0
+    deadline = time.monotonic() + timeout
     try:
-        while batch := consumer.poll(10_000, 1.0):
-            report = worker.process_batch(batch)
-            applied += report.applied
-            consumer.commit()
+        while True:
+            batch = consumer.poll(10_000, 0.5)
+            if batch:
+                applied += worker.process_batch(batch).applied
+                consumer.commit()
+                continue
+            done = all(
+                log.committed(group, topic).get(partition, 0) >= end
+                for topic, partitions in ends.items()
+                for partition, end in partitions.items()
+            )
+            if done:
+                return applied
+            assert time.monotonic() < deadline, f"group {group} did not reach {ends}"
     finally:
         consumer.close()
-    return applied
 
 
 # ---------------------------------------------------------------- scans
@@ -242,7 +265,7 @@ def scan_file_bytes(shop: Path) -> list[str]:
 def scan_log(platform: Platform) -> list[str]:
     """Every record of every topic the project uses, read back from the event log."""
     from tidegate.ingest.intake import open_intake
-    from tidegate.runtime.worker import CHANGES_PREFIX
+    from tidegate.log.base import CHANGES_PREFIX
 
     intake = open_intake(platform.project)
     found = []
@@ -270,6 +293,11 @@ def scan_log(platform: Platform) -> list[str]:
     finally:
         intake.close()
     return found
+
+
+def topic_of(trace: str) -> str:
+    """The topic a `scan_log` trace names."""
+    return trace.split(" ", 2)[1].rsplit("/", 1)[0]
 
 
 def scan_metadata(platform: Platform) -> list[str]:

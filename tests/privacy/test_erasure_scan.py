@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from tidegate.cli.app import app
@@ -57,7 +59,7 @@ def scan_embedded(shop: Path) -> list[str]:
     return found
 
 
-def every_rebuild_replay_and_sync(shop: Path) -> None:
+def every_rebuild_replay_and_sync(shop: Path, group: str = "erasure-scan") -> None:
     """Each way the subject could come back: a source reload and rebuild, a scheduled
     rebuild, new events (incremental update, on the stream path), a dead-letter replay,
     a replay of the whole log by a new consumer group, and full syncs."""
@@ -76,11 +78,11 @@ def every_rebuild_replay_and_sync(shop: Path) -> None:
                 [world.chat(10, int(SUBJECT), EMAIL), world.chat(11, int(OTHER), None)],
                 "test",
             )
-            world.drain(worker)
+            world.drain(worker, group)
             letters = platform.meta.dead_letters.list(limit=1000, include_replayed=True)
             replay(worker.intake, letters)
-            world.drain(worker)
-            world.drain(worker, group="a-new-group-replays-everything")
+            world.drain(worker, group)
+            world.drain(worker, group=f"{group}-new-group-replays-everything")
         finally:
             worker.close()
         for name in platform.project.syncs:
@@ -125,3 +127,166 @@ def test_observations_never_hold_min_or_max_of_classified_columns(demo_copy: Pat
     assert ("max", "lifetime_value") in metrics  # unclassified columns keep their statistics
     leaked = {(m, c) for m, c in metrics if c in classified and m in {"min", "max"}}
     assert leaked == set()
+
+
+# ---------------------------------------------------------------- with services
+
+_helpers = importlib.util.spec_from_file_location(
+    "tidegate_tests_control_helpers_erasure",
+    Path(__file__).parents[1] / "runtime" / "control_helpers.py",
+)
+assert _helpers is not None
+assert _helpers.loader is not None
+control = importlib.util.module_from_spec(_helpers)
+_helpers.loader.exec_module(control)
+
+
+def scan_postgres(dsn: str, table: str) -> list[str]:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table))).fetchall()
+    assert rows  # the others are still there
+    return [f"postgres {r}" for r in rows if world.traces_in_text(str(r))]
+
+
+def scan_redis(url: str, prefix: str) -> list[str]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    found = []
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+        assert keys
+        for key in keys:
+            value = client.get(key) if client.type(key) == b"string" else client.hgetall(key)
+            text = f"{key!r} {value!r}"
+            if world.traces_in_text(text):
+                found.append(f"redis {text[:160]}")
+    finally:
+        client.close()
+    return found
+
+
+def kafka_destination(bootstrap: str, topic: str) -> tuple[list[str], list[str]]:
+    """(traces in the topic's latest state, traces in any record it still holds)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from tidegate.egress.destinations.kafka.client import KafkaDestination
+
+    destination = KafkaDestination(bootstrap, topic)
+    latest = [f"kafka state {r}" for r in destination.read_all() if world.traces_in_text(str(r))]
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"scan-{uuid.uuid4().hex[:8]}",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    held = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[1]
+                for p in partitions}  # fmt: skip
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, e in ends.items() if e])
+        seen = 0
+        while seen < sum(ends.values()):
+            message = consumer.poll(10.0)
+            assert message is not None, f"reading {topic} timed out"
+            if message.error():
+                continue
+            seen += 1
+            text = f"{message.key()!r} {message.value()!r}"
+            if world.traces_in_text(text):
+                held.append(f"kafka record {message.offset()}")
+    finally:
+        consumer.close()
+    return latest, held
+
+
+@pytest.mark.services
+def test_erasure_with_services_while_the_runtime_runs(
+    demo_copy: Path,
+    pg_dsn: str,
+    pg_table: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kafka as the event log and as a destination, PostgreSQL as a destination, Redis
+    as the online store; the erasure is answered by a running `tidegate run`."""
+    import redis
+
+    suffix = f"_{uuid.uuid4().hex[:8]}"
+    prefix = f"tgerase{suffix}"
+    kafka_topic = f"erasure.audience{suffix}"
+    monkeypatch.setenv("T_PG", pg_dsn)
+    shop = demo_copy
+    world.extend_shop(
+        shop,
+        backends=f"  log: {{type: kafka, bootstrap: '{kafka_bootstrap}', partitions: 1}}\n"
+        f"  online: {{type: redis, url: '{redis_url}', prefix: {prefix}}}\n",
+        syncs={
+            "to_pg": f"{{type: postgres, dsn_env: T_PG, table: {pg_table}}}",
+            "to_kafka": f"{{type: kafka, bootstrap: '{kafka_bootstrap}', topic: {kafka_topic}}}",
+        },
+        suffix=suffix,
+    )
+    try:
+        with Platform.open(shop) as platform:
+            world.populate(platform, ("crm_audience", "to_pg", "to_kafka"), f"scan{suffix}")
+        assert scan_postgres(pg_dsn, pg_table)
+        assert scan_redis(redis_url, prefix)
+        assert kafka_destination(kafka_bootstrap, kafka_topic)[0]
+
+        with control.running(shop):
+            erased = control.cli(
+                "request", "erase", SUBJECT, "--yes", "--json", "-p", str(shop), timeout=300
+            )
+            assert erased.returncode == 0, erased.stdout + erased.stderr
+            report = json.loads(erased.stdout)
+            unfinished = [s for s in report["systems"] if s["status"] in ("failed", "pending")]
+            assert unfinished == [], unfinished
+            assert report["complete"] is True, report
+            # the DuckDB file's bytes, read while the runtime holds it
+            assert world.scan_file_bytes(shop) == []
+        assert SUBJECT not in erased.stdout
+        assert EMAIL not in erased.stdout
+
+        systems = report["systems"]
+        retained_topics = {
+            s["location"].split("topic ", 1)[1]
+            for s in systems
+            if s["system"] == "event_log" and s["status"] == "retained"
+        }
+        for s in systems:
+            if s["system"] == "event_log":
+                assert s["status"] in ("retained", "none"), s
+                assert s["status"] == "none" or "retention.ms=" in s["note"], s
+        history = [s for s in systems if s["system"] == "destination_history"]
+        assert [h["location"].split(" ")[1] for h in history] == ["to_kafka"]
+        for setting in ("segment.ms=", "min.compaction.lag.ms=", "delete.retention.ms="):
+            assert setting in history[0]["note"], history[0]
+
+        def scan() -> list[str]:
+            with Platform.open(shop) as platform:
+                found = world.scan_duckdb_rows(platform)
+                found += world.scan_metadata(platform)
+                logged = world.scan_log(platform)
+            # Kafka keeps logged records until retention: true only where reported so
+            found += [t for t in logged if world.topic_of(t) not in retained_topics]
+            for path in sorted(shop.rglob("*.db")):
+                found += world.scan_sqlite_rows(path)
+            found += world.scan_file_bytes(shop)
+            found += scan_postgres(pg_dsn, pg_table)
+            found += scan_redis(redis_url, prefix)
+            latest, held = kafka_destination(kafka_bootstrap, kafka_topic)
+            assert held  # the compacted topic still holds the record: reported retained
+            return found + latest
+
+        assert scan() == []
+        every_rebuild_replay_and_sync(shop, group=f"again{suffix}")
+        assert scan() == []
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+        client.close()

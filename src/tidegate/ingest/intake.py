@@ -35,13 +35,12 @@ CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
 class IntakeResult:
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    erased: int = 0  # events of erased subjects: neither logged nor dead-lettered
+    #: of `accepted`, events of erased subjects: taken and dropped (neither logged nor
+    #: dead-lettered). Not in the answer: a producer is not told who was erased.
+    erased: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"accepted": self.accepted, "rejected": self.rejected}
-        if self.erased:
-            body["erased"] = self.erased
-        return body
+        return {"accepted": self.accepted, "rejected": self.rejected}
 
 
 class Intake:
@@ -108,7 +107,7 @@ class Intake:
         if messages:
             self.log.append(schema.config.topic_name, messages)
         self.dead.add(letters)
-        result.accepted = len(messages)
+        result.accepted = len(messages) + result.erased
         return result
 
     # ---------------------------------------------------------------- worker's side

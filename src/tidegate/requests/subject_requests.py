@@ -530,6 +530,8 @@ def _erase_destinations(platform: Platform, subject: str, systems: list[SystemRe
                     if compact is not None:
                         compact(name, 0)
             systems.append(SystemResult("destination", where, "removed", len(keys)))
+            if destination.capabilities.delete_keeps_history:
+                systems.append(_history_kept(destination, where, len(keys)))
         except Exception as err:  # reported (status failed); running the erasure again retries
             log.warning("erasure: destination of sync %s failed: %s", name, err)
             systems.append(
@@ -540,6 +542,26 @@ def _erase_destinations(platform: Platform, subject: str, systems: list[SystemRe
         finally:
             if destination is not None:
                 destination.close()
+
+
+def _history_kept(destination: Any, where: str, keys: int) -> SystemResult:
+    """What a destination whose deletes are tombstones still holds, and until when."""
+    try:
+        settings = destination.retention()
+    except Exception as err:  # the report says it could not tell, never guesses
+        settings = {"unknown": f"{type(err).__name__}: {err}"[:200]}
+    held = ", ".join(f"{k}={v}" for k, v in settings.items()) or "settings unknown"
+    return SystemResult(
+        "destination_history",
+        where,
+        "retained",
+        keys,
+        note=f"a tombstone was written for each of the {keys} key(s), so no consumer that "
+        "reads the topic's latest state sees the subject; the earlier records stay in the "
+        "topic until its log cleaner compacts them: not before their segment is closed "
+        "(segment.ms / segment.bytes) and they are min.compaction.lag.ms old, the "
+        f"tombstones then kept delete.retention.ms ({held})",
+    )
 
 
 def _erase_dead_letters(

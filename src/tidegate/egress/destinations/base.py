@@ -39,6 +39,9 @@ class Capabilities:
     supports_lookup: bool = False
     # `read_all` can read back what was written
     supports_read: bool = True
+    # a delete is one more record (a tombstone) and the deleted record stays readable
+    # until the destination itself cleans up (Kafka compaction): `retention` says when
+    delete_keeps_history: bool = False
 
 
 class RowErrors(TerminalDestinationError):
@@ -85,6 +88,11 @@ class Destination(ABC):
 
     def describe(self) -> str:
         return self.kind
+
+    def retention(self) -> dict[str, str]:
+        """Where `delete_keeps_history`: the settings that decide how long a deleted
+        record stays readable (by name), for an erasure's report; {} when unknown."""
+        return {}
 
 
 _REGISTRY: dict[str, type[Destination]] = {}
