@@ -173,11 +173,25 @@ def populate(platform: Platform, syncs: tuple[str, ...], group: str = "erasure-s
     assert platform.online.read("chat_counts", SUBJECT) is not None
 
 
+def _last_records(log: Any, topic: str) -> dict[int, int]:
+    """Per partition, the offset after its last record still held (an erased record
+    leaves a gap: a new group has nothing to commit past it)."""
+    ends = {}
+    for partition, end in log.end_offsets(topic).items():
+        offset, last = 0, -1
+        while offset < end and (records := log.read(topic, partition, offset, 10_000)):
+            last = records[-1].offset
+            offset = last + 1
+        if last >= 0:
+            ends[partition] = last + 1
+    return ends
+
+
 def drain(worker: Any, group: str = "erasure-scan", timeout: float = 60.0) -> int:
     """Feed every record of the worker's topics (from the start, for a new group) through
     it, until the group has committed up to the end of each topic."""
     log = worker.intake.log
-    ends = {t: {p: o for p, o in log.end_offsets(t).items() if o} for t in worker.topics}
+    ends = {t: _last_records(log, t) for t in worker.topics}
     consumer = log.consumer(group, worker.topics)
     applied = 0
     deadline = time.monotonic() + timeout

@@ -96,6 +96,11 @@ class Intake:
                         schema.parse(payload)  # raises the size reason
                     change = schema.from_object(event)
             except Invalid as err:
+                if self.erased is not None and self.erased.about_erased(
+                    source, _as_object(payload) if raw else event
+                ):
+                    result.erased += 1  # a broken event about an erased person: not kept
+                    continue
                 reason = str(err)
                 result.rejected.append({"index": index, "reason": reason})
                 letters.append(DeadLetter(source, reason, payload, via, at=now))
@@ -190,6 +195,14 @@ def _debezium_table(value: bytes | None) -> str | None:
 
 def _is_null(value: bytes | None) -> bool:
     return value is None or value.strip() == b"null"
+
+
+def _as_object(payload: bytes) -> Any:
+    """A raw event as JSON, or None when it is not JSON."""
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def intake_of(platform: Platform) -> Intake:

@@ -161,13 +161,18 @@ class ErasedFilter:
         self._tombstones = tombstones_of(self._platform)
 
     def __call__(self, change: SourcedRow) -> bool:
+        return self.about_erased(change.source, change.row)
+
+    def about_erased(self, source: str, row: Any) -> bool:
+        """Whether `row` (an event, valid or not, as a JSON object) names an erased
+        subject in `source`'s subject field."""
         if self._tombstones is None:
             self.refresh()
         assert self._tombstones is not None
-        column = self._subjects.get(change.source)
-        if column is None:
+        column = self._subjects.get(source)
+        if column is None or not isinstance(row, Mapping):
             return False
-        return self._tombstones.is_erased(change.row.get(column))
+        return self._tombstones.is_erased(row.get(column))
 
 
 def purge_erased(platform: Platform, source: str) -> int:

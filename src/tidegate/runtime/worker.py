@@ -152,16 +152,23 @@ class StreamWorker:
             letters += taken.letters
             report.erased += taken.erased
             report.consent = taken.events
+        dropped: list[Record] = []
         for record in fresh:
             if record.topic == consent_topic:
                 continue
             decoded = self.intake.decode(record)
             if isinstance(decoded, DeadLetter):
-                letters.append(decoded)
+                if self._letter_erased(decoded):
+                    report.erased += 1
+                    dropped.append(record)
+                else:
+                    letters.append(decoded)
             elif self.erased(decoded):
                 report.erased += 1
+                dropped.append(record)
             else:
                 changes[decoded.source].append(decoded)
+        self._forget(dropped)
         self.intake.dead.add(letters)
         report.dead = len(letters)
         report.applied = len(fresh) - len(letters) - report.erased
@@ -175,6 +182,32 @@ class StreamWorker:
         report.products = {d.product: d.changed for d in deltas}
         report.seconds = time.perf_counter() - started
         return report
+
+    def _letter_erased(self, letter: DeadLetter) -> bool:
+        """A broken event that still names an erased subject: dropped, not kept."""
+        import json
+
+        try:
+            event = json.loads(letter.payload or b"")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return self.erased.about_erased(letter.source, event)
+
+    def _forget(self, dropped: list[Record]) -> None:
+        """Remove the records of erased subjects from the log itself, where it can
+        (the embedded log; a Kafka topic keeps them until its retention, and every
+        reader drops them)."""
+        log_ = self.intake.log
+        if not dropped or not log_.capabilities.erases_records:
+            return
+        by_topic: dict[str, set[tuple[int, int]]] = defaultdict(set)
+        for record in dropped:
+            by_topic[record.topic].add((record.partition, record.offset))
+        for topic, positions in by_topic.items():
+            try:
+                log_.erase_records(topic, lambda r, p=positions: (r.partition, r.offset) in p)
+            except Exception as err:  # the data never reached a store; retried by erasure
+                log.warning("could not remove erased records from topic %s: %s", topic, err)
 
     def _live_tables(self) -> dict[str, str]:
         tables = {}
