@@ -204,8 +204,12 @@ class StreamWorker:
         for record in dropped:
             by_topic[record.topic].add((record.partition, record.offset))
         for topic, positions in by_topic.items():
+
+            def held(record: Record, positions: set[tuple[int, int]] = positions) -> bool:
+                return (record.partition, record.offset) in positions
+
             try:
-                log_.erase_records(topic, lambda r, p=positions: (r.partition, r.offset) in p)
+                log_.erase_records(topic, held)
             except Exception as err:  # the data never reached a store; retried by erasure
                 log.warning("could not remove erased records from topic %s: %s", topic, err)
 
