@@ -11,13 +11,19 @@ completion report, one entry per system, with what was removed and when. In orde
 
 1. **tombstone** first: `HMAC-SHA256(key, id)` (`tombstones.py`), so from this moment
    the stream worker drops the subject's events and source loads purge them;
-2. **warehouse**: the subject's rows in `raw.<source>` and in every `builds.<product>__vN`
-   (the `products.*` views follow), and keys waiting to be published;
+2. **warehouse**: the subject's rows in `raw.<source>`, in every `builds.<product>__vN`
+   (the `products.*` views follow) and in the failing-row tables of quality checks, and
+   keys waiting to be published; then the DuckDB file is scrubbed (`Warehouse.scrub`:
+   tables rewritten, free blocks overwritten), since a DuckDB delete leaves the bytes;
 3. **online store**: the subject's product keys, in every version held;
 4. **destinations**: every key the sync state recorded for the subject is deleted through
    the destination's `delete`, under the sync's lock; the state rows go with it. A
    destination that cannot delete is reported `manual` with its description;
-5. **dead letters** mentioning the subject (`subject_data.letter_mentions`);
+5. **dead letters** mentioning the subject (`subject_data.letter_mentions`), or, whose
+   subject field did not parse, holding one of their identifying values (email, phone);
+   **event log**: the subject's records in the stream sources' topics, the consent topic
+   and the change streams, deleted where the log can (the embedded one), otherwise
+   reported `retained` with the topic's retention settings (Kafka);
 6. **metadata**: the sync state's remaining rows of the subject (row errors, in-flight,
    suppression lists), and the run history's texts naming the subject (redacted);
 7. **consent ledger**: see below;
@@ -41,9 +47,11 @@ that past processing had a legal basis and that the erasure was done):
   tombstone hash.
 
 Not erased by tidegate (reported as such): operational sources it reads (files, tables,
-topics it does not own; their owners erase there, and tidegate purges the subject at
-every load), and records already in the event log (kept until the topic's retention;
-re-deliveries are dropped by the worker).
+topics it does not own; their owners erase there, and tidegate filters the subject out
+of every load), records already in a Kafka event log (kept until the topic's retention;
+every reader drops them), and the earlier records of a Kafka destination's compacted
+topic (a tombstone is written; the log cleaner removes the record later, within the
+topic's `segment.ms`, `min.compaction.lag.ms` and `delete.retention.ms`, all reported).
 
 Both functions need the DuckDB warehouse, which one process at a time may open. While
 `tidegate run` (or `worker`) holds it, the CLI hands the request to that runtime, which
