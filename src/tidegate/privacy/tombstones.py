@@ -163,6 +163,13 @@ class ErasedFilter:
     def __call__(self, change: SourcedRow) -> bool:
         return self.about_erased(change.source, change.row)
 
+    def subject_erased(self, subject: object) -> bool:
+        """Whether `subject` (an id as any consent message or event names it) is erased."""
+        if self._tombstones is None:
+            self.refresh()
+        assert self._tombstones is not None
+        return self._tombstones.is_erased(subject)
+
     def about_erased(self, source: str, row: Any) -> bool:
         """Whether `row` (an event, valid or not, as a JSON object) names an erased
         subject in `source`'s subject field."""

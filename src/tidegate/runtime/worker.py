@@ -147,14 +147,16 @@ class StreamWorker:
         self.erased.refresh()
         ensure_purged(self.platform)  # a new tombstone: raw and live versions purged once
         consent_topic = self.consent.topic if self.consent is not None else None
+        dropped: list[Record] = []  # records of erased subjects: removed from the log
         if self.consent is not None:  # into the ledger before any offset is stored
             taken = self.consent.handle([r for r in fresh if r.topic == consent_topic])
             letters += taken.letters
             report.erased += taken.erased
             report.consent = taken.events
-        dropped: list[Record] = []
         for record in fresh:
             if record.topic == consent_topic:
+                if self._consent_erased(record):  # dropped by the consent stream too
+                    dropped.append(record)
                 continue
             decoded = self.intake.decode(record)
             if isinstance(decoded, DeadLetter):
@@ -192,6 +194,15 @@ class StreamWorker:
         except (ValueError, UnicodeDecodeError):
             return False
         return self.erased.about_erased(letter.source, event)
+
+    def _consent_erased(self, record: Record) -> bool:
+        import json
+
+        try:
+            message = json.loads(record.value or b"")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(message, dict) and self.erased.subject_erased(message.get("subject"))
 
     def _forget(self, dropped: list[Record]) -> None:
         """Remove the records of erased subjects from the log itself, where it can
