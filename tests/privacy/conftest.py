@@ -21,11 +21,7 @@ roles:
     description: The consent management platform's backend.
     purposes: [support]
     write_consent: true
-  dpo:
-    description: The data protection officer.
-    purposes: [support]
-    subject_requests: true
-"""
+"""  # the demo's own `dpo` role answers subject requests (policies/purposes.yml)
 
 
 def extend_shop(shop: Path) -> None:
