@@ -1,4 +1,5 @@
-"""A demo shop extended for privacy tests: a consent-writing role, TCF and GPC mappings,
+"""A demo shop extended for privacy tests (the demo's own `dpo` role answers subject
+requests): a consent-writing role, TCF and GPC mappings,
 and syncs of the marketing audience into real PostgreSQL, Redis and MariaDB."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ roles:
     description: The consent management platform's backend.
     purposes: [support]
     write_consent: true
-"""  # the demo's own `dpo` role answers subject requests (policies/purposes.yml)
+"""
 
 
 def extend_shop(shop: Path) -> None:

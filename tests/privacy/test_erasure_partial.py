@@ -78,7 +78,6 @@ def test_an_access_request_the_api_cannot_complete_is_a_503(demo_copy: Path) -> 
     from tidegate.demo.runner import BackgroundServer, _free_port
     from tidegate.platform.keys import create_key
 
-    # the demo's own `dpo` role answers subject requests (policies/purposes.yml)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(demo_copy / ".tidegate" / "warehouse.duckdb")],
         stdout=subprocess.PIPE,

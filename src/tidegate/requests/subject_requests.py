@@ -696,7 +696,8 @@ def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None
         config = source.config
         if not getattr(config, "subject", None):
             continue
-        if config.type != "stream":  # stream topics: `_erase_event_log`
+        # a CDC table is both: an upstream table, and a topic (`_erase_event_log`)
+        if config.type != "stream":
             systems.append(
                 SystemResult(
                     "upstream_source",
