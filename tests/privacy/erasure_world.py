@@ -143,6 +143,14 @@ def populate(platform: Platform, syncs: tuple[str, ...], group: str = "erasure-s
     for name in syncs:
         assert run_sync(platform, name).added > 0, name
     assert {loc.sync for loc in platform.meta.subject_locations(SUBJECT)} == set(syncs)
+    from tidegate.meta.base import SyncRowError
+
+    now = time.time()
+    refused = [  # a row error by subject, and one whose subject was not recorded
+        SyncRowError("x1", SUBJECT, "h1", f"email {EMAIL} refused", now, now, 1),
+        SyncRowError("x2", None, "h2", f"duplicate key (email)=({EMAIL})", now, now, 1),
+    ]
+    platform.meta.checkpoint_sync(syncs[0], errors=refused)
     worker = StreamWorker(platform)
     try:
         intake = worker.intake

@@ -101,6 +101,7 @@ def test_embedded_erasure_leaves_no_trace_and_nothing_brings_it_back(demo_copy: 
     before = scan_embedded(shop)
     for where in ("duckdb raw.customers", "duckdb quality.", "log chats", "log consent_choices",
                   "log __changes.chat_counts", "dead letter", "crm.db", "online.db",
+                  "metadata.db:sync_row_errors",
                   "warehouse.duckdb (bytes)", "log.db (bytes)"):  # fmt: skip
         assert any(where in trace for trace in before), (where, before)
 

@@ -90,6 +90,7 @@ from tidegate.requests.subject_data import (
     find_in_warehouse,
     letter_json,
     online_keys,
+    personal_values,
     plain,
     quote,
     topic_matches,
@@ -345,7 +346,7 @@ def _erase(platform: Platform, subject: str, principal: str, reason: str) -> Era
     identifiers = (found.identifiers if found else set()) | {subject}
     _erase_dead_letters(platform, subject, identifiers, systems)
     _erase_event_log(platform, subject, found, identifiers, systems)
-    rows = store.erase_subject_rows(subject, token, _evidence_digest)
+    rows = store.erase_subject_rows(subject, token, _evidence_digest, personal_values(identifiers))
     state = sum(n for t, n in rows.items() if t != "consent_ledger")
     systems.append(
         SystemResult(
