@@ -172,6 +172,7 @@ class StreamWorker:
                 changes[decoded.source].append(decoded)
         self._forget(dropped)
         self.intake.dead.add(letters)
+        self.intake.unknown.flush()
         report.dead = len(letters)
         report.applied = len(fresh) - len(letters) - report.erased
         applied = {
