@@ -93,7 +93,9 @@ def test_events_of_an_erased_subject_are_dropped_not_dead_lettered(project: Path
         door = platform_intake(platform)
         dropped = door.submit("orders", _orders(20, [GONE]), "test")
         assert (dropped.accepted, dropped.erased, dropped.rejected) == (1, 1, [])
-        assert dropped.as_json() == {"accepted": 1, "rejected": []}  # who was erased: untold
+        answer = dropped.as_json()
+        assert (answer["accepted"], answer["rejected"]) == (1, [])
+        assert "erased" not in json.dumps(answer)  # who was erased: untold
         door.close()
         # a producer that writes the topic itself has not heard: the worker drops them
         intake = open_intake(platform.project)
