@@ -64,18 +64,25 @@ class CrmApi:
                 self.replays += 1
                 status, body = self._answers[idem]
                 return status, {}, body
-            status, body = 200, json.dumps({"errors": self._apply(payload, operation, items)})
+            errors, updated, missing = self._apply(payload, operation, items)
+            answer = {"errors": errors, "updated": updated, "missing": missing}
+            status, body = 200, json.dumps(answer)
             if idem:
                 self._answers[idem] = (status, body)
             return status, {}, body
 
-    def _apply(self, payload: dict[str, Any], operation: str, items: list[Any]) -> list[Any]:
+    def _apply(
+        self, payload: dict[str, Any], operation: str, items: list[Any]
+    ) -> tuple[list[Any], list[int], list[int]]:
+        """Apply a request; (row errors, indexes it updated, indexes an update missed)."""
         key = payload["key"]
-        errors = []
+        errors: list[Any] = []
+        updated: list[int] = []
+        missing: list[int] = []
         if operation == "delete":
             for k in items:
                 self.rows.pop(str(k), None)
-            return errors
+            return errors, updated, missing
         for index, row in enumerate(items):
             k = str(row[key])
             refusal = self.reject(row) if self.reject else None
@@ -84,10 +91,12 @@ class CrmApi:
             elif operation == "insert" and k in self.rows:
                 errors.append({"index": index, "message": f"duplicate key {k}"})
             elif operation == "update" and k not in self.rows:
-                continue
+                missing.append(index)
             else:
+                if k in self.rows:
+                    updated.append(index)
                 self.rows[k] = row
-        return errors
+        return errors, updated, missing
 
     def held(self) -> list[dict[str, Any]]:
         with self.lock:

@@ -28,6 +28,7 @@ from tidegate.cli import (
     commands_project,
     commands_requests,
     commands_stream,
+    commands_sync_safe,
 )
 from tidegate.console import errors
 from tidegate.errors import ConfigError, TidegateError
@@ -81,6 +82,7 @@ commands_privacy.register(app)
 commands_governance.register(app)
 commands_requests.register(app)
 commands_stream.register(app)
+commands_sync_safe.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
