@@ -41,6 +41,10 @@ from tidegate.errors import DestinationError, NotFoundError
 from tidegate.platform import Platform
 
 SAMPLE_ROWS = 20
+UNCONFIRMED = (
+    "this destination cannot say which keys it holds: the rows counted as updates are "
+    "sent, and those it does not hold are skipped by the run (as it answers)"
+)
 
 
 @dataclass
@@ -192,6 +196,10 @@ def _look(
             keys = [r[mapping.key] for r in rows]
             held = destination.existing_keys(keys)
             existed = [str(_plain(k)) in held for k in keys]
+        elif mode == "update":  # only the destination knows; the run reports what it says
+            existed = [True] * len(rows)
+            if UNCONFIRMED not in result.notes:
+                result.notes.append(UNCONFIRMED)
         else:
             existed = [bool(s) for s in seen]
         if mode == "update":
