@@ -196,7 +196,8 @@ def same(preview: SyncPreview, report: SyncReport) -> None:
     assert preview.delete_for_consent == report.revoked
     assert preview.skipped == report.skipped
     assert preview.withheld == report.withheld
-    assert report.failed == 0 and not report.retries
+    assert report.failed == 0
+    assert not report.retries
 
 
 def supported(target: Target, mode: str) -> bool:
@@ -265,7 +266,8 @@ def test_preview_equals_the_run_and_counts_are_the_destinations(
         same(second_look, second)
         after = target.held()
         assert len(after) == len(before) + second.added - second.removed
-        assert second.revoked == 1 and 2 not in after
+        assert second.revoked == 1
+        assert 2 not in after
         expected = {
             "insert": (1, 0, 1, 8),  # added 11; row 1 changed but insert does not update
             "update": (0, 1, 1, 3),  # 11 is not at the destination: skipped
