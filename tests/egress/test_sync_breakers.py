@@ -1,0 +1,180 @@
+"""Issue 19, item 2: circuit breakers stop a sync before it writes, alert once, and wait for
+`tidegate sync approve` (audited) or a version back within the thresholds; and item 3's
+row errors and retries in the run history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tidegate.egress.sync import run_sync
+from tidegate.egress.sync.breakers import approve
+from tidegate.egress.sync.preview import preview_sync
+from tidegate.errors import BadRequestError, ConfigError
+from tidegate.platform import Platform
+from tidegate.project import load_project
+
+
+def _pg_rows(dsn: str, table: str) -> dict[int, str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(sql.SQL("SELECT id, email FROM {}").format(sql.Identifier(table)))
+        return {int(i): str(e) for i, e in rows.fetchall()}
+
+
+def _alerting(people: Any, url: str) -> None:
+    (people.root / "tidegate.yml").write_text(
+        "name: people_project\ndefaults: {sync_batch_rows: 1000}\n"
+        f"observe: {{alerts: {{webhook_url: '{url}'}}}}\n"
+    )
+
+
+@pytest.mark.services
+def test_a_mirror_sync_after_a_70_percent_smaller_version_trips_and_leaves_postgres_untouched(
+    people: Any,
+    pg_dsn: str,
+    pg_table: str,
+    monkeypatch: pytest.MonkeyPatch,
+    webhook: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, received = webhook
+    _alerting(people, url)
+    monkeypatch.setenv("T_PG", pg_dsn)
+    people.set_rows([people.row(i) for i in range(1, 11)])
+    people.build()
+    people.sync(
+        "crm",
+        f"purpose: ops\ndestination: {{type: postgres, dsn_env: T_PG, table: {pg_table}}}\n"
+        "mode: mirror\ntrigger: manual\nbreakers: {max_removed: 5%}\n",
+    )
+    with Platform.open(people.root) as platform:
+        assert run_sync(platform, "crm").added == 10
+    held = _pg_rows(pg_dsn, pg_table)
+    people.set_rows([people.row(i, email=f"new{i}@example.com") for i in range(1, 4)])
+    people.build()
+    with Platform.open(people.root) as platform:
+        look = preview_sync(platform, "crm")
+        assert look.breakers
+        assert "max_removed" in look.breakers[0]
+        assert not look.approved
+        blocked = run_sync(platform, "crm")
+        assert blocked.status == "blocked"
+        assert (blocked.added, blocked.changed, blocked.removed) == (0, 0, 0)
+        assert _pg_rows(pg_dsn, pg_table) == held  # not a row touched
+        assert platform.meta.synced_count("crm") == 10
+        again = run_sync(platform, "crm")  # still waiting: blocked again, alerted once
+        assert again.status == "blocked"
+        history = platform.meta.runs("sync", "crm", limit=2)
+        assert [r["status"] for r in history] == ["blocked", "blocked"]
+        assert "7 of the 10 rows" in history[0]["stats"]["blocked"][0]
+        alerts = [a for a in received if a.get("kind") == "sync_breaker"]
+        assert len(alerts) == 1
+        assert "tidegate sync approve crm" in alerts[0]["text"]
+
+        detail = approve(platform, "crm", "alice")
+        assert detail["reasons"] == history[0]["stats"]["blocked"]
+        assert preview_sync(platform, "crm").approved
+        through = run_sync(platform, "crm")
+        assert (through.status, through.approved) == ("ok", True)
+        assert (through.changed, through.removed) == (3, 7)
+        approvals = [r for _, r in platform.audit.records() if r.action == "sync_approval"]
+        assert [r.principal for r in approvals] == ["alice"]
+        with pytest.raises(BadRequestError, match="not waiting for an approval"):
+            approve(platform, "crm", "alice")
+    assert _pg_rows(pg_dsn, pg_table) == {i: f"new{i}@example.com" for i in range(1, 4)}
+
+
+def test_the_next_healthy_version_goes_through_without_an_approval(people: Any) -> None:
+    people.set_rows([people.row(i) for i in range(1, 11)])
+    people.build()
+    people.sync(
+        "crm",
+        "purpose: ops\ndestination: {type: sqlite, path: crm.db, table: people}\n"
+        "mode: upsert\ntrigger: manual\n",
+    )
+    # the product's default, which the sync does not override
+    product = (people.root / "products" / "people.yml").read_text()
+    (people.root / "products" / "people.yml").write_text(
+        product + "sync_breakers: {max_row_change: 30%}\n"
+    )
+    with Platform.open(people.root) as platform:
+        assert run_sync(platform, "crm").added == 10
+    people.set_rows([people.row(i) for i in range(1, 21)])  # twice as many rows
+    people.build()
+    with Platform.open(people.root) as platform:
+        report = run_sync(platform, "crm")
+        assert report.status == "blocked"
+        assert "max_row_change" in report.blocked[0]
+    people.set_rows([people.row(i) for i in range(1, 13)])  # 20% more: within the limit
+    people.build()
+    with Platform.open(people.root) as platform:
+        report = run_sync(platform, "crm")
+        assert (report.status, report.added, report.approved) == ("ok", 2, False)
+
+
+def test_a_sync_overrides_its_products_breakers_field_by_field(people: Any) -> None:
+    product = (people.root / "products" / "people.yml").read_text()
+    (people.root / "products" / "people.yml").write_text(
+        product + "sync_breakers: {max_row_change: 30%, max_removed: 5%}\n"
+    )
+    people.sync(
+        "crm",
+        "purpose: ops\ndestination: {type: sqlite, path: crm.db, table: people}\n"
+        "mode: mirror\nbreakers: {max_removed: 50}\n",
+    )
+    from tidegate.egress.sync.breakers import policy_of
+
+    with Platform.open(people.root) as platform:
+        policy = policy_of(platform, platform.project.syncs["crm"].config)
+    assert str(policy.max_removed) == "50 rows"
+    assert str(policy.max_row_change) == "30%"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("5 percent", "is not a threshold"), ("150%", "at most 100%"), ("true", "a share")],
+)
+def test_a_bad_threshold_names_the_file_and_field(people: Any, value: str, fragment: str) -> None:
+    people.sync(
+        "crm",
+        "purpose: ops\ndestination: {type: sqlite, path: crm.db, table: people}\n"
+        f"breakers: {{max_removed: {value}}}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_project(people.root)
+    text = str(caught.value)
+    assert "crm.yml" in text
+    assert "max_removed" in text
+    assert fragment in text
+
+
+def test_row_errors_keep_the_key_and_message_without_the_personal_values(
+    people: Any, crm_server: Any
+) -> None:
+    crm_server.reject = lambda row: (
+        f"contact {row['email']} ({row['first_name']}) is on a block list"
+        if row["id"] == 2
+        else None
+    )
+    crm_server.script.append((503, {}, '{"message": "busy"}'))  # one retry, with its reason
+    people.set_rows([people.row(i) for i in range(1, 4)])
+    people.build()
+    people.sync(
+        "crm",
+        f"purpose: ops\ndestination: {{type: http, url: '{crm_server.url}'}}\n"
+        "mode: upsert\ntrigger: manual\nretry: {backoff: 10ms}\n",
+    )
+    with Platform.open(people.root) as platform:
+        report = run_sync(platform, "crm")
+        assert (report.added, report.failed) == (2, 1)
+        (error,) = platform.meta.sync_row_errors("crm")
+        (run,) = platform.meta.runs("sync", "crm")
+    assert error.key == "2"
+    assert "contact <email> (<first_name>) is on a block list" in error.message
+    assert "p2@example.com" not in error.message
+    assert "p2@example.com" not in run["error"]
+    assert "First2" not in " ".join(report.errors)
+    assert run["stats"]["retries"] == 1
+    assert run["stats"]["retry_reasons"] == {"HTTP 503: busy": 1}
