@@ -178,3 +178,54 @@ def test_row_errors_keep_the_key_and_message_without_the_personal_values(
     assert "First2" not in " ".join(report.errors)
     assert run["stats"]["retries"] == 1
     assert run["stats"]["retry_reasons"] == {"HTTP 503: busy": 1}
+
+
+def test_on_anomaly_block_keeps_the_previous_version_live_until_accepted(
+    people: Any, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    from tidegate.products.builder import build_products, load_sources
+
+    url, received = webhook
+    (people.root / "tidegate.yml").write_text(
+        "name: people_project\n"
+        f"observe: {{alerts: {{webhook_url: '{url}'}}, anomaly: {{min_training: 3, "
+        "floors: {freshness.since_update_s: 1000000}}}\n"
+    )
+    product = (people.root / "products" / "people.yml").read_text()
+    (people.root / "products" / "people.yml").write_text(product + "on_anomaly: block\n")
+    people.set_rows([people.row(i) for i in range(1, 101)])
+    with Platform.open(people.root) as platform:
+        load_sources(platform)
+        for _ in range(4):  # a steady history: 100 rows each time
+            assert [r.status for r in build_products(platform)] == ["live"]
+        live = platform.meta.live_version("people")
+        assert live is not None
+        people.set_rows([people.row(i) for i in range(1, 31)])  # 70% smaller
+        load_sources(platform)
+        (result,) = build_products(platform)
+        assert result.status == "failed"
+        assert "anomalous" in result.error
+        assert "--accept-anomalies" in result.error
+        assert platform.meta.live_version("people") == live  # the previous stays live
+        assert [a["kind"] for a in received] == ["anomaly_gate"]
+        (accepted,) = build_products(platform, accept_anomalies=True)
+        assert accepted.status == "live"
+        assert accepted.rows == 30
+
+
+def test_on_anomaly_warn_still_publishes_the_anomalous_version(people: Any) -> None:
+    from tidegate.products.builder import build_products, load_sources
+
+    (people.root / "tidegate.yml").write_text(
+        "name: people_project\n"
+        "observe: {anomaly: {min_training: 3, floors: {freshness.since_update_s: 1000000}}}\n"
+    )
+    people.set_rows([people.row(i) for i in range(1, 101)])
+    with Platform.open(people.root) as platform:
+        load_sources(platform)
+        for _ in range(4):
+            build_products(platform)
+        people.set_rows([people.row(i) for i in range(1, 31)])
+        load_sources(platform)
+        (result,) = build_products(platform)  # on_anomaly defaults to warn
+        assert (result.status, result.rows) == ("live", 30)

@@ -19,7 +19,10 @@ def syncs_after_build(platform: Platform, results: list[BuildResult]) -> list[Sy
 
 
 def run_build(
-    platform: Platform, only: list[str] | None = None, skip_sources: bool = False
+    platform: Platform,
+    only: list[str] | None = None,
+    skip_sources: bool = False,
+    accept_anomalies: bool = False,
 ) -> list[BuildResult]:
     """Load sources and build, with progress bars and a result table."""
     from tidegate.products.builder import build_products, load_sources
@@ -47,7 +50,7 @@ def run_build(
             if status != "building":
                 progress.update(tasks[name], description=f"{name}: {status}", completed=1)
 
-        results = build_products(platform, only, on_progress)
+        results = build_products(platform, only, on_progress, accept_anomalies=accept_anomalies)
     console.print(
         table(
             "Products",
