@@ -17,9 +17,9 @@ Imported by `project/models.py`: nothing of tidegate at module level.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 _THRESHOLD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
@@ -56,30 +56,40 @@ def parse_threshold(value: Any) -> Threshold:
     return Threshold(value=number, percent=percent)
 
 
+ThresholdField = Annotated[
+    Threshold,
+    BeforeValidator(parse_threshold),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "a share such as '5%' or a row count such as 100",
+        }
+    ),
+]
+
+
 class BreakerPolicy(BaseModel):
-    """Thresholds that stop a sync run before it writes (see the module doc)."""
+    """Thresholds that stop a sync run before it writes; it waits for `sync approve`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_removed: Threshold | None = Field(
+    max_removed: ThresholdField | None = Field(
         default=None,
         description=(
             "rows a mirror run may delete (left the product), as a share of the rows the "
             "sync holds ('5%') or a count (100)"
         ),
     )
-    max_row_change: Threshold | None = Field(
+    max_row_change: ThresholdField | None = Field(
         default=None,
         description=(
             "how far the rows to hold may differ from the rows the sync holds, up or "
             "down ('30%' or a count)"
         ),
     )
-
-    @field_validator("max_removed", "max_row_change", mode="before")
-    @classmethod
-    def _threshold(cls, value: Any) -> Threshold | None:
-        return None if value is None else parse_threshold(value)
 
     def merged(self, override: BreakerPolicy | None) -> BreakerPolicy:
         """These thresholds with `override`'s where it sets them."""
