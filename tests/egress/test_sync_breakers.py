@@ -229,3 +229,52 @@ def test_on_anomaly_warn_still_publishes_the_anomalous_version(people: Any) -> N
         load_sources(platform)
         (result,) = build_products(platform)  # on_anomaly defaults to warn
         assert (result.status, result.rows) == ("live", 30)
+
+
+def test_preview_and_approve_on_the_api_need_a_key_whose_roles_cover_the_sync(
+    people: Any,
+) -> None:
+    from starlette.testclient import TestClient
+
+    from tidegate.api import create_app
+    from tidegate.platform.keys import create_key
+
+    policy = (people.root / "policies" / "policy.yml").read_text()
+    (people.root / "policies" / "policy.yml").write_text(
+        policy + "roles:\n  crm_ops: {purposes: [ops]}\n  marketer: {purposes: [crm]}\n"
+    )
+    people.set_rows([people.row(i) for i in range(1, 11)])
+    people.build()
+    people.sync(
+        "crm",
+        "purpose: ops\ndestination: {type: sqlite, path: crm.db, table: people}\n"
+        "mode: mirror\ntrigger: manual\nbreakers: {max_removed: 10%}\n",
+    )
+    with Platform.open(people.root) as platform:
+        ops = create_key(platform.meta, "ops-desk", ["crm_ops"])[0]
+        other = create_key(platform.meta, "marketing", ["marketer"])[0]
+        run_sync(platform, "crm")
+    people.set_rows([people.row(i) for i in range(1, 4)])
+    people.build()
+    with Platform.open(people.root) as platform, TestClient(create_app(platform)) as client:
+        assert client.get("/v1/syncs/crm/preview").status_code == 401
+        denied = client.get("/v1/syncs/crm/preview", headers={"Authorization": f"Bearer {other}"})
+        assert denied.status_code == 403
+        assert denied.json()["error"]["code"]
+        auth = {"Authorization": f"Bearer {ops}"}
+        assert client.get("/v1/syncs/nope/preview", headers=auth).status_code == 404
+        answer = client.get("/v1/syncs/crm/preview", headers=auth)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["counts"]["delete"] == 7
+        assert body["breakers"]["tripped"]
+        assert client.post("/v1/syncs/crm/approve", headers=auth).status_code == 400  # not run
+        assert run_sync(platform, "crm").status == "blocked"
+        approved = client.post("/v1/syncs/crm/approve", headers=auth)
+        assert approved.status_code == 200, approved.text
+        assert run_sync(platform, "crm").removed == 7
+        actions = [r.action for _, r in platform.audit.records()]
+        assert "sync_preview" in actions
+        assert "sync_approval" in actions
+        assert "deny" in actions
+        assert "/v1/syncs/{sync}/preview" in client.get("/openapi.json").json()["paths"]
