@@ -235,18 +235,18 @@ def sync_history(
         print_json(runs)
         return
     columns = ["inserted", "updated", "deleted", "unchanged", "failed", "withheld", "skipped"]
+    if any(r["stats"].get("retries") for r in runs):  # a column only when there were any
+        columns.append("retries")
     console.print(
         table(
-            f"Runs of {name}",
-            ["run", "started", "status", *columns, "retries", "seconds", "error"],
+            f"Runs of {name} (all counts and reasons: --json)",
+            ["run", "started", "status", *columns, "error"],
             [
                 [
                     r["run_id"],
                     _when(r["started_at"]),
                     r["status"],
                     *[_stat(r["stats"], c) for c in columns],
-                    r["stats"].get("retries", ""),
-                    r["stats"].get("seconds", ""),
                     r["error"] or "; ".join(r["stats"].get("blocked", [])),
                 ]
                 for r in runs
