@@ -278,3 +278,56 @@ def test_preview_and_approve_on_the_api_need_a_key_whose_roles_cover_the_sync(
         assert "sync_approval" in actions
         assert "deny" in actions
         assert "/v1/syncs/{sync}/preview" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_cli_shows_a_blocked_run_previews_it_and_approves_it(people: Any) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tidegate = str(Path(sys.executable).with_name("tidegate"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tidegate, *args, "-p", str(people.root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    people.set_rows([people.row(i) for i in range(1, 11)])
+    people.build()
+    people.sync(
+        "crm",
+        "purpose: ops\ndestination: {type: sqlite, path: crm.db, table: people}\n"
+        "mode: mirror\ntrigger: manual\nbreakers: {max_removed: 5%}\n",
+    )
+    assert cli("sync", "run", "crm").returncode == 0
+    people.set_rows([people.row(i) for i in range(1, 4)])
+    people.build()
+    look = cli("sync", "preview", "crm", "--json")
+    assert look.returncode == 0, look.stderr
+    preview = json.loads(look.stdout)
+    assert preview["counts"]["delete"] == 7
+    assert preview["breakers"]["tripped"]
+    blocked = cli("sync", "run", "crm")
+    assert blocked.returncode == 1
+    assert "blocked by its circuit breakers" in blocked.stdout
+    assert "tidegate sync approve crm" in blocked.stdout
+    history = json.loads(cli("sync", "history", "crm", "--json").stdout)
+    assert history[0]["status"] == "blocked"
+    approved = cli("sync", "approve", "crm", "--principal", "alice")
+    assert approved.returncode == 0, approved.stderr
+    assert "approved past max_removed" in approved.stdout
+    again = cli("sync", "approve", "crm")
+    assert again.returncode == 1
+    assert "already approved" in again.stderr + again.stdout
+    assert "Traceback" not in again.stderr
+    through = cli("sync", "run", "crm", "--json")
+    assert json.loads(through.stdout)["deleted"] == 7
+    after = cli("sync", "approve", "crm")
+    assert after.returncode == 1
+    assert "not waiting for an approval" in after.stderr + after.stdout
+    assert cli("sync", "preview", "nope").returncode == 1

@@ -76,6 +76,10 @@ def approve(platform: Platform, name: str, principal: str) -> dict[str, Any]:
         raise BadRequestError(
             f"sync {name!r} is not waiting for an approval (last run: {status})", sync=name
         )
+    if pending_approval(platform, name) is not None:
+        raise BadRequestError(
+            f"sync {name!r} is already approved: its next run goes ahead", sync=name
+        )
     blocked = last[0]
     reasons = list(blocked["stats"].get("blocked", []))
     run_id = platform.meta.start_run(APPROVAL, name)
