@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from tidegate.egress.sync import run_sync
 from tidegate.platform import Platform
 from tidegate.products.builder import build_products, load_sources
 from tidegate.runtime.jobs import syncs_after_build
@@ -68,10 +69,12 @@ def test_a_new_grant_adds_the_person_on_the_next_tick(people: Any) -> None:
     people.build()
     people.sync("crm", "purpose: crm\n" + ON_CHANGE)
     with Platform.open(people.root) as platform:
-        people.grant(platform, [1, 2])
+        people.grant(platform, [1])
+        assert run_sync(platform, "crm").added == 1
+        people.grant(platform, [2])  # while no runtime is up
         worker, scheduler = _scheduler(platform)
         try:
-            scheduler.consent.check()  # the first look after a start catches up in full
+            scheduler.consent.check()  # the first look after a start catches up
             assert set(held(people.root)) == {1, 2}
             scheduler.consent.check()  # nothing new: nothing runs
             assert scheduler.consent.runs == ["crm"]

@@ -188,8 +188,9 @@ def build(
         return
     for report in reports:
         console.print(
-            f"sync [bold]{report.sync}[/bold]: {report.added} added, "
-            f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
+            f"sync [bold]{report.sync}[/bold]: {report.added} inserted, "
+            f"{report.changed} updated, {report.removed} deleted, {report.failed} failed"
+            + (" [red](blocked by its circuit breakers)[/red]" if report.blocked else "")
         )
     if failed:
         raise TidegateError(

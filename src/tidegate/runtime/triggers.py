@@ -11,14 +11,14 @@ A product changes four ways, and each runs the syncs that wait for it:
   entries recorded since it last looked and runs the `on_change` syncs of those
   purposes for those subjects (only their keys when the product's key is its subject;
   else a full diff). A revocation is also pushed out at once by `propagation`; this
-  run is the safety net. The first look after a start is a full catch-up run, so a
-  grant recorded while no runtime was up is not missed either.
+  run is the safety net. The first look after a start reads the whole ledger and runs
+  each sync for what was recorded since its last run, so a grant recorded while no
+  runtime was up is not missed either.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 from tidegate.egress.sync import SyncReport, run_sync, sync_changes
 from tidegate.errors import TidegateError
@@ -43,7 +43,7 @@ class ConsentTrigger:
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.last_seq: int | None = None  # None: not looked yet; the first look catches up
+        self.last_seq: int | None = None  # None: not looked yet (the first look catches up)
         self.runs: list[str] = []  # syncs it ran, newest last (for tests and logs)
 
     def _syncs(self) -> dict[str, str]:
@@ -56,29 +56,28 @@ class ConsentTrigger:
 
     def check(self) -> None:
         syncs = self._syncs()
-        rows = list(self.platform.meta.consent_rows(self.last_seq or 0))
         first = self.last_seq is None
-        if rows:
-            self.last_seq = max(r.seq for r in rows)
-        elif first:
-            self.last_seq = 0
-        if not syncs or (not rows and not first):
+        rows = list(self.platform.meta.consent_rows(self.last_seq or 0))
+        self.last_seq = max([r.seq for r in rows], default=self.last_seq or 0)
+        if not syncs or not rows:
             return
-        subjects: dict[str, set[str]] = defaultdict(set)
-        for row in rows:
-            subjects[row.purpose].add(row.subject)
         for name, purpose in syncs.items():
-            if first:
-                self._run(name, None)
-            elif subjects.get(purpose):
-                self._run(name, subjects[purpose])
+            since = 0.0
+            if first:  # after a start: what was recorded since the sync last ran
+                last = self.platform.meta.runs("sync", name, limit=1)
+                if not last:
+                    continue  # never run: its first trigger sends everything anyway
+                since = float(last[0]["started_at"])
+            subjects = {r.subject for r in rows if r.purpose == purpose and r.recorded_at >= since}
+            if subjects:
+                self._run(name, subjects)
 
-    def _run(self, name: str, subjects: set[str] | None) -> None:
+    def _run(self, name: str, subjects: set[str]) -> None:
         cfg = self.platform.project.syncs[name].config
         product = self.platform.project.products.get(cfg.product)
         by_key = product is not None and product.config.subject == product.config.key
         try:
-            if subjects is not None and by_key:
+            if by_key:
                 sync_changes(self.platform, name, sorted(subjects))
             else:
                 run_sync(self.platform, name)
