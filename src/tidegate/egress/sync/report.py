@@ -16,8 +16,13 @@ words, never the email.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+# PostgreSQL quotes the whole row in its own formats (timestamps, numbers), which a
+# value-by-value replacement can miss: the list goes as a whole
+_FAILING_ROW = re.compile(r"Failing row contains \(.*?\)(?=\.?\s*$|\.?\n)", re.S | re.M)
 
 NOT_FOUND = "not at the destination: mode update changes only rows it holds"
 ALREADY_GONE = "already gone from the destination"
@@ -106,6 +111,7 @@ def scrub(message: str, row: dict[str, Any]) -> str:
         ),
         key=lambda item: -len(item[0]),
     )
+    message = _FAILING_ROW.sub("Failing row contains (<the row>)", message)
     for text, name in values:
         message = message.replace(text, f"<{name}>")
     return message
