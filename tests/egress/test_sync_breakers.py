@@ -318,9 +318,13 @@ def test_the_cli_shows_a_blocked_run_previews_it_and_approves_it(people: Any) ->
     assert "tidegate sync approve crm" in blocked.stdout
     history = json.loads(cli("sync", "history", "crm", "--json").stdout)
     assert history[0]["status"] == "blocked"
+    status = cli("sync", "status", "crm")
+    assert "stopped by its circuit breakers" in status.stdout
+    assert "tidegate sync approve crm" in status.stdout
     approved = cli("sync", "approve", "crm", "--principal", "alice")
     assert approved.returncode == 0, approved.stderr
     assert "approved past max_removed" in approved.stdout
+    assert json.loads(cli("sync", "status", "crm", "--json").stdout)["approved"]
     again = cli("sync", "approve", "crm")
     assert again.returncode == 1
     assert "already approved" in again.stderr + again.stdout

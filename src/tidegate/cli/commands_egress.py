@@ -161,6 +161,7 @@ def sync_status(
     name: SyncName, project_dir: ProjectDir = Path("."), json_output: JsonOption = False
 ) -> None:
     """What a sync is, what it holds in its destination, and how its last run went."""
+    from tidegate.egress.sync.breakers import pending_approval
     from tidegate.platform import Platform
     from tidegate.project.cron import next_fire
 
@@ -180,6 +181,8 @@ def sync_status(
             "interrupted_batch_rows": len(platform.meta.sync_inflight(name)),
             "suppressed": len(platform.meta.sync_suppressions(name)),
             "last_run": last[0] if last else None,
+            "blocked_by_breakers": bool(last and last[0]["status"] == "blocked"),
+            "approved": pending_approval(platform, name) is not None,
         }
         if cfg.schedule:
             after = (
@@ -199,6 +202,13 @@ def sync_status(
         f"  {status['rows_written']} rows written, {status['open_errors']} open row errors, "
         f"{status['suppressed']} suppressed keys"
     )
+    if status["blocked_by_breakers"]:
+        waiting = (
+            "approved: the next run goes ahead"
+            if status["approved"]
+            else f"waiting: tidegate sync preview {name}, then tidegate sync approve {name}"
+        )
+        console.print(f"  [red]stopped by its circuit breakers[/red]; {waiting}")
     if status["interrupted_batch_rows"]:
         console.print(
             f"  an interrupted batch of {status['interrupted_batch_rows']} rows will be "
