@@ -335,3 +335,53 @@ def test_the_cli_shows_a_blocked_run_previews_it_and_approves_it(people: Any) ->
     assert after.returncode == 1
     assert "not waiting for an approval" in after.stderr + after.stdout
     assert cli("sync", "preview", "nope").returncode == 1
+
+
+def test_on_quality_issue_block_holds_a_sync_of_a_suspect_live_version(people: Any) -> None:
+    from tidegate.products.builder import build_products, load_sources
+
+    (people.root / "tidegate.yml").write_text(
+        "name: people_project\n"
+        "observe: {anomaly: {min_training: 3, floors: {freshness.since_update_s: 1000000}}}\n"
+    )
+    people.sync(
+        "crm",
+        "purpose: ops\ndestination: {type: sqlite, path: crm.db, table: people}\n"
+        "mode: upsert\ntrigger: manual\nbreakers: {on_quality_issue: block}\n",
+    )
+    people.set_rows([people.row(i) for i in range(1, 101)])
+    with Platform.open(people.root) as platform:
+        load_sources(platform)
+        for _ in range(4):
+            build_products(platform)
+        assert run_sync(platform, "crm").status == "ok"  # a healthy version goes
+        people.set_rows([people.row(i) for i in range(1, 31)])  # published: on_anomaly warn
+        load_sources(platform)
+        assert [r.status for r in build_products(platform)] == ["live"]
+        report = run_sync(platform, "crm")
+        assert report.status == "blocked"
+        assert "is anomalous" in report.blocked[0]
+        assert "volume.rows" in report.blocked[0]
+        assert preview_sync(platform, "crm").breakers == report.blocked
+
+
+def test_on_quality_issue_block_also_holds_a_version_that_failed_a_warn_check(
+    people: Any,
+) -> None:
+    product = (people.root / "products" / "people.yml").read_text()
+    (people.root / "products" / "people.yml").write_text(
+        product + "checks:\n  - {type: row_count, min: 50, severity: warn}\n"
+    )
+    people.sync(
+        "crm",
+        "purpose: ops\ndestination: {type: sqlite, path: crm.db, table: people}\n"
+        "mode: upsert\ntrigger: manual\nbreakers: {on_quality_issue: block}\n",
+    )
+    people.set_rows([people.row(i) for i in range(1, 11)])
+    people.build()
+    with Platform.open(people.root) as platform:
+        report = run_sync(platform, "crm")
+        assert report.status == "blocked"
+        assert "failed 1 check(s)" in report.blocked[0]
+        approve(platform, "crm", "alice")
+        assert run_sync(platform, "crm").added == 10

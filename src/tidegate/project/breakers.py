@@ -3,7 +3,8 @@
     breakers:
       max_removed: 5%        # a mirror run may delete at most 5% of the rows it wrote
       max_row_change: 30%    # the rows to hold may differ by at most 30% from last time
-      # either may be a row count instead: `max_removed: 100`
+      on_quality_issue: block  # the live version failed a warn check or is anomalous
+      # either threshold may be a row count instead: `max_removed: 100`
 
 A run that would pass a threshold writes nothing, records why in the sync's history,
 alerts once, and waits for `tidegate sync approve NAME` or a version back within the
@@ -17,7 +18,7 @@ Imported by `project/models.py`: nothing of tidegate at module level.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -91,6 +92,15 @@ class BreakerPolicy(BaseModel):
         ),
     )
 
+    on_quality_issue: Literal["block", "ignore"] | None = Field(
+        default=None,
+        description=(
+            "block: do not sync a live version that failed a warn-severity check or whose "
+            "metrics are anomalous (error checks already keep a version from publishing); "
+            "default ignore"
+        ),
+    )
+
     def merged(self, override: BreakerPolicy | None) -> BreakerPolicy:
         """These thresholds with `override`'s where it sets them."""
         if override is None:
@@ -99,4 +109,8 @@ class BreakerPolicy(BaseModel):
 
     @property
     def armed(self) -> bool:
-        return self.max_removed is not None or self.max_row_change is not None
+        return (
+            self.max_removed is not None
+            or self.max_row_change is not None
+            or self.on_quality_issue == "block"
+        )

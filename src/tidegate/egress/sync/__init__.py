@@ -304,6 +304,8 @@ def _blocked(platform: Platform, cfg: SyncConfig, step: DiffPass, report: SyncRe
     reasons = breakers.tripped(
         policy, held=step.held, to_hold=to_hold, to_delete=len(step.gone), mode=cfg.mode
     )
+    if policy.on_quality_issue == "block":
+        reasons += breakers.quality_issues(platform, cfg.product)
     if not reasons:
         return False
     if breakers.pending_approval(platform, cfg.name) is not None:

@@ -4,7 +4,9 @@ Evaluated on full runs (not the key-limited runs of `on_change`), after the diff
 before the first write, against the rows the sync holds at the destination (its state):
 
 * `max_removed`: rows a `mirror` run would delete because they left the product;
-* `max_row_change`: how far the rows to hold differ from the rows held, up or down.
+* `max_row_change`: how far the rows to hold differ from the rows held, up or down;
+* `on_quality_issue: block`: the product's live version failed a warn-severity check
+  or its metrics are anomalous against the versions before it (`quality_issues`).
 
 A tripped breaker: nothing is written (removals for lost consent still go: the law
 does not wait for an approval), the run is recorded as `blocked` with the reasons, one
@@ -52,6 +54,42 @@ def tripped(
         reasons.append(
             f"max_row_change: {to_hold:,} rows to hold against {held:,} held "
             f"({100.0 * change / held:.1f}% change; limit {policy.max_row_change})"
+        )
+    return reasons
+
+
+def quality_issues(platform: Platform, product: str) -> list[str]:
+    """Why the live version of `product` is suspect: failed (warn) checks, anomalies."""
+    from tidegate.observe.anomaly import detect
+
+    live = platform.meta.live_version(product)
+    if live is None:
+        return []
+    store = platform.meta.observations
+    reasons = []
+    failed = sorted(
+        r["check_name"] for r in store.quality(product, live.version) if not r["passed"]
+    )
+    if failed:
+        reasons.append(
+            f"on_quality_issue: version {live.version} failed {len(failed)} check(s): "
+            + ", ".join(failed[:10])
+        )
+    config = platform.project.config.observe.anomaly
+    found = []
+    for metric, column in store.series_names(product):
+        mine = [
+            p
+            for p in store.series(product, metric, column, kind="build")
+            if p.version == live.version
+        ]
+        if mine:
+            point = mine[-1]
+            found += detect(store, product, [(metric, column, point.value)], point.at, config)
+    if found:
+        reasons.append(
+            f"on_quality_issue: version {live.version} is anomalous: "
+            + "; ".join(a.describe() for a in found[:5])
         )
     return reasons
 

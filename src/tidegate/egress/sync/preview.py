@@ -150,6 +150,8 @@ def preview_sync(platform: Platform, name: str, principal: str = "cli") -> SyncP
                     to_delete=len(step.gone),
                     mode=cfg.mode,
                 )
+                if policy.on_quality_issue == "block":
+                    result.breakers += breaker_rules.quality_issues(platform, cfg.product)
                 result.approved = bool(result.breakers) and (
                     breaker_rules.pending_approval(platform, name) is not None
                 )
