@@ -200,12 +200,16 @@ def same(preview: SyncPreview, report: SyncReport) -> None:
     assert not report.retries
 
 
-def supported(target: Target, mode: str) -> bool:
+def capabilities(target: Target) -> Any:
     dest = target.reader()
     try:
-        return ("upsert" if mode == "mirror" else mode) in dest.capabilities.modes
+        return dest.capabilities
     finally:
         dest.close()
+
+
+def supported(target: Target, mode: str) -> bool:
+    return ("upsert" if mode == "mirror" else mode) in capabilities(target).modes
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -229,7 +233,7 @@ def test_preview_equals_the_run_and_counts_are_the_destinations(
         assert platform.meta.synced_count("crm") == 0  # ...and keeps no state
         assert len(platform.meta.runs("sync", "crm")) == runs
         first = run_sync(platform, "crm")
-        if mode == "update" and not target.reader().capabilities.supports_lookup:
+        if mode == "update" and not capabilities(target).supports_lookup:
             # only the destination knows what it holds: the preview sends all, says so
             assert (first_look.update, first.changed) == (8, 4)
             assert first_look.notes == [UNCONFIRMED]
