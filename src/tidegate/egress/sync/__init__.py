@@ -5,9 +5,12 @@ One run:
 1. the guard's plan for the sync's purpose (row filter + column treatments) and the
    field mapping become one SQL query, run by DuckDB (`mapping`);
 2. its rows are diffed in DuckDB against the (key, hash) snapshot of what this sync
-   wrote before (`diff`); only mapped, treated fields count;
+   wrote before (`diff`); only mapped, treated fields count; rows the guard withholds
+   are counted with the purpose and legal basis;
 3. rows of subjects who lost the legal basis are removed from the destination first
    (deleted, or suppressed where it cannot delete) and each removal is audited;
+   then, on a full run, the circuit breakers (`breakers`) may stop the run here: it
+   writes nothing more, is recorded as `blocked`, and waits for an approval;
 4. added and changed rows go out in batches (`apply`: rate limit, retries, bisection
    of refused batches); each batch is checkpointed in the metadata store, so a run
    killed at any point resumes without losing a row, and in `insert` mode without
@@ -15,9 +18,13 @@ One run:
 5. in `mirror` mode, rows tidegate wrote that left the product are deleted; nothing
    tidegate did not write is ever touched;
 6. refused rows are kept with the destination's own message and retried every run
-   until they land or are dismissed (`tidegate sync errors NAME --dismiss`); the run
-   report (added, changed, removed, failed, skipped with reasons) goes to the run
-   history, the audit log, and to alerts when thresholds pass (`alerts`).
+   until they land or are dismissed (`tidegate sync errors NAME --dismiss`), their
+   values scrubbed from the message; the run report (`report`: what the destination
+   confirms: inserted, updated, deleted; unchanged, failed, withheld, skipped with
+   reasons, retries with reasons) goes to the run history, the audit log, and to
+   alerts when thresholds pass (`alerts`).
+
+`preview.preview_sync` runs steps 1-3 and reads the destination instead of writing.
 
 API for callers:
 
