@@ -185,13 +185,9 @@ def purge_erased(platform: Platform, source: str) -> int:
             f"SELECT DISTINCT CAST({quoted} AS VARCHAR) FROM {relation} WHERE {quoted} IS NOT NULL"
         ).fetchall()
         erased = tombstones.erased_among([row[0] for row in distinct])
-        if not erased:
-            return 0
-        before = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
-        for value in erased:
-            cur.execute(f"DELETE FROM {relation} WHERE CAST({quoted} AS VARCHAR) = ?", [value])
-        after = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
-    return int(before) - int(after)
+    if not erased:
+        return 0
+    return platform.warehouse.delete_subjects("raw", source, column, erased)
 
 
 def _subject_erased_values(
@@ -220,13 +216,15 @@ def purge_live_product(platform: Any, product: str) -> int:
     key = '"' + spec.config.key.replace('"', '""') + '"'
     gone: list[str] = []
     with platform.warehouse.cursor() as cur:
-        for value in _subject_erased_values(cur, tombstones, relation, column):
+        erased = _subject_erased_values(cur, tombstones, relation, column)
+        for value in erased:
             where = f"WHERE CAST({quoted} AS VARCHAR) = ?"
             rows = cur.execute(
                 f"SELECT CAST({key} AS VARCHAR) FROM {relation} {where}", [value]
             ).fetchall()
             gone += [str(r[0]) for r in rows]
-            cur.execute(f"DELETE FROM {relation} {where}", [value])
+    if erased:
+        platform.warehouse.delete_subjects("builds", version.table, column, erased)
     if gone:
         platform.online.delete(product, gone)
     return len(gone)

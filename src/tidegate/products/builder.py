@@ -22,7 +22,7 @@ from tidegate.privacy.tombstones import ensure_purged, purge_erased
 from tidegate.project.models import FileSource
 from tidegate.project.project import is_stream, stream_sources
 from tidegate.store.sources import file_select, read_table_source
-from tidegate.store.warehouse import PRODUCTS, version_table
+from tidegate.store.warehouse import version_table
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
             with platform.warehouse.cursor() as cur:
                 loaded[name] = ensure_stream_table(cur, stream_sources(project)[name])
             continue
-        if isinstance(source.config, FileSource):
+        if platform.warehouse.reads_sources:  # e.g. Spark: its executors read the files
+            rows = platform.warehouse.load_source(project, source)
+        elif isinstance(source.config, FileSource):
             rows = platform.warehouse.load_source_sql(name, file_select(project, source))
         else:
             table = read_table_source(project, source)
@@ -141,10 +143,8 @@ def build_products(
 
 
 def _publish_online(platform: Platform, product: str, version: int, key: str) -> None:
-    with platform.warehouse.cursor() as cur:
-        reader = cur.sql(f'SELECT * FROM {PRODUCTS}."{product}"').to_arrow_reader(ONLINE_BATCH)
-        for batch in reader:
-            platform.online.write_version(product, version, batch.to_pylist(), key)
+    for rows in platform.warehouse.product_batches(product, ONLINE_BATCH):
+        platform.online.write_version(product, version, rows, key)
     platform.online.activate(product, version)
 
 

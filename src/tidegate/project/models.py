@@ -7,7 +7,7 @@ line and field instead of a setting that silently does nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Field,
@@ -105,9 +105,54 @@ class ColumnSpec(Strict):
 
 class DuckDBStoreConfig(Strict):
     type: Literal["duckdb"] = "duckdb"
+    #: the store recomputes changed keys in place (products/incremental.py)
+    incremental: ClassVar[bool] = True
     path: str = ".tidegate/warehouse.duckdb"
     threads: int | None = None
     memory_limit: str | None = None
+
+    @property
+    def local_file(self) -> str:
+        """The DuckDB file this machine opens (what health checks look for)."""
+        return self.path
+
+
+class SparkStoreConfig(Strict):
+    """Apache Spark builds the products (store/spark/): sources and product versions are
+    Parquet directories under `warehouse`, which a Spark cluster and DuckDB both read.
+
+    `master` is any Spark master URL: `local[2]` (in-process, for tests and laptops),
+    `spark://host:7077`, `yarn`, `k8s://...`, or a Spark Connect `sc://host:15002`. On a
+    real cluster `warehouse` must be a path every executor reaches (a shared filesystem
+    or an object store URL the cluster's Hadoop config knows, e.g. `s3a://bucket/tg`).
+    The local DuckDB file `catalog` holds views on those Parquet tables, so guarded
+    reads, exports and syncs see exactly what Spark built."""
+
+    type: Literal["spark"]
+    #: product versions are immutable Parquet: stream-fed products are rebuilt (batch)
+    incremental: ClassVar[bool] = False
+    master: str = Field(default="local[2]", description="Spark master URL or sc:// for Connect")
+    warehouse: str = Field(
+        default=".tidegate/spark-warehouse",
+        description="where Spark writes the Parquet tables (relative: to the project root)",
+    )
+    catalog: str = Field(
+        default=".tidegate/spark-catalog.duckdb",
+        description="the local DuckDB file with views on the Parquet tables",
+    )
+    app_name: str = "tidegate"
+    java_home: str | None = Field(
+        default=None, description="JDK (17 or 21) for local mode; default: JAVA_HOME, then PATH"
+    )
+    conf: dict[str, str] = Field(default={}, description="extra Spark settings (spark.*)")
+
+    @property
+    def local_file(self) -> str:
+        """The DuckDB catalog file this machine opens (what health checks look for)."""
+        return self.catalog
+
+
+StoreConfig = Annotated[DuckDBStoreConfig | SparkStoreConfig, Field(discriminator="type")]
 
 
 class SqliteMetadataConfig(Strict):
@@ -200,7 +245,7 @@ LogConfig = Annotated[SqliteLogConfig | KafkaLogConfig, Field(discriminator="typ
 
 
 class BackendsConfig(Strict):
-    store: DuckDBStoreConfig = DuckDBStoreConfig()
+    store: StoreConfig = DuckDBStoreConfig()
     metadata: MetadataConfig = SqliteMetadataConfig()
     online: OnlineConfig = SqliteOnlineConfig()
     log: LogConfig = SqliteLogConfig()

@@ -25,7 +25,7 @@ import sqlglot
 from sqlglot import exp
 
 from tidegate.errors import BuildError, ServiceUnavailableError
-from tidegate.project.project import Product, Project
+from tidegate.project.project import Product, Project, Source
 
 RAW, BUILDS, PRODUCTS = "raw", "builds", "products"
 
@@ -96,6 +96,14 @@ def connect_waiting(
 
 
 class Warehouse:
+    """DuckDB builds and holds everything (the embedded default, `type: duckdb`)."""
+
+    #: what builds the products; the Spark store (store/spark/) says "spark"
+    engine = "duckdb"
+    #: whether the store reads sources itself (`load_source`) rather than being handed a
+    #: DuckDB SELECT or an Arrow table (`load_source_sql` / `load_source_arrow`)
+    reads_sources = False
+
     def __init__(
         self,
         path: Path,
@@ -148,6 +156,26 @@ class Warehouse:
                 return self.load_source_sql(name, f"SELECT {casts} FROM __tidegate_incoming")
             finally:
                 self.db.unregister("__tidegate_incoming")
+
+    def load_source(self, project: Project, source: Source) -> int:
+        """Snapshot a file or table source into `raw.<name>`; return its row count (what
+        the builder calls when `reads_sources`; DuckDB's version, for completeness)."""
+        from tidegate.project.models import FileSource
+        from tidegate.store.sources import file_select, read_table_source
+
+        if isinstance(source.config, FileSource):
+            return self.load_source_sql(source.name, file_select(project, source))
+        table = read_table_source(project, source)
+        types = {c: s.type for c, s in source.columns.items()}
+        return self.load_source_arrow(source.name, table, types)
+
+    def product_batches(self, product: str, rows: int) -> Iterator[list[dict[str, Any]]]:
+        """The live version of `product` in lists of at most `rows` rows (what a build
+        publishes to the online store)."""
+        with self.cursor() as cur:
+            reader = cur.sql(f'SELECT * FROM {PRODUCTS}."{product}"').to_arrow_reader(rows)
+            for batch in reader:
+                yield batch.to_pylist()
 
     def count(self, relation: str) -> int:
         with self.cursor() as cur:
@@ -230,9 +258,7 @@ class Warehouse:
                 raise
             for old in self._versions(product):
                 if old <= version - keep:
-                    self.db.execute(
-                        f'DROP TABLE IF EXISTS {BUILDS}."{version_table(product, old)}"'
-                    )
+                    self.drop_version(product, old)
 
     def _versions(self, product: str) -> list[int]:
         rows = self.db.execute(
@@ -246,6 +272,19 @@ class Warehouse:
             if suffix.isdigit():
                 found.append(int(suffix))
         return sorted(found)
+
+    def delete_subjects(self, schema: str, name: str, column: str, values: list[str]) -> int:
+        """Delete the rows of `schema.name` whose `column`, as text, is one of `values`
+        (erasure: privacy/tombstones.py); return how many rows went."""
+        relation = f'{schema}."{name}"'
+        quoted = '"' + column.replace('"', '""') + '"'
+        with self._lock, self.cursor() as cur:
+            row = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()
+            before = int(row[0]) if row else 0
+            for value in values:
+                cur.execute(f"DELETE FROM {relation} WHERE CAST({quoted} AS VARCHAR) = ?", [value])
+            row = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()
+            return before - (int(row[0]) if row else 0)
 
     def drop_version(self, product: str, version: int) -> None:
         with self._lock:
