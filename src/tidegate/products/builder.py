@@ -77,6 +77,7 @@ def build_products(
     only: list[str] | None = None,
     progress: Progress | None = None,
     principal: str = "tidegate",
+    accept_anomalies: bool = False,
 ) -> list[BuildResult]:
     project = platform.project
     unknown = sorted(set(only or ()) - set(project.products))
@@ -87,7 +88,8 @@ def build_products(
     ensure_purged(platform)  # an erasure holds even if it could not reach the warehouse
     results: list[BuildResult] = []
     failed: set[str] = set()
-    observer = BuildObserver(platform)  # quality gate, pillars, lineage events (observe/)
+    # quality gate (and anomaly gate), pillars, lineage events (observe/)
+    observer = BuildObserver(platform, accept_anomalies=accept_anomalies)
     for name in order:
         product = project.products[name]
         if product.depends_on & failed:

@@ -44,6 +44,18 @@ class Capabilities:
     delete_keeps_history: bool = False
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a destination confirms of one `write`, by row index in the batch: rows it
+    already held (updated), and rows an `update` found absent (nothing written for them).
+    Every other row of the batch is new (inserted). A destination that can tell returns
+    this; one that cannot returns the number of rows it accepted, and the engine counts
+    inserts and updates from its own record of what it wrote."""
+
+    existed: frozenset[int] = frozenset()
+    missing: frozenset[int] = frozenset()
+
+
 class RowErrors(TerminalDestinationError):
     """Some rows of a batch were rejected, each with the destination's own message; the
     other rows of the batch were written. `rows` maps row index in the batch -> message."""
@@ -69,8 +81,9 @@ class Destination(ABC):
     def open(self, columns: dict[str, str], key: str) -> None: ...
 
     @abstractmethod
-    def write(self, batch: Any, mode: str) -> int:
-        """Write rows (a pyarrow Table) in `mode` insert, update or upsert; return rows written."""
+    def write(self, batch: Any, mode: str) -> int | Written:
+        """Write rows (a pyarrow Table) in `mode` insert, update or upsert; return which rows
+        it held before and which an update did not find (`Written`), or the rows written."""
 
     @abstractmethod
     def delete(self, keys: list[Any]) -> int: ...
@@ -81,6 +94,11 @@ class Destination(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def attach(self, columns: dict[str, str], key: str) -> None:
+        """Get ready to answer `existing_keys` without changing anything (no table is
+        created): what a preview calls instead of `open`."""
+        raise TerminalDestinationError(f"destination {self.kind!r} cannot look keys up")
 
     def existing_keys(self, keys: list[Any]) -> set[str]:
         """Which of `keys` the destination holds, as strings (when `supports_lookup`)."""
