@@ -372,7 +372,11 @@ class PostgresErasureMixin:
         return [(int(s), str(h), float(a)) for s, h, a in rows]
 
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Callable[[str], str],
+        values: Sequence[str] = (),
     ) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self._tx() as conn:
@@ -389,6 +393,11 @@ class PostgresErasureMixin:
             for table in ("sync_row_errors", "sync_suppressions"):
                 cursor = conn.execute(f"DELETE FROM {table} WHERE subject = %s", (subject,))
                 counts[table] = int(cursor.rowcount)
+            for value in values:  # a refused row's message quoting the person's email
+                cursor = conn.execute(
+                    "DELETE FROM sync_row_errors WHERE strpos(message, %s) > 0", (value,)
+                )
+                counts["sync_row_errors"] += int(cursor.rowcount)
         return counts
 
     def redact_audit(self, bodies: Mapping[int, str]) -> int:

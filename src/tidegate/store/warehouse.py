@@ -290,6 +290,56 @@ class Warehouse:
         with self._lock:
             self.db.execute(f'DROP TABLE IF EXISTS {BUILDS}."{version_table(product, version)}"')
 
+    def scrub(self, relations: list[str]) -> int:
+        """Make deleted rows unreadable in the file's bytes, not just in queries; returns
+        the blocks overwritten.
+
+        A DuckDB `DELETE` only marks rows deleted: their values stay in the column
+        segments, and a dropped or replaced table leaves its blocks on the free list with
+        their old contents. So (1) each of `relations` (quoted names) is rewritten, which
+        moves its remaining rows to new blocks, (2) a checkpoint frees the old ones, (3) a
+        filler table of random numbers takes every free block and is dropped again, so
+        the free blocks hold noise. The write-ahead log is emptied by the checkpoint.
+        Costs a write of the free space; meant for erasure, not for every delete."""
+        with self._lock:
+            for relation in relations:
+                self.db.execute("BEGIN")
+                try:
+                    self.db.execute(
+                        f"CREATE OR REPLACE TEMP TABLE __tidegate_keep AS SELECT * FROM {relation}"
+                    )
+                    self.db.execute(f"DELETE FROM {relation}")
+                    self.db.execute(f"INSERT INTO {relation} SELECT * FROM __tidegate_keep")
+                    self.db.execute("DROP TABLE __tidegate_keep")
+                    self.db.execute("COMMIT")
+                except Exception:
+                    self.db.execute("ROLLBACK")
+                    raise
+            self.db.execute("CHECKPOINT")
+            overwritten = 0
+            filled = False
+            for _ in range(4):  # a filler can leave a block half used: fill again
+                row = self.db.execute(
+                    "SELECT free_blocks, block_size FROM pragma_database_size()"
+                    " WHERE database_name = current_database()"
+                ).fetchone()
+                if row is None or not row[0]:
+                    break
+                free, size = int(row[0]), int(row[1])
+                overwritten += free
+                values = free * size // 8 + 65_536
+                verb = "INSERT INTO" if filled else "CREATE OR REPLACE TABLE"
+                self.db.execute(
+                    f"{verb} main.__tidegate_scrub"
+                    f" {'' if filled else 'AS '}SELECT random() AS noise FROM range({values})"
+                )
+                filled = True
+                self.db.execute("CHECKPOINT")
+            if filled:
+                self.db.execute("DROP TABLE main.__tidegate_scrub")
+                self.db.execute("CHECKPOINT")
+            return overwritten
+
     def arrow(self, sql: str, params: list[Any] | None = None, **relations: Any) -> Any:
         """Run a query on a private cursor with Arrow relations registered; return Arrow."""
         with self.cursor() as cur:
