@@ -46,7 +46,10 @@ def encode_row(row: dict[str, Any]) -> str:
 
 def encode_value(value: Any) -> str:
     """One value as JSON text, encoded as a row's column would be."""
-    return _ENCODER.encode(value)
+    try:
+        return orjson.dumps(value, default=_default).decode()
+    except orjson.JSONEncodeError:
+        return _ENCODER.encode(value)
 
 
 def decode_row(text: str | bytes, types: dict[str, str]) -> dict[str, Any]:
