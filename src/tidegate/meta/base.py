@@ -349,10 +349,17 @@ class MetadataStore(ABC):
 
     @abstractmethod
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Callable[[str], str],
+        *,
+        syncs: Sequence[str] | None = None,
+        consent: bool = True,
     ) -> dict[str, int]:
         """One transaction: the subject's consent entries kept under `pseudonym` with
-        their evidence replaced by `digest(evidence)`; their sync-state rows deleted."""
+        their evidence replaced by `digest(evidence)` (unless `consent` is False); their
+        sync-state rows deleted (of `syncs` only, when given)."""
 
     @abstractmethod
     def redact_audit(self, bodies: Mapping[int, str]) -> int: ...

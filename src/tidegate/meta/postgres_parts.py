@@ -317,14 +317,25 @@ class PostgresErasureMixin:
         return [(int(s), str(h), float(a)) for s, h, a in rows]
 
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Callable[[str], str],
+        *,
+        syncs: Sequence[str] | None = None,
+        consent: bool = True,
     ) -> dict[str, int]:
         counts: dict[str, int] = {}
+        only = "" if syncs is None else " AND sync = ANY(%s)"
         with self._tx() as conn:
             conn.execute(_BUMP)
-            ledger = conn.execute(
-                "SELECT seq, evidence FROM consent_ledger WHERE subject = %s", (subject,)
-            ).fetchall()
+            ledger = (
+                conn.execute(
+                    "SELECT seq, evidence FROM consent_ledger WHERE subject = %s", (subject,)
+                ).fetchall()
+                if consent
+                else []
+            )
             with conn.cursor() as cur:
                 cur.executemany(
                     "UPDATE consent_ledger SET subject = %s, evidence = %s WHERE seq = %s",
@@ -332,7 +343,8 @@ class PostgresErasureMixin:
                 )
             counts["consent_ledger"] = len(ledger)
             for table in ("sync_row_errors", "sync_suppressions"):
-                cursor = conn.execute(f"DELETE FROM {table} WHERE subject = %s", (subject,))
+                params = (subject,) if syncs is None else (subject, list(syncs))
+                cursor = conn.execute(f"DELETE FROM {table} WHERE subject = %s{only}", params)
                 counts[table] = int(cursor.rowcount)
         return counts
 

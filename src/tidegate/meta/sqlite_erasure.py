@@ -51,16 +51,30 @@ class SqliteErasureMixin:
     # ---------------------------------------------------------------- one subject's rows
 
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Callable[[str], str],
+        *,
+        syncs: Sequence[str] | None = None,
+        consent: bool = True,
     ) -> dict[str, int]:
         """In one transaction: the subject's consent ledger entries keep their purpose,
         action and times under `pseudonym`, their evidence replaced by `digest(evidence)`;
-        the subject's rows in the sync-state tables are deleted. Returns counts by table."""
+        the subject's rows in the sync-state tables are deleted. Returns counts by table.
+
+        `syncs`: only the state of these syncs (those sending the subject's type; None:
+        all); `consent`: False leaves the ledger alone (it keys another subject type)."""
         counts: dict[str, int] = {}
+        only = "" if syncs is None else f" AND sync IN ({','.join('?' * len(syncs))})"
         with self._secure(), self._tx() as db:
-            ledger = db.execute(
-                "SELECT seq, evidence FROM consent_ledger WHERE subject = ?", (subject,)
-            ).fetchall()
+            ledger = (
+                db.execute(
+                    "SELECT seq, evidence FROM consent_ledger WHERE subject = ?", (subject,)
+                ).fetchall()
+                if consent
+                else []
+            )
             db.executemany(
                 "UPDATE consent_ledger SET subject = ?, evidence = ? WHERE seq = ?",
                 [(pseudonym, digest(str(evidence)), seq) for seq, evidence in ledger],
@@ -71,8 +85,10 @@ class SqliteErasureMixin:
                 str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
             for table in SYNC_SUBJECT_TABLES:
-                if table in present:
-                    cursor = db.execute(f"DELETE FROM {table} WHERE subject = ?", (subject,))
+                if table in present and (syncs is None or syncs):
+                    cursor = db.execute(
+                        f"DELETE FROM {table} WHERE subject = ?{only}", (subject, *(syncs or ()))
+                    )
                     counts[table] = int(cursor.rowcount)
         return counts
 
