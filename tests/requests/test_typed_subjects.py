@@ -155,3 +155,77 @@ def test_the_http_subject_api_takes_the_type_and_a_lookup(typed_shop: Path) -> N
             assert gone.json()["subject_type"] == "employee"
         assert _count(platform, 'raw."customers"', "customer_id", "12") == 1
         assert _count(platform, 'raw."employees"', "employee_id", "12") == 0
+
+
+def test_a_bare_subject_column_is_ambiguous_with_several_types(tmp_path: Path) -> None:
+    from tidegate.errors import ConfigError
+    from tidegate.project.loader import load_project
+
+    from .conftest import typedshop
+
+    root = typedshop.write_typed_project(tmp_path / "typed")
+    source = root / "sources" / "employees.yml"
+    source.write_text(
+        source.read_text().replace(
+            "subject: {column: employee_id, type: employee}", "subject: employee_id"
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_project(root)
+    message = str(caught.value)
+    assert "sources/employees.yml:6" in message
+    assert "customer, employee" in message
+    # one type marked default makes the short form mean it again
+    policy = root / "policies" / "policy.yml"
+    policy.write_text(
+        policy.read_text().replace(
+            "    lookup: [email]\npurposes", "    lookup: [email]\n    default: true\npurposes"
+        )
+    )
+    assert load_project(root).sources["employees"].subject_type == "employee"
+
+
+def test_an_unknown_type_or_lookup_column_is_a_config_error(tmp_path: Path) -> None:
+    from tidegate.errors import ConfigError
+    from tidegate.project.loader import load_project
+
+    from .conftest import typedshop
+
+    root = typedshop.write_typed_project(tmp_path / "typed")
+    product = root / "products" / "customer_profile.yml"
+    product.write_text(product.read_text().replace("type: customer}", "type: client}"))
+    policy = root / "policies" / "policy.yml"
+    policy.write_text(
+        policy.read_text().replace("lookup: [email]\n  employee", "lookup: [phone]\n  employee")
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_project(root)
+    message = str(caught.value)
+    assert "unknown subject type 'client'" in message
+    assert "products/customer_profile.yml" in message
+
+
+def test_projects_without_types_keep_their_tombstones(tmp_path: Path) -> None:
+    """The default type hashes as before types existed: erasures made then still hold."""
+    from tidegate.privacy.tombstones import subject_hash, tombstones_of
+
+    with Platform.open(Path(typed_shop_untyped(tmp_path))) as platform:
+        tombstones = tombstones_of(platform)
+        assert tombstones.default_type == "subject"
+        assert tombstones.hash("12") == subject_hash(tombstones.key, "12")
+        assert tombstones.hash("12", "subject") == subject_hash(tombstones.key, "12")
+
+
+def typed_shop_untyped(tmp_path: Path) -> Path:
+    from .conftest import typedshop
+
+    root: Path = typedshop.write_typed_project(tmp_path / "untyped")
+    policy = root / "policies" / "policy.yml"
+    text = policy.read_text()
+    policy.write_text(text[text.index("purposes:") :])
+    for path in [*(root / "sources").glob("*.yml"), *(root / "products").glob("*.yml")]:
+        body = path.read_text()
+        for kind in ("customer", "employee"):
+            body = body.replace(f", type: {kind}}}", "}")
+        path.write_text(body)
+    return root
