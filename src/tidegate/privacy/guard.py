@@ -60,6 +60,8 @@ class AccessPlan:
     columns: tuple[ColumnPlan, ...]
     row_filter: RowFilter | None
     hash_key: HashKey = field(repr=False)
+    #: the kind of person `subject_column` identifies (project/subjects.py)
+    subject_type: str | None = None
 
     @property
     def visible_columns(self) -> list[ColumnPlan]:
@@ -268,6 +270,7 @@ class Guard:
             columns=columns,
             row_filter=row_filter,
             hash_key=self.hash_key(purpose),
+            subject_type=product.subject_type,
         )
 
     def hash_key(self, purpose: str) -> HashKey:

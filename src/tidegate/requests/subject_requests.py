@@ -205,12 +205,16 @@ def _access(platform: Platform, subject: str, kind: str, principal: str) -> dict
     result["consent"] = _consent(platform, subject, kind)
     redactor = Redactor([subject], "")
     platform.audit.flush()
+    carried = set(platform.audit.subject_seqs(subject, kind))  # every sync, export, read
     result["audit"] = [
-        {"seq": stored.seq, **AuditRecord.readable(stored.body).__dict__}
+        {"seq": stored.seq, **AuditRecord.readable(stored.body).as_json()}
         for stored in platform.meta.audit_records()
-        if redactor.mentions(stored.body)
-        and _names(redactor, stored.body)
-        and of_type(platform, stored.body, kind)
+        if stored.seq in carried
+        or (
+            redactor.mentions(stored.body)
+            and _names(redactor, stored.body)
+            and of_type(platform, stored.body, kind)
+        )
     ]
     counts = {
         "warehouse_rows": sum(len(r) for r in found.rows.values()) if found else None,
@@ -225,6 +229,7 @@ def _access(platform: Platform, subject: str, kind: str, principal: str) -> dict
             action=ACCESS_ACTION,
             principal=principal,
             subjects=(subject,),
+            subject_type=kind,
             detail={"subject": subject, "subject_type": kind, "counts": counts},
         )
     )
@@ -677,6 +682,16 @@ def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None
             )
 
 
+def _redact_carried(platform: Platform, redaction: SubjectRedaction, kind: str) -> int:
+    """The subject's entries in `audit_subjects`: of its type, and untyped ones (records
+    written before types, or naming none) where the type is the default one."""
+    meta = platform.meta
+    changed = meta.redact_audit_subjects(redaction.subject, kind, redaction.token)
+    if keys_consent(platform, kind):  # the default type (or no default): untyped entries
+        changed += meta.redact_audit_subjects(redaction.subject, "", redaction.token)
+    return changed
+
+
 def _audit_and_redact(
     platform: Platform,
     store: ErasureStore,
@@ -693,6 +708,19 @@ def _audit_and_redact(
         if redaction.mentions(r.body) and of_type(platform, r.body, kind)
     )
     bodies = redactions_for(records, redaction)
+    carried = _redact_carried(platform, redaction, kind)
+    report.systems.append(
+        SystemResult(
+            "audit_log",
+            "metadata: audit_subjects",
+            "removed" if carried else "none",
+            carried,
+            note="the subject's id in the full subject lists of syncs, exports and reads "
+            "replaced by the pseudonym"
+            if carried
+            else "",
+        )
+    )
     report.systems.append(
         SystemResult(
             "audit_log",

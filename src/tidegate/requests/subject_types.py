@@ -62,6 +62,8 @@ def of_type(platform: Platform, body: str, kind: str) -> bool:
     of a product (syncs, reads, exports) are about its subject type; records of requests
     name their type (records without one are of the default type)."""
     record = AuditRecord.readable(body)
+    if record.subject_type is not None:
+        return record.subject_type == kind
     product = platform.project.products.get(record.product or "")
     if product is not None and product.subject_type is not None:
         return product.subject_type == kind

@@ -427,6 +427,8 @@ def _remove(
                 rows=len(chunk),
                 subjects=tuple(subjects[:SUBJECT_SAMPLE]),
                 subject_count=len(subjects),
+                subject_type=plan.subject_type,
+                carried=tuple(subjects),
                 outcome="removed" if can_delete else "suppressed",
                 detail={
                     "sync": name,
@@ -457,6 +459,8 @@ def _audit_run(
             rows=report.added + report.changed,
             subjects=tuple(subjects),
             subject_count=subject_count,
+            subject_type=plan.subject_type,
+            carried=sent_subjects.everyone(),
             outcome="allowed" if not report.run_error else "failed",
             detail={
                 "sync": cfg.name,
