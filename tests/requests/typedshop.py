@@ -25,6 +25,9 @@ roles:
   dpo:
     purposes: [support]
     subject_requests: true
+treatments:
+  "*":
+    user: clear
 """
 
 CUSTOMERS = """
