@@ -229,3 +229,48 @@ def typed_shop_untyped(tmp_path: Path) -> Path:
             body = body.replace(f", type: {kind}}}", "}")
         path.write_text(body)
     return root
+
+
+def test_consent_of_a_customer_does_not_let_the_employee_with_that_id_out(
+    typed_shop: Path,
+) -> None:
+    """The consent ledger is keyed by id and holds the default type's choices: customer
+    3's newsletter grant must not admit employee 3's rows to a consent purpose."""
+    import time
+
+    from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
+    from tidegate.privacy.guard import AccessContext, guard_of
+
+    policy = typed_shop / "policies" / "policy.yml"
+    policy.write_text(
+        policy.read_text()
+        .replace(
+            "    lookup: [email]\n  employee", "    lookup: [email]\n    default: true\n  employee"
+        )
+        .replace(
+            "purposes:\n  support:",
+            "purposes:\n  newsletter:\n    legal_basis: consent\n  support:",
+        )
+    )
+    for product in ("customer_profile", "employee_directory"):
+        path = typed_shop / "products" / f"{product}.yml"
+        path.write_text(
+            path.read_text().replace("purposes: [support]", "purposes: [support, newsletter]")
+        )
+    with Platform.open(typed_shop) as platform:
+        consent_ledger_of(platform).record(
+            [ConsentEvent("3", "newsletter", "grant", time.time(), "form")]
+        )
+        guard = guard_of(platform)
+        context = AccessContext(principal="t", roles=(), purpose="newsletter")
+        customers = guard.plan(context, "customer_profile", check_roles=False)
+        employees = guard.plan(context, "employee_directory", check_roles=False)
+        assert customers.admits({"customer_id": 3})
+        assert not employees.admits({"employee_id": 3})
+        support = AccessContext(principal="t", roles=(), purpose="support")
+        assert guard.plan(support, "employee_directory", check_roles=False).admits(
+            {"employee_id": 3}
+        )
+        package = access(platform, "3", "dpo", subject_type="employee")
+        assert package["consent"]["history"] == []
+        assert access(platform, "3", "dpo", subject_type="customer")["consent"]["history"]

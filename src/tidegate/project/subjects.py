@@ -115,6 +115,13 @@ def _entries(project: Project) -> list[Source | Product]:
     return [*project.sources.values(), *project.products.values()]
 
 
+def consent_subject_type(project: Project) -> str | None:
+    """The subject type whose choices the consent ledger holds: it is keyed by id alone,
+    so it holds one kind of person's, the default type's. None: several types and no
+    default, so no type's rows may rely on a recorded choice (mark one `default: true`)."""
+    return default_subject_type(project)
+
+
 def resolve_subject_types(project: Project) -> list[Problem]:
     """Give every source and product with a subject column its subject type; each
     unknown or ambiguous type is a problem at the entry's `subject` line."""

@@ -91,7 +91,13 @@ from tidegate.requests.subject_data import (
     plain,
     quote,
 )
-from tidegate.requests.subject_types import keys_consent, of_type, resolve, syncs_of_type
+from tidegate.requests.subject_types import (
+    keys_consent,
+    may_name,
+    of_type,
+    resolve,
+    syncs_of_type,
+)
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -390,7 +396,7 @@ def _erase(
         token,
         _evidence_digest,
         syncs=syncs_of_type(platform, kind),
-        consent=keys_consent(platform, kind),
+        consent=may_name(platform, kind),
     )
     state = sum(n for t, n in rows.items() if t != "consent_ledger")
     systems.append(
@@ -687,7 +693,7 @@ def _redact_carried(platform: Platform, redaction: SubjectRedaction, kind: str) 
     written before types, or naming none) where the type is the default one."""
     meta = platform.meta
     changed = meta.redact_audit_subjects(redaction.subject, kind, redaction.token)
-    if keys_consent(platform, kind):  # the default type (or no default): untyped entries
+    if may_name(platform, kind):  # the default type (or no default): untyped entries
         changed += meta.redact_audit_subjects(redaction.subject, "", redaction.token)
     return changed
 

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from tidegate.audit.log import AuditRecord
 from tidegate.errors import BadRequestError, NotFoundError
-from tidegate.project.subjects import default_subject_type, lookup_columns, request_type
+from tidegate.project.subjects import (
+    consent_subject_type,
+    default_subject_type,
+    lookup_columns,
+    request_type,
+)
 from tidegate.requests.subject_data import find_by_lookup
 
 if TYPE_CHECKING:
@@ -76,9 +81,15 @@ def of_type(platform: Platform, body: str, kind: str) -> bool:
 
 def keys_consent(platform: Platform, kind: str) -> bool:
     """Whether the consent ledger's subject ids are of `kind`: the ledger is keyed by id
-    alone and holds the default type's choices (with no default type it cannot tell)."""
-    default = default_subject_type(platform.project)
-    return default is None or default == kind
+    alone and holds the default type's choices (`consent_subject_type`)."""
+    return consent_subject_type(platform.project) == kind
+
+
+def may_name(platform: Platform, kind: str) -> bool:
+    """Whether untyped entries (the consent ledger, records naming no type) may be about
+    a subject of `kind`: yes for the default type, and, with no default type, for every
+    type (an erasure then clears them rather than leave an id that may be the person's)."""
+    return consent_subject_type(platform.project) in (None, kind)
 
 
 def syncs_of_type(platform: Platform, kind: str) -> list[str]:
