@@ -92,6 +92,23 @@ streamshop = _load_module(
 )
 
 
+own_pg = _load_module(
+    "tidegate_tests_own_postgres", Path(__file__).parent / "services" / "own_postgres.py"
+)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Any]:
+    """A PostgreSQL of this test alone (tests/services/own_postgres.py), started; removed
+    afterwards. Stop or restart it freely: the shared server is not touched."""
+    server = own_pg.OwnPostgres()
+    try:
+        server.pg_ctl("start")
+        yield server
+    finally:
+        server.remove()
+
+
 @pytest.fixture
 def stream_project(tmp_path: Path) -> Path:
     """The small stream project (tests/ingest/streamshop.py), not built yet."""

@@ -129,8 +129,10 @@ def create_app(platform: Platform) -> ASGIApp:
             max_age=600,
         )
     from tidegate.observe.metrics import instrument
+    from tidegate.products.slo import slo_report
 
-    app = instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+    # GET /metrics (Prometheus) and request timing
+    app = instrument(app, platform, lambda: slo_report(platform))
     if settings.metrics_roles:
         app = _metrics_gate(app, serving, frozenset(settings.metrics_roles))
     guests = settings.unauthenticated_rate_limit

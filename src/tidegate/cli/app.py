@@ -27,6 +27,7 @@ from tidegate.cli import (
     commands_privacy,
     commands_project,
     commands_requests,
+    commands_status,
     commands_stream,
 )
 from tidegate.console import errors
@@ -81,6 +82,7 @@ commands_privacy.register(app)
 commands_governance.register(app)
 commands_requests.register(app)
 commands_stream.register(app)
+commands_status.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

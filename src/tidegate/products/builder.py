@@ -20,6 +20,7 @@ from tidegate.observe.hooks import BuildObserver
 from tidegate.platform import Platform
 from tidegate.privacy.tombstones import ensure_purged, purge_erased
 from tidegate.project.models import FileSource
+from tidegate.project.project import is_stream, stream_sources
 from tidegate.store.sources import file_select, read_table_source
 from tidegate.store.warehouse import PRODUCTS, version_table
 
@@ -44,11 +45,11 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
     loaded: dict[str, int] = {}
     for name in names or list(project.sources):
         source = project.sources[name]
-        if source.config.type == "stream":  # kept current by the stream worker, not loaded
+        if is_stream(source.config):  # kept current by the stream worker, not loaded
             from tidegate.ingest.raw import ensure_stream_table
 
             with platform.warehouse.cursor() as cur:
-                loaded[name] = ensure_stream_table(cur, source.config)
+                loaded[name] = ensure_stream_table(cur, stream_sources(project)[name])
             continue
         if isinstance(source.config, FileSource):
             rows = platform.warehouse.load_source_sql(name, file_select(project, source))

@@ -345,17 +345,59 @@ class SqliteTableSource(_SourceBase):
 
 
 class PostgresTableSource(_SourceBase):
+    """A PostgreSQL table: read whole by `tidegate build`, or, with `cdc: logical`,
+    captured by the runtime (a consistent snapshot, then every insert, update, delete and
+    truncate through a logical replication slot) onto a topic of the event log, where it
+    takes the same path as a Debezium topic."""
+
     type: Literal["postgres"]
     dsn: str | None = None
     dsn_env: str | None = Field(default=None, description="environment variable holding the DSN")
     table: str
     schema_name: str = Field(default="public", alias="schema")
+    cdc: Literal["logical"] | None = Field(
+        default=None,
+        description="`logical`: change data capture by logical decoding (wal2json) under"
+        " `tidegate run`; the source then needs `key`, the table's primary key",
+    )
+    slot: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="cdc: the replication slot (default: tidegate_<project>_<source>)",
+    )
+    topic: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="cdc: the event-log topic changes go to (default: the source name)",
+    )
+    plugin: Literal["pgoutput", "wal2json"] = Field(
+        default="pgoutput",
+        description="cdc: the logical decoding plugin (pgoutput is built into PostgreSQL)",
+    )
+    publication: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="cdc with pgoutput: the publication (created for the table unless it"
+        " exists; default: the slot's name)",
+    )
 
     @model_validator(mode="after")
     def _one_dsn(self) -> PostgresTableSource:
         if bool(self.dsn) == bool(self.dsn_env):
             raise ValueError("give exactly one of dsn or dsn_env")
+        if self.cdc is None:
+            for option in ("slot", "topic", "publication"):
+                if getattr(self, option) is not None:
+                    raise FieldError(option, f"`{option}` needs `cdc: logical`")
+        elif self.key is None:
+            raise FieldError("key", "a cdc source needs `key`: the table's primary key")
         return self
+
+    def resolved_dsn(self) -> str | None:
+        """The DSN, from the config or its environment variable (None when unset)."""
+        import os
+
+        return self.dsn or os.environ.get(self.dsn_env or "") or None
 
 
 class StreamSource(_SourceBase):

@@ -662,15 +662,18 @@ def _redact_observations(
 
 
 def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None:
+    from tidegate.project.project import stream_sources
+
+    streams = stream_sources(platform.project)
     for name, source in sorted(platform.project.sources.items()):
         config = source.config
         if not getattr(config, "subject", None):
             continue
-        if config.type == "stream":
+        if name in streams:
             systems.append(
                 SystemResult(
                     "event_log",
-                    f"topic {config.topic_name}",
+                    f"topic {streams[name].topic_name}",
                     "retained",
                     note="events already logged stay until the topic's retention; the "
                     "worker drops them if delivered again (tombstone)",

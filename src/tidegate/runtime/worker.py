@@ -377,12 +377,14 @@ def run_worker(
 
     A log that goes away (a Kafka broker restarting) does not stop the worker: a batch
     that could not be applied or published is retried, after `recover()` published what
-    the failed attempt left waiting, until the log answers again; offsets that could not
+    the failed attempt left waiting, until the log answers again; PostgreSQL CDC sources
+    are captured onto their topics by a thread beside it (`runtime/cdc.py`); offsets that could not
     be committed are committed with the next batch (until then, a restart redelivers the
     records and the applied-offset table skips them).
 
     The consumer joins with a stable `instance_id` (default: `worker_instance_id`), so a
     worker restarted after a crash takes its partitions back at once."""
+    from tidegate.runtime.cdc import CdcCapture
     from tidegate.runtime.scheduler import Scheduler
 
     with platform.writer_lock:
@@ -396,6 +398,9 @@ def run_worker(
     scheduler = (
         Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
     )
+    capture_stop = threading.Event()
+    capture = CdcCapture(platform, capture_stop)  # PostgreSQL CDC sources onto their topics
+    capture.start()
     consumer = worker.intake.log.consumer(
         group,
         worker.topics,
@@ -423,6 +428,8 @@ def run_worker(
                 except ServiceUnavailableError as err:
                     log.warning("scheduler: %s; trying again at the next tick", err.message)
     finally:
+        capture_stop.set()
+        capture.join()
         consumer.close()
         worker.close()
 
