@@ -72,9 +72,13 @@ def stage_openapi() -> dict[str, Any]:
     return {"paths": paths, "components": {"schemas": openapi_schemas()}}
 
 
-def _lifespan(serving: Serving) -> Any:
+def _lifespan(serving: Serving, platform: Platform) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        from tidegate.privacy.policy_reload import reloader_of
+
+        # every serving replica polls policies/ and applies a valid edit by itself
+        reloader_of(platform).start()
         yield
         await serving.limiter.aclose()  # the shared limiter's client lives on this loop
         serving.close()
@@ -109,7 +113,7 @@ def create_app(platform: Platform) -> ASGIApp:
             HTTPException: http_error,
             Exception: crash,
         },
-        lifespan=_lifespan(serving),
+        lifespan=_lifespan(serving, platform),
     )
     settings = project.config.serve
     app: ASGIApp = Hardening(

@@ -33,6 +33,7 @@ from tidegate.cli import (
 from tidegate.console import errors
 from tidegate.errors import ConfigError, TidegateError
 from tidegate.extras import MissingExtraError
+from tidegate.timestamps import format_timestamp
 
 app = typer.Typer(
     name="tidegate",
@@ -85,13 +86,21 @@ commands_stream.register(app)
 commands_status.register(app)
 
 
+class _LogFormatter(logging.Formatter):
+    """Log lines carry the one timestamp format people see everywhere (`timestamps.py`)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return str(format_timestamp(record.created))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a command line; `argv` None is this process's own (`sys.argv`), which a live
     runtime of the project may run instead (`cli/forward.py`); a runtime running a command
     for the CLI passes the line it was handed."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=os.environ.get("TIDEGATE_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=os.environ.get("TIDEGATE_LOG_LEVEL", "WARNING").upper(), handlers=[handler]
     )
     if argv is None:
         from tidegate.cli.forward import forward_to_runtime

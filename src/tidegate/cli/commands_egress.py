@@ -11,6 +11,7 @@ import typer
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError
+from tidegate.timestamps import format_timestamp, timestamp_text
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -52,7 +53,7 @@ def serve(
 def _when(at: float | None) -> str:
     if not at:
         return ""
-    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return timestamp_text(at, "")
 
 
 def _known(platform: Platform, name: str) -> Any:
@@ -168,7 +169,7 @@ def sync_status(
                 if last
                 else dt.datetime.now(dt.UTC)
             )
-            status["next_run"] = next_fire(cfg.schedule, after).isoformat()
+            status["next_run"] = format_timestamp(next_fire(cfg.schedule, after))
     if json_output:
         print_json(status)
         return

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
 from tidegate.errors import ServiceUnavailableError, TidegateError
+from tidegate.timestamps import timestamp_text
 
 cdc_app = typer.Typer(
     help="PostgreSQL change data capture: replication slots of `cdc: logical` sources.",
@@ -30,9 +30,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return timestamp_text(timestamp)
 
 
 def _seconds(value: float | None) -> str:
@@ -94,9 +92,12 @@ def status(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per product: mode, lag against its freshness SLO, SLO compliance over the last
-    hour/day/week, breaches; CDC slots and their lag; dead letters."""
+    hour/day/week, breaches; CDC slots and their lag; dead letters; the fields events
+    carried beyond their source's columns (`unknown_fields`)."""
+    from tidegate.ingest.unknown import unknown_field_totals
     from tidegate.platform import Platform
     from tidegate.products.slo import compliance, slo_states, slot_states
+    from tidegate.project.project import stream_sources
 
     with Platform.open(project_dir) as platform:
         now = time.time()
@@ -105,6 +106,16 @@ def status(
         seen = platform.meta.freshness.all()
         slots = slot_states(platform)
         dead_counts = platform.meta.dead_letters.counts_by_source()
+        streams = stream_sources(platform.project)
+        unknown = unknown_field_totals(platform.meta.observations, streams)
+    unknown_json = {
+        source: {
+            "policy": streams[source].unknown_fields,
+            "events": fields.get("", 0),
+            "fields": {f: n for f, n in sorted(fields.items()) if f},
+        }
+        for source, fields in sorted(unknown.items())
+    }
     rows: list[dict[str, Any]] = []
     for state in states:
         known = seen.get(state.product)
@@ -137,7 +148,14 @@ def status(
         for s in slots
     ]
     if json_output:
-        print_json({"products": rows, "cdc": cdc, "dead_letters": dead_counts})
+        print_json(
+            {
+                "products": rows,
+                "cdc": cdc,
+                "dead_letters": dead_counts,
+                "unknown_fields": unknown_json,
+            }
+        )
         return
     _print_products(rows, states)
     if cdc:
@@ -164,6 +182,13 @@ def status(
             "dead letters: "
             + ", ".join(f"{source} {count}" for source, count in dead_counts.items())
             + " (tidegate dlq list)"
+        )
+    for source, fields in sorted(unknown.items()):
+        verb = {"drop": "dropped", "keep": "kept in the log"}.get(streams[source].unknown_fields)
+        named = ", ".join(f"{f} {n}" for f, n in sorted(fields.items()) if f)
+        console.print(
+            f"unknown fields in {source}: {fields.get('', 0)} events ({named}), {verb}",
+            markup=False,
         )
 
 

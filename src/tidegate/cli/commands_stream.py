@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
+from tidegate.timestamps import timestamp_text
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return timestamp_text(timestamp)
 
 
 def _seconds(value: float | None) -> str:
@@ -61,7 +61,7 @@ def _ensure_built(platform: Platform) -> None:
 def _holding(platform: Platform) -> Iterator[None]:
     """Hold the project as its runtime: wait (as a standby, for as long as it takes) until
     this process holds the warehouse, then answer CLI commands on the admin socket
-    (`runtime/control.py`) until the block ends."""
+    (`runtime/control.py`) and watch `policies/` for edits until the block ends."""
     from tidegate.cli.app import main
     from tidegate.cli.forward import executor
     from tidegate.runtime.control import AdminServer, install_thread_streams
@@ -72,8 +72,11 @@ def _holding(platform: Platform) -> Iterator[None]:
     )
     _ = platform.warehouse
     install_thread_streams()
+    from tidegate.privacy.policy_reload import reloader_of
+
     server = AdminServer(platform.state_dir, executor(platform, main), platform.writer_lock)
     server.start()
+    reloader_of(platform).start()  # policies/ edits apply live (`tidegate reload` at once)
     try:
         yield
     finally:

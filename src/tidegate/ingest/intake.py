@@ -17,10 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from tidegate.errors import UnknownSourceError
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
+from tidegate.ingest.unknown import UnknownFieldCounter
 from tidegate.ingest.validate import Change, EventSchema, Invalid
 from tidegate.log.base import EventLog, Message, Record
+from tidegate.meta.parts import ObservationStore
 from tidegate.project.project import Project, stream_sources
 
 if TYPE_CHECKING:
@@ -34,16 +38,35 @@ CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
 class IntakeResult:
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: the source's `unknown_fields` policy, and what accepted events carried beyond it
+    unknown_policy: str = "drop"
+    unknown_events: int = 0
+    unknown_fields: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "rejected": self.rejected}
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "unknown_fields": {
+                "policy": self.unknown_policy,
+                "events": self.unknown_events,
+                "fields": dict(sorted(self.unknown_fields.items())),
+            },
+        }
 
 
 class Intake:
-    def __init__(self, project: Project, event_log: EventLog, dead: DeadLetterStore) -> None:
+    def __init__(
+        self,
+        project: Project,
+        event_log: EventLog,
+        dead: DeadLetterStore,
+        observations: ObservationStore | None = None,
+    ) -> None:
         self.project = project
         self.log = event_log
         self.dead = dead
+        self.unknown = UnknownFieldCounter(observations)
         self.schemas = {name: EventSchema(c) for name, c in stream_sources(project).items()}
         self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
         for schema in self.schemas.values():
@@ -73,7 +96,7 @@ class Intake:
     ) -> IntakeResult:
         """Check `events` (parsed JSON values, or bytes when `raw`); log the valid ones."""
         schema = self.schema(source)
-        result = IntakeResult()
+        result = IntakeResult(unknown_policy=schema.config.unknown_fields)
         messages: list[Message] = []
         letters: list[DeadLetter] = []
         now = time.time()
@@ -91,10 +114,18 @@ class Intake:
                 result.rejected.append({"index": index, "reason": reason})
                 letters.append(DeadLetter(source, reason, payload, via, at=now))
                 continue
+            if change.unknown:
+                result.unknown_events += 1
+                for name in change.unknown:
+                    result.unknown_fields[name] = result.unknown_fields.get(name, 0) + 1
+                self.unknown.count(source, change.unknown)
+                if schema.config.unknown_fields == "drop" and schema.config.format == "json":
+                    payload = _without(event if not raw else orjson.loads(payload), schema)
             messages.append(Message(_partition_key(schema, change), payload, _headers(source)))
         if messages:
             self.log.append(schema.config.topic_name, messages)
         self.dead.add(letters)
+        self.unknown.flush()
         result.accepted = len(messages)
         return result
 
@@ -108,7 +139,12 @@ class Intake:
                 # before it did the work, so there is nothing to apply.
                 return Change(schemas[0].name, "tombstone", {})
             schema = self._pick(record, schemas)
-            return schema.parse(record.value, record.key)
+            change = schema.parse(record.value, record.key)
+            if change.unknown and record.header(SOURCE_HEADER) is None:
+                # written to the topic directly (Kafka producers, Debezium): counted here;
+                # events that came through `submit` were counted there
+                self.unknown.count(change.source, change.unknown)
+            return change
         except Invalid as err:
             name = schemas[0].name if len(schemas) == 1 else _header_source(record, record.topic)
             return DeadLetter(
@@ -137,6 +173,11 @@ class Intake:
             if schema.config.table == table:
                 return schema
         raise Invalid(f"Debezium event for unknown table {table!r} on topic {record.topic!r}")
+
+
+def _without(event: Any, schema: EventSchema) -> bytes:
+    """The event as logged under `unknown_fields: drop`: only its declared fields."""
+    return _dumps({k: v for k, v in event.items() if k in schema.names})
 
 
 def _dumps(event: Any) -> bytes:
@@ -199,7 +240,7 @@ def open_intake(project: Project) -> Intake:
 
     event_log = open_event_log(project.config.backends.log, project.root)
     meta = open_metadata(project.config.backends.metadata, project.root)
-    return Intake(project, event_log, owning(meta.dead_letters, meta))
+    return Intake(project, event_log, owning(meta.dead_letters, meta), meta.observations)
 
 
 @dataclass

@@ -219,6 +219,27 @@ class PlatformCollector:
                 pass
         yield records
         yield lag
+        yield self._unknown_fields()
+
+    def _unknown_fields(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        from tidegate.ingest.unknown import unknown_field_totals
+        from tidegate.project.project import stream_sources
+
+        unknown = CounterMetricFamily(
+            "tidegate_ingest_unknown_fields",
+            "Accepted events carrying a field their source does not declare, by field "
+            '(field="" counts events), under the source\'s unknown_fields policy',
+            labels=["source", "field", "policy"],
+        )
+        streams = stream_sources(self.platform.project)
+        totals = unknown_field_totals(self.platform.meta.observations, streams)
+        for source, fields in sorted(totals.items()):
+            policy = streams[source].unknown_fields
+            for name, count in sorted(fields.items()):
+                unknown.add_metric([source, name, policy], count)
+        return unknown
 
 
 ENTITY = re.compile(r"^/v1/products/[^/]+/entities/[^/]+$")

@@ -99,6 +99,11 @@ class Platform:
             self._loans -= 1
 
     @property
+    def lent(self) -> bool:
+        """Whether this Platform is a runtime's, lent to a command run for the CLI."""
+        return self._loans > 0
+
+    @property
     def state_dir(self) -> Path:
         return self.project.root / STATE_DIR
 

@@ -22,6 +22,7 @@ from tidegate.project.models import (
     SourceConfig,
     SyncConfig,
 )
+from tidegate.project.policies import policy_digest
 from tidegate.project.project import Policy, Product, Project, Source, Sync
 from tidegate.project.subjects import resolve_subject_types
 from tidegate.project.suggest import unknown_key_message
@@ -80,6 +81,7 @@ def load_project(root: str | Path, *, check: bool = True) -> Project:
         if policy_file is not None:
             policy_files.append((policy_file, doc))
     project.policy = Policy.merge(policy_files, problems)
+    project.policy.digest = policy_digest(root)
     problems.extend(resolve_subject_types(project))
     for path in _yaml_files(root / "syncs"):
         doc = reader.read(path)

@@ -418,6 +418,15 @@ class StreamSource(_SourceBase):
     drop_folder: str | None = Field(
         default=None, description="JSON lines / CSV files put here are ingested, then moved"
     )
+    unknown_fields: Literal["reject", "keep", "drop"] = Field(
+        default="drop",
+        description=(
+            "fields an event has beyond `columns`: reject the event (dead letter, with the "
+            "fields named), keep them in the event log as sent, or drop them (a JSON event "
+            "is logged without them); never stored in raw tables, counted either way "
+            "(ingest answer, /metrics, status)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _stream_columns(self) -> StreamSource:

@@ -93,6 +93,8 @@ class Policy:
     treatments: dict[str, dict[str, TreatmentSpec]] = field(default_factory=dict)
     default_treatment: TreatmentSpec = FALLBACK_TREATMENT
     tcf: TcfPolicy = field(default_factory=TcfPolicy)
+    #: `sha256:` of the policy files it was read from (`project/policies.py`)
+    digest: str = ""
     #: (kind, name) -> (doc, yaml path) for error messages in cross-file checks
     origins: dict[tuple[str, str], tuple[LocatedDocument, tuple[str | int, ...]]] = field(
         default_factory=dict

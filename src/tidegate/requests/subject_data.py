@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
 from tidegate.project.project import Project
 from tidegate.store.warehouse import BUILDS, RAW
+from tidegate.timestamps import format_timestamp
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -44,8 +45,11 @@ def quote(name: str) -> str:
 
 
 def plain(value: Any) -> Any:
-    """A value as JSON can hold it (dates as ISO text)."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
+    """A value as JSON can hold it (times as ISO 8601 in UTC, `timestamps.py`; dates as
+    ISO dates)."""
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
+    if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return float(value)

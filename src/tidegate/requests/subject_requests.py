@@ -98,6 +98,7 @@ from tidegate.requests.subject_types import (
     resolve,
     syncs_of_type,
 )
+from tidegate.timestamps import format_timestamp
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -134,16 +135,24 @@ class ErasureReport:
         return all(s.status not in {"pending", "failed"} for s in self.systems)
 
     def as_json(self) -> dict[str, Any]:
+        """The report as the API and `--json` give it (times in ISO 8601, UTC)."""
+        report: dict[str, Any] = readable_times(
+            {
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "systems": [asdict(s) for s in self.systems],
+            }
+        )
         return {
             "request_id": self.request_id,
             "subject_type": self.subject_type,
             "subject_hash": self.subject_hash,
             "principal": self.principal,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
+            "started_at": report["started_at"],
+            "finished_at": report["finished_at"],
             "complete": self.complete,
             "audit_seq": self.audit_seq,
-            "systems": [asdict(s) for s in self.systems],
+            "systems": report["systems"],
         }
 
 
@@ -222,6 +231,7 @@ def _access(platform: Platform, subject: str, kind: str, principal: str) -> dict
             and of_type(platform, stored.body, kind)
         )
     ]
+    result = readable_times(result)
     counts = {
         "warehouse_rows": sum(len(r) for r in found.rows.values()) if found else None,
         "online_rows": sum(len(r) for r in result["online_store"].values()),
@@ -335,6 +345,23 @@ def _dead_letters(platform: Platform, subject: str, kind: str) -> list[dict[str,
     dead = platform.meta.dead_letters
     letters = dead_letters_of(dead, platform.project, subject, kind)
     return [letter_json(letter) for letter in letters]
+
+
+def readable_times(value: Any) -> Any:
+    """The access package with every recorded time (`at`, `*_at`: epoch seconds) as ISO 8601
+    in UTC (`timestamps.py`): it is read by the person it is about, not by a program."""
+    if isinstance(value, dict):
+        return {
+            k: format_timestamp(v)
+            if (k == "at" or k.endswith("_at"))
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+            else readable_times(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [readable_times(v) for v in value]
+    return value
 
 
 def _consent(platform: Platform, subject: str, kind: str) -> dict[str, Any]:

@@ -162,6 +162,7 @@ class StreamWorker:
             else:
                 changes[decoded.source].append(decoded)
         self.intake.dead.add(letters)
+        self.intake.unknown.flush()
         report.dead = len(letters)
         report.applied = len(fresh) - len(letters) - report.erased
         applied = {

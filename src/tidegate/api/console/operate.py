@@ -19,6 +19,7 @@ from tidegate.api.console.core import Page
 from tidegate.errors import BadRequestError, NotFoundError, TidegateError
 from tidegate.project.project import stream_sources
 from tidegate.project.subjects import subject_types
+from tidegate.timestamps import format_timestamp
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{8,32}$")
 AUDIT_LIMIT = 200
@@ -35,7 +36,7 @@ def _next_run(schedule: str | None, last: dict[str, Any] | None) -> str | None:
     after = (
         dt.datetime.fromtimestamp(last["started_at"], dt.UTC) if last else dt.datetime.now(dt.UTC)
     )
-    return next_fire(schedule, after).strftime("%Y-%m-%d %H:%M UTC")
+    return str(format_timestamp(next_fire(schedule, after)))
 
 
 def syncs(page: Page) -> Response:
