@@ -153,3 +153,15 @@ def demo_copy(demo_dir: Path, tmp_path: Path) -> Path:
     target = tmp_path / "shop"
     shutil.copytree(demo_dir, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local SparkSession (`local[2]`) for the whole run: the JVM starts once, and
+    every Spark test and SparkWarehouse of the session shares it."""
+    from tidegate.project.models import SparkStoreConfig
+    from tidegate.store.spark.session import spark_session, stop_spark
+
+    session = spark_session(SparkStoreConfig(type="spark"))
+    yield session
+    stop_spark()

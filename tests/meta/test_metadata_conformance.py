@@ -508,11 +508,24 @@ def test_erasure(store: MetadataStore) -> None:
     assert [(s, h) for s, h, _ in store.tombstones()] == [(1, "h1")]
     store.append_consent([consent("42"), consent("7")])
     store.checkpoint_sync("s", suppressed=[SyncedRow("42", "", "42")])
+    now = time.time()
+    store.checkpoint_sync(
+        "s",
+        errors=[  # one by subject; one whose subject was not recorded, quoting the email
+            SyncRowError("k1", "42", "h", "refused", now, now, 1),
+            SyncRowError("k2", None, "h", "duplicate (email)=(p42@example.org)", now, now, 1),
+            SyncRowError("k3", None, "h", "duplicate (email)=(p7@example.org)", now, now, 1),
+        ],
+    )
     token = store.change_token()
     with store.erasing():
-        counts = store.erase_subject_rows("42", "erased:x", lambda text: "digest")
+        counts = store.erase_subject_rows(
+            "42", "erased:x", lambda text: "digest", ["p42@example.org"]
+        )
     assert counts["consent_ledger"] == 1
     assert counts["sync_suppressions"] == 1
+    assert counts["sync_row_errors"] == 2
+    assert [e.key for e in store.sync_row_errors("s")] == ["k3"]
     assert store.change_token() != token
     assert store.consent_history("42") == []
     assert [r.evidence for r in store.consent_history("erased:x")] == ["digest"]

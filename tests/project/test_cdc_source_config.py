@@ -85,3 +85,22 @@ def test_cdc_reset_usage_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert unset.returncode == 1
     assert "ACCOUNTS_DSN is unset" in unset.stderr
     assert "Traceback" not in unset.stderr
+
+
+def test_cdc_on_the_spark_store_is_refused_by_validate_naming_the_field(tmp_path: Path) -> None:
+    """Spark keeps immutable Parquet versions: row changes cannot be applied in place, so
+    the combination fails `validate` at the source's `cdc` line, not inside `run`."""
+    root = _project(tmp_path, "cdc: logical\nkey: id")
+    config = root / "tidegate.yml"
+    text = config.read_text()
+    spark = "  store: {type: spark, warehouse: .tidegate/spark}\n"
+    if "backends:\n" in text:
+        text = text.replace("backends:\n", "backends:\n" + spark, 1)
+    else:
+        text += "backends:\n" + spark
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_project(root)
+    text = str(caught.value)
+    assert "sources/accounts.yml:5: [cdc]" in text  # the `cdc:` line
+    assert "`cdc: logical` needs the duckdb store" in text

@@ -126,6 +126,8 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 
 
 _VOLATILE = [
+    # the freshness pillar's lag and age grow with the clock, whole seconds included
+    (re.compile(r"(freshness\.\w+\s*│\s*)[\d.,]+"), r"\1<n>"),
     (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?"), "<time>"),
     (re.compile(r"\b\d+:\d\d:\d\d\b"), "<elapsed>"),  # progress columns
     (re.compile(r"\d+\.\d+(e[-+]?\d+)?"), "<number>"),

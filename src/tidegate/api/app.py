@@ -50,12 +50,18 @@ async def _tidegate_error(request: Request, err: Exception) -> Response:
 
 
 def stage_routes(platform: Platform) -> list[Route]:
-    """The routes other stages add: event ingestion, consent, data-subject requests."""
+    """The routes other stages add: event ingestion, consent, data-subject requests, syncs."""
+    from tidegate.egress.sync.api import sync_routes
     from tidegate.ingest.http import ingest_routes
     from tidegate.requests.consent_api import consent_routes
     from tidegate.requests.requests_api import requests_routes
 
-    routes = [*ingest_routes(platform), *consent_routes(platform), *requests_routes(platform)]
+    routes = [
+        *ingest_routes(platform),
+        *consent_routes(platform),
+        *requests_routes(platform),
+        *sync_routes(platform),
+    ]
     for route in routes:  # a GET here does work and is audited: no implicit HEAD
         route.methods = (route.methods or set()) - {"HEAD"}
     return routes
@@ -63,12 +69,13 @@ def stage_routes(platform: Platform) -> list[Route]:
 
 def stage_openapi() -> dict[str, Any]:
     """The OpenAPI paths and schemas of `stage_routes`, for `/openapi.json`."""
+    from tidegate.egress.sync.api import OPENAPI_PATHS as SYNCS
     from tidegate.ingest.http import OPENAPI_PATHS as INGEST
     from tidegate.requests.consent_api import OPENAPI_PATHS as CONSENT
     from tidegate.requests.consent_api import openapi_schemas
     from tidegate.requests.requests_api import OPENAPI_PATHS as REQUESTS
 
-    paths = copy.deepcopy({**INGEST, **CONSENT, **REQUESTS})
+    paths = copy.deepcopy({**INGEST, **CONSENT, **REQUESTS, **SYNCS})
     return {"paths": paths, "components": {"schemas": openapi_schemas()}}
 
 

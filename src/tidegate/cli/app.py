@@ -29,6 +29,7 @@ from tidegate.cli import (
     commands_requests,
     commands_status,
     commands_stream,
+    commands_sync_safe,
 )
 from tidegate.console import errors
 from tidegate.errors import ConfigError, TidegateError
@@ -84,6 +85,7 @@ commands_governance.register(app)
 commands_requests.register(app)
 commands_stream.register(app)
 commands_status.register(app)
+commands_sync_safe.register(app)
 
 
 class _LogFormatter(logging.Formatter):

@@ -145,13 +145,21 @@ def build(
         bool, typer.Option("--skip-sources", help="Reuse the last loaded source snapshots.")
     ] = False,
     sync: Annotated[
-        bool, typer.Option("--sync/--no-sync", help="Run the `on_build` syncs afterwards.")
+        bool,
+        typer.Option("--sync/--no-sync", help="Run the on_build and on_change syncs afterwards."),
     ] = True,
+    accept_anomalies: Annotated[
+        bool,
+        typer.Option(
+            "--accept-anomalies",
+            help="Publish versions that `on_anomaly: block` would hold back (a real change).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Load sources and build products in dependency order; each publishes atomically.
 
-    Then runs the syncs with `trigger: on_build` whose products changed.
+    Then runs the syncs with `trigger: on_build` or `on_change` whose products changed.
     """
     from tidegate.platform import Platform
     from tidegate.products.builder import build_products, load_sources
@@ -163,9 +171,9 @@ def build(
         if json_output:  # no progress bars or tables on stdout: only the JSON document
             if not skip_sources:
                 load_sources(platform)
-            results = build_products(platform, product, None)
+            results = build_products(platform, product, None, accept_anomalies=accept_anomalies)
         else:
-            results = run_build(platform, product, skip_sources)
+            results = run_build(platform, product, skip_sources, accept_anomalies)
         reports = syncs_after_build(platform, results) if sync else []
     failed = [r for r in results if r.status != "live"]
     if json_output:
@@ -181,8 +189,9 @@ def build(
         return
     for report in reports:
         console.print(
-            f"sync [bold]{report.sync}[/bold]: {report.added} added, "
-            f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
+            f"sync [bold]{report.sync}[/bold]: {report.added} inserted, "
+            f"{report.changed} updated, {report.removed} deleted, {report.failed} failed"
+            + (" [red](blocked by its circuit breakers)[/red]" if report.blocked else "")
         )
     if failed:
         raise TidegateError(

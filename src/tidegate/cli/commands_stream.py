@@ -251,12 +251,13 @@ def dlq_replay(
     json_output: JsonOption = False,
 ) -> None:
     """Check dead letters again; those that pass now go to their source's topic."""
-    from tidegate.ingest.intake import open_intake, replay
-    from tidegate.project import load_project
+    from tidegate.ingest.intake import platform_intake, replay
+    from tidegate.platform import Platform
 
     if not ids and not source:
         raise TidegateError("give dead letter ids, or --source NAME to replay all of a source")
-    intake = open_intake(load_project(project_dir))
+    platform = Platform.open(project_dir)
+    intake = platform_intake(platform)  # letters of erased subjects go, never replayed
     try:
         if ids:
             letters = []
@@ -270,8 +271,10 @@ def dlq_replay(
         report = replay(intake, letters)
     finally:
         intake.close()
+        platform.close()
     if json_output:
-        print_json({"replayed": report.replayed, "still_failing": report.still_failing})
+        body = {"replayed": report.replayed, "still_failing": report.still_failing}
+        print_json(body | ({"erased": report.erased} if report.erased else {}))
     else:
         console.print(
             f"replayed {report.replayed}; {report.still_failing} still fail (reasons updated)"

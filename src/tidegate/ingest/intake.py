@@ -29,6 +29,7 @@ from tidegate.project.project import Project, stream_sources
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
+    from tidegate.privacy.tombstones import ErasedFilter
 
 SOURCE_HEADER = "tidegate-source"
 CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
@@ -38,6 +39,9 @@ CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
 class IntakeResult:
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: of `accepted`, events of erased subjects: taken and dropped (neither logged nor
+    #: dead-lettered). Not in the answer: a producer is not told who was erased.
+    erased: int = 0
     #: the source's `unknown_fields` policy, and what accepted events carried beyond it
     unknown_policy: str = "drop"
     unknown_events: int = 0
@@ -66,6 +70,9 @@ class Intake:
         self.project = project
         self.log = event_log
         self.dead = dead
+        #: is this valid event about an erased subject? (`privacy.tombstones.ErasedFilter`,
+        #: set by whoever holds the platform): such events are dropped at the door
+        self.erased: ErasedFilter | None = None
         self.unknown = UnknownFieldCounter(observations)
         self.schemas = {name: EventSchema(c) for name, c in stream_sources(project).items()}
         self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
@@ -100,6 +107,8 @@ class Intake:
         messages: list[Message] = []
         letters: list[DeadLetter] = []
         now = time.time()
+        if self.erased is not None:
+            self.erased.refresh()  # one query: tombstones newer than the last seen
         for index, event in enumerate(events):
             payload = event if raw else _dumps(event)
             try:
@@ -110,9 +119,17 @@ class Intake:
                         schema.parse(payload)  # raises the size reason
                     change = schema.from_object(event)
             except Invalid as err:
+                if self.erased is not None and self.erased.about_erased(
+                    source, _as_object(payload) if raw else event
+                ):
+                    result.erased += 1  # a broken event about an erased person: not kept
+                    continue
                 reason = str(err)
                 result.rejected.append({"index": index, "reason": reason})
                 letters.append(DeadLetter(source, reason, payload, via, at=now))
+                continue
+            if self.erased is not None and self.erased(change):
+                result.erased += 1
                 continue
             if change.unknown:
                 result.unknown_events += 1
@@ -126,7 +143,7 @@ class Intake:
             self.log.append(schema.config.topic_name, messages)
         self.dead.add(letters)
         self.unknown.flush()
-        result.accepted = len(messages)
+        result.accepted = len(messages) + result.erased
         return result
 
     # ---------------------------------------------------------------- worker's side
@@ -221,6 +238,14 @@ def _is_null(value: bytes | None) -> bool:
     return value is None or value.strip() == b"null"
 
 
+def _as_object(payload: bytes) -> Any:
+    """A raw event as JSON, or None when it is not JSON."""
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def intake_of(platform: Platform) -> Intake:
     """The platform's intake (one per platform object, closed with it): the HTTP ingest
     route's. The stream worker opens its own (`open_intake`)."""
@@ -228,7 +253,16 @@ def intake_of(platform: Platform) -> Intake:
 
 
 def _intake(platform: Platform) -> Intake:
-    return open_intake(platform.project)
+    return platform_intake(platform)
+
+
+def platform_intake(platform: Platform) -> Intake:
+    """A new intake that drops events of erased subjects (a tombstone check per event)."""
+    from tidegate.privacy.tombstones import ErasedFilter
+
+    intake = open_intake(platform.project)
+    intake.erased = ErasedFilter(platform)
+    return intake
 
 
 def open_intake(project: Project) -> Intake:
@@ -247,12 +281,16 @@ def open_intake(project: Project) -> Intake:
 class ReplayReport:
     replayed: int = 0
     still_failing: int = 0
+    erased: int = 0  # letters about erased subjects, deleted instead of replayed
 
 
 def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
     """Check dead letters again; append those that now pass to their source's topic."""
     report = ReplayReport()
     done: list[int] = []
+    erased: list[int] = []
+    if intake.erased is not None:
+        intake.erased.refresh()
     for letter in letters:
         if letter.replayed_at is not None:
             continue
@@ -271,11 +309,15 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
             intake.dead.update_reason(letter.id, reason)
             report.still_failing += 1
             continue
+        if intake.erased is not None and intake.erased(change):
+            erased.append(letter.id)  # about an erased subject: goes, never replayed
+            continue
         message = Message(_partition_key(schema, change), letter.payload, _headers(letter.source))
         intake.log.append(schema.config.topic_name, [message])
         done.append(letter.id)
         report.replayed += 1
     intake.dead.mark_replayed(done)
+    report.erased = intake.dead.delete(erased) if erased else 0
     return report
 
 

@@ -371,6 +371,7 @@ class MetadataStore(ABC):
         subject: str,
         pseudonym: str,
         digest: Callable[[str], str],
+        values: Sequence[str] = (),
         *,
         syncs: Sequence[str] | None = None,
         consent: bool = True,

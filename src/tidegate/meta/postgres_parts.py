@@ -376,6 +376,7 @@ class PostgresErasureMixin:
         subject: str,
         pseudonym: str,
         digest: Callable[[str], str],
+        values: Sequence[str] = (),
         *,
         syncs: Sequence[str] | None = None,
         consent: bool = True,
@@ -401,6 +402,11 @@ class PostgresErasureMixin:
                 params = (subject,) if syncs is None else (subject, list(syncs))
                 cursor = conn.execute(f"DELETE FROM {table} WHERE subject = %s{only}", params)
                 counts[table] = int(cursor.rowcount)
+            for value in values:  # a refused row's message quoting the person's email
+                cursor = conn.execute(
+                    "DELETE FROM sync_row_errors WHERE strpos(message, %s) > 0", (value,)
+                )
+                counts["sync_row_errors"] = counts.get("sync_row_errors", 0) + int(cursor.rowcount)
         return counts
 
     def redact_audit(self, bodies: Mapping[int, str]) -> int:

@@ -55,13 +55,16 @@ class SqliteErasureMixin:
         subject: str,
         pseudonym: str,
         digest: Callable[[str], str],
+        values: Sequence[str] = (),
         *,
         syncs: Sequence[str] | None = None,
         consent: bool = True,
     ) -> dict[str, int]:
         """In one transaction: the subject's consent ledger entries keep their purpose,
         action and times under `pseudonym`, their evidence replaced by `digest(evidence)`;
-        the subject's rows in the sync-state tables are deleted. Returns counts by table.
+        the subject's rows in the sync-state tables are deleted, and so are row errors
+        whose message quotes one of `values` (the person's email, phone). Returns counts
+        by table.
 
         `syncs`: only the state of these syncs (those sending the subject's type; None:
         all); `consent`: False leaves the ledger alone (it keys another subject type)."""
@@ -90,6 +93,14 @@ class SqliteErasureMixin:
                         f"DELETE FROM {table} WHERE subject = ?{only}", (subject, *(syncs or ()))
                     )
                     counts[table] = int(cursor.rowcount)
+            if "sync_row_errors" in present:
+                for value in values:
+                    cursor = db.execute(
+                        "DELETE FROM sync_row_errors WHERE instr(message, ?) > 0", (value,)
+                    )
+                    counts["sync_row_errors"] = counts.get("sync_row_errors", 0) + int(
+                        cursor.rowcount
+                    )
         return counts
 
     def redact_audit(self, bodies: Mapping[int, str]) -> int:

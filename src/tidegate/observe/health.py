@@ -44,7 +44,7 @@ class Check:
 def _warehouse(platform: Platform) -> str:
     if "warehouse" not in platform.__dict__:  # not opened here: only its file can be seen
         config = platform.project.config.backends.store
-        path = platform.project.path(config.path)
+        path = platform.project.path(config.local_file)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist (nothing built yet)")
         return "held by the runtime process; file present"

@@ -36,6 +36,7 @@ from tidegate.platform.secrets import load_audit_key, load_master_key
 from tidegate.project import Project, load_project
 from tidegate.project.models import parse_duration
 from tidegate.store.online import OnlineStore, open_online_store
+from tidegate.store.registry import open_warehouse
 from tidegate.store.warehouse import Warehouse
 
 STATE_DIR = ".tidegate"
@@ -130,11 +131,9 @@ class Platform:
 
     @cached_property
     def warehouse(self) -> Warehouse:
-        config = self.project.config.backends.store
-        return Warehouse(
-            self.project.path(config.path),
-            threads=config.threads,
-            memory_limit=config.memory_limit,
+        return open_warehouse(
+            self.project.config.backends.store,
+            self.project.root,
             wait=self.lock_timeout,
             notice=self.wait_notice,
         )

@@ -111,6 +111,12 @@ def _plan(project: Project, name: str, streams: frozenset[str]) -> ProductPlan:
     clock = () if any(b.startswith("reads the clock") for b in blockers) else clock
     if blockers:
         return ProductPlan(name, "batch", freshness, (*blockers, *clock), streams, {}, time_window)
+    if not project.config.backends.store.incremental:
+        reason = (
+            f"store {project.config.backends.store.type!r} keeps immutable versions: a "
+            "rebuild every freshness period, not a per-event recompute"
+        )
+        return ProductPlan(name, "batch", freshness, (reason, *clock), streams, {}, time_window)
     if freshness > INCREMENTAL_UP_TO:
         reason = (
             f"freshness {_human(freshness)} allows periodic rebuilds, cheaper than "

@@ -9,6 +9,8 @@ process that writes the warehouse does both and never races itself:
 * drop folders of stream sources are swept;
 * the embedded log drops records past retention (Kafka does this itself);
 * `trigger: schedule` syncs whose cron fired since their last run are run;
+* a rebuild runs the `on_build` and `on_change` syncs of what it published, and consent
+  recorded since the last tick runs the `on_change` syncs of its purposes (`triggers`);
 * a batch product with nothing changed upstream is confirmed current when half its
   freshness has passed since its last refresh (nothing to rebuild; not counted as an
   update), so it is honestly fresh, while one nobody refreshes breaches;
@@ -23,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from tidegate.egress.sync import SyncReport
 from tidegate.errors import TidegateError
 from tidegate.ingest.files import ingest_folder
 from tidegate.ingest.intake import Intake
@@ -31,6 +34,7 @@ from tidegate.observe.slo import SAMPLE_EVERY
 from tidegate.platform import Platform
 from tidegate.products.planner import ProductPlan
 from tidegate.project.project import stream_sources
+from tidegate.runtime.triggers import ConsentTrigger, after_builds
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class Scheduler:
         self.rebuilds: list[str] = []  # what tick() rebuilt, newest last (for tests and logs)
         self.synced: list[str] = []  # scheduled syncs tick() ran, newest last
         self._sync_started: dict[str, dt.datetime] = {}  # sync -> when tick() last started it
+        self.consent = ConsentTrigger(platform)
         self._last_sample: float | None = None
         self._last_prune = 0.0
 
@@ -95,6 +100,7 @@ class Scheduler:
             self.rebuild(due)
         self.confirm_idle(now, skip=set(due))
         self.run_due_syncs(now)
+        self.consent.check()
         self.sample_slo(now)
 
     def confirm_idle(self, now: float, skip: set[str] | None = None) -> list[str]:
@@ -167,6 +173,18 @@ class Scheduler:
             since = stale.stale_since if stale and stale.stale_since else now
             self.freshness.updated(result.product, plan.mode, now - since, plan.freshness)
             self.rebuilds.append(result.product)
+        published = {r.product for r in results if r.status == "live"}
+        for product in sorted(published):
+            for report in self._syncs_after(product):
+                self.synced.append(report.sync)
+
+    def _syncs_after(self, product: str) -> list[SyncReport]:
+        """The syncs a rebuild of `product` triggers; a failing one is in its history."""
+        try:
+            return after_builds(self.platform, {product})
+        except TidegateError as err:
+            log.warning("a sync after rebuilding %s failed: %s", product, err.message)
+            return []
 
     def _sweep_folders(self) -> None:
         for name, config in stream_sources(self.platform.project).items():

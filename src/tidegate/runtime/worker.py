@@ -42,7 +42,7 @@ from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.raw import apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
-from tidegate.log.base import Message, Record, TopicPartition
+from tidegate.log.base import CHANGES_PREFIX, Message, Record, TopicPartition
 from tidegate.observe.freshness import FreshnessLedger
 from tidegate.observe.stream import StreamObserver
 from tidegate.platform import Platform
@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 STATE = "tidegate_state"
 OFFSETS = f"{STATE}.applied_offsets"
 PENDING = f"{STATE}.pending_publish"
-CHANGES_PREFIX = "__changes."
 DEFAULT_GROUP = "tidegate-worker"
 
 
@@ -99,6 +98,8 @@ class StreamWorker:
         self._relations.update({name: f'{PRODUCTS}."{name}"' for name in self.project.products})
         self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)
+        if self.intake.erased is None:  # its producers' side (replays) drops them too
+            self.intake.erased = self.erased
         self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
         self._applied: dict[TopicPartition, int] = {}
         self._caught_up: set[str] = set()  # on_change syncs fully diffed once in this process
@@ -146,6 +147,7 @@ class StreamWorker:
         self.erased.refresh()
         ensure_purged(self.platform)  # a new tombstone: raw and live versions purged once
         consent_topic = self.consent.topic if self.consent is not None else None
+        dropped: list[Record] = []  # records of erased subjects: removed from the log
         if self.consent is not None:  # into the ledger before any offset is stored
             taken = self.consent.handle([r for r in fresh if r.topic == consent_topic])
             letters += taken.letters
@@ -153,14 +155,22 @@ class StreamWorker:
             report.consent = taken.events
         for record in fresh:
             if record.topic == consent_topic:
+                if self._consent_erased(record):  # dropped by the consent stream too
+                    dropped.append(record)
                 continue
             decoded = self.intake.decode(record)
             if isinstance(decoded, DeadLetter):
-                letters.append(decoded)
+                if self._letter_erased(decoded):
+                    report.erased += 1
+                    dropped.append(record)
+                else:
+                    letters.append(decoded)
             elif self.erased(decoded):
                 report.erased += 1
+                dropped.append(record)
             else:
                 changes[decoded.source].append(decoded)
+        self._forget(dropped)
         self.intake.dead.add(letters)
         self.intake.unknown.flush()
         report.dead = len(letters)
@@ -175,6 +185,45 @@ class StreamWorker:
         report.products = {d.product: d.changed for d in deltas}
         report.seconds = time.perf_counter() - started
         return report
+
+    def _letter_erased(self, letter: DeadLetter) -> bool:
+        """A broken event that still names an erased subject: dropped, not kept."""
+        import json
+
+        try:
+            event = json.loads(letter.payload or b"")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return self.erased.about_erased(letter.source, event)
+
+    def _consent_erased(self, record: Record) -> bool:
+        import json
+
+        try:
+            message = json.loads(record.value or b"")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(message, dict) and self.erased.subject_erased(message.get("subject"))
+
+    def _forget(self, dropped: list[Record]) -> None:
+        """Remove the records of erased subjects from the log itself, where it can
+        (the embedded log; a Kafka topic keeps them until its retention, and every
+        reader drops them)."""
+        log_ = self.intake.log
+        if not dropped or not log_.capabilities.erases_records:
+            return
+        by_topic: dict[str, set[tuple[int, int]]] = defaultdict(set)
+        for record in dropped:
+            by_topic[record.topic].add((record.partition, record.offset))
+        for topic, positions in by_topic.items():
+
+            def held(record: Record, positions: set[tuple[int, int]] = positions) -> bool:
+                return (record.partition, record.offset) in positions
+
+            try:
+                log_.erase_records(topic, held)
+            except Exception as err:  # the data never reached a store; retried by erasure
+                log.warning("could not remove erased records from topic %s: %s", topic, err)
 
     def _live_tables(self) -> dict[str, str]:
         tables = {}
