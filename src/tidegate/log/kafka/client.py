@@ -352,6 +352,9 @@ class KafkaConsumer(Consumer):
                 "session.timeout.ms": session_ms,
                 "heartbeat.interval.ms": max(1000, session_ms // 3),
                 "partition.assignment.strategy": "roundrobin",
+                # a topic created after the subscription (a new source, a first event)
+                # is seen within seconds, not at librdkafka's default 5-minute refresh
+                "topic.metadata.refresh.interval.ms": 3000,
                 # the broker answers a fetch as soon as one byte is there, and an empty one
                 # after 10 ms instead of 500: new records are not held by a waiting fetch
                 "fetch.min.bytes": 1,
