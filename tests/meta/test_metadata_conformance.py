@@ -153,7 +153,9 @@ def test_a_store_one_migration_behind_is_upgraded_on_open(
                 conn.execute(statement)
     upgraded = open_store()
     assert upgraded.schema_version() == version
-    assert upgraded.freshness.compliance(0.0) == {}  # the table is back, empty
+    # the newest migration's tables are back, empty; the others kept their rows
+    assert upgraded.audit_subject_seqs("7") == []
+    assert upgraded.freshness.compliance(0.0) != {}
     upgraded.freshness.sample([("new", 1.0, 1.0, True)])
     assert upgraded.cdc_positions.states() == []
 
@@ -308,6 +310,29 @@ def test_audit_chain_storage(store: MetadataStore) -> None:
     assert store.audit_records(after_seq=3)[0].body == "d ünï"
     with pytest.raises(Exception):  # noqa: B017, PT011 - a duplicate seq is refused
         store.append_audit([StoredAuditRecord(4, "again", "x", "y")])
+
+
+def test_every_subject_a_record_carried_is_stored_beside_it(store: MetadataStore) -> None:
+    """`audit_subjects`: found by subject (and type), renamed by an erasure; the body and
+    the chain are not touched."""
+    carried = tuple(str(i) for i in range(5000))
+    records = [
+        StoredAuditRecord(1, '{"a":1}', "g", "h1", subjects=carried, subject_type="customer"),
+        StoredAuditRecord(2, '{"a":2}', "h1", "h2", subjects=("42",), subject_type=""),
+        StoredAuditRecord(3, '{"a":3}', "h2", "h3", subjects=("42", "42"), subject_type="employee"),
+    ]
+    store.append_audit_chained(lambda last: records)
+    assert store.audit_subject_seqs("4999") == [1]
+    assert store.audit_subject_seqs("42") == [1, 2, 3]
+    assert store.audit_subject_seqs("42", "customer") == [1]
+    assert store.audit_subject_seqs("42", "employee") == [3]
+    assert store.redact_audit_subjects("42", "customer", "erased:x") == 1
+    assert store.audit_subject_seqs("42") == [2, 3]
+    assert store.audit_subject_seqs("erased:x") == [1]
+    assert store.redact_audit_subjects("42", None, "erased:x") == 2
+    assert store.audit_subject_seqs("42") == []
+    assert store.audit_subject_seqs("erased:x") == [1, 2, 3]
+    assert [r.body for r in store.audit_records()] == ['{"a":1}', '{"a":2}', '{"a":3}']
 
 
 def test_audit_anchor_moves_by_compare_and_set(store: MetadataStore) -> None:

@@ -137,7 +137,12 @@ def test_required_field_missing(project) -> None:
     ("file", "old", "new", "marker"),
     [
         (PRODUCT, "key: customer_id", "key: cust_id", "key: cust_id"),
-        (PRODUCT, "subject: customer_id", "subject: person", "subject: person"),
+        (
+            PRODUCT,
+            "subject: {column: customer_id, type: customer}",
+            "subject: {column: person, type: customer}",
+            "subject: {column: person",
+        ),
         (SOURCE, "key: customer_id", "key: cust_id", "key: cust_id"),
     ],
     ids=["product-key", "product-subject", "source-key"],

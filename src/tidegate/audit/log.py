@@ -108,6 +108,12 @@ class AuditRecord:
     outcome: str = "allowed"
     detail: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
+    #: the kind of person the subjects are (project/subjects.py); in the body when set
+    subject_type: str | None = None
+    #: every subject the egress carried (`subjects` may be a sample of them): stored beside
+    #: the record in the metadata table `audit_subjects`, not in its body, so a sync of a
+    #: million people stays one small record and `audit search --subject` still finds it
+    carried: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # every field may carry caller input (an X-Purpose header, a path, a JWT subject):
@@ -117,10 +123,10 @@ class AuditRecord:
             if isinstance(value, str) and len(value) > limit:
                 object.__setattr__(self, name, clip(value, limit))
         # max(map(len, ...)) runs in C: these checks are on the serving hot path
-        if max(map(len, self.subjects), default=0) > SUBJECT_LIMIT:
-            object.__setattr__(
-                self, "subjects", tuple(clip(s, SUBJECT_LIMIT) for s in self.subjects)
-            )
+        for name in ("subjects", "carried"):
+            held = getattr(self, name)
+            if max(map(len, held), default=0) > SUBJECT_LIMIT:
+                object.__setattr__(self, name, tuple(clip(s, SUBJECT_LIMIT) for s in held))
         columns = self.columns
         if (
             len(columns) > MAX_COLUMNS
@@ -149,7 +155,16 @@ class AuditRecord:
             "detail": self.detail,
             "at": self.at,
         }
+        if self.subject_type is not None:  # absent before types: old bodies stay the same
+            body["subject_type"] = self.subject_type
         return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+
+    def as_json(self) -> dict[str, Any]:
+        """The record's fields for people and scripts (`carried` is never read back:
+        `audit_subjects` holds it)."""
+        fields = dict(self.__dict__)
+        fields.pop("carried", None)
+        return fields
 
     @classmethod
     def from_canonical(cls, body: str) -> AuditRecord:
@@ -166,6 +181,7 @@ class AuditRecord:
             outcome=data["outcome"],
             detail=data["detail"],
             at=data["at"],
+            subject_type=data.get("subject_type"),
         )
 
     @classmethod
@@ -194,7 +210,16 @@ def link(
         seq += 1
         body = record.canonical()
         digest = chain_hash(seq, prev, body, key)
-        stored.append(StoredAuditRecord(seq, body, prev, digest))
+        stored.append(
+            StoredAuditRecord(
+                seq,
+                body,
+                prev,
+                digest,
+                subjects=record.carried or record.subjects,
+                subject_type=record.subject_type or "",
+            )
+        )
         prev = digest
     return stored
 
@@ -272,6 +297,15 @@ class AuditLog:
         self.flush()
         for stored in self._store.audit_records(after_seq):
             yield stored.seq, AuditRecord.readable(stored.body)
+
+    def subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
+        """The records that carried `subject_key` (`audit_subjects`), in order; with
+        `subject_type`, records of that type and records that named none."""
+        self.flush()
+        if subject_type is None:
+            return self._store.audit_subject_seqs(subject_key)
+        typed = self._store.audit_subject_seqs(subject_key, subject_type)
+        return sorted({*typed, *self._store.audit_subject_seqs(subject_key, "")})
 
     def seal(self, principal: str) -> int | None:
         """Seal the unkeyed prefix of a chain written before it was keyed, after a person

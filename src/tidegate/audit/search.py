@@ -1,10 +1,11 @@
 """Find audit records: by principal, purpose, subject, product, action, outcome and time.
 
 A linear scan of the log in sequence order (bodies are canonical JSON); filters are
-ANDed. `subject` matches records naming the subject in `subjects`, or in the detail
-field `subject` (erasure and access requests). Records that only
-count subjects (`subject_count` larger than the `subjects` sample) may hold more
-subjects than are named; the search cannot see those.
+ANDed. `subject` matches records that carried the subject (every subject of a sync,
+export or read is kept beside its record in `audit_subjects`, even when the body names
+only a sample of them), records naming it in `subjects`, and records naming it in the
+detail field `subject` (erasure and access requests). `subject_type` narrows that to
+one kind of person (records written before types match any).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class AuditQuery:
     principal: str | None = None
     purpose: str | None = None
     subject: str | None = None
+    subject_type: str | None = None
     product: str | None = None
     action: str | None = None
     outcome: str | None = None
@@ -29,7 +31,9 @@ class AuditQuery:
     until: float | None = None
     after_seq: int = 0
 
-    def matches(self, record: AuditRecord) -> bool:
+    def matches(self, record: AuditRecord, carried: bool = False) -> bool:
+        """Whether `record` passes every filter; `carried`: it is among the records the
+        subject index lists for `subject`."""
         checks = (
             (self.principal, record.principal),
             (self.purpose, record.purpose),
@@ -43,7 +47,12 @@ class AuditQuery:
             return False
         if self.until is not None and record.at >= self.until:
             return False
-        return self.subject is None or mentions(record, self.subject)
+        if self.subject_type is not None and record.subject_type not in (
+            None,
+            self.subject_type,
+        ):
+            return False
+        return self.subject is None or carried or mentions(record, self.subject)
 
 
 def mentions(record: AuditRecord, subject: str) -> bool:
@@ -57,8 +66,11 @@ def search(
     audit: AuditLog, query: AuditQuery, limit: int | None = None
 ) -> Iterator[tuple[int, AuditRecord]]:
     found = 0
+    carried: set[int] = set()
+    if query.subject is not None:
+        carried = set(audit.subject_seqs(query.subject, query.subject_type))
     for seq, record in audit.records(query.after_seq):
-        if query.matches(record):
+        if query.matches(record, seq in carried):
             yield seq, record
             found += 1
             if limit is not None and found >= limit:

@@ -302,7 +302,7 @@ def audit_tail(
     with Platform.open(project_dir) as platform:
         records = list(platform.audit.records())[-limit:]
     if json_output:
-        print_json([{"seq": s, **r.__dict__} for s, r in records])
+        print_json([{"seq": s, **r.as_json()} for s, r in records])
         return
     console.print(
         table(
@@ -345,7 +345,12 @@ def audit_search(
     project_dir: ProjectDir = Path("."),
     principal: Annotated[str | None, typer.Option(help="Who acted.")] = None,
     purpose: Annotated[str | None, typer.Option(help="Declared purpose.")] = None,
-    subject: Annotated[str | None, typer.Option(help="A data subject the record names.")] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="A data subject the record names or carried.")
+    ] = None,
+    subject_type: Annotated[
+        str | None, typer.Option("--type", help="The subject's type (with --subject).")
+    ] = None,
     product: Annotated[str | None, typer.Option(help="Product read or sent.")] = None,
     action: Annotated[
         str | None, typer.Option(help="serve, sync, sync_removal, export, consent, admin, …")
@@ -366,6 +371,7 @@ def audit_search(
         principal=principal,
         purpose=purpose,
         subject=subject,
+        subject_type=subject_type,
         product=product,
         action=action,
         outcome=outcome,
@@ -375,7 +381,7 @@ def audit_search(
     with Platform.open(project_dir) as platform:
         found = list(search(platform.audit, query, limit))
     if json_output:
-        print_json([{"seq": s, **r.__dict__} for s, r in found])
+        print_json([{"seq": s, **r.as_json()} for s, r in found])
         return
     console.print(
         table(

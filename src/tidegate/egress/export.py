@@ -157,7 +157,8 @@ def export(
     started = time.perf_counter()
     table = guarded_table(platform, plan)
     result = anonymize(table, quasi_identifiers, k, max_suppression, privacy)
-    subjects = _distinct(result.table.column(SUBJECT_MARKER)) if result.table.num_rows else 0
+    carried = _everyone(result.table.column(SUBJECT_MARKER)) if result.table.num_rows else ()
+    subjects = len(carried)
     write_table(result.table, columns, out, fmt)
     loss = result.loss_report(quasi_identifiers)
     treatments = {c: t for c, t in plan.treatments().items() if c in columns}
@@ -171,6 +172,8 @@ def export(
             columns=treatments,
             rows=len(result.rows),
             subject_count=subjects,
+            subject_type=plan.subject_type,
+            carried=carried,
             detail={
                 "format": fmt,
                 "file": out.name,
@@ -184,7 +187,10 @@ def export(
     return ExportResult(product, purpose, out, fmt, columns, dropped, subjects, loss, seq)
 
 
-def _distinct(column: pa.ChunkedArray) -> int:
+def _everyone(column: pa.ChunkedArray) -> tuple[str, ...]:
+    """The distinct subjects of the exported rows, as text (for `audit_subjects`)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return int(pc.count_distinct(column, mode="only_valid").as_py())
+    distinct = pc.unique(column.drop_null())
+    return tuple(pc.cast(distinct, pa.string()).to_pylist())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,6 +53,11 @@ class StoredAuditRecord:
     body: str  # canonical JSON of the record
     prev_hash: str
     hash: str
+    #: every subject the record carried, stored beside it in `audit_subjects` when the
+    #: record is appended (not part of the body, whose `subjects` may be a sample); empty
+    #: when read back
+    subjects: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    subject_type: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,19 @@ class MetadataStore(ABC):
         self.append_audit(records)
         return records
 
+    # --- every subject an audit record carried (`audit_subjects`)
+    @abstractmethod
+    def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
+        """Sequence numbers of the records that carried `subject_key` (of `subject_type`
+        when given; '' is a record that named no type), in order."""
+
+    @abstractmethod
+    def redact_audit_subjects(
+        self, subject_key: str, subject_type: str | None, pseudonym: str
+    ) -> int:
+        """Name the subject by `pseudonym` wherever `audit_subjects` holds its key (of
+        `subject_type`, or of any type when None); returns how many entries changed."""
+
     # --- the audit anchor's storage (its content and signature: `audit/anchor.py`)
     @abstractmethod
     def audit_anchor(self) -> str | None:
@@ -349,10 +367,18 @@ class MetadataStore(ABC):
 
     @abstractmethod
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Callable[[str], str],
+        values: Sequence[str] = (),
+        *,
+        syncs: Sequence[str] | None = None,
+        consent: bool = True,
     ) -> dict[str, int]:
         """One transaction: the subject's consent entries kept under `pseudonym` with
-        their evidence replaced by `digest(evidence)`; their sync-state rows deleted."""
+        their evidence replaced by `digest(evidence)` (unless `consent` is False); their
+        sync-state rows deleted (of `syncs` only, when given)."""
 
     @abstractmethod
     def redact_audit(self, bodies: Mapping[int, str]) -> int: ...

@@ -324,6 +324,48 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
                 "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (%s, %s, %s, %s)",
                 [(r.seq, _bytes(r.body), r.prev_hash, r.hash) for r in records],
             )
+            for record in records:
+                if not record.subjects:
+                    continue
+                # COPY: a million subjects of one sync in seconds, not minutes
+                with cur.copy(
+                    "COPY audit_subjects (subject_key, subject_type, record_seq) FROM STDIN"
+                ) as copy:
+                    for key in dict.fromkeys(record.subjects):
+                        copy.write_row((key, record.subject_type, record.seq))
+
+    def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
+        if subject_type is None:
+            rows = self._query(
+                "SELECT DISTINCT record_seq FROM audit_subjects WHERE subject_key = %s"
+                " ORDER BY record_seq",
+                (subject_key,),
+            )
+        else:
+            rows = self._query(
+                "SELECT record_seq FROM audit_subjects WHERE subject_key = %s"
+                " AND subject_type = %s ORDER BY record_seq",
+                (subject_key, subject_type),
+            )
+        return [int(r[0]) for r in rows]
+
+    def redact_audit_subjects(
+        self, subject_key: str, subject_type: str | None, pseudonym: str
+    ) -> int:
+        where = "subject_key = %s" + ("" if subject_type is None else " AND subject_type = %s")
+        params = (subject_key,) if subject_type is None else (subject_key, subject_type)
+        with self._tx() as conn:
+            # an entry already under the pseudonym (a second erasure) is a duplicate: drop it
+            conn.execute(
+                f"DELETE FROM audit_subjects a WHERE {where.replace('subject_', 'a.subject_')}"
+                " AND EXISTS (SELECT 1 FROM audit_subjects b WHERE b.subject_key = %s"
+                " AND b.subject_type = a.subject_type AND b.record_seq = a.record_seq)",
+                (*params, pseudonym),
+            )
+            cursor = conn.execute(
+                f"UPDATE audit_subjects SET subject_key = %s WHERE {where}", (pseudonym, *params)
+            )
+            return int(cursor.rowcount)
 
     def last_audit(self) -> StoredAuditRecord | None:
         rows = self._query(f"{self._AUDIT} ORDER BY seq DESC LIMIT 1")

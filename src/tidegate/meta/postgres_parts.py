@@ -377,13 +377,21 @@ class PostgresErasureMixin:
         pseudonym: str,
         digest: Callable[[str], str],
         values: Sequence[str] = (),
+        *,
+        syncs: Sequence[str] | None = None,
+        consent: bool = True,
     ) -> dict[str, int]:
         counts: dict[str, int] = {}
+        only = "" if syncs is None else " AND sync = ANY(%s)"
         with self._tx() as conn:
             conn.execute(_BUMP)
-            ledger = conn.execute(
-                "SELECT seq, evidence FROM consent_ledger WHERE subject = %s", (subject,)
-            ).fetchall()
+            ledger = (
+                conn.execute(
+                    "SELECT seq, evidence FROM consent_ledger WHERE subject = %s", (subject,)
+                ).fetchall()
+                if consent
+                else []
+            )
             with conn.cursor() as cur:
                 cur.executemany(
                     "UPDATE consent_ledger SET subject = %s, evidence = %s WHERE seq = %s",
@@ -391,13 +399,14 @@ class PostgresErasureMixin:
                 )
             counts["consent_ledger"] = len(ledger)
             for table in ("sync_row_errors", "sync_suppressions"):
-                cursor = conn.execute(f"DELETE FROM {table} WHERE subject = %s", (subject,))
+                params = (subject,) if syncs is None else (subject, list(syncs))
+                cursor = conn.execute(f"DELETE FROM {table} WHERE subject = %s{only}", params)
                 counts[table] = int(cursor.rowcount)
             for value in values:  # a refused row's message quoting the person's email
                 cursor = conn.execute(
                     "DELETE FROM sync_row_errors WHERE strpos(message, %s) > 0", (value,)
                 )
-                counts["sync_row_errors"] += int(cursor.rowcount)
+                counts["sync_row_errors"] = counts.get("sync_row_errors", 0) + int(cursor.rowcount)
         return counts
 
     def redact_audit(self, bodies: Mapping[int, str]) -> int:

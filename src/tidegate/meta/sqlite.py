@@ -287,6 +287,7 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
                 "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
                 [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
             )
+            self._insert_audit_subjects(db, records)
         return records
 
     def append_audit(self, records: Sequence[StoredAuditRecord]) -> None:
@@ -295,6 +296,46 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
                 "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
                 [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
             )
+            self._insert_audit_subjects(db, records)
+
+    @staticmethod
+    def _insert_audit_subjects(
+        db: sqlite3.Connection, records: Sequence[StoredAuditRecord]
+    ) -> None:
+        for record in records:
+            if record.subjects:
+                db.executemany(
+                    "INSERT OR IGNORE INTO audit_subjects (subject_key, subject_type, record_seq)"
+                    " VALUES (?, ?, ?)",
+                    ((key, record.subject_type, record.seq) for key in record.subjects),
+                )
+
+    def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
+        if subject_type is None:
+            rows = self._query(
+                "SELECT DISTINCT record_seq FROM audit_subjects WHERE subject_key = ?"
+                " ORDER BY record_seq",
+                (subject_key,),
+            )
+        else:
+            rows = self._query(
+                "SELECT record_seq FROM audit_subjects WHERE subject_key = ?"
+                " AND subject_type = ? ORDER BY record_seq",
+                (subject_key, subject_type),
+            )
+        return [int(r[0]) for r in rows]
+
+    def redact_audit_subjects(
+        self, subject_key: str, subject_type: str | None, pseudonym: str
+    ) -> int:
+        where = "subject_key = ?" + ("" if subject_type is None else " AND subject_type = ?")
+        params = (subject_key,) if subject_type is None else (subject_key, subject_type)
+        with self._secure(), self._tx() as db:  # freed pages zeroed: no old key in the file
+            cursor = db.execute(
+                f"UPDATE OR REPLACE audit_subjects SET subject_key = ? WHERE {where}",
+                (pseudonym, *params),
+            )
+            return int(cursor.rowcount)
 
     def audit_records(
         self, after_seq: int = 0, limit: int | None = None

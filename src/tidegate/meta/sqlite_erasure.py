@@ -56,17 +56,28 @@ class SqliteErasureMixin:
         pseudonym: str,
         digest: Callable[[str], str],
         values: Sequence[str] = (),
+        *,
+        syncs: Sequence[str] | None = None,
+        consent: bool = True,
     ) -> dict[str, int]:
         """In one transaction: the subject's consent ledger entries keep their purpose,
         action and times under `pseudonym`, their evidence replaced by `digest(evidence)`;
         the subject's rows in the sync-state tables are deleted, and so are row errors
         whose message quotes one of `values` (the person's email, phone). Returns counts
-        by table."""
+        by table.
+
+        `syncs`: only the state of these syncs (those sending the subject's type; None:
+        all); `consent`: False leaves the ledger alone (it keys another subject type)."""
         counts: dict[str, int] = {}
+        only = "" if syncs is None else f" AND sync IN ({','.join('?' * len(syncs))})"
         with self._secure(), self._tx() as db:
-            ledger = db.execute(
-                "SELECT seq, evidence FROM consent_ledger WHERE subject = ?", (subject,)
-            ).fetchall()
+            ledger = (
+                db.execute(
+                    "SELECT seq, evidence FROM consent_ledger WHERE subject = ?", (subject,)
+                ).fetchall()
+                if consent
+                else []
+            )
             db.executemany(
                 "UPDATE consent_ledger SET subject = ?, evidence = ? WHERE seq = ?",
                 [(pseudonym, digest(str(evidence)), seq) for seq, evidence in ledger],
@@ -77,15 +88,19 @@ class SqliteErasureMixin:
                 str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
             for table in SYNC_SUBJECT_TABLES:
-                if table in present:
-                    cursor = db.execute(f"DELETE FROM {table} WHERE subject = ?", (subject,))
+                if table in present and (syncs is None or syncs):
+                    cursor = db.execute(
+                        f"DELETE FROM {table} WHERE subject = ?{only}", (subject, *(syncs or ()))
+                    )
                     counts[table] = int(cursor.rowcount)
             if "sync_row_errors" in present:
                 for value in values:
                     cursor = db.execute(
                         "DELETE FROM sync_row_errors WHERE instr(message, ?) > 0", (value,)
                     )
-                    counts["sync_row_errors"] += int(cursor.rowcount)
+                    counts["sync_row_errors"] = counts.get("sync_row_errors", 0) + int(
+                        cursor.rowcount
+                    )
         return counts
 
     def redact_audit(self, bodies: Mapping[int, str]) -> int:

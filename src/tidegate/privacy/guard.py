@@ -25,6 +25,7 @@ from tidegate.privacy.consent import ConsentView, RowFilter, consent_view_of
 from tidegate.privacy.treatments import HashKey, apply_sql, apply_value, purpose_key
 from tidegate.project.models import TreatmentSpec
 from tidegate.project.project import Project
+from tidegate.project.subjects import consent_subject_type
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -60,6 +61,8 @@ class AccessPlan:
     columns: tuple[ColumnPlan, ...]
     row_filter: RowFilter | None
     hash_key: HashKey = field(repr=False)
+    #: the kind of person `subject_column` identifies (project/subjects.py)
+    subject_type: str | None = None
 
     @property
     def visible_columns(self) -> list[ColumnPlan]:
@@ -258,6 +261,11 @@ class Guard:
         if product.subject_column is not None:
             self.consent.refresh()
             row_filter = self.consent.row_filter(purpose, basis)
+            typed = product.subject_type  # None: a project built without the loader
+            if typed is not None and typed != consent_subject_type(self.project):
+                # the ledger's choices are another kind of person's (customer 3 is not
+                # employee 3): none is recorded for this type; consent admits nobody
+                row_filter = RowFilter(mode=row_filter.mode, subjects=frozenset())
         return AccessPlan(
             context=context,
             product=product_name,
@@ -268,6 +276,7 @@ class Guard:
             columns=columns,
             row_filter=row_filter,
             hash_key=self.hash_key(purpose),
+            subject_type=product.subject_type,
         )
 
     def hash_key(self, purpose: str) -> HashKey:

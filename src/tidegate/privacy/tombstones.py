@@ -48,7 +48,14 @@ class ErasureStore(Protocol):
     def tombstones(self, after_seq: int = 0) -> list[tuple[int, str, float]]: ...
 
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Any, values: Any = ()
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Any,
+        values: Any = (),
+        *,
+        syncs: Any = None,
+        consent: bool = True,
     ) -> dict[str, int]: ...
 
     def redact_audit(self, bodies: Any) -> int: ...
@@ -74,20 +81,30 @@ def tombstone_key(master_key: bytes) -> bytes:
     return hmac.new(master_key, b"tidegate/erasure/tombstone", hashlib.sha256).digest()
 
 
-def subject_hash(key: bytes, subject: object) -> str:
-    """The tombstone of `subject` (its id as text: 42 and "42" are the same subject)."""
-    return hmac.new(key, str(subject).encode("utf-8"), hashlib.sha256).hexdigest()
+def subject_hash(key: bytes, subject: object, subject_type: str | None = None) -> str:
+    """The tombstone of `subject` (its id as text: 42 and "42" are the same subject).
+
+    `subject_type` None is the project's default type, hashed as before types existed
+    (so earlier tombstones keep holding); another type is part of the hashed text, so
+    erasing customer 12 does not erase employee 12 (`project/subjects.py`)."""
+    text = str(subject) if subject_type is None else f"{subject_type}\x1f{subject}"
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def pseudonym(key: bytes, subject: object) -> str:
+def pseudonym(key: bytes, subject: object, subject_type: str | None = None) -> str:
     """How erased records name the subject: `erased:<first 32 hex of the tombstone>`."""
-    return TOMBSTONE_PREFIX + subject_hash(key, subject)[:32]
+    return TOMBSTONE_PREFIX + subject_hash(key, subject, subject_type)[:32]
 
 
 class Tombstones:
-    def __init__(self, meta: MetadataStore, master_key: bytes) -> None:
+    def __init__(
+        self, meta: MetadataStore, master_key: bytes, default_type: str | None = None
+    ) -> None:
+        """`default_type`: the project's default subject type, whose tombstones are
+        untyped hashes (`subject_hash`)."""
         self._store = erasure_store(meta)
         self.key = tombstone_key(master_key)
+        self.default_type = default_type
         self._hashes: set[str] = set()
         self._seq = 0
         self._lock = threading.Lock()
@@ -106,24 +123,34 @@ class Tombstones:
         """The newest tombstone seen (0: none): what `ensure_purged` purged up to."""
         return self._seq
 
-    def hash(self, subject: object) -> str:
-        return subject_hash(self.key, subject)
+    def typed(self, subject_type: str | None) -> str | None:
+        """The type as hashed: None for the default type."""
+        return None if subject_type in (None, self.default_type) else subject_type
 
-    def is_erased(self, subject: object) -> bool:
-        """Whether `subject` was erased (as of the last `refresh`); None is nobody."""
+    def hash(self, subject: object, subject_type: str | None = None) -> str:
+        return subject_hash(self.key, subject, self.typed(subject_type))
+
+    def pseudonym(self, subject: object, subject_type: str | None = None) -> str:
+        return pseudonym(self.key, subject, self.typed(subject_type))
+
+    def is_erased(self, subject: object, subject_type: str | None = None) -> bool:
+        """Whether `subject` (of `subject_type`, default: the project's default type) was
+        erased, as of the last `refresh`; None is nobody."""
         if subject is None or not self._hashes:
             return False
-        return self.hash(subject) in self._hashes
+        return self.hash(subject, subject_type) in self._hashes
 
-    def erased_among(self, subjects: list[Any]) -> list[Any]:
+    def erased_among(self, subjects: list[Any], subject_type: str | None = None) -> list[Any]:
         """The values of `subjects` (distinct values, any type) that were erased."""
         if not self._hashes:
             return []
-        return [s for s in subjects if s is not None and self.hash(s) in self._hashes]
+        return [s for s in subjects if s is not None and self.hash(s, subject_type) in self._hashes]
 
 
 def _tombstones(platform: Platform) -> Tombstones:
-    return Tombstones(platform.meta, platform.master_key)
+    from tidegate.project.subjects import default_subject_type
+
+    return Tombstones(platform.meta, platform.master_key, default_subject_type(platform.project))
 
 
 def tombstones_of(platform: Platform) -> Tombstones:
@@ -154,8 +181,10 @@ class ErasedFilter:
         from tidegate.project.project import stream_sources
 
         self._platform = platform
+        sources = platform.project.sources
         self._subjects = {
-            name: config.subject for name, config in stream_sources(platform.project).items()
+            name: (config.subject, sources[name].subject_type)
+            for name, config in stream_sources(platform.project).items()
         }
         self._tombstones: Tombstones | None = None
 
@@ -170,7 +199,7 @@ class ErasedFilter:
         if self._tombstones is None:
             self.refresh()
         assert self._tombstones is not None
-        return self._tombstones.is_erased(subject)
+        return self._tombstones.is_erased(subject)  # consent messages: the default type
 
     def about_erased(self, source: str, row: Any) -> bool:
         """Whether `row` (an event, valid or not, as a JSON object) names an erased
@@ -178,10 +207,10 @@ class ErasedFilter:
         if self._tombstones is None:
             self.refresh()
         assert self._tombstones is not None
-        column = self._subjects.get(source)
+        column, subject_type = self._subjects.get(source, (None, None))
         if column is None or not isinstance(row, Mapping):
             return False
-        return self._tombstones.is_erased(row.get(column))
+        return self._tombstones.is_erased(row.get(column), subject_type)
 
 
 def purge_erased(platform: Platform, source: str) -> int:
@@ -189,6 +218,7 @@ def purge_erased(platform: Platform, source: str) -> int:
     how many rows went. Nothing to do (and no query) while there is no tombstone."""
     tombstones = tombstones_of(platform)
     config = platform.project.sources[source].config
+    subject_type = platform.project.sources[source].subject_type
     column = getattr(config, "subject", None)
     if not len(tombstones) or column is None:
         return 0
@@ -198,7 +228,7 @@ def purge_erased(platform: Platform, source: str) -> int:
         distinct = cur.execute(
             f"SELECT DISTINCT CAST({quoted} AS VARCHAR) FROM {relation} WHERE {quoted} IS NOT NULL"
         ).fetchall()
-        erased = tombstones.erased_among([row[0] for row in distinct])
+        erased = tombstones.erased_among([row[0] for row in distinct], subject_type)
     if not erased:
         return 0
     return platform.warehouse.delete_subjects("raw", source, column, erased)
@@ -211,11 +241,14 @@ def without_erased_sql(platform: Platform, source: str, select_sql: str) -> str:
     source; the SQL unchanged while there is no tombstone."""
     tombstones = tombstones_of(platform)
     column = getattr(platform.project.sources[source].config, "subject", None)
+    subject_type = platform.project.sources[source].subject_type
     if not len(tombstones) or column is None:
         return select_sql
     quoted = '"' + column.replace('"', '""') + '"'
     with platform.warehouse.cursor() as cur:
-        erased = _subject_erased_values(cur, tombstones, f"({select_sql}) AS incoming", column)
+        erased = _subject_erased_values(
+            cur, tombstones, f"({select_sql}) AS incoming", column, subject_type
+        )
     if not erased:
         return select_sql
     values = ", ".join("'" + str(v).replace("'", "''") + "'" for v in erased)
@@ -229,25 +262,28 @@ def without_erased_arrow(platform: Platform, source: str, table: Any) -> Any:
     """A pyarrow table of a source snapshot minus the rows of erased subjects."""
     tombstones = tombstones_of(platform)
     column = getattr(platform.project.sources[source].config, "subject", None)
+    subject_type = platform.project.sources[source].subject_type
     if not len(tombstones) or column is None or column not in table.column_names:
         return table
     import pyarrow as pa
 
     values = [None if v is None else str(v) for v in table.column(column).to_pylist()]
-    erased = set(tombstones.erased_among(sorted({v for v in values if v is not None})))
+    erased = set(
+        tombstones.erased_among(sorted({v for v in values if v is not None}), subject_type)
+    )
     if not erased:
         return table
     return table.filter(pa.array([v is None or v not in erased for v in values]))
 
 
 def _subject_erased_values(
-    cur: Any, tombstones: Tombstones, relation: str, column: str
+    cur: Any, tombstones: Tombstones, relation: str, column: str, subject_type: str | None = None
 ) -> list[Any]:
     quoted = '"' + column.replace('"', '""') + '"'
     distinct = cur.execute(
         f"SELECT DISTINCT CAST({quoted} AS VARCHAR) FROM {relation} WHERE {quoted} IS NOT NULL"
     ).fetchall()
-    return tombstones.erased_among([row[0] for row in distinct])
+    return tombstones.erased_among([row[0] for row in distinct], subject_type)
 
 
 def purge_live_product(platform: Any, product: str) -> int:
@@ -266,7 +302,7 @@ def purge_live_product(platform: Any, product: str) -> int:
     key = '"' + spec.config.key.replace('"', '""') + '"'
     gone: list[str] = []
     with platform.warehouse.cursor() as cur:
-        erased = _subject_erased_values(cur, tombstones, relation, column)
+        erased = _subject_erased_values(cur, tombstones, relation, column, spec.subject_type)
         for value in erased:
             where = f"WHERE CAST({quoted} AS VARCHAR) = ?"
             rows = cur.execute(

@@ -16,6 +16,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from tidegate.errors import Problem
 from tidegate.project.project import Product, Project
+from tidegate.project.subjects import check_lookups
 
 DIALECT = "duckdb"
 
@@ -37,6 +38,7 @@ def check_project(project: Project) -> list[Problem]:
     problems += _check_syncs(project)
     problems += _check_cdc_store(project)
     problems += _check_taxonomy(project)
+    problems += check_lookups(project)
     from tidegate.project.reality import check_relationships
 
     problems += check_relationships(project)

@@ -24,6 +24,7 @@ from tidegate.project.models import (
 )
 from tidegate.project.policies import policy_digest
 from tidegate.project.project import Policy, Product, Project, Source, Sync
+from tidegate.project.subjects import resolve_subject_types
 from tidegate.project.suggest import unknown_key_message
 from tidegate.project.yamlfile import LocatedDocument, YamlSyntaxError, load_yaml
 
@@ -81,6 +82,7 @@ def load_project(root: str | Path, *, check: bool = True) -> Project:
             policy_files.append((policy_file, doc))
     project.policy = Policy.merge(policy_files, problems)
     project.policy.digest = policy_digest(root)
+    problems.extend(resolve_subject_types(project))
     for path in _yaml_files(root / "syncs"):
         doc = reader.read(path)
         if doc is None:

@@ -56,6 +56,7 @@ from tidegate.project.models_destinations import (
     SqliteDestination as SqliteDestination,
 )
 from tidegate.project.observe_config import CheckConfig, ObserveConfig
+from tidegate.project.subjects import SUBJECT_SCHEMA, SubjectTypeConfig, unpack_subject
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 PURPOSE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
@@ -370,10 +371,13 @@ class _SourceBase(Strict):
     description: str = ""
     owner: str = ""
     key: str | None = None
-    subject: str | None = Field(
-        default=None, description="column naming the data subject (person) a row is about"
+    subject: str | None = Field(default=None, json_schema_extra=SUBJECT_SCHEMA)
+    subject_type: Name | None = Field(
+        default=None, description="the subject's type; or write subject: {column, type}"
     )
     columns: dict[str, ColumnSpec] = Field(min_length=1)
+
+    _subject_long_form = model_validator(mode="before")(unpack_subject)
 
     @model_validator(mode="after")
     def _key_and_subject_are_columns(self) -> _SourceBase:
@@ -528,7 +532,10 @@ class ProductConfig(Strict):
     sql: str | None = Field(default=None, description="inline SQL")
     sql_file: str | None = Field(default=None, description="SQL file beside the YAML")
     key: str
-    subject: str | None = None
+    subject: str | None = Field(default=None, json_schema_extra=SUBJECT_SCHEMA)
+    subject_type: Name | None = Field(
+        default=None, description="the subject's type; or write subject: {column, type}"
+    )
     freshness: str | None = None
     ttl: str | None = Field(
         default=None, description="online values older than this are not served (e.g. 7d)"
@@ -547,6 +554,8 @@ class ProductConfig(Strict):
     sync_breakers: BreakerPolicy | None = Field(
         default=None, description="default circuit breakers of this product's syncs"
     )
+
+    _subject_long_form = model_validator(mode="before")(unpack_subject)
 
     @model_validator(mode="after")
     def _checks_name_columns(self) -> ProductConfig:
@@ -654,6 +663,9 @@ def _treatment_shorthand(value: Any) -> Any:
 class PolicyFile(Strict):
     """A `policies/*.yml` file. Several files merge; a name defined twice is an error."""
 
+    subject_types: dict[Name, SubjectTypeConfig] = Field(
+        default={}, description="kinds of person (customer, employee, ...): see project/subjects.py"
+    )
     purposes: dict[PurposeName, PurposeConfig] = {}
     roles: dict[Name, RoleConfig] = {}
     treatments: dict[str, dict[Classification, TreatmentSpec]] = Field(

@@ -23,6 +23,7 @@ from tidegate.project.models import (
     TreatmentSpec,
     parse_duration,
 )
+from tidegate.project.subjects import SubjectTypeConfig
 from tidegate.project.yamlfile import LocatedDocument
 
 #: Treatment when no rule matches a classified column: privacy-first, show nothing.
@@ -35,6 +36,8 @@ UNCLASSIFIED = "unclassified"
 class Source:
     config: Any  # one of the SourceConfig union members
     doc: LocatedDocument
+    #: the kind of person `config.subject` identifies (set by the loader; project/subjects.py)
+    subject_type: str | None = None
 
     @property
     def name(self) -> str:
@@ -54,6 +57,8 @@ class Product:
     sql_first_line: int
     #: names of sources and products this product's SQL reads (filled by checks)
     depends_on: set[str] = field(default_factory=set)
+    #: the kind of person `config.subject` identifies (set by the loader; project/subjects.py)
+    subject_type: str | None = None
 
     @property
     def name(self) -> str:
@@ -82,6 +87,7 @@ class Sync:
 class Policy:
     """Purposes, roles and treatments merged from every `policies/*.yml`."""
 
+    subject_types: dict[str, SubjectTypeConfig] = field(default_factory=dict)
     purposes: dict[str, PurposeConfig] = field(default_factory=dict)
     roles: dict[str, RoleConfig] = field(default_factory=dict)
     treatments: dict[str, dict[str, TreatmentSpec]] = field(default_factory=dict)
@@ -101,6 +107,7 @@ class Policy:
         policy = cls()
         for policy_file, doc in files:
             for kind, entries, target in (
+                ("subject_type", policy_file.subject_types, policy.subject_types),
                 ("purpose", policy_file.purposes, policy.purposes),
                 ("role", policy_file.roles, policy.roles),
             ):

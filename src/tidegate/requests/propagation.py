@@ -102,6 +102,10 @@ def remove_from_sync(
             rows=len(keys) if removal.how != "failed" else 0,
             subjects=tuple(subjects[:100]),
             subject_count=len(subjects),
+            subject_type=platform.project.products[cfg.product].subject_type
+            if cfg.product in platform.project.products
+            else None,
+            carried=tuple(subjects),
             outcome=removal.how,
             detail={
                 "sync": name,

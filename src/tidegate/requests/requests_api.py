@@ -5,6 +5,11 @@ officer's tool, a DSAR portal's backend). Answering a request is not egress for 
 purpose: no purpose is declared; both are audited (`subject_requests.py`). A refused call is
 audited too (action `deny`), so repeated attempts show in monitoring.
 
+The query names the kind of person: `?type=customer` (required when the project has
+several subject types: 400 listing them otherwise) and, to find the person by a lookup
+column the type declares instead of by id, `?by=email` (`GET
+/v1/subjects/ada@example.com?type=customer&by=email`; 404 when nobody matches).
+
 The access answer is the package `subject_requests.access` builds; the erasure answer is the
 completion report (status 200 when every system is done, 202 when some are pending,
 e.g. the warehouse was held by another process: the tombstone is already in force).
@@ -34,6 +39,16 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+#: (subject type, lookup column) a request names in its query (None: not given)
+Which = tuple[str | None, str | None]
+
+
+def _which(request: Request) -> Which:
+    kind = request.query_params.get("type") or None
+    by = request.query_params.get("by") or None
+    return (kind[:64] if kind else None, by[:64] if by else None)
+
+
 def may_answer_requests(platform: Platform, principal: Principal, action: str) -> None:
     roles = platform.project.policy.roles
     if not any(roles[r].subject_requests for r in principal.roles if r in roles):
@@ -59,7 +74,22 @@ def _operation(method: str, summary: str, description: str, operation_id: str) -
             "description": description,
             "operationId": operation_id,
             "parameters": [
-                {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "type",
+                    "in": "query",
+                    "required": False,
+                    "description": "the subject type; required when the project has several",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "by",
+                    "in": "query",
+                    "required": False,
+                    "description": "a lookup column of the type (e.g. email): `subject` is "
+                    "its value",
+                    "schema": {"type": "string"},
+                },
             ],
             "responses": {
                 "200": {
@@ -98,21 +128,23 @@ def requests_routes(platform: Platform) -> list[Route]:
     """Access and erasure; errors are raised as TidegateError for the app to answer."""
     from tidegate.requests.subject_requests import access, erase
 
-    def answer_access(subject: str, token: str | None) -> dict[str, Any]:
+    def answer_access(subject: str, token: str | None, which: Which) -> dict[str, Any]:
         principal = authenticate(platform.meta, token)
         may_answer_requests(platform, principal, "access")
-        return access(platform, subject, principal.name)
+        return access(platform, subject, principal.name, subject_type=which[0], by=which[1])
 
-    def answer_erasure(subject: str, token: str | None, reason: str) -> JSONResponse:
+    def answer_erasure(subject: str, token: str | None, reason: str, which: Which) -> JSONResponse:
         principal = authenticate(platform.meta, token)
         may_answer_requests(platform, principal, "erase")
-        report = erase(platform, subject, principal.name, reason)
+        report = erase(
+            platform, subject, principal.name, reason, subject_type=which[0], by=which[1]
+        )
         return JSONResponse(report.as_json(), status_code=200 if report.complete else 202)
 
     async def get_subject(request: Request) -> JSONResponse:
         """Everything held about a data subject (GDPR Art. 15), as JSON."""
         subject = request.path_params["subject"]
-        found = await run_in_threadpool(answer_access, subject, _token(request))
+        found = await run_in_threadpool(answer_access, subject, _token(request), _which(request))
         # an incomplete package is not an answer: 503 with what could not be read
         return JSONResponse(found, status_code=200 if found["complete"] else 503)
 
@@ -120,7 +152,9 @@ def requests_routes(platform: Platform) -> list[Route]:
         """Erase a data subject everywhere (GDPR Art. 17); answers the completion report."""
         subject = request.path_params["subject"]
         reason = request.query_params.get("reason", "")[:500]
-        return await run_in_threadpool(answer_erasure, subject, _token(request), reason)
+        return await run_in_threadpool(
+            answer_erasure, subject, _token(request), reason, _which(request)
+        )
 
     return [
         Route("/v1/subjects/{subject}", get_subject, methods=["GET"]),

@@ -74,6 +74,7 @@ class Relation:
     table: str
     subject_column: str
     key_column: str | None
+    subject_type: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -90,7 +91,9 @@ class Found:
     identifiers: set[str] = field(default_factory=set)
 
 
-def relations(platform: Platform, cursor: Any) -> list[Relation]:
+def relations(platform: Platform, cursor: Any, subject_type: str | None = None) -> list[Relation]:
+    """The tables holding subject rows; with `subject_type`, only those whose subject
+    column identifies that kind of person (customer 3 is not employee 3)."""
     project = platform.project
     present = {
         (str(s), str(t))
@@ -102,9 +105,11 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
     found: list[Relation] = []
     for name, source in sorted(project.sources.items()):
         column = getattr(source.config, "subject", None)
+        if subject_type is not None and source.subject_type != subject_type:
+            continue
         if column and (RAW, name) in present:
             key = getattr(source.config, "key", None)
-            found.append(Relation("raw", name, RAW, name, column, key))
+            found.append(Relation("raw", name, RAW, name, column, key, source.subject_type))
     quality_columns: dict[str, set[str]] = {}
     for table, column in cursor.execute(
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
@@ -113,12 +118,22 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
         quality_columns.setdefault(str(table), set()).add(str(column))
     for name, product in sorted(project.products.items()):
         column = product.subject_column
-        if not column:
+        if not column or (subject_type is not None and product.subject_type != subject_type):
             continue
         for schema, table in sorted(present):
             suffix = table[len(name) + 3 :] if table.startswith(f"{name}__v") else ""
             if schema == BUILDS and suffix.isdigit():
-                found.append(Relation("build", name, BUILDS, table, column, product.config.key))
+                found.append(
+                    Relation(
+                        "build",
+                        name,
+                        BUILDS,
+                        table,
+                        column,
+                        product.config.key,
+                        product.subject_type,
+                    )
+                )
             version = suffix.split("__", 1)[0]
             # a failing-row table of a check on a version: the rows as the build had them
             if (
@@ -127,7 +142,9 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
                 and version.isdigit()
                 and column in quality_columns.get(table, set())
             ):
-                found.append(Relation("quality", name, QUALITY, table, column, None))
+                found.append(
+                    Relation("quality", name, QUALITY, table, column, None, product.subject_type)
+                )
     return found
 
 
@@ -155,10 +172,10 @@ def subject_rows(cursor: Any, relation: Relation, subject: str) -> list[dict[str
 
 
 def find_in_warehouse(
-    platform: Platform, cursor: Any, subject: str
+    platform: Platform, cursor: Any, subject: str, subject_type: str | None = None
 ) -> tuple[list[Relation], Found]:
     found = Found(identifiers={subject})
-    tables = relations(platform, cursor)
+    tables = relations(platform, cursor, subject_type)
     for relation in tables:
         rows = subject_rows(cursor, relation, subject)
         found.rows[relation.qualified] = [plain(r) for r in rows]
@@ -170,11 +187,16 @@ def find_in_warehouse(
     return tables, found
 
 
-def online_keys(platform: Platform, subject: str, found: Found | None) -> dict[str, set[str]]:
-    """Product -> online-store keys of the subject (products with a subject column)."""
+def online_keys(
+    platform: Platform, subject: str, found: Found | None, subject_type: str | None = None
+) -> dict[str, set[str]]:
+    """Product -> online-store keys of the subject (products with a subject column, of
+    `subject_type` when given)."""
     keys: dict[str, set[str]] = {}
     for name, product in sorted(platform.project.products.items()):
         if not product.subject_column:
+            continue
+        if subject_type is not None and product.subject_type != subject_type:
             continue
         wanted = set(found.keys.get(name, set())) if found else set()
         if product.subject_column == product.config.key:
@@ -232,12 +254,20 @@ def text_mentions(data: bytes | None, values: Sequence[str]) -> bool:
 
 
 def dead_letters_of(
-    dead: DeadLetterStore, project: Project, subject: str, identifiers: Iterable[str] = ()
+    dead: DeadLetterStore,
+    project: Project,
+    subject: str,
+    identifiers: Iterable[str] = (),
+    subject_type: str | None = None,
 ) -> list[DeadLetter]:
     """Letters about the subject: by its subject field or message key, or (a letter whose
-    subject field did not parse) by the subject's identifying values in the payload."""
+    subject field did not parse) by the subject's identifying values in the payload. With
+    `subject_type`, letters of sources whose subjects are another kind of person are not
+    about them."""
     columns = {
-        name: getattr(source.config, "subject", None) for name, source in project.sources.items()
+        name: getattr(source.config, "subject", None)
+        for name, source in project.sources.items()
+        if subject_type is None or source.subject_type in (None, subject_type)
     }
     values = personal_values(identifiers)
     found: list[DeadLetter] = []
@@ -247,11 +277,37 @@ def dead_letters_of(
         if not page:
             return found
         for letter in page:
+            if letter.source in project.sources and letter.source not in columns:
+                continue  # a source of another subject type
             if letter_mentions(letter, columns.get(letter.source), subject) or text_mentions(
                 letter.payload, values
             ):
                 found.append(letter)
         after = page[-1].id
+
+
+def find_by_lookup(
+    platform: Platform, cursor: Any, subject_type: str, column: str, value: str
+) -> list[str]:
+    """The ids of subjects of `subject_type` whose `column` (a declared lookup column)
+    equals `value` in any table of that type, distinct and sorted."""
+    ids: set[str] = set()
+    for relation in relations(platform, cursor, subject_type):
+        owner = (
+            platform.project.sources[relation.owner]
+            if relation.kind == "raw"
+            else platform.project.products[relation.owner]
+        )
+        if column not in owner.columns:
+            continue
+        rows = cursor.execute(
+            f"SELECT DISTINCT CAST({quote(relation.subject_column)} AS VARCHAR)"
+            f" FROM {relation.qualified} WHERE CAST({quote(column)} AS VARCHAR) = ?"
+            f" AND {quote(relation.subject_column)} IS NOT NULL",
+            [value],
+        ).fetchall()
+        ids.update(str(r[0]) for r in rows)
+    return sorted(ids)
 
 
 def letter_json(letter: DeadLetter) -> dict[str, Any]:

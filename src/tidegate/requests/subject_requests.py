@@ -1,5 +1,11 @@
 """Data subject requests: access (GDPR Art. 15) and erasure (Art. 17, 19).
 
+Every request is about one person of one subject type (`project/subjects.py`): customer
+3 and employee 3 are different people, so a request names the type (`subject_type`;
+optional when the project has one type or a default one) and reaches only the tables,
+products, syncs and dead letters whose subject column is of that type. A request may
+name the person by a declared lookup column instead of the id (`by="email"`).
+
 `access(platform, subject, principal)` returns, as JSON, everything tidegate holds about
 the subject: warehouse rows (raw tables and every product version), the online store,
 each sync destination the sync state says received them (read back by key), dead
@@ -83,7 +89,7 @@ from tidegate.audit.redact import (
 from tidegate.errors import BadRequestError, TidegateError
 from tidegate.privacy.consent import consent_ledger_of
 from tidegate.privacy.guard import guard_of
-from tidegate.privacy.tombstones import ErasureStore, erasure_store, pseudonym, tombstones_of
+from tidegate.privacy.tombstones import ErasureStore, erasure_store, tombstones_of
 from tidegate.requests.subject_data import (
     Found,
     dead_letters_of,
@@ -94,6 +100,13 @@ from tidegate.requests.subject_data import (
     plain,
     quote,
     topic_matches,
+)
+from tidegate.requests.subject_types import (
+    keys_consent,
+    may_name,
+    of_type,
+    resolve,
+    syncs_of_type,
 )
 from tidegate.timestamps import format_timestamp
 
@@ -125,6 +138,7 @@ class ErasureReport:
     finished_at: float = 0.0
     systems: list[SystemResult] = field(default_factory=list)
     audit_seq: int | None = None
+    subject_type: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -141,6 +155,7 @@ class ErasureReport:
         )
         return {
             "request_id": self.request_id,
+            "subject_type": self.subject_type,
             "subject_hash": self.subject_hash,
             "principal": self.principal,
             "started_at": report["started_at"],
@@ -155,6 +170,8 @@ def _check_subject(subject: str) -> str:
     subject = str(subject).strip()
     if not subject or len(subject) > 256:
         raise BadRequestError("a subject id is 1 to 256 characters")
+    if any(ord(c) < 32 for c in subject):
+        raise BadRequestError("a subject id holds no control characters")
     return subject
 
 
@@ -175,36 +192,55 @@ def _warehouse(platform: Platform) -> tuple[Any, str]:
 # ---------------------------------------------------------------- access
 
 
-def access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
-    """Everything held about `subject`, as JSON (GDPR Art. 15)."""
+def access(
+    platform: Platform,
+    subject: str,
+    principal: str,
+    *,
+    subject_type: str | None = None,
+    by: str | None = None,
+) -> dict[str, Any]:
+    """Everything held about `subject` (of `subject_type`; found by the lookup column
+    `by` when given), as JSON (GDPR Art. 15)."""
     subject = _check_subject(subject)
     with platform.writer_lock:  # in a runtime: between micro-batches, never inside one
-        return _access(platform, subject, principal)
+        subject, kind = resolve(platform, subject, subject_type, by, _warehouse)
+        return _access(platform, subject, kind, principal)
 
 
-def _access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"subject": subject, "generated_at": time.time()}
+def _access(platform: Platform, subject: str, kind: str, principal: str) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "subject": subject,
+        "subject_type": kind,
+        "generated_at": time.time(),
+    }
     tombstones = tombstones_of(platform)
-    result["erased"] = tombstones.is_erased(subject)
+    result["erased"] = tombstones.is_erased(subject, kind)
     warehouse, why = _warehouse(platform)
     found: Found | None = None
     if warehouse is None:
         result["warehouse"] = {"status": "unavailable", "error": why}
     else:
         with warehouse.cursor() as cur:
-            _, found = find_in_warehouse(platform, cur, subject)
+            _, found = find_in_warehouse(platform, cur, subject, kind)
         result["warehouse"] = {"status": "ok", "tables": found.rows}
-    result["online_store"] = _online_rows(platform, subject, found)
-    result["destinations"] = _destination_rows(platform, subject)
+    result["online_store"] = _online_rows(platform, subject, found, kind)
+    result["destinations"] = _destination_rows(platform, subject, kind)
     identifiers = (found.identifiers if found else set()) | {subject}
-    result["dead_letters"] = _dead_letters(platform, subject, identifiers)
-    result["consent"] = _consent(platform, subject)
+    result["dead_letters"] = _dead_letters(platform, subject, identifiers, kind)
+    result["consent"] = _consent(platform, subject, kind)
     redactor = Redactor([subject], "")
     platform.audit.flush()
+    carried = set(platform.audit.subject_seqs(subject, kind))  # every sync, export, read
     result["audit"] = [
-        {"seq": stored.seq, **AuditRecord.readable(stored.body).__dict__}
+        {"seq": stored.seq, **AuditRecord.readable(stored.body).as_json()}
         for stored in platform.meta.audit_records()
-        if redactor.mentions(stored.body) and _names(redactor, stored.body)
+        if stored.seq in carried
+        or (
+            redactor.mentions(stored.body)
+            and _names(redactor, stored.body)
+            and of_type(platform, stored.body, kind)
+        )
     ]
     result = readable_times(result)
     counts = {
@@ -220,7 +256,8 @@ def _access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
             action=ACCESS_ACTION,
             principal=principal,
             subjects=(subject,),
-            detail={"subject": subject, "counts": counts},
+            subject_type=kind,
+            detail={"subject": subject, "subject_type": kind, "counts": counts},
         )
     )
     result["counts"] = counts
@@ -247,11 +284,13 @@ def _names(redactor: Redactor, body: str) -> bool:
     return redactor._pattern is not None and redactor._pattern.search(body) is not None
 
 
-def _online_rows(platform: Platform, subject: str, found: Found | None) -> dict[str, Any]:
+def _online_rows(
+    platform: Platform, subject: str, found: Found | None, kind: str
+) -> dict[str, Any]:
     import json
 
     rows: dict[str, Any] = {}
-    for product, keys in online_keys(platform, subject, found).items():
+    for product, keys in online_keys(platform, subject, found, kind).items():
         if not keys:
             continue
         held = platform.online.read_many(product, sorted(keys))
@@ -260,10 +299,14 @@ def _online_rows(platform: Platform, subject: str, found: Found | None) -> dict[
     return rows
 
 
-def _locations(platform: Platform, subject: str) -> dict[str, list[str]]:
+def _locations(platform: Platform, subject: str, kind: str) -> dict[str, list[str]]:
+    """Sync -> keys the sync state recorded for the subject, in syncs of `kind` (and in
+    syncs no longer configured, whose type cannot be told: listed, never deleted blind)."""
+    mine = set(syncs_of_type(platform, kind))
     by_sync: dict[str, list[str]] = {}
     for location in platform.meta.subject_locations(subject):
-        by_sync.setdefault(location.sync, []).append(location.key)
+        if location.sync in mine or location.sync not in platform.project.syncs:
+            by_sync.setdefault(location.sync, []).append(location.key)
     return by_sync
 
 
@@ -280,9 +323,9 @@ def _open_sync_destination(platform: Platform, name: str) -> tuple[Any, Any]:
     return destination, mapping
 
 
-def _destination_rows(platform: Platform, subject: str) -> dict[str, Any]:
+def _destination_rows(platform: Platform, subject: str, kind: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for name, keys in sorted(_locations(platform, subject).items()):
+    for name, keys in sorted(_locations(platform, subject, kind).items()):
         entry: dict[str, Any] = {"keys": keys}
         if name not in platform.project.syncs:
             entry["status"] = "sync no longer configured: rows not read back"
@@ -309,9 +352,11 @@ def _destination_rows(platform: Platform, subject: str) -> dict[str, Any]:
     return result
 
 
-def _dead_letters(platform: Platform, subject: str, identifiers: set[str]) -> list[dict[str, Any]]:
+def _dead_letters(
+    platform: Platform, subject: str, identifiers: set[str], kind: str
+) -> list[dict[str, Any]]:
     dead = platform.meta.dead_letters
-    letters = dead_letters_of(dead, platform.project, subject, identifiers)
+    letters = dead_letters_of(dead, platform.project, subject, identifiers, kind)
     return [letter_json(letter) for letter in letters]
 
 
@@ -332,9 +377,11 @@ def readable_times(value: Any) -> Any:
     return value
 
 
-def _consent(platform: Platform, subject: str) -> dict[str, Any]:
+def _consent(platform: Platform, subject: str, kind: str) -> dict[str, Any]:
     from tidegate.privacy.consent_input import state_of
 
+    if not keys_consent(platform, kind):
+        return {"history": [], "allowed": {}, "note": f"no consent is recorded for {kind}s"}
     history = consent_ledger_of(platform).history(subject)
     return {"history": [h.__dict__ for h in history], "allowed": state_of(platform, subject)}
 
@@ -342,19 +389,32 @@ def _consent(platform: Platform, subject: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- erasure
 
 
-def erase(platform: Platform, subject: str, principal: str, reason: str = "") -> ErasureReport:
-    """Erase `subject` everywhere tidegate put it; see the module docstring."""
+def erase(
+    platform: Platform,
+    subject: str,
+    principal: str,
+    reason: str = "",
+    *,
+    subject_type: str | None = None,
+    by: str | None = None,
+) -> ErasureReport:
+    """Erase `subject` (of `subject_type`; found by the lookup column `by` when given)
+    everywhere tidegate put it; see the module docstring."""
     subject = _check_subject(subject)
     with platform.writer_lock:  # in a runtime: between micro-batches, never inside one
-        return _erase(platform, subject, principal, reason)
+        subject, kind = resolve(platform, subject, subject_type, by, _warehouse)
+        return _erase(platform, subject, kind, principal, reason)
 
 
-def _erase(platform: Platform, subject: str, principal: str, reason: str) -> ErasureReport:
+def _erase(
+    platform: Platform, subject: str, kind: str, principal: str, reason: str
+) -> ErasureReport:
     store = erasure_store(platform.meta)
     tombstones = tombstones_of(platform)
-    digest = tombstones.hash(subject)
-    token = pseudonym(tombstones.key, subject)
+    digest = tombstones.hash(subject, kind)
+    token = tombstones.pseudonym(subject, kind)
     report = ErasureReport(uuid.uuid4().hex[:16], digest, principal, time.time())
+    report.subject_type = kind
     systems = report.systems
 
     added = store.add_tombstone(digest, report.started_at, report.request_id)
@@ -367,13 +427,20 @@ def _erase(platform: Platform, subject: str, principal: str, reason: str) -> Era
             note="new" if added else "already erased before; this request completes it",
         )
     )
-    found = _erase_warehouse(platform, subject, systems)
-    _erase_online(platform, subject, found, systems)
-    _erase_destinations(platform, subject, systems)
+    found = _erase_warehouse(platform, subject, kind, systems)
+    _erase_online(platform, subject, kind, found, systems)
+    _erase_destinations(platform, subject, kind, systems)
     identifiers = (found.identifiers if found else set()) | {subject}
-    _erase_dead_letters(platform, subject, identifiers, systems)
+    _erase_dead_letters(platform, subject, identifiers, kind, systems)
     _erase_event_log(platform, subject, found, identifiers, systems)
-    rows = store.erase_subject_rows(subject, token, _evidence_digest, personal_values(identifiers))
+    rows = store.erase_subject_rows(
+        subject,
+        token,
+        _evidence_digest,
+        personal_values(identifiers),
+        syncs=syncs_of_type(platform, kind),
+        consent=may_name(platform, kind),
+    )
     state = sum(n for t, n in rows.items() if t != "consent_ledger")
     systems.append(
         SystemResult(
@@ -395,12 +462,12 @@ def _erase(platform: Platform, subject: str, principal: str, reason: str) -> Era
     )
     redactor = Redactor(identifiers, token)
     _redact_runs(store, redactor, systems)
-    _redact_observations(platform, store, subject, systems)
+    _redact_observations(platform, store, subject, kind, systems)
     _events_and_sources(platform, systems)
     redaction = SubjectRedaction(
         subject,
         token,
-        {p: frozenset(k) for p, k in online_keys(platform, subject, found).items() if k},
+        {p: frozenset(k) for p, k in online_keys(platform, subject, found, kind).items() if k},
     )
     _audit_and_redact(platform, store, redactor, redaction, report, reason)
     return report
@@ -412,7 +479,9 @@ def _evidence_digest(evidence: str) -> str:
     return "sha256:" + hashlib.sha256(evidence.encode("utf-8")).hexdigest()
 
 
-def _erase_warehouse(platform: Platform, subject: str, systems: list[SystemResult]) -> Found | None:
+def _erase_warehouse(
+    platform: Platform, subject: str, kind: str, systems: list[SystemResult]
+) -> Found | None:
     from tidegate.store.warehouse import RAW
 
     warehouse, why = _warehouse(platform)
@@ -429,7 +498,7 @@ def _erase_warehouse(platform: Platform, subject: str, systems: list[SystemResul
         return None
     touched: list[str] = []
     with warehouse.cursor() as cur:
-        tables, found = find_in_warehouse(platform, cur, subject)
+        tables, found = find_in_warehouse(platform, cur, subject, kind)
         cur.execute("BEGIN")
         try:
             for relation in tables:
@@ -506,10 +575,14 @@ def _pending_publish(cur: Any, found: Found) -> int:
 
 
 def _erase_online(
-    platform: Platform, subject: str, found: Found | None, systems: list[SystemResult]
+    platform: Platform,
+    subject: str,
+    subject_type: str,
+    found: Found | None,
+    systems: list[SystemResult],
 ) -> None:
     kind = platform.project.config.backends.online.type
-    for product, keys in online_keys(platform, subject, found).items():
+    for product, keys in online_keys(platform, subject, found, subject_type).items():
         if not keys:
             continue
         held = platform.online.read_many(product, sorted(keys))
@@ -533,11 +606,13 @@ def _erase_online(
         )
 
 
-def _erase_destinations(platform: Platform, subject: str, systems: list[SystemResult]) -> None:
+def _erase_destinations(
+    platform: Platform, subject: str, kind: str, systems: list[SystemResult]
+) -> None:
     from tidegate.egress.sync import sync_lock
     from tidegate.egress.sync.mapping import typed_key
 
-    for name, keys in sorted(_locations(platform, subject).items()):
+    for name, keys in sorted(_locations(platform, subject, kind).items()):
         if name not in platform.project.syncs:
             systems.append(
                 SystemResult(
@@ -608,10 +683,14 @@ def _history_kept(destination: Any, where: str, keys: int) -> SystemResult:
 
 
 def _erase_dead_letters(
-    platform: Platform, subject: str, identifiers: set[str], systems: list[SystemResult]
+    platform: Platform,
+    subject: str,
+    identifiers: set[str],
+    kind: str,
+    systems: list[SystemResult],
 ) -> None:
     dead = platform.meta.dead_letters
-    letters = dead_letters_of(dead, platform.project, subject, identifiers)
+    letters = dead_letters_of(dead, platform.project, subject, identifiers, kind)
     removed = dead.delete([letter.id for letter in letters])
     systems.append(
         SystemResult(
@@ -693,7 +772,7 @@ def _redact_runs(store: ErasureStore, redactor: Redactor, systems: list[SystemRe
 
 
 def _redact_observations(
-    platform: Platform, store: ErasureStore, subject: str, systems: list[SystemResult]
+    platform: Platform, store: ErasureStore, subject: str, kind: str, systems: list[SystemResult]
 ) -> None:
     """Column statistics (min, max) of subject and id columns equal to the subject's id."""
     try:
@@ -704,8 +783,11 @@ def _redact_observations(
         (name, column)
         for name, product in platform.project.products.items()
         for column, spec in product.columns.items()
-        if column == product.subject_column
-        or (spec.classification or "").startswith("user.unique_id")
+        if product.subject_type == kind
+        and (
+            column == product.subject_column
+            or (spec.classification or "").startswith("user.unique_id")
+        )
     ]
     changed = store.redact_observations(columns, value)
     systems.append(
@@ -737,6 +819,16 @@ def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None
             )
 
 
+def _redact_carried(platform: Platform, redaction: SubjectRedaction, kind: str) -> int:
+    """The subject's entries in `audit_subjects`: of its type, and untyped ones (records
+    written before types, or naming none) where the type is the default one."""
+    meta = platform.meta
+    changed = meta.redact_audit_subjects(redaction.subject, kind, redaction.token)
+    if may_name(platform, kind):  # the default type (or no default): untyped entries
+        changed += meta.redact_audit_subjects(redaction.subject, "", redaction.token)
+    return changed
+
+
 def _audit_and_redact(
     platform: Platform,
     store: ErasureStore,
@@ -746,7 +838,26 @@ def _audit_and_redact(
     reason: str,
 ) -> None:
     platform.audit.flush()  # records queued by the serving path are redacted too
-    bodies = redactions_for(platform.meta.audit_records(), redaction)
+    kind = report.subject_type or ""
+    records = (
+        r
+        for r in platform.meta.audit_records()
+        if redaction.mentions(r.body) and of_type(platform, r.body, kind)
+    )
+    bodies = redactions_for(records, redaction)
+    carried = _redact_carried(platform, redaction, kind)
+    report.systems.append(
+        SystemResult(
+            "audit_log",
+            "metadata: audit_subjects",
+            "removed" if carried else "none",
+            carried,
+            note="the subject's id in the full subject lists of syncs, exports and reads "
+            "replaced by the pseudonym"
+            if carried
+            else "",
+        )
+    )
     report.systems.append(
         SystemResult(
             "audit_log",
@@ -765,6 +876,7 @@ def _audit_and_redact(
         outcome="complete" if report.complete else "partial",
         detail={
             "request_id": report.request_id,
+            "subject_type": report.subject_type,
             "subject_hash": report.subject_hash,
             "reason": redactor.text(reason),
             "systems": [asdict(s) for s in report.systems],

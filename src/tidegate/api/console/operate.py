@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from tidegate.api.console.core import Page
 from tidegate.errors import BadRequestError, NotFoundError, TidegateError
 from tidegate.project.project import stream_sources
+from tidegate.project.subjects import subject_types
 from tidegate.timestamps import format_timestamp
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{8,32}$")
@@ -152,6 +153,7 @@ def privacy(page: Page) -> Response:
         states=states,
         purposes=platform.project.policy.purposes,
         may_answer=page.may_answer_requests,
+        subject_types=sorted(subject_types(platform.project)),
         reports=recent,
         done=page.param("done"),
         trends=trends,
@@ -197,7 +199,11 @@ def erase(page: Page) -> Response:
     if page.form.get("confirm") != subject:
         raise BadRequestError("type the subject's id again in the confirmation field to erase")
     report = erase_subject(
-        page.console.platform, subject, page.principal.name, page.param("reason")
+        page.console.platform,
+        subject,
+        page.principal.name,
+        page.param("reason"),
+        subject_type=page.param("type") or None,
     )  # audited by erase() itself (action erasure)
     folder = _reports_dir(page)
     folder.mkdir(parents=True, exist_ok=True)
@@ -228,7 +234,9 @@ def access_package(page: Page) -> Response:
     from tidegate.requests.subject_requests import access
 
     subject = _need_requests(page, "answer access requests")
-    package = access(page.console.platform, subject, page.principal.name)  # audited by access()
+    package = access(
+        page.console.platform, subject, page.principal.name, subject_type=page.param("type") or None
+    )  # audited by access()
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", subject)[:60]
     return Response(
         json.dumps(package, indent=2, default=str),

@@ -266,6 +266,7 @@ class Serving:
                     product=product,
                     rows=0,
                     subjects=(subject,) if subject is not None else (),
+                    subject_type=plan.subject_type,
                     outcome="filtered" if entry is not None else "absent",
                     detail={"key": shown_key, "key_id": principal.key_id},
                 ),
@@ -281,6 +282,7 @@ class Serving:
                 columns=shape.columns,
                 rows=1,
                 subjects=(subject,) if subject is not None else (),
+                subject_type=plan.subject_type,
                 detail={"key": shown_key, "key_id": principal.key_id},
             ),
         )
@@ -363,6 +365,7 @@ class Serving:
                 columns=shape.columns if served else {},
                 rows=len(served),
                 subjects=tuple(subjects),
+                subject_type=plan.subject_type,
                 outcome="allowed" if served else "absent",
                 detail={
                     "key_id": principal.key_id,

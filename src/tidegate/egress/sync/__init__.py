@@ -497,6 +497,8 @@ def _remove(
                 rows=len(chunk),
                 subjects=tuple(subjects[:SUBJECT_SAMPLE]),
                 subject_count=len(subjects),
+                subject_type=plan.subject_type,
+                carried=tuple(subjects),
                 outcome="removed" if can_delete else "suppressed",
                 detail={
                     "sync": name,
@@ -527,6 +529,8 @@ def _audit_run(
             rows=report.added + report.changed,
             subjects=tuple(subjects),
             subject_count=subject_count,
+            subject_type=plan.subject_type,
+            carried=sent_subjects.everyone(),
             outcome="failed" if report.run_error else "blocked" if report.blocked else "allowed",
             detail={
                 "sync": cfg.name,

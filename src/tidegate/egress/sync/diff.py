@@ -150,8 +150,9 @@ class SubjectTally:
 
     `one_per_row`: each product row has its own subject (the subject column is the
     product key, unique in a published version), so counting rows counts subjects and
-    no distinct set is built; otherwise each batch's distinct subjects are kept (Arrow)
-    and de-duplicated across batches at the end."""
+    no de-duplication is needed; otherwise each batch's distinct subjects are
+    de-duplicated across batches at the end. Either way every subject is kept (Arrow
+    chunks, a few bytes each) for the audit trail's full list (`everyone`)."""
 
     def __init__(self, one_per_row: bool = False, sample: int = 100) -> None:
         self.one_per_row = one_per_row
@@ -168,8 +169,7 @@ class SubjectTally:
             return
         distinct = present if self.one_per_row else pc.unique(present)
         self._count += len(distinct)
-        if not self.one_per_row:
-            self._chunks.append(distinct)
+        self._chunks.append(distinct)
         first = distinct.take(pc.bottom_k_unstable(distinct, k=min(self.sample, len(distinct))))
         self._first = sorted(set(self._first) | {str(s) for s in first.to_pylist()})[: self.sample]
 
@@ -182,6 +182,18 @@ class SubjectTally:
             return self._count, self._first
         merged = pc.unique(pa.chunked_array(self._chunks, type=self._chunks[0].type))
         return len(merged), self._first
+
+    def everyone(self) -> tuple[str, ...]:
+        """Every distinct subject sent, as text (what `audit_subjects` keeps)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self._chunks:
+            return ()
+        merged = pa.chunked_array(self._chunks, type=self._chunks[0].type)
+        if not self.one_per_row and len(self._chunks) > 1:
+            merged = pc.unique(merged)
+        return tuple(pc.cast(merged, pa.string()).to_pylist())
 
 
 class Prefetch:
