@@ -235,3 +235,22 @@ def test_verify_stays_clean_after_any_number_of_erasures(
                     assert not erased & set(record.subjects), record
         finally:
             store.close()
+
+
+def test_run_stats_keep_their_counts_when_subject_1_is_erased() -> None:
+    """Run stats are JSON: erasing subject `1` must replace the key `1` in a list of keys
+    and in text, never the count `rows: 1` (that broke the JSON and the next sync run)."""
+    import json as _json
+
+    from tidegate.audit.redact import Redactor
+
+    redactor = Redactor(["1", "ada@example.com"], "pseud:abc")
+    stats = _json.dumps(
+        {"rows": 1, "inserted": 1, "keys": [1, 2, "1"], "error": "row 1 (ada@example.com) failed"}
+    )
+    out = _json.loads(redactor.json_text(stats))
+    assert out["rows"] == 1
+    assert out["inserted"] == 1
+    assert out["keys"] == ["pseud:abc", 2, "pseud:abc"]
+    assert out["error"] == "row pseud:abc (pseud:abc) failed"
+    assert redactor.json_text("plain text about 1") == "plain text about pseud:abc"

@@ -90,6 +90,27 @@ class Redactor:
             return {self.text(str(k)): self.value(v) for k, v in value.items()}
         return value
 
+    def json_text(self, text: str) -> str:
+        """`text` redacted; when it is JSON (run stats), field by field: strings and
+        the members of lists (keys) that are identifiers are replaced, scalar numbers
+        (counts) are kept, so `rows: 1` survives erasing subject `1` and stays JSON."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return self.text(text)
+        return json.dumps(self._fields(data))
+
+    def _fields(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {self.text(str(k)): self._fields(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [
+                self.value(v) if not isinstance(v, dict | list) else self._fields(v) for v in value
+            ]
+        if isinstance(value, str):
+            return self.text(value)
+        return value  # a count, a flag, a time
+
     def mentions(self, text: str) -> bool:
         return any(i in text for i in self.identifiers)
 

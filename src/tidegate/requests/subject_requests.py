@@ -756,7 +756,7 @@ def _redact_runs(store: ErasureStore, redactor: Redactor, systems: list[SystemRe
     changed: dict[int, tuple[str, str]] = {}
     for run_id, stats, error in store.runs_text():
         if redactor.mentions(stats) or redactor.mentions(error):
-            new = (redactor.text(stats), redactor.text(error))
+            new = (redactor.json_text(stats), redactor.text(error))
             if new != (stats, error):
                 changed[run_id] = new
     store.redact_runs(changed)
