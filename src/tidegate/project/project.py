@@ -9,6 +9,7 @@ from typing import Any
 
 from tidegate.errors import Problem
 from tidegate.project.models import (
+    NOT_PERSONAL,
     ColumnSpec,
     PolicyFile,
     ProductConfig,
@@ -137,7 +138,11 @@ class Policy:
         return policy
 
     def treatment_for(self, purpose: str, classification: str | None) -> TreatmentSpec:
-        """Longest classification prefix wins; the purpose's own rules beat the `*` rules."""
+        """Longest classification prefix wins; the purpose's own rules beat the `*` rules.
+
+        `none` (declared non-personal) is matched like an unclassified column."""
+        if classification == NOT_PERSONAL:
+            classification = None
         label = classification or UNCLASSIFIED
         for scope in (purpose, "*"):
             rules = self.treatments.get(scope, {})

@@ -236,10 +236,10 @@ def check_taxonomy(project: object) -> tuple[list[Problem], list[Problem]]:
     for kind, items in (("source", project.sources), ("product", project.products)):
         for item in items.values():
             for column, spec in item.columns.items():
-                if spec.classification:
+                if spec.category:
                     where = item.doc.problem(("columns", column, "classification"), "")
                     found = judge(
-                        spec.classification,
+                        spec.category,
                         DATA_CATEGORIES,
                         f"{kind} column {item.name}.{column}: classification",
                     )
