@@ -141,7 +141,7 @@ columns:
   first_name: {type: VARCHAR, classification: user.name}
   last_name: {type: VARCHAR, classification: user.name}
   email: {type: VARCHAR, classification: user.contact.email}
-  score: {type: DOUBLE}
+  score: {type: DOUBLE, classification: none}
 """
 PRODUCT = """\
 name: people
@@ -155,7 +155,7 @@ columns:
   first_name: {type: VARCHAR, classification: user.name}
   last_name: {type: VARCHAR, classification: user.name}
   email: {type: VARCHAR, classification: user.contact.email}
-  score: {type: DOUBLE}
+  score: {type: DOUBLE, classification: none}
 """
 POLICY = """\
 purposes:
