@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tidegate.audit.log import ChainIssue
 from tidegate.meta.base import MetadataStore
+from tidegate.private import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,9 @@ class AuditAnchor:
     def write(self, seq: int, digest: str) -> None:
         at = time.time()
         body = {"seq": seq, "hash": digest, "at": at, "mac": self._mac(seq, digest, at)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         tmp = self.path.with_suffix(".tmp")
+        private_file(tmp, create=True)
         with tmp.open("w") as handle:
             json.dump(body, handle)
             handle.flush()
@@ -172,7 +174,8 @@ def _hash_at(store: MetadataStore, seq: int) -> str | None:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    private_file(path, create=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

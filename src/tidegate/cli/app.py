@@ -32,6 +32,7 @@ from tidegate.cli import (
 from tidegate.console import errors
 from tidegate.errors import ConfigError, TidegateError
 from tidegate.extras import MissingExtraError
+from tidegate.private import restrict_umask
 
 app = typer.Typer(
     name="tidegate",
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run a command line; `argv` None is this process's own (`sys.argv`), which a live
     runtime of the project may run instead (`cli/forward.py`); a runtime running a command
     for the CLI passes the line it was handed."""
+    restrict_umask()  # project state at rest is the owner's only (private.py)
     logging.basicConfig(
         level=os.environ.get("TIDEGATE_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
