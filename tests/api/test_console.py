@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -359,3 +360,49 @@ def test_no_page_references_an_outside_host_and_every_asset_is_served(shop: Shop
         assert len(answer.content) > 30, asset
     docs_init = shop.client.get("/docs/init.js").text
     assert "validatorUrl: null" in docs_init
+
+
+def test_privacy_page_charts_choices_per_purpose_and_times_revocation_propagation(
+    shop: Shop,
+) -> None:
+    """A revocation recorded now shows on the purpose's revocations-per-day chart, and
+    its removal from the CRM audience is timed from the ledger's record to the chained
+    removal record; the page carries counts and durations, never the subject's id."""
+    from tidegate.egress.sync import run_sync
+    from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
+    from tidegate.requests.propagation import propagate
+
+    run_sync(shop.platform, "crm_audience")
+    subject = next(
+        str(s)
+        for s in range(3, 200)
+        if str(s) not in ("7",)
+        and any(loc.sync == "crm_audience" for loc in shop.platform.meta.subject_locations(str(s)))
+    )
+
+    def overview() -> tuple[dict[str, int], int]:
+        page = shop.get("/console/privacy", "dpo")
+        assert page.status_code == 200
+        revocations = {
+            p: int(n)
+            for p, n in re.findall(
+                r'class="trend" data-purpose="([^"]+)" data-grants="\d+" '
+                r'data-revocations="(\d+)"',
+                page.text,
+            )
+        }
+        count = re.search(r'id="propagation" data-count="(\d+)"', page.text)
+        assert count is not None
+        assert f">{subject}<" not in page.text
+        return revocations, int(count.group(1))
+
+    revoked_before, timed_before = overview()
+    consent_ledger_of(shop.platform).record(
+        [ConsentEvent(subject, "marketing.email", "revoke", time.time(), source="console-test")]
+    )
+    report = propagate(shop.platform, subject)
+    assert [r.sync for r in report.removals] == ["crm_audience"]
+    shop.platform.audit.flush()
+    revoked_after, timed_after = overview()
+    assert revoked_after["marketing.email"] == revoked_before.get("marketing.email", 0) + 1
+    assert timed_after == timed_before + 1

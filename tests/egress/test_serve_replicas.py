@@ -2,8 +2,8 @@
 rate limit holds in total across them (shared buckets in Redis), and a revocation
 written through replica A answers on replica B's very next read.
 
-Parametrised by metadata backend: SQLite now; PostgreSQL joins when that backend lands
-(add it to METADATA with the lines that configure it)."""
+Parametrised by metadata backend: SQLite, and PostgreSQL (a schema of the test's own,
+dropped afterwards), the production layout for several replicas."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tidegate.demo.runner import _free_port
+from tidegate.demo.runner import _free_port, load_consent
 from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
 from tidegate.products.builder import build_products, load_sources
@@ -43,29 +43,38 @@ roles:
     write_consent: true
 """
 
-#: metadata backend -> the `metadata:` line of tidegate.yml (given the test's tmp dir)
+#: metadata backend -> the `metadata:` line of tidegate.yml ({schema}: the test's own)
 METADATA: dict[str, str] = {
-    "sqlite": "  metadata: {type: sqlite, path: .tidegate/metadata.db}",
+    "sqlite": "  metadata: {{type: sqlite, path: .tidegate/metadata.db}}",
+    "postgres": "  metadata: {{type: postgres, dsn_env: TIDEGATE_PG_DSN, schema: {schema}}}",
 }
 
 
 @pytest.fixture(params=sorted(METADATA))
 def replicated_shop(
-    request: pytest.FixtureRequest, demo_copy: Path, redis_url: str
+    request: pytest.FixtureRequest,
+    demo_copy: Path,
+    redis_url: str,
+    pg_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Path]:
     """The demo on Redis (online store, so rate limits too) and the given metadata."""
     config = demo_copy / "tidegate.yml"
-    prefix = f"tgtest{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    prefix, schema = f"tgtest{tag}", f"replicas_{tag}"
+    monkeypatch.setenv("TIDEGATE_PG_DSN", pg_dsn)  # read by this process and the replicas
     lines = []
     for line in config.read_text().splitlines():
         if line.strip().startswith("online:"):
             line = f"  online: {{type: redis, url: '{redis_url}', prefix: {prefix}}}"
         elif line.strip().startswith("metadata:"):
-            line = METADATA[request.param]
+            line = METADATA[request.param].format(schema=schema)
         lines.append(line)
     config.write_text("\n".join(lines) + "\n")
     (demo_copy / "policies" / "replicas.yml").write_text(POLICY)
     with Platform.open(demo_copy) as platform:
+        if request.param == "postgres":  # a fresh metadata store: the demo's choices again
+            load_consent(platform, demo_copy)
         load_sources(platform)
         assert all(r.status == "live" for r in build_products(platform))
     yield demo_copy
@@ -75,6 +84,11 @@ def replicated_shop(
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
         client.delete(key)
     client.close()
+    if request.param == "postgres":
+        import psycopg
+
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _serve(project: Path, port: int) -> Any:

@@ -15,7 +15,6 @@ import pytest
 
 from tidegate.api import create_app
 from tidegate.demo.runner import BackgroundServer, _free_port
-from tidegate.ingest.deadletters import DeadLetterStore
 from tidegate.ingest.files import ingest_folder
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.validate import UNAVAILABLE
@@ -64,11 +63,15 @@ def _tiers(platform: Platform) -> dict[int, Any]:
 
 
 def _dead(root: Path) -> list[str]:
-    store = DeadLetterStore(root / ".tidegate" / "metadata.db")
-    try:
-        return [d.reason for d in store.list(limit=100)]
-    finally:
-        store.close()
+    """Dead letters' reasons, read through the project's own metadata store."""
+    from contextlib import closing
+
+    from tidegate.meta import open_metadata
+    from tidegate.project.loader import load_project
+
+    project = load_project(root)
+    with closing(open_metadata(project.config.backends.metadata, root)) as meta:
+        return [d.reason for d in meta.dead_letters.list(limit=100)]
 
 
 def _log(intake: Intake, *events: Any) -> None:

@@ -1,4 +1,5 @@
-"""A demo shop extended for privacy tests: a consent-writing role, TCF and GPC mappings,
+"""A demo shop extended for privacy tests (the demo's own `dpo` role answers subject
+requests): a consent-writing role, TCF and GPC mappings,
 and syncs of the marketing audience into real PostgreSQL, Redis and MariaDB."""
 
 from __future__ import annotations
@@ -21,10 +22,6 @@ roles:
     description: The consent management platform's backend.
     purposes: [support]
     write_consent: true
-  dpo:
-    description: The data protection officer.
-    purposes: [support]
-    subject_requests: true
 """
 
 

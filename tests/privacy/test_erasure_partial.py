@@ -60,14 +60,6 @@ def test_a_tombstone_alone_keeps_the_subject_out_of_syncs_and_rebuilds(
         assert subject not in {str(r["customer_id"]) for r in crm_rows(platform)}
 
 
-DPO_POLICY = """
-roles:
-  dpo:
-    description: The data protection officer.
-    purposes: [support]
-    subject_requests: true
-"""
-
 HOLD = """
 import sys, time, duckdb
 db = duckdb.connect(sys.argv[1])
@@ -86,7 +78,6 @@ def test_an_access_request_the_api_cannot_complete_is_a_503(demo_copy: Path) -> 
     from tidegate.demo.runner import BackgroundServer, _free_port
     from tidegate.platform.keys import create_key
 
-    (demo_copy / "policies" / "dpo.yml").write_text(DPO_POLICY)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(demo_copy / ".tidegate" / "warehouse.duckdb")],
         stdout=subprocess.PIPE,

@@ -263,3 +263,18 @@ def test_values_missing_from_the_file_are_named(tmp_path: Path) -> None:
         anonymize(rows, ["city"], 2, 0.0, Privacy(hierarchies={"city": path}))
     with pytest.raises(BadRequestError, match="cannot be read"):
         anonymize(rows, ["city"], 2, 0.0, Privacy(hierarchies={"city": tmp_path / "none.csv"}))
+
+
+def test_an_empty_input_reports_the_same_metrics_as_any_other() -> None:
+    """An export whose guard left no row (nobody consented yet) reports every metric the
+    CLI prints, at its empty value; it crashed with KeyError 'discernibility' before."""
+    import pyarrow as pa
+
+    empty = pa.table({"country": pa.array([], pa.string()), "age": pa.array([], pa.int64())})
+    full = anonymize(pa.table({"country": ["DE", "DE"], "age": [30, 31]}), ["country"], k=2)
+    result = anonymize(empty, ["country"], k=2)
+    report = result.loss_report()
+    assert set(full.loss_report()) <= set(report)
+    assert report["rows_out"] == 0
+    assert report["discernibility"] == 0
+    assert report["suppressed"] == 0

@@ -17,9 +17,14 @@ Rules:
 * it is replaced atomically (write, fsync, rename) under a file lock, so two processes
   writing the same log never move it backwards.
 
-An anchor kept on the same disk guards against edits of the database, not against an
-attacker who also holds the master key; ship it off-host (WORM storage, a transparency
-log) for that.
+Where it is kept: a file for a single host (SQLite metadata), or, when the metadata is
+shared by several hosts (PostgreSQL), a compare-and-set slot of the metadata store
+(`MetadataStore.move_audit_anchor`), so every host advances one anchor. The signature
+still stops a database writer from forging an anchor; what a slot beside the log cannot
+stop is someone who can write the database replacing it with an *older* signed anchor
+and cutting the log back to it. An anchor kept on the same disk (or in the same
+database) guards against edits of the log, not against that, nor against an attacker
+who also holds the master key; ship it off-host (WORM storage, a transparency log).
 """
 
 from __future__ import annotations
@@ -51,9 +56,18 @@ class Head:
 
 
 class AuditAnchor:
-    def __init__(self, path: Path, master_key: bytes) -> None:
+    """The anchor in a file at `path`, or in `shared`'s anchor slot when given (several
+    hosts on one metadata store); `path` then only names it in messages."""
+
+    def __init__(self, path: Path, master_key: bytes, shared: MetadataStore | None = None) -> None:
         self.path = Path(path)
+        self._shared = shared
         self._key = hmac.new(master_key, b"tidegate/audit/anchor", hashlib.sha256).digest()
+        self._seen: str | None = None  # the slot's text as last read (compare-and-set)
+
+    @property
+    def where(self) -> str:
+        return "the metadata store's anchor slot" if self._shared else self.path.name
 
     # ------------------------------------------------------------ file
 
@@ -61,12 +75,22 @@ class AuditAnchor:
         message = f"{seq}\n{digest}\n{at!r}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
+    def _text(self) -> str | None:
+        if self._shared is not None:
+            self._seen = self._shared.audit_anchor()
+            return self._seen
+        try:
+            return self.path.read_text()
+        except FileNotFoundError:
+            return None
+
     def read(self) -> Head | None:
         """The anchored head; raises ValueError when the file is damaged or forged."""
         try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
+            text = self._text()
+            if text is None:
+                return None
+            data = json.loads(text)
         except (OSError, ValueError) as err:
             raise ValueError(f"the anchor file cannot be read: {err}") from None
         try:
@@ -81,6 +105,10 @@ class AuditAnchor:
     def write(self, seq: int, digest: str) -> None:
         at = time.time()
         body = {"seq": seq, "hash": digest, "at": at, "mac": self._mac(seq, digest, at)}
+        if self._shared is not None:
+            if not self._shared.move_audit_anchor(json.dumps(body), self._seen):
+                raise _Moved  # another host moved it since we read it: read and decide again
+            return
         private_dir(self.path.parent)
         tmp = self.path.with_suffix(".tmp")
         private_file(tmp, create=True)
@@ -91,6 +119,8 @@ class AuditAnchor:
         os.replace(tmp, self.path)
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
+        if self._shared is not None:
+            return contextlib.nullcontext()  # the slot is compare-and-set instead
         return _file_lock(self.path.with_suffix(".lock"))
 
     # ------------------------------------------------------------ moves
@@ -98,6 +128,14 @@ class AuditAnchor:
     def advance(self, first_seq: int, seq: int, digest: str, store: MetadataStore) -> None:
         """Move the anchor to (seq, digest): the last record of a batch just written to
         `store` whose first record was `first_seq`."""
+        for _ in range(20):  # a shared slot that another host keeps moving: try again
+            try:
+                return self._advance(first_seq, seq, digest, store)
+            except _Moved:
+                continue
+        log.warning("audit anchor not advanced: other writers kept moving it")
+
+    def _advance(self, first_seq: int, seq: int, digest: str, store: MetadataStore) -> None:
         with self._locked():
             try:
                 head = self.read()
@@ -112,7 +150,7 @@ class AuditAnchor:
                         "audit anchor %s is missing beside a non-empty log; not re-created "
                         "(review with `tidegate audit verify`, then `tidegate audit anchor "
                         "--reset`)",
-                        self.path,
+                        self.where,
                     )
                 return
             if seq <= head.seq:
@@ -127,8 +165,10 @@ class AuditAnchor:
         with self._locked():
             last = store.last_audit()
             if last is None:
-                self.path.unlink(missing_ok=True)
+                if self._shared is None:
+                    self.path.unlink(missing_ok=True)
                 return None
+            self._text()  # the slot as it is (even forged), for the compare-and-set
             self.write(last.seq, last.hash)
             return self.read()
 
@@ -144,7 +184,7 @@ class AuditAnchor:
                 return [
                     ChainIssue(
                         last_seq,
-                        f"the audit anchor ({self.path.name}) is missing: the log's tail "
+                        f"the audit anchor ({self.where}) is missing: the log's tail "
                         "cannot be checked (deleted anchor?)",
                     )
                 ]
@@ -165,6 +205,10 @@ class AuditAnchor:
                 )
             ]
         return []
+
+
+class _Moved(Exception):
+    """The shared anchor slot changed between our read and our write."""
 
 
 def _hash_at(store: MetadataStore, seq: int) -> str | None:

@@ -18,18 +18,14 @@ from typing import Any
 
 from tidegate.errors import ServiceUnavailableError, TidegateError
 
-INSTALL_HINT = "pip install 'tidegate[postgres]'"
 CHECK_AFTER = 30.0  # seconds idle after which a connection is checked before use
 
 
 def import_psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError:
-        raise TidegateError(
-            f"PostgreSQL metadata needs psycopg, which is not installed: {INSTALL_HINT}"
-        ) from None
-    return psycopg
+    """psycopg, or the MissingExtraError every backend gives (names `[postgres]`)."""
+    from tidegate.extras import require
+
+    return require("postgres", "psycopg")
 
 
 class Pool:

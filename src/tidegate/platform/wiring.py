@@ -153,7 +153,10 @@ class Platform:
     def audit(self) -> AuditLog:
         from tidegate.audit.anchor import AuditAnchor
 
-        anchor = AuditAnchor(self.state_dir / "audit-anchor.json", self.master_key)
+        # one host (SQLite metadata): a file beside the state; several hosts sharing
+        # PostgreSQL metadata: the store's compare-and-set anchor slot, one for all
+        shared = self.meta if self.project.config.backends.metadata.type != "sqlite" else None
+        anchor = AuditAnchor(self.state_dir / "audit-anchor.json", self.master_key, shared)
         return AuditLog(self.meta, anchor, key=load_audit_key(self.state_dir))
 
     @property

@@ -220,8 +220,19 @@ def anonymize(
     privacy.check(qis)
     table = _as_table(data)
     total = table.num_rows
-    if total == 0:
-        return Anonymized(table, k, dict.fromkeys(qis, 0), dict.fromkeys(qis, "exact"), 0, 0, 0)
+    if total == 0:  # nothing to generalise: every metric at its empty value
+        nothing = dict.fromkeys(qis, 0.0)
+        metrics = {
+            "algorithm": privacy.algorithm,
+            "metric": privacy.metric,
+            "precision": 1.0,
+            "generalisation_intensity": nothing,
+            "loss": 0.0,
+            "loss_per_column": dict(nothing),
+            "discernibility": 0,
+        }
+        levels, labels = dict.fromkeys(qis, 0), dict.fromkeys(qis, "exact")
+        return Anonymized(table, k, levels, labels, 0, 0, 0, metrics=metrics)
     missing = [c for c in [*qis, *privacy.sensitive] if c not in table.column_names]
     if missing:
         raise BadRequestError(f"no column(s) {', '.join(missing)} in the data")

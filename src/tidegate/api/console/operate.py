@@ -135,6 +135,7 @@ def privacy(page: Page) -> Response:
         page.audit("consent", subjects=(subject,), detail={"history": len(history)})
     else:
         page.audit("privacy")
+    trends, propagation = _consent_overview(page)
     reports = (
         sorted(_reports_dir(page).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[
             :20
@@ -153,7 +154,32 @@ def privacy(page: Page) -> Response:
         may_answer=page.may_answer_requests,
         reports=recent,
         done=page.param("done"),
+        trends=trends,
+        propagation=propagation,
     )
+
+
+def _consent_overview(page: Page) -> tuple[list[dict[str, Any]], Any]:
+    """Choices per purpose per day (charts) and revocation propagation times: counts
+    and durations only, so any role that may read consent may see them."""
+    from tidegate.api.console.consent_stats import choices_per_day, propagation_times
+    from tidegate.api.console.svg import line_chart
+
+    platform = page.console.platform
+    rows = list(platform.meta.consent_rows())
+    trends = [
+        {
+            "purpose": s.purpose,
+            "grants": s.total_grants,
+            "revocations": s.total_revocations,
+            "chart_grants": line_chart(f"{s.purpose}: grants per day", s.grants, "grants"),
+            "chart_revocations": line_chart(
+                f"{s.purpose}: revocations per day", s.revocations, "revocations"
+            ),
+        }
+        for s in choices_per_day(rows).values()
+    ]
+    return trends, propagation_times(platform.audit, rows)
 
 
 def _need_requests(page: Page, what: str) -> str:

@@ -307,22 +307,43 @@ class KafkaConsumer(Consumer):
         self.group = group
         self._positions: dict[TopicPartition, int] = {}
         self._owned: set[TopicPartition] = set()
-        self._raw = RawConsumer(
-            owner._config(
-                **{
-                    "group.id": group,
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "auto.offset.reset": "earliest",
-                    "session.timeout.ms": session_ms,
-                    "heartbeat.interval.ms": max(1000, session_ms // 3),
-                    "partition.assignment.strategy": "roundrobin",
-                    **static,
-                }
-            )
+        self._settings = owner._config(
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": session_ms,
+                "heartbeat.interval.ms": max(1000, session_ms // 3),
+                "partition.assignment.strategy": "roundrobin",
+                **static,
+            }
         )
-        self._raw.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked)
+        self._topics = list(topics)
+        self._raw = RawConsumer(self._settings)
+        self._raw.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked)
         self._closed = False
+
+    def _renew(self, why: Any) -> None:
+        """Replace a consumer librdkafka declared fatally failed (e.g. a static member
+        fenced after a broker restart: its own rejoin took the instance id over). A fatal
+        consumer never recovers by itself; a new one under the same group (and instance
+        id) rejoins and resumes from the committed offsets, so uncommitted records are
+        delivered again, as after any rebalance."""
+        from confluent_kafka import Consumer as RawConsumer
+        from confluent_kafka import KafkaException
+
+        log.warning(
+            "Kafka consumer of group %s failed fatally (%s); starting a new one", self.group, why
+        )
+        old, self._raw = self._raw, RawConsumer(self._settings)
+        try:
+            old.close()
+        except (KafkaException, RuntimeError) as err:  # a fatal handle may refuse to close
+            log.debug("closing the failed consumer: %s", err)
+        self._owned.clear()
+        self._positions.clear()
+        self._raw.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked)
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         self._owned |= {(tp.topic, tp.partition) for tp in partitions}
@@ -341,6 +362,9 @@ class KafkaConsumer(Consumer):
         for message in messages:
             error = message.error()
             if error is not None:
+                if error.fatal():
+                    self._renew(error)
+                    return []
                 if error.name() != "_PARTITION_EOF":
                     log.warning("Kafka consumer of group %s: %s", self.group, error)
                 continue
@@ -363,6 +387,12 @@ class KafkaConsumer(Consumer):
             )
         except KafkaException as err:
             name = err.args[0].name()
+            if err.args[0].fatal() or name == "_FATAL":
+                self._renew(err.args[0])
+                raise CommitFailedError(
+                    f"group {self.group!r}: the consumer failed fatally ({name}) and was "
+                    "replaced; the records will be delivered again"
+                ) from None
             if name in _REBALANCED:
                 raise CommitFailedError(
                     f"group {self.group!r} rebalanced ({name}); the records will be delivered "

@@ -114,10 +114,10 @@ class OnlineStore(ABC):
         encoded = ((str(row[key_column]), encode_row(row)) for row in rows)
         return self.write_batch(product, version, encoded)
 
+    @abstractmethod
     def keys(self, product: str) -> list[str]:
         """Every key of the product's current version (a scan: for indexes built once
         per version, e.g. pseudonyms, never per request)."""
-        raise NotImplementedError(f"the {self.kind} online store cannot list keys")
 
     def purge_expired(self) -> int:
         """Physically remove expired values where the backend does not do it itself."""
