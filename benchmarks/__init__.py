@@ -20,6 +20,7 @@ MODULES = (
     "metadata",
     "anonymize",
     "console",
+    "scale",
 )
 
 

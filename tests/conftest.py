@@ -92,6 +92,23 @@ streamshop = _load_module(
 )
 
 
+own_pg = _load_module(
+    "tidegate_tests_own_postgres", Path(__file__).parent / "services" / "own_postgres.py"
+)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Any]:
+    """A PostgreSQL of this test alone (tests/services/own_postgres.py), started; removed
+    afterwards. Stop or restart it freely: the shared server is not touched."""
+    server = own_pg.OwnPostgres()
+    try:
+        server.pg_ctl("start")
+        yield server
+    finally:
+        server.remove()
+
+
 @pytest.fixture
 def stream_project(tmp_path: Path) -> Path:
     """The small stream project (tests/ingest/streamshop.py), not built yet."""
@@ -136,3 +153,15 @@ def demo_copy(demo_dir: Path, tmp_path: Path) -> Path:
     target = tmp_path / "shop"
     shutil.copytree(demo_dir, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local SparkSession (`local[2]`) for the whole run: the JVM starts once, and
+    every Spark test and SparkWarehouse of the session shares it."""
+    from tidegate.project.models import SparkStoreConfig
+    from tidegate.store.spark.session import spark_session, stop_spark
+
+    session = spark_session(SparkStoreConfig(type="spark"))
+    yield session
+    stop_spark()

@@ -17,6 +17,8 @@ from typing import Any, TextIO, cast
 from rich.console import Console
 from rich.table import Table
 
+from tidegate.timestamps import TIMESTAMP_PATTERN
+
 
 class _Current(threading.local):
     out: Console | None = None
@@ -100,9 +102,16 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    """A Rich table; a column of timestamps never wraps (a time cut in two lines cannot
+    be read, copied or grepped), the other columns give way."""
     result = Table(title=title, title_justify="left")
-    for column in columns:
-        result.add_column(column)
+    for index, column in enumerate(columns):
+        times = any(
+            isinstance(row[index], str) and TIMESTAMP_PATTERN.fullmatch(row[index])
+            for row in rows
+            if index < len(row)
+        )
+        result.add_column(column, no_wrap=times)
     for row in rows:
         result.add_row(*[str(v) for v in row])
     return result

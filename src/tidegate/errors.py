@@ -12,6 +12,7 @@ The hierarchy::
     ├── BadRequestError                400/422: a malformed API call
     ├── BuildError                     a product build that failed (the old version stays live)
     ├── ServiceUnavailableError        a backend (database, broker) that cannot be reached
+    ├── CdcSlotError                   a CDC replication slot lost or held by another reader
     ├── DestinationError               a sync destination refused or failed
     │   ├── TransientDestinationError  worth retrying: timeouts, 5xx, connection resets
     │   └── TerminalDestinationError   not worth retrying: constraint violations, 4xx
@@ -109,6 +110,15 @@ class BuildError(TidegateError):
 class ServiceUnavailableError(TidegateError):
     code = "service_unavailable"
     http_status = 503
+
+
+class CdcSlotError(TidegateError):
+    """A CDC source's replication slot cannot be used: dropped (the changes since are
+    gone from PostgreSQL) or held by another reader. Retrying does not help; the message
+    says what a person must do."""
+
+    code = "cdc_slot"
+    http_status = 409
 
 
 class DestinationError(TidegateError):

@@ -19,7 +19,7 @@ EXTRAS = {
     "postgres": "PostgreSQL sources, CDC, destinations and metadata",
     "redis": "Redis as online store or sync destination",
     "mysql": "MariaDB/MySQL sync destinations",
-    "spark": "Spark (declared for future backends)",
+    "spark": "Apache Spark as the analytical store (backends.store: {type: spark})",
     "plot": "charts from `tidegate observe --plot`",
     "lineage": "OpenLineage events (observe.openlineage: file, HTTP or Kafka transport)",
 }

@@ -64,18 +64,25 @@ class CrmApi:
                 self.replays += 1
                 status, body = self._answers[idem]
                 return status, {}, body
-            status, body = 200, json.dumps({"errors": self._apply(payload, operation, items)})
+            errors, updated, missing = self._apply(payload, operation, items)
+            answer = {"errors": errors, "updated": updated, "missing": missing}
+            status, body = 200, json.dumps(answer)
             if idem:
                 self._answers[idem] = (status, body)
             return status, {}, body
 
-    def _apply(self, payload: dict[str, Any], operation: str, items: list[Any]) -> list[Any]:
+    def _apply(
+        self, payload: dict[str, Any], operation: str, items: list[Any]
+    ) -> tuple[list[Any], list[int], list[int]]:
+        """Apply a request; (row errors, indexes it updated, indexes an update missed)."""
         key = payload["key"]
-        errors = []
+        errors: list[Any] = []
+        updated: list[int] = []
+        missing: list[int] = []
         if operation == "delete":
             for k in items:
                 self.rows.pop(str(k), None)
-            return errors
+            return errors, updated, missing
         for index, row in enumerate(items):
             k = str(row[key])
             refusal = self.reject(row) if self.reject else None
@@ -84,10 +91,12 @@ class CrmApi:
             elif operation == "insert" and k in self.rows:
                 errors.append({"index": index, "message": f"duplicate key {k}"})
             elif operation == "update" and k not in self.rows:
-                continue
+                missing.append(index)
             else:
+                if k in self.rows:
+                    updated.append(index)
                 self.rows[k] = row
-        return errors
+        return errors, updated, missing
 
     def held(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -122,6 +131,31 @@ def crm_server() -> Iterator[CrmApi]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------- a webhook that records
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
 
 
 # ---------------------------------------------------------------- a small people project

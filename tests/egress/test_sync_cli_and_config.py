@@ -209,7 +209,7 @@ def test_sync_commands_run_status_history_errors_and_dismiss(people: Any) -> Non
     root = str(people.root)
     first = run("sync", "run", "crm", "-p", root)
     assert first.returncode == 1
-    assert "9 added" in first.stdout
+    assert "9 inserted" in first.stdout
     assert "11 failed" in first.stdout
     assert "CHECK constraint failed" in first.stdout
 

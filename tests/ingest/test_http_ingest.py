@@ -143,7 +143,11 @@ def test_a_body_that_is_not_json_is_a_400(api: tuple[httpx.Client, dict[str, str
         json={"events": [{"order_id": 1, "customer_id": 1, "amount": 1}]},
         headers={"Authorization": keys["ingester"]},
     )
-    assert wrapped.json() == {"accepted": 1, "rejected": []}
+    assert wrapped.json() == {
+        "accepted": 1,
+        "rejected": [],
+        "unknown_fields": {"policy": "drop", "events": 0, "fields": {}},
+    }
 
 
 def test_every_post_is_audited_allowed_or_denied(

@@ -97,8 +97,9 @@ def test_snapshot_then_changes_then_resume(
         pg.close()
 
 
+@pytest.mark.parametrize("plugin", ["wal2json", "pgoutput"])
 def test_unchanged_toasted_values_stay_and_truncates_empty_the_table(
-    built_stream_project: Path, pg_dsn: str, pg_table: str
+    built_stream_project: Path, pg_dsn: str, pg_table: str, plugin: str
 ) -> None:
     """An UPDATE that leaves a TOASTed column alone does not send it (wal2json leaves it
     out): the stored value stays. A TRUNCATE empties the raw table and the product."""
@@ -116,7 +117,7 @@ def test_unchanged_toasted_values_stay_and_truncates_empty_the_table(
     try:
         with Platform.open(built_stream_project) as platform:
             intake = open_intake(platform.project)
-            cdc = PostgresCdc(pg_dsn, slot, intake, "accounts", pg_table)
+            cdc = PostgresCdc(pg_dsn, slot, intake, "accounts", pg_table, plugin=plugin)
             assert cdc.start() == 0
             pg.execute(f"INSERT INTO {pg_table} VALUES (1, 11, %s), (2, 12, 'free')", (big,))
             pg.execute(f"UPDATE {pg_table} SET customer_id = 13 WHERE id = 1")
@@ -136,3 +137,27 @@ def test_unchanged_toasted_values_stay_and_truncates_empty_the_table(
             cdc.drop()
             cdc.close()
         pg.close()
+
+
+def test_a_missing_table_is_a_clear_error_and_logs_nothing(
+    built_stream_project: Path, pg_dsn: str, pg_table: str
+) -> None:
+    """The snapshot of a table that does not exist fails with the table's name, before
+    anything reaches the log (an earlier snapshot's rows are not emptied by a retry)."""
+    from tidegate.errors import TidegateError
+
+    accounts = built_stream_project / "sources" / "accounts.yml"
+    accounts.write_text(accounts.read_text().replace("table: accounts", f"table: {pg_table}"))
+    slot = f"tg_{uuid.uuid4().hex[:12]}"
+    with Platform.open(built_stream_project) as platform:
+        intake = open_intake(platform.project)
+        cdc = PostgresCdc(pg_dsn, slot, intake, "accounts", pg_table)
+        try:
+            with pytest.raises(TidegateError) as caught:
+                cdc.start()
+            assert f"cannot read public.{pg_table}" in caught.value.message
+            assert sum(intake.log.end_offsets("accounts").values()) == 0
+        finally:
+            cdc.drop()
+            cdc.close()
+            intake.close()

@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -32,8 +33,8 @@ from tidegate.meta.base import (
     SyncedRow,
     SyncRowError,
 )
-from tidegate.meta.migrations import latest
-from tidegate.meta.parts import DeadLetter, SchemaSnapshot
+from tidegate.meta.migrations import latest, migrations
+from tidegate.meta.parts import DeadLetter, SchemaSnapshot, SlotState
 from tidegate.project.models import BackendsConfig
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -123,12 +124,18 @@ def test_migrations_are_applied_once_and_recorded(open_store: Opener) -> None:
 def test_a_store_one_migration_behind_is_upgraded_on_open(
     backend: tuple[str, dict[str, str]], open_store: Opener
 ) -> None:
+    """The latest migration is undone (its tables dropped, its record removed); opening
+    the store applies it again."""
     first = open_store()
-    assert first.move_audit_anchor("kept?", None)
+    first.freshness.sample([("kept?", 1.0, 1.0, True)])
     first.close()
     version = latest(backend[0])
+    newest = migrations(backend[0])[-1]
     undo = [
-        "DROP TABLE audit_anchor",
+        *(
+            f"DROP TABLE {t}"
+            for t in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", newest.sql)
+        ),
         f"DELETE FROM schema_migrations WHERE version = {version}",
     ]
     if backend[0] == "sqlite":
@@ -146,8 +153,9 @@ def test_a_store_one_migration_behind_is_upgraded_on_open(
                 conn.execute(statement)
     upgraded = open_store()
     assert upgraded.schema_version() == version
-    assert upgraded.audit_anchor() is None  # the table is back, empty
-    assert upgraded.move_audit_anchor("new", None)
+    assert upgraded.freshness.compliance(0.0) == {}  # the table is back, empty
+    upgraded.freshness.sample([("new", 1.0, 1.0, True)])
+    assert upgraded.cdc_positions.states() == []
 
 
 def test_a_metadata_file_of_the_previous_schema_opens(tmp_path: Path) -> None:
@@ -432,8 +440,41 @@ def test_cdc_positions(store: MetadataStore) -> None:
     assert not positions.snapshot_done("slot")
     positions.mark_snapshot("slot")
     assert positions.snapshot_done("slot")
+    state = SlotState("slot", "accounts", "0/16B3748", 4096, 1.5, None, 100.0)
+    positions.report(state)
+    positions.report(SlotState("slot", "accounts", "0/16B3750", 0, 0.0, None, 101.0))
+    positions.report(SlotState("other", "orders", None, None, None, "slot dropped", 102.0))
+    assert positions.states() == [
+        SlotState("other", "orders", None, None, None, "slot dropped", 102.0),
+        SlotState("slot", "accounts", "0/16B3750", 0, 0.0, None, 101.0),
+    ]
     positions.forget("slot")
     assert not positions.snapshot_done("slot")
+    assert [s.slot for s in positions.states()] == ["other"]
+
+
+def test_freshness_confirm_keeps_a_waiting_change(store: MetadataStore) -> None:
+    ledger = store.freshness
+    ledger.confirm("new", "batch", 5.0)  # a product never seen: current as of 5
+    assert ledger.all()["new"].last_update == 5.0
+    assert ledger.all()["new"].updates == 0
+    ledger.updated("p", "batch", lag=1.0, slo=10.0)
+    ledger.confirm("p", "batch", 50.0)
+    assert (ledger.all()["p"].last_update, ledger.all()["p"].updates) == (50.0, 1)
+    ledger.stale("p", "batch", 60.0)
+    ledger.confirm("p", "batch", 70.0)  # a change waits: not confirmed, not cleared
+    seen = ledger.all()["p"]
+    assert (seen.last_update, seen.stale_since) == (50.0, 60.0)
+
+
+def test_slo_history(store: MetadataStore) -> None:
+    ledger = store.freshness
+    ledger.sample([("p", 10.0, 5.0, True), ("p", 15.0, 5.0, False), ("q", 15.0, 5.0, True)])
+    ledger.sample([("p", 20.0, 10.0, True)])
+    assert ledger.compliance(0.0) == {"p": (15.0, 20.0), "q": (5.0, 5.0)}
+    assert ledger.compliance(15.0) == {"p": (10.0, 15.0), "q": (5.0, 5.0)}
+    ledger.prune_samples(16.0)
+    assert ledger.compliance(0.0) == {"p": (10.0, 10.0)}
 
 
 def test_erasure(store: MetadataStore) -> None:
@@ -442,11 +483,24 @@ def test_erasure(store: MetadataStore) -> None:
     assert [(s, h) for s, h, _ in store.tombstones()] == [(1, "h1")]
     store.append_consent([consent("42"), consent("7")])
     store.checkpoint_sync("s", suppressed=[SyncedRow("42", "", "42")])
+    now = time.time()
+    store.checkpoint_sync(
+        "s",
+        errors=[  # one by subject; one whose subject was not recorded, quoting the email
+            SyncRowError("k1", "42", "h", "refused", now, now, 1),
+            SyncRowError("k2", None, "h", "duplicate (email)=(p42@example.org)", now, now, 1),
+            SyncRowError("k3", None, "h", "duplicate (email)=(p7@example.org)", now, now, 1),
+        ],
+    )
     token = store.change_token()
     with store.erasing():
-        counts = store.erase_subject_rows("42", "erased:x", lambda text: "digest")
+        counts = store.erase_subject_rows(
+            "42", "erased:x", lambda text: "digest", ["p42@example.org"]
+        )
     assert counts["consent_ledger"] == 1
     assert counts["sync_suppressions"] == 1
+    assert counts["sync_row_errors"] == 2
+    assert [e.key for e in store.sync_row_errors("s")] == ["k3"]
     assert store.change_token() != token
     assert store.consent_history("42") == []
     assert [r.evidence for r in store.consent_history("erased:x")] == ["digest"]

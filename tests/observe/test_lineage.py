@@ -91,7 +91,8 @@ def test_graph_reaches_syncs_and_the_api() -> None:
     down = graph.walk("customers.email", "down")
     assert "sync:crm_audience.email_address" in down
     assert "api:customer_360.email" in down
-    assert graph.labels["sync:crm_audience.email_address"] == "sqlite:audience.email_address"
+    label = graph.labels["sync:crm_audience.email_address"]
+    assert label == "sqlite:crm.db/audience.email_address"
 
 
 def test_cli_text_mermaid_and_dot() -> None:
@@ -99,7 +100,7 @@ def test_cli_text_mermaid_and_dot() -> None:
     text = runner.invoke(app, ["lineage", "marketing_audience.email", "-p", str(DEMO)])
     assert text.exit_code == 0, text.output
     assert "customers.email" in text.output
-    assert "sqlite:audience.email_address" in text.output
+    assert "crm.db/audience.email_address" in text.output
     mermaid = runner.invoke(app, ["lineage", "churn_risk", "-p", str(DEMO), "--format", "mermaid"])
     assert mermaid.exit_code == 0
     assert mermaid.output.startswith("flowchart LR")

@@ -100,7 +100,11 @@ def test_incremental_batches_and_sync_events_validate(demo_copy: Path, webhook: 
     output = complete["outputs"][0]
     assert output["outputFacets"]["outputStatistics"]["rowCount"] == 15
     sync = webhook.received[3]["outputs"][0]
-    assert sync["namespace"] == "sqlite://crm_audience"
+    # the real location: the SQLite file, then the table
+    assert (sync["namespace"], sync["name"]) == (
+        f"sqlite://{(demo_copy / 'crm.db').resolve()}",
+        "audience",
+    )
     lineage = sync["facets"]["columnLineage"]["fields"]["segment"]["inputFields"]
     assert [(i["name"], i["field"]) for i in lineage] == [
         ("products.marketing_audience", "risk_band")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tidegate.ingest.intake import open_intake
+from tidegate.ingest.intake import open_intake, platform_intake
 from tidegate.log.base import Record
 from tidegate.meta.sqlite import sqlite_part
 from tidegate.platform import Platform
@@ -89,11 +89,22 @@ def test_events_of_an_erased_subject_are_dropped_not_dead_lettered(project: Path
         assert not is_erased(platform, KEPT)
         assert platform.online.read("customer_orders", str(GONE)) is None
 
-        # the producer has not heard: more events about the subject, and a click
+        # the platform's intake (HTTP ingest) drops them at the door: never logged
+        door = platform_intake(platform)
+        dropped = door.submit("orders", _orders(20, [GONE]), "test")
+        assert (dropped.accepted, dropped.erased, dropped.rejected) == (1, 1, [])
+        answer = dropped.as_json()
+        assert (answer["accepted"], answer["rejected"]) == (1, [])
+        assert "erased" not in json.dumps(answer)  # who was erased: untold
+        door.close()
+        # a producer that writes the topic itself has not heard: the worker drops them
+        intake = open_intake(platform.project)
         intake.submit("orders", _orders(10, [GONE, KEPT, GONE]), "test")
         intake.submit("clicks", [{"event_id": "c1", "customer_id": GONE, "url": "/x"}], "test")
+        intake.close()
         second = worker.process_batch(_drain(platform, intake.topics))
-        assert (second.skipped, second.applied, second.erased, second.dead) == (3, 1, 3, 0)
+        # skipped: the kept order delivered again (the erased two left the log itself)
+        assert (second.skipped, second.applied, second.erased, second.dead) == (1, 1, 3, 0)
         assert (
             _count(platform, f'SELECT count(*) FROM raw."orders" WHERE customer_id = {GONE}') == 0
         )

@@ -65,9 +65,11 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> 
 
 
 @contextmanager
-def running(project: Path, *command: str, port: int | None = None) -> Iterator[Any]:
+def running(
+    project: Path, *command: str, port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[Any]:
     """`tidegate run` (or `command`) on `project` as a real process, until the block ends;
-    waits until its admin socket answers."""
+    waits until its admin socket answers. `env` adds to the process's environment."""
     from tidegate.runtime.control import answers, socket_path
 
     argv = list(command) or ["run"]
@@ -75,7 +77,11 @@ def running(project: Path, *command: str, port: int | None = None) -> Iterator[A
     if port is not None:
         argv += ["--port", str(port)]
     process = subprocess.Popen(
-        [TIDEGATE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [TIDEGATE, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         wait_for(
@@ -120,6 +126,8 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 
 
 _VOLATILE = [
+    # the freshness pillar's lag and age grow with the clock, whole seconds included
+    (re.compile(r"(freshness\.\w+\s*│\s*)[\d.,]+"), r"\1<n>"),
     (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?"), "<time>"),
     (re.compile(r"\b\d+:\d\d:\d\d\b"), "<elapsed>"),  # progress columns
     (re.compile(r"\d+\.\d+(e[-+]?\d+)?"), "<number>"),

@@ -69,7 +69,11 @@ class Run:
             json=[{"order_id": order_id, "customer_id": customer, "amount": 1.0}],
             headers={"Authorization": self.ingest},
         )
-        assert posted.json() == {"accepted": 1, "rejected": []}
+        assert posted.json() == {
+            "accepted": 1,
+            "rejected": [],
+            "unknown_fields": {"policy": "drop", "events": 0, "fields": {}},
+        }
 
     def kill(self) -> None:
         self.client.close()

@@ -50,12 +50,18 @@ async def _tidegate_error(request: Request, err: Exception) -> Response:
 
 
 def stage_routes(platform: Platform) -> list[Route]:
-    """The routes other stages add: event ingestion, consent, data-subject requests."""
+    """The routes other stages add: event ingestion, consent, data-subject requests, syncs."""
+    from tidegate.egress.sync.api import sync_routes
     from tidegate.ingest.http import ingest_routes
     from tidegate.requests.consent_api import consent_routes
     from tidegate.requests.requests_api import requests_routes
 
-    routes = [*ingest_routes(platform), *consent_routes(platform), *requests_routes(platform)]
+    routes = [
+        *ingest_routes(platform),
+        *consent_routes(platform),
+        *requests_routes(platform),
+        *sync_routes(platform),
+    ]
     for route in routes:  # a GET here does work and is audited: no implicit HEAD
         route.methods = (route.methods or set()) - {"HEAD"}
     return routes
@@ -63,18 +69,23 @@ def stage_routes(platform: Platform) -> list[Route]:
 
 def stage_openapi() -> dict[str, Any]:
     """The OpenAPI paths and schemas of `stage_routes`, for `/openapi.json`."""
+    from tidegate.egress.sync.api import OPENAPI_PATHS as SYNCS
     from tidegate.ingest.http import OPENAPI_PATHS as INGEST
     from tidegate.requests.consent_api import OPENAPI_PATHS as CONSENT
     from tidegate.requests.consent_api import openapi_schemas
     from tidegate.requests.requests_api import OPENAPI_PATHS as REQUESTS
 
-    paths = copy.deepcopy({**INGEST, **CONSENT, **REQUESTS})
+    paths = copy.deepcopy({**INGEST, **CONSENT, **REQUESTS, **SYNCS})
     return {"paths": paths, "components": {"schemas": openapi_schemas()}}
 
 
-def _lifespan(serving: Serving) -> Any:
+def _lifespan(serving: Serving, platform: Platform) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        from tidegate.privacy.policy_reload import reloader_of
+
+        # every serving replica polls policies/ and applies a valid edit by itself
+        reloader_of(platform).start()
         yield
         await serving.limiter.aclose()  # the shared limiter's client lives on this loop
         serving.close()
@@ -109,7 +120,7 @@ def create_app(platform: Platform) -> ASGIApp:
             HTTPException: http_error,
             Exception: crash,
         },
-        lifespan=_lifespan(serving),
+        lifespan=_lifespan(serving, platform),
     )
     settings = project.config.serve
     app: ASGIApp = Hardening(
@@ -129,8 +140,10 @@ def create_app(platform: Platform) -> ASGIApp:
             max_age=600,
         )
     from tidegate.observe.metrics import instrument
+    from tidegate.products.slo import slo_report
 
-    app = instrument(app, platform)  # GET /metrics (Prometheus) and request timing
+    # GET /metrics (Prometheus) and request timing
+    app = instrument(app, platform, lambda: slo_report(platform))
     if settings.metrics_roles:
         app = _metrics_gate(app, serving, frozenset(settings.metrics_roles))
     guests = settings.unauthenticated_rate_limit

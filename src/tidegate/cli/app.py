@@ -27,12 +27,15 @@ from tidegate.cli import (
     commands_privacy,
     commands_project,
     commands_requests,
+    commands_status,
     commands_stream,
+    commands_sync_safe,
 )
 from tidegate.console import errors
 from tidegate.errors import ConfigError, TidegateError
 from tidegate.extras import MissingExtraError
 from tidegate.private import restrict_umask
+from tidegate.timestamps import format_timestamp
 
 app = typer.Typer(
     name="tidegate",
@@ -82,6 +85,15 @@ commands_privacy.register(app)
 commands_governance.register(app)
 commands_requests.register(app)
 commands_stream.register(app)
+commands_status.register(app)
+commands_sync_safe.register(app)
+
+
+class _LogFormatter(logging.Formatter):
+    """Log lines carry the one timestamp format people see everywhere (`timestamps.py`)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return str(format_timestamp(record.created))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,9 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     runtime of the project may run instead (`cli/forward.py`); a runtime running a command
     for the CLI passes the line it was handed."""
     restrict_umask()  # project state at rest is the owner's only (private.py)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=os.environ.get("TIDEGATE_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=os.environ.get("TIDEGATE_LOG_LEVEL", "WARNING").upper(), handlers=[handler]
     )
     if argv is None:
         from tidegate.cli.forward import forward_to_runtime

@@ -11,6 +11,7 @@ import typer
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError
+from tidegate.timestamps import format_timestamp, timestamp_text
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -52,7 +53,7 @@ def serve(
 def _when(at: float | None) -> str:
     if not at:
         return ""
-    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return timestamp_text(at, "")
 
 
 def _known(platform: Platform, name: str) -> Any:
@@ -90,21 +91,40 @@ def sync_run(
             }
         )
     else:
+        if report.blocked:
+            console.print(
+                f"sync [bold]{name}[/bold]: [red]blocked by its circuit breakers[/red]; "
+                "nothing was written"
+            )
+            for reason in report.blocked:
+                console.print(f"  {reason}", soft_wrap=True)
+            console.print(
+                f"  look: tidegate sync preview {name}; "
+                f"let it through: tidegate sync approve {name}"
+            )
         console.print(
-            f"sync [bold]{name}[/bold]: {report.added} added, {report.changed} changed, "
-            f"{report.removed} removed ({report.revoked} for consent), {report.unchanged} "
-            f"unchanged, {report.failed} failed, {report.skipped_total} skipped "
-            f"({report.seconds:.2f}s)"
+            f"sync [bold]{name}[/bold]: {report.added} inserted, {report.changed} updated, "
+            f"{report.removed} deleted ({report.revoked} for consent), {report.failed} failed",
+            soft_wrap=True,
         )
+        console.print(
+            f"  {report.unchanged} unchanged, {report.withheld_total} withheld by the guard, "
+            f"{report.skipped_total} skipped ({report.seconds:.2f}s)",
+            soft_wrap=True,
+        )
+        for reason, rows in report.withheld.items():
+            console.print(f"  withheld {rows}: {reason}")
         for reason, rows in report.skipped.items():
             console.print(f"  skipped {rows}: {reason}")
+        for reason, count in report.retries.items():
+            console.print(f"  retried {count}x: {reason}", soft_wrap=True)
         for note in report.notes:
             console.print(f"  note: {note}")
         for error in report.errors[:10]:
             console.print(f"  [red]refused:[/red] {error}", soft_wrap=True)
         if report.failed:
             console.print(f"  see them all: tidegate sync errors {name}")
-    if report.failed:
+    if report.failed or report.blocked:
         raise typer.Exit(1)
 
 
@@ -142,6 +162,7 @@ def sync_status(
     name: SyncName, project_dir: ProjectDir = Path("."), json_output: JsonOption = False
 ) -> None:
     """What a sync is, what it holds in its destination, and how its last run went."""
+    from tidegate.egress.sync.breakers import pending_approval
     from tidegate.platform import Platform
     from tidegate.project.cron import next_fire
 
@@ -161,6 +182,8 @@ def sync_status(
             "interrupted_batch_rows": len(platform.meta.sync_inflight(name)),
             "suppressed": len(platform.meta.sync_suppressions(name)),
             "last_run": last[0] if last else None,
+            "blocked_by_breakers": bool(last and last[0]["status"] == "blocked"),
+            "approved": pending_approval(platform, name) is not None,
         }
         if cfg.schedule:
             after = (
@@ -168,7 +191,7 @@ def sync_status(
                 if last
                 else dt.datetime.now(dt.UTC)
             )
-            status["next_run"] = next_fire(cfg.schedule, after).isoformat()
+            status["next_run"] = format_timestamp(next_fire(cfg.schedule, after))
     if json_output:
         print_json(status)
         return
@@ -180,6 +203,13 @@ def sync_status(
         f"  {status['rows_written']} rows written, {status['open_errors']} open row errors, "
         f"{status['suppressed']} suppressed keys"
     )
+    if status["blocked_by_breakers"]:
+        waiting = (
+            "approved: the next run goes ahead"
+            if status["approved"]
+            else f"waiting: tidegate sync preview {name}, then tidegate sync approve {name}"
+        )
+        console.print(f"  [red]stopped by its circuit breakers[/red]; {waiting}")
     if status["interrupted_batch_rows"]:
         console.print(
             f"  an interrupted batch of {status['interrupted_batch_rows']} rows will be "
@@ -190,8 +220,8 @@ def sync_status(
         stats = run["stats"]
         console.print(
             f"  last run {_when(run['started_at'])}: {run['status']}; "
-            f"{stats.get('added', 0)} added, {stats.get('changed', 0)} changed, "
-            f"{stats.get('removed', 0)} removed, {stats.get('failed', 0)} failed"
+            f"{_stat(stats, 'inserted') or 0} inserted, {_stat(stats, 'updated') or 0} updated, "
+            f"{_stat(stats, 'deleted') or 0} deleted, {stats.get('failed', 0)} failed"
         )
         if run["error"]:
             console.print(f"  [red]error:[/red] {run['error']}", soft_wrap=True)
@@ -215,24 +245,33 @@ def sync_history(
     if json_output:
         print_json(runs)
         return
-    columns = ["run", "started", "status", "added", "changed", "removed", "failed", "skipped"]
+    columns = ["inserted", "updated", "deleted", "unchanged", "failed", "withheld", "skipped"]
+    if any(r["stats"].get("retries") for r in runs):  # a column only when there were any
+        columns.append("retries")
     console.print(
         table(
-            f"Runs of {name}",
-            [*columns, "seconds", "error"],
+            f"Runs of {name} (all counts and reasons: --json)",
+            ["run", "started", "status", *columns, "error"],
             [
                 [
                     r["run_id"],
                     _when(r["started_at"]),
                     r["status"],
-                    *[r["stats"].get(c, "") for c in columns[3:]],
-                    r["stats"].get("seconds", ""),
-                    r["error"],
+                    *[_stat(r["stats"], c) for c in columns],
+                    r["error"] or "; ".join(r["stats"].get("blocked", [])),
                 ]
                 for r in runs
             ],
         )
     )
+
+
+#: runs recorded before the counts had their names (issue 19)
+_OLD_NAMES = {"inserted": "added", "updated": "changed", "deleted": "removed"}
+
+
+def _stat(stats: dict[str, Any], name: str) -> Any:
+    return stats.get(name, stats.get(_OLD_NAMES.get(name, name), ""))
 
 
 @sync_app.command("errors")

@@ -80,11 +80,15 @@ def lineage(
     elif output == "dot":
         typer.echo(to_dot(edges, graph.labels), nl=False)
     elif output == "json":
+        nodes = {n for child, parents in edges.items() for n in (child, *parents)}
         print_json(
             {
                 "target": target,
                 "upstream": _edge_list(up),
                 "downstream": _edge_list(down),
+                # where a sync field really goes (file path, table, server) and how it is
+                # treated under the sync's purpose, e.g. "file:out/c360.csv.email (hashed)"
+                "labels": {n: graph.labels[n] for n in sorted(nodes) if n in graph.labels},
             }
         )
     else:
@@ -127,10 +131,12 @@ def quality_show(
     check: Annotated[str | None, typer.Argument(help="Show this check's failing rows.")] = None,
     project_dir: ProjectDir = Path("."),
     version: Annotated[int | None, typer.Option(help="Default: the latest checked.")] = None,
-    limit: Annotated[int, typer.Option(help="Failing rows to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Failing rows to show (a page).")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Failing rows to skip first.")] = 0,
     json_output: JsonOption = False,
 ) -> None:
-    """The check results of a product's latest build, or one check's failing rows."""
+    """The check results of a product's latest build, or one check's failing rows, a page
+    at a time (`--limit`, `--offset`); always says which rows of how many it shows."""
     from tidegate.platform import Platform
 
     with Platform.open(project_dir) as platform:
@@ -167,24 +173,66 @@ def quality_show(
             raise NotFoundError(f"no check {check!r} on {product!r} (checks: {names})")
         if not found["table_name"]:
             raise NotFoundError(f"check {check!r} kept no failing rows (it passed or is aggregate)")
+        table_name = found["table_name"]
         try:
+            counted = platform.warehouse.arrow(f"SELECT count(*) AS n FROM {table_name}")
+            kept = int(counted.to_pylist()[0]["n"])
             rows = platform.warehouse.arrow(
-                f"SELECT * FROM {found['table_name']} LIMIT {int(limit)}"
+                f"SELECT * FROM {table_name} ORDER BY rowid LIMIT {int(limit)} OFFSET {int(offset)}"
             ).to_pylist()
         except Exception as err:
-            raise TidegateError(f"cannot read {found['table_name']}: {err}") from None
-        if json_output:
-            print_json(rows)
-            return
-        columns = list(rows[0]) if rows else []
-        console.print(
-            table(
-                f"{product} v{found['version']}: {check}, {found['failing_rows']} failing rows "
-                f"(showing {len(rows)})",
-                columns,
-                [[row[c] for c in columns] for row in rows],
-            )
+            raise TidegateError(f"cannot read {table_name}: {err}") from None
+    page = FailingPage(found["failing_rows"] or 0, kept, offset, rows)
+    if json_output:
+        print_json(page.as_json(check, found["version"], limit))
+        return
+    columns = list(rows[0]) if rows else []
+    console.print(
+        table(
+            f"{product} v{found['version']}: {check}, {page.failing:,} failing rows",
+            columns,
+            [[row[c] for c in columns] for row in rows],
         )
+    )
+    for line in page.notes(limit):
+        console.print(line, markup=False)
+
+
+class FailingPage:
+    """One page of a check's kept failing rows, and how to say where it is."""
+
+    def __init__(self, failing: int, kept: int, offset: int, rows: list[dict[str, Any]]) -> None:
+        self.failing, self.kept, self.offset, self.rows = failing, kept, offset, rows
+
+    def as_json(self, check: str, version: int, limit: int) -> dict[str, Any]:
+        return {
+            "check": check,
+            "version": version,
+            "failing_rows": self.failing,
+            "kept": self.kept,
+            "offset": self.offset,
+            "limit": limit,
+            "rows": self.rows,
+            "next_offset": self.offset + len(self.rows) if self._more() else None,
+        }
+
+    def _more(self) -> bool:
+        return self.offset + len(self.rows) < self.kept
+
+    def notes(self, limit: int) -> list[str]:
+        if self.rows:
+            first, last = self.offset + 1, self.offset + len(self.rows)
+            lines = [f"showing rows {first:,}-{last:,} of {self.kept:,} kept"]
+        else:
+            lines = [f"showing 0 of {self.kept:,} kept (--offset {self.offset:,} is past the end)"]
+        if self.failing > self.kept:
+            lines.append(
+                f"only the first {self.kept:,} of {self.failing:,} failing rows were kept "
+                "(observe.failing_rows_kept in tidegate.yml)"
+            )
+        if self._more():
+            lines.append(f"next page: --offset {self.offset + len(self.rows)} --limit {limit}")
+        return lines
 
 
 # ---------------------------------------------------------------- observe

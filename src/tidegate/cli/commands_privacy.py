@@ -15,6 +15,7 @@ from tidegate.cli.options import JsonOption
 from tidegate.console import console, errors, print_json, table
 from tidegate.errors import BadRequestError, TidegateError
 from tidegate.privacy.consent import consent_ledger_of, consent_view_of
+from tidegate.timestamps import timestamp_text
 
 consent_app = typer.Typer(
     help="The consent ledger: record and inspect choices.", no_args_is_help=True
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return timestamp_text(timestamp)
 
 
 CHOICES = {

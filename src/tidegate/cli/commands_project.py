@@ -1,4 +1,4 @@
-"""Project commands: init, validate, build."""
+"""Project commands: init, validate, build, schema, reload (policies, live)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from tidegate.cli.options import JsonOption
-from tidegate.console import console, print_json
+from tidegate.console import console, errors, print_json
 from tidegate.errors import ConfigError, TidegateError
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
     app.command("build")(build)
     app.command("schema")(schema)
+    app.command("reload")(reload_policies)
 
 
 def init(
@@ -144,13 +145,21 @@ def build(
         bool, typer.Option("--skip-sources", help="Reuse the last loaded source snapshots.")
     ] = False,
     sync: Annotated[
-        bool, typer.Option("--sync/--no-sync", help="Run the `on_build` syncs afterwards.")
+        bool,
+        typer.Option("--sync/--no-sync", help="Run the on_build and on_change syncs afterwards."),
     ] = True,
+    accept_anomalies: Annotated[
+        bool,
+        typer.Option(
+            "--accept-anomalies",
+            help="Publish versions that `on_anomaly: block` would hold back (a real change).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Load sources and build products in dependency order; each publishes atomically.
 
-    Then runs the syncs with `trigger: on_build` whose products changed.
+    Then runs the syncs with `trigger: on_build` or `on_change` whose products changed.
     """
     from tidegate.platform import Platform
     from tidegate.products.builder import build_products, load_sources
@@ -162,9 +171,9 @@ def build(
         if json_output:  # no progress bars or tables on stdout: only the JSON document
             if not skip_sources:
                 load_sources(platform)
-            results = build_products(platform, product, None)
+            results = build_products(platform, product, None, accept_anomalies=accept_anomalies)
         else:
-            results = run_build(platform, product, skip_sources)
+            results = run_build(platform, product, skip_sources, accept_anomalies)
         reports = syncs_after_build(platform, results) if sync else []
     failed = [r for r in results if r.status != "live"]
     if json_output:
@@ -180,11 +189,54 @@ def build(
         return
     for report in reports:
         console.print(
-            f"sync [bold]{report.sync}[/bold]: {report.added} added, "
-            f"{report.changed} changed, {report.removed} removed, {report.failed} failed"
+            f"sync [bold]{report.sync}[/bold]: {report.added} inserted, "
+            f"{report.changed} updated, {report.removed} deleted, {report.failed} failed"
+            + (" [red](blocked by its circuit breakers)[/red]" if report.blocked else "")
         )
     if failed:
         raise TidegateError(
             "some products did not publish (their previous versions stay live): "
             + "; ".join(f"{r.product}: {r.error}" for r in failed)
         )
+
+
+def reload_policies(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
+    """Apply edited policies/ to the running runtime now, validated first.
+
+    A broken edit is refused with its problems (exit 2) and the policy in force stays.
+    A running `run`, `worker` or `serve` also picks edits up by itself within a second.
+    """
+    from tidegate.platform import Platform
+    from tidegate.privacy.policy_reload import reloader_of
+
+    with Platform.open(project_dir) as platform:
+        if not platform.lent:
+            # no runtime holds the project: opening it validated the policies already
+            digest = platform.project.policy.digest
+            if json_output:
+                print_json({"runtime": False, "valid": True, "digest": digest})
+                return
+            console.print(
+                f"no runtime holds this project: the policies are valid ({digest[:19]}…); "
+                "a running serve applies them within a second"
+            )
+            return
+        try:
+            result = reloader_of(platform).reload(principal="cli", trigger="command")
+        except ConfigError:
+            in_force = platform.project.policy.digest
+            errors.print(
+                f"policies not reloaded: the policy in force ({in_force[:19]}…) stays",
+                markup=False,
+            )
+            raise
+    if json_output:
+        print_json({"runtime": True, "valid": True, **result.as_json()})
+        return
+    if result.changed:
+        console.print(
+            f"policies reloaded: {result.previous[:19]}… -> {result.digest[:19]}… "
+            f"({len(result.roles)} roles, {len(result.purposes)} purposes)"
+        )
+    else:
+        console.print(f"policies unchanged: {result.digest[:19]}… is in force")

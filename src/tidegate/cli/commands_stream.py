@@ -1,10 +1,9 @@
-"""Real-time commands: run, worker, status, explain, and the dead-letter queue."""
+"""Real-time commands: run, worker, and the dead-letter queue (status and explain:
+`commands_status.py`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from tidegate.cli.commands_project import ProjectDir
 from tidegate.cli.options import JsonOption
 from tidegate.console import console, print_json, table
 from tidegate.errors import NotFoundError, TidegateError
+from tidegate.timestamps import timestamp_text
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -28,15 +28,13 @@ dlq_app = typer.Typer(
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("worker")(worker)
-    app.command("status")(status)
-    app.command("explain")(explain)
     app.add_typer(dlq_app, name="dlq")
 
 
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return timestamp_text(timestamp)
 
 
 def _seconds(value: float | None) -> str:
@@ -63,7 +61,7 @@ def _ensure_built(platform: Platform) -> None:
 def _holding(platform: Platform) -> Iterator[None]:
     """Hold the project as its runtime: wait (as a standby, for as long as it takes) until
     this process holds the warehouse, then answer CLI commands on the admin socket
-    (`runtime/control.py`) until the block ends."""
+    (`runtime/control.py`) and watch `policies/` for edits until the block ends."""
     from tidegate.cli.app import main
     from tidegate.cli.forward import executor
     from tidegate.runtime.control import AdminServer, install_thread_streams
@@ -74,8 +72,11 @@ def _holding(platform: Platform) -> Iterator[None]:
     )
     _ = platform.warehouse
     install_thread_streams()
+    from tidegate.privacy.policy_reload import reloader_of
+
     server = AdminServer(platform.state_dir, executor(platform, main), platform.writer_lock)
     server.start()
+    reloader_of(platform).start()  # policies/ edits apply live (`tidegate reload` at once)
     try:
         yield
     finally:
@@ -146,106 +147,6 @@ def worker(
             run_worker(platform, group=group, max_records=max_records, schedule=schedule)
         except KeyboardInterrupt:
             console.print("stopping…")
-
-
-def explain(project_dir: ProjectDir = Path("."), json_output: JsonOption = False) -> None:
-    """How each product is kept fresh (incremental, batch or static), and why."""
-    from tidegate.products.planner import explain as explain_plans
-    from tidegate.products.planner import plan_project
-    from tidegate.project import load_project
-
-    project = load_project(project_dir)
-    if json_output:
-        print_json(
-            [
-                {
-                    "product": plan.product,
-                    "mode": plan.mode,
-                    "freshness_seconds": plan.freshness,
-                    "reasons": list(plan.reasons),
-                    "streams": sorted(plan.streams),
-                }
-                for plan in plan_project(project).values()
-            ]
-        )
-        return
-    console.print(explain_plans(project), markup=False)
-
-
-def status(
-    project_dir: ProjectDir = Path("."),
-    json_output: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Per product: mode, last update, lag against its freshness SLO, breaches; dead letters."""
-    from tidegate.meta import open_metadata
-    from tidegate.products.planner import plan_project
-    from tidegate.project import load_project
-
-    project = load_project(project_dir)
-    meta = open_metadata(project.config.backends.metadata, project.root)
-    try:
-        state = meta.freshness.all()
-        dead_counts = meta.dead_letters.counts_by_source()
-    finally:
-        meta.close()
-    now = time.time()
-    rows: list[dict[str, Any]] = []
-    for name, plan in plan_project(project).items():
-        seen = state.get(name)
-        lag = seen.current_lag(now) if seen else 0.0
-        rows.append(
-            {
-                "product": name,
-                "mode": plan.mode,
-                "freshness_slo": plan.freshness,
-                "last_update": seen.last_update if seen else None,
-                "last_lag": seen.last_lag if seen else None,
-                "max_lag": seen.max_lag if seen else None,
-                "current_lag": lag,
-                "within_slo": lag <= plan.freshness,
-                "updates": seen.updates if seen else 0,
-                "breaches": seen.breaches if seen else 0,
-            }
-        )
-    if json_output:
-        print_json({"products": rows, "dead_letters": dead_counts})
-        return
-    console.print(
-        table(
-            "Products",
-            [
-                "product",
-                "mode",
-                "SLO",
-                "last update",
-                "last lag",
-                "max lag",
-                "lag now",
-                "updates",
-                "breaches",
-            ],
-            [
-                [
-                    r["product"],
-                    r["mode"],
-                    _seconds(r["freshness_slo"]),
-                    _when(r["last_update"]),
-                    _seconds(r["last_lag"]),
-                    _seconds(r["max_lag"]),
-                    _seconds(r["current_lag"]) + ("" if r["within_slo"] else " [red]BREACH[/red]"),
-                    r["updates"],
-                    r["breaches"],
-                ]
-                for r in rows
-            ],
-        )
-    )
-    if dead_counts:
-        console.print(
-            "dead letters: "
-            + ", ".join(f"{source} {count}" for source, count in dead_counts.items())
-            + " (tidegate dlq list)"
-        )
 
 
 # ---------------------------------------------------------------- dlq
@@ -350,12 +251,13 @@ def dlq_replay(
     json_output: JsonOption = False,
 ) -> None:
     """Check dead letters again; those that pass now go to their source's topic."""
-    from tidegate.ingest.intake import open_intake, replay
-    from tidegate.project import load_project
+    from tidegate.ingest.intake import platform_intake, replay
+    from tidegate.platform import Platform
 
     if not ids and not source:
         raise TidegateError("give dead letter ids, or --source NAME to replay all of a source")
-    intake = open_intake(load_project(project_dir))
+    platform = Platform.open(project_dir)
+    intake = platform_intake(platform)  # letters of erased subjects go, never replayed
     try:
         if ids:
             letters = []
@@ -369,8 +271,10 @@ def dlq_replay(
         report = replay(intake, letters)
     finally:
         intake.close()
+        platform.close()
     if json_output:
-        print_json({"replayed": report.replayed, "still_failing": report.still_failing})
+        body = {"replayed": report.replayed, "still_failing": report.still_failing}
+        print_json(body | ({"erased": report.erased} if report.erased else {}))
     else:
         console.print(
             f"replayed {report.replayed}; {report.still_failing} still fail (reasons updated)"

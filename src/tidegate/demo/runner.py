@@ -325,9 +325,9 @@ def summary(platform: Platform, base: str | None) -> None:
     root = platform.project.root
     console.rule("Where things are")
     console.print(f"  project      {root}")
-    console.print(
-        f"  warehouse    {platform.project.path(platform.project.config.backends.store.path)}"
-    )
+    store = platform.project.config.backends.store
+    where = store.path if store.type == "duckdb" else f"{store.warehouse} (spark {store.master})"
+    console.print(f"  warehouse    {platform.project.path(where)}")
     console.print(f"  CRM (sync)   {root / 'crm.db'}")
     console.print(
         f"  audit log    {platform.meta.where()}"

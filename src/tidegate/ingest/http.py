@@ -3,8 +3,10 @@
 The body is a JSON array of events, `{"events": [...]}`, or JSON lines
 (`Content-Type: application/x-ndjson`); with JSON lines a malformed line is rejected
 by itself and the rest of the batch goes on. The answer is always
-`{"accepted": n, "rejected": [{"index": i, "reason": "..."}]}`; accepted events are in
-the event log when it returns, rejected ones in the dead-letter store.
+`{"accepted": n, "rejected": [{"index": i, "reason": "..."}], "unknown_fields":
+{"policy": "drop", "events": n, "fields": {"coupon": n}}}`: accepted events are in the
+event log when it returns, rejected ones in the dead-letter store, and the fields the
+source does not declare are counted whatever its `unknown_fields` policy.
 
 Who may post: an API key one of whose roles lists the source (or `*`) under `ingest:`
 in the policies. Posting is not egress (nothing leaves), so no purpose is needed; every
@@ -51,7 +53,8 @@ OPENAPI_PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": {
-                    "description": "Counts, and the reason for each rejected event",
+                    "description": "Counts, the reason for each rejected event, and the "
+                    "fields accepted events carried beyond the source's columns",
                     "content": {
                         "application/json": {
                             "schema": {"type": "object", "additionalProperties": True}
@@ -128,6 +131,8 @@ def _record(
         detail.update(code=err.code, reason=err.message[:300])
     elif result is not None:
         detail.update(accepted=result.accepted, rejected=len(result.rejected))
+        if result.unknown_events:
+            detail.update(unknown_fields=sorted(result.unknown_fields)[:20])
     return AuditRecord(
         action="ingest",
         principal=principal.name if principal is not None else "anonymous",

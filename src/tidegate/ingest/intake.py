@@ -17,14 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from tidegate.errors import UnknownSourceError
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
+from tidegate.ingest.unknown import UnknownFieldCounter
 from tidegate.ingest.validate import Change, EventSchema, Invalid
 from tidegate.log.base import EventLog, Message, Record
+from tidegate.meta.parts import ObservationStore
 from tidegate.project.project import Project, stream_sources
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
+    from tidegate.privacy.tombstones import ErasedFilter
 
 SOURCE_HEADER = "tidegate-source"
 CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
@@ -34,16 +39,41 @@ CONSENT_SOURCE = "__consent"  # dead letters of the consent topic
 class IntakeResult:
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: of `accepted`, events of erased subjects: taken and dropped (neither logged nor
+    #: dead-lettered). Not in the answer: a producer is not told who was erased.
+    erased: int = 0
+    #: the source's `unknown_fields` policy, and what accepted events carried beyond it
+    unknown_policy: str = "drop"
+    unknown_events: int = 0
+    unknown_fields: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "rejected": self.rejected}
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "unknown_fields": {
+                "policy": self.unknown_policy,
+                "events": self.unknown_events,
+                "fields": dict(sorted(self.unknown_fields.items())),
+            },
+        }
 
 
 class Intake:
-    def __init__(self, project: Project, event_log: EventLog, dead: DeadLetterStore) -> None:
+    def __init__(
+        self,
+        project: Project,
+        event_log: EventLog,
+        dead: DeadLetterStore,
+        observations: ObservationStore | None = None,
+    ) -> None:
         self.project = project
         self.log = event_log
         self.dead = dead
+        #: is this valid event about an erased subject? (`privacy.tombstones.ErasedFilter`,
+        #: set by whoever holds the platform): such events are dropped at the door
+        self.erased: ErasedFilter | None = None
+        self.unknown = UnknownFieldCounter(observations)
         self.schemas = {name: EventSchema(c) for name, c in stream_sources(project).items()}
         self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
         for schema in self.schemas.values():
@@ -73,10 +103,12 @@ class Intake:
     ) -> IntakeResult:
         """Check `events` (parsed JSON values, or bytes when `raw`); log the valid ones."""
         schema = self.schema(source)
-        result = IntakeResult()
+        result = IntakeResult(unknown_policy=schema.config.unknown_fields)
         messages: list[Message] = []
         letters: list[DeadLetter] = []
         now = time.time()
+        if self.erased is not None:
+            self.erased.refresh()  # one query: tombstones newer than the last seen
         for index, event in enumerate(events):
             payload = event if raw else _dumps(event)
             try:
@@ -87,15 +119,31 @@ class Intake:
                         schema.parse(payload)  # raises the size reason
                     change = schema.from_object(event)
             except Invalid as err:
+                if self.erased is not None and self.erased.about_erased(
+                    source, _as_object(payload) if raw else event
+                ):
+                    result.erased += 1  # a broken event about an erased person: not kept
+                    continue
                 reason = str(err)
                 result.rejected.append({"index": index, "reason": reason})
                 letters.append(DeadLetter(source, reason, payload, via, at=now))
                 continue
+            if self.erased is not None and self.erased(change):
+                result.erased += 1
+                continue
+            if change.unknown:
+                result.unknown_events += 1
+                for name in change.unknown:
+                    result.unknown_fields[name] = result.unknown_fields.get(name, 0) + 1
+                self.unknown.count(source, change.unknown)
+                if schema.config.unknown_fields == "drop" and schema.config.format == "json":
+                    payload = _without(event if not raw else orjson.loads(payload), schema)
             messages.append(Message(_partition_key(schema, change), payload, _headers(source)))
         if messages:
             self.log.append(schema.config.topic_name, messages)
         self.dead.add(letters)
-        result.accepted = len(messages)
+        self.unknown.flush()
+        result.accepted = len(messages) + result.erased
         return result
 
     # ---------------------------------------------------------------- worker's side
@@ -108,7 +156,12 @@ class Intake:
                 # before it did the work, so there is nothing to apply.
                 return Change(schemas[0].name, "tombstone", {})
             schema = self._pick(record, schemas)
-            return schema.parse(record.value, record.key)
+            change = schema.parse(record.value, record.key)
+            if change.unknown and record.header(SOURCE_HEADER) is None:
+                # written to the topic directly (Kafka producers, Debezium): counted here;
+                # events that came through `submit` were counted there
+                self.unknown.count(change.source, change.unknown)
+            return change
         except Invalid as err:
             name = schemas[0].name if len(schemas) == 1 else _header_source(record, record.topic)
             return DeadLetter(
@@ -137,6 +190,11 @@ class Intake:
             if schema.config.table == table:
                 return schema
         raise Invalid(f"Debezium event for unknown table {table!r} on topic {record.topic!r}")
+
+
+def _without(event: Any, schema: EventSchema) -> bytes:
+    """The event as logged under `unknown_fields: drop`: only its declared fields."""
+    return _dumps({k: v for k, v in event.items() if k in schema.names})
 
 
 def _dumps(event: Any) -> bytes:
@@ -180,6 +238,14 @@ def _is_null(value: bytes | None) -> bool:
     return value is None or value.strip() == b"null"
 
 
+def _as_object(payload: bytes) -> Any:
+    """A raw event as JSON, or None when it is not JSON."""
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def intake_of(platform: Platform) -> Intake:
     """The platform's intake (one per platform object, closed with it): the HTTP ingest
     route's. The stream worker opens its own (`open_intake`)."""
@@ -187,7 +253,16 @@ def intake_of(platform: Platform) -> Intake:
 
 
 def _intake(platform: Platform) -> Intake:
-    return open_intake(platform.project)
+    return platform_intake(platform)
+
+
+def platform_intake(platform: Platform) -> Intake:
+    """A new intake that drops events of erased subjects (a tombstone check per event)."""
+    from tidegate.privacy.tombstones import ErasedFilter
+
+    intake = open_intake(platform.project)
+    intake.erased = ErasedFilter(platform)
+    return intake
 
 
 def open_intake(project: Project) -> Intake:
@@ -199,19 +274,23 @@ def open_intake(project: Project) -> Intake:
 
     event_log = open_event_log(project.config.backends.log, project.root)
     meta = open_metadata(project.config.backends.metadata, project.root)
-    return Intake(project, event_log, owning(meta.dead_letters, meta))
+    return Intake(project, event_log, owning(meta.dead_letters, meta), meta.observations)
 
 
 @dataclass
 class ReplayReport:
     replayed: int = 0
     still_failing: int = 0
+    erased: int = 0  # letters about erased subjects, deleted instead of replayed
 
 
 def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
     """Check dead letters again; append those that now pass to their source's topic."""
     report = ReplayReport()
     done: list[int] = []
+    erased: list[int] = []
+    if intake.erased is not None:
+        intake.erased.refresh()
     for letter in letters:
         if letter.replayed_at is not None:
             continue
@@ -230,11 +309,15 @@ def replay(intake: Intake, letters: Sequence[DeadLetter]) -> ReplayReport:
             intake.dead.update_reason(letter.id, reason)
             report.still_failing += 1
             continue
+        if intake.erased is not None and intake.erased(change):
+            erased.append(letter.id)  # about an erased subject: goes, never replayed
+            continue
         message = Message(_partition_key(schema, change), letter.payload, _headers(letter.source))
         intake.log.append(schema.config.topic_name, [message])
         done.append(letter.id)
         report.replayed += 1
     intake.dead.mark_replayed(done)
+    report.erased = intake.dead.delete(erased) if erased else 0
     return report
 
 

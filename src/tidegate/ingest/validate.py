@@ -4,8 +4,11 @@ Every way in (HTTP, Kafka topics, files, CDC) funnels through `parse_event`, whi
 returns either a `Change` (typed values, ready for the store) or a reason a person can
 act on: malformed JSON, a wrong type (naming the column and the value), a missing
 key or required column, an event over `max_event_bytes`, a Debezium event for a table
-this source does not take. Fields the schema does not declare are ignored, so
-producers can add fields before the contract does.
+this source does not take. Fields the schema does not declare follow the source's
+`unknown_fields` policy: `reject` makes the event invalid (naming the fields); `drop`
+(the default) and `keep` accept it and name them in `Change.unknown`, so the intake
+counts them and, for `drop`, logs the event without them (never silently: the ingest
+answer, /metrics and `tidegate status` report the counts).
 
 Coercions are the ones a JSON or CSV producer needs and nothing lossy: integers from
 integral numbers or digit strings, floats from numbers or numeric strings, booleans
@@ -61,6 +64,8 @@ class Change:
     ts: float | None = None  # when it happened at the source, if the source says
     #: columns Debezium did not capture (placeholder `UNAVAILABLE`): keep the stored value
     unchanged: tuple[str, ...] = ()
+    #: fields of the event the source does not declare (policy `drop` or `keep`)
+    unknown: tuple[str, ...] = ()
 
 
 Coercer = Callable[[Any], Any]
@@ -216,6 +221,22 @@ class EventSchema:
             for name, spec in config.columns.items()
             if not spec.nullable or name in (config.key, config.event_id)
         ]
+        self.names = frozenset(config.columns)
+
+    def unknown_fields(self, data: Any) -> tuple[str, ...]:
+        """The fields of `data` the source does not declare; Invalid under `reject`."""
+        if not isinstance(data, dict) or data.keys() <= self.names:
+            return ()
+        extra = tuple(sorted(str(k) for k in data if k not in self.names))
+        if self.config.unknown_fields == "reject":
+            shown = ", ".join(repr(f) for f in extra[:10])
+            more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
+            raise Invalid(
+                f"unknown field(s) {shown}{more}: source {self.name!r} has "
+                "unknown_fields: reject (declare them as columns, or set unknown_fields: "
+                "drop or keep)"
+            )
+        return extra
 
     # ---------------------------------------------------------------- rows
 
@@ -281,9 +302,10 @@ class EventSchema:
         """A JSON-format event already parsed (HTTP batches, files)."""
         if self.config.format == "debezium":
             return self._debezium_payload(data)
+        unknown = self.unknown_fields(data)
         row = self.row(data)
         key = row.get(self.config.key) if self.config.key else None
-        return Change(self.name, "append", row, key, self.event_ts(row))
+        return Change(self.name, "append", row, key, self.event_ts(row), unknown=unknown)
 
     def _debezium(self, value: bytes | None, key: bytes | None) -> Change:
         if value is None:  # a tombstone: the key alone says which row is gone
@@ -334,8 +356,9 @@ class EventSchema:
             key = self.config.key or ""
             if key in unchanged:
                 raise Invalid(f"Debezium event without its key column {key!r}")
+            unknown = self.unknown_fields(after)
             row = self.row(after, unchanged=unchanged)
-            return Change(self.name, "upsert", row, row.get(key), ts, unchanged)
+            return Change(self.name, "upsert", row, row.get(key), ts, unchanged, unknown)
         if op == "d":
             before = payload.get("before")
             if not isinstance(before, dict):

@@ -21,9 +21,12 @@ project's `backends.log` config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+#: the change stream of a product is the topic `__changes.<product>` (products/changes.py)
+CHANGES_PREFIX = "__changes."
 
 #: (topic, partition)
 TopicPartition = tuple[str, int]
@@ -65,6 +68,8 @@ class LogCapabilities:
     #: several processes can consume one group at the same time
     multi_process_groups: bool = True
     max_message_bytes: int = 1 << 20
+    #: `erase_records` removes single records (a Kafka topic is append-only: it cannot)
+    erases_records: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,19 @@ class EventLog(ABC):
         """Drop records past each topic's retention; return how many (0 when the broker does
         this itself)."""
         return 0
+
+    def erase_records(self, topic: str, match: Callable[[Record], bool]) -> int:
+        """Remove, from the file or broker itself, every record of `topic` that `match`
+        accepts (an erasure); returns how many. Offsets of the others do not move. Only
+        backends whose `capabilities.erases_records` is true can."""
+        from tidegate.errors import LogError
+
+        raise LogError(f"the {self.kind} event log cannot erase single records")
+
+    def retention(self, topic: str) -> dict[str, str]:
+        """How long the backend keeps records of `topic` (settings by name), for what an
+        erasure reports as retained; empty when unknown."""
+        return {}
 
     @abstractmethod
     def delete_topic(self, topic: str) -> None: ...

@@ -83,6 +83,25 @@ class FreshnessStore(MetadataPart, ABC):
     @abstractmethod
     def all(self) -> dict[str, Freshness]: ...
 
+    @abstractmethod
+    def confirm(self, product: str, mode: str, at: float) -> None:
+        """Nothing upstream changed: the product is current as of `at` (its
+        `last_update`), unless a change waits for it (`stale_since` set, checked in the
+        same statement, so a change marked meanwhile is never cleared). Not an update:
+        `updates` and the lags stay."""
+
+    @abstractmethod
+    def sample(self, rows: Sequence[tuple[str, float, float, bool]]) -> None:
+        """SLO history: (product, at, seconds covered, within SLO) samples."""
+
+    @abstractmethod
+    def compliance(self, since: float) -> dict[str, tuple[float, float]]:
+        """Per product: (seconds within SLO, seconds sampled) since `since`."""
+
+    @abstractmethod
+    def prune_samples(self, before: float) -> None:
+        """Forget samples taken before `before` (the history keeps a week)."""
+
 
 # ---------------------------------------------------------------- dead letters
 
@@ -246,4 +265,28 @@ class CdcPositionStore(MetadataPart, ABC):
     def mark_snapshot(self, slot: str) -> None: ...
 
     @abstractmethod
-    def forget(self, slot: str) -> None: ...
+    def forget(self, slot: str) -> None:
+        """Forget the slot: its snapshot mark and its last reported state."""
+
+    @abstractmethod
+    def report(self, state: SlotState) -> None:
+        """Keep what the capture last saw of a slot (replaces the previous report)."""
+
+    @abstractmethod
+    def states(self) -> list[SlotState]:
+        """The last report of every slot, by slot name."""
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """A replication slot as its capture last saw it: `lag_bytes` of WAL not yet
+    confirmed, `lag_seconds` since the oldest change not yet in the log (0 when caught
+    up), and the error that stopped the capture, if any."""
+
+    slot: str
+    source: str
+    confirmed_lsn: str | None
+    lag_bytes: int | None
+    lag_seconds: float | None
+    error: str | None
+    at: float

@@ -24,8 +24,9 @@ from tidegate.meta.parts import (
     ObservationStore,
     Point,
     SchemaSnapshot,
+    SlotState,
 )
-from tidegate.meta.sqlite_parts import letter_of, letter_params
+from tidegate.meta.sqlite_parts import letter_of, letter_params, slot_state_of
 
 _BUMP = "UPDATE meta_heads SET value = value + 1 WHERE name = 'change_token'"
 
@@ -65,6 +66,34 @@ class PostgresFreshness(FreshnessStore):
             " stale_since FROM product_freshness"
         )
         return {str(r[0]): Freshness(*r) for r in rows}
+
+    def confirm(self, product: str, mode: str, at: float) -> None:
+        self._s._query(
+            "INSERT INTO product_freshness AS f (product, mode, last_update) VALUES (%s, %s, %s)"
+            " ON CONFLICT (product) DO UPDATE SET last_update = excluded.last_update"
+            " WHERE f.stale_since IS NULL",
+            (product, mode, at),
+        )
+
+    def sample(self, rows: Sequence[tuple[str, float, float, bool]]) -> None:
+        if not rows:
+            return
+        with self._s._tx() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO slo_samples (product, at, seconds, within) VALUES (%s, %s, %s, %s)",
+                [(p, at, seconds, bool(within)) for p, at, seconds, within in rows],
+            )
+
+    def compliance(self, since: float) -> dict[str, tuple[float, float]]:
+        rows = self._s._query(
+            "SELECT product, sum(CASE WHEN within THEN seconds ELSE 0 END), sum(seconds)"
+            " FROM slo_samples WHERE at >= %s GROUP BY product",
+            (since,),
+        )
+        return {str(p): (float(w or 0.0), float(t or 0.0)) for p, w, t in rows}
+
+    def prune_samples(self, before: float) -> None:
+        self._s._query("DELETE FROM slo_samples WHERE at < %s", (before,))
 
 
 _LETTER = (
@@ -289,6 +318,32 @@ class PostgresCdcPositions(CdcPositionStore):
 
     def forget(self, slot: str) -> None:
         self._s._query("DELETE FROM cdc_slots WHERE slot = %s", (slot,))
+        self._s._query("DELETE FROM cdc_slot_state WHERE slot = %s", (slot,))
+
+    def report(self, state: SlotState) -> None:
+        self._s._query(
+            "INSERT INTO cdc_slot_state (slot, source, confirmed_lsn, lag_bytes, lag_seconds,"
+            " error, at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (slot) DO UPDATE SET"
+            " source = excluded.source, confirmed_lsn = excluded.confirmed_lsn,"
+            " lag_bytes = excluded.lag_bytes, lag_seconds = excluded.lag_seconds,"
+            " error = excluded.error, at = excluded.at",
+            (
+                state.slot,
+                state.source,
+                state.confirmed_lsn,
+                state.lag_bytes,
+                state.lag_seconds,
+                state.error,
+                state.at,
+            ),
+        )
+
+    def states(self) -> list[SlotState]:
+        rows = self._s._query(
+            "SELECT slot, source, confirmed_lsn, lag_bytes, lag_seconds, error, at"
+            " FROM cdc_slot_state ORDER BY slot"
+        )
+        return [slot_state_of(r) for r in rows]
 
 
 class PostgresErasureMixin:
@@ -317,7 +372,11 @@ class PostgresErasureMixin:
         return [(int(s), str(h), float(a)) for s, h, a in rows]
 
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Callable[[str], str],
+        values: Sequence[str] = (),
     ) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self._tx() as conn:
@@ -334,6 +393,11 @@ class PostgresErasureMixin:
             for table in ("sync_row_errors", "sync_suppressions"):
                 cursor = conn.execute(f"DELETE FROM {table} WHERE subject = %s", (subject,))
                 counts[table] = int(cursor.rowcount)
+            for value in values:  # a refused row's message quoting the person's email
+                cursor = conn.execute(
+                    "DELETE FROM sync_row_errors WHERE strpos(message, %s) > 0", (value,)
+                )
+                counts["sync_row_errors"] += int(cursor.rowcount)
         return counts
 
     def redact_audit(self, bodies: Mapping[int, str]) -> int:

@@ -51,11 +51,17 @@ class SqliteErasureMixin:
     # ---------------------------------------------------------------- one subject's rows
 
     def erase_subject_rows(
-        self, subject: str, pseudonym: str, digest: Callable[[str], str]
+        self,
+        subject: str,
+        pseudonym: str,
+        digest: Callable[[str], str],
+        values: Sequence[str] = (),
     ) -> dict[str, int]:
         """In one transaction: the subject's consent ledger entries keep their purpose,
         action and times under `pseudonym`, their evidence replaced by `digest(evidence)`;
-        the subject's rows in the sync-state tables are deleted. Returns counts by table."""
+        the subject's rows in the sync-state tables are deleted, and so are row errors
+        whose message quotes one of `values` (the person's email, phone). Returns counts
+        by table."""
         counts: dict[str, int] = {}
         with self._secure(), self._tx() as db:
             ledger = db.execute(
@@ -74,6 +80,12 @@ class SqliteErasureMixin:
                 if table in present:
                     cursor = db.execute(f"DELETE FROM {table} WHERE subject = ?", (subject,))
                     counts[table] = int(cursor.rowcount)
+            if "sync_row_errors" in present:
+                for value in values:
+                    cursor = db.execute(
+                        "DELETE FROM sync_row_errors WHERE instr(message, ?) > 0", (value,)
+                    )
+                    counts["sync_row_errors"] += int(cursor.rowcount)
         return counts
 
     def redact_audit(self, bodies: Mapping[int, str]) -> int:

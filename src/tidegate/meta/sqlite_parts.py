@@ -21,6 +21,7 @@ from tidegate.meta.parts import (
     ObservationStore,
     Point,
     SchemaSnapshot,
+    SlotState,
 )
 
 
@@ -63,6 +64,34 @@ class SqliteFreshness(FreshnessStore):
             " stale_since FROM product_freshness"
         )
         return {str(r[0]): Freshness(*r) for r in rows}
+
+    def confirm(self, product: str, mode: str, at: float) -> None:
+        with self._s._tx() as db:
+            db.execute(
+                "INSERT INTO product_freshness (product, mode, last_update) VALUES (?, ?, ?)"
+                " ON CONFLICT (product) DO UPDATE SET last_update = excluded.last_update"
+                " WHERE product_freshness.stale_since IS NULL",
+                (product, mode, at),
+            )
+
+    def sample(self, rows: Sequence[tuple[str, float, float, bool]]) -> None:
+        with self._s._tx() as db:
+            db.executemany(
+                "INSERT INTO slo_samples (product, at, seconds, within) VALUES (?, ?, ?, ?)",
+                [(p, at, seconds, int(within)) for p, at, seconds, within in rows],
+            )
+
+    def compliance(self, since: float) -> dict[str, tuple[float, float]]:
+        rows = self._s._query(
+            "SELECT product, sum(CASE WHEN within THEN seconds ELSE 0 END), sum(seconds)"
+            " FROM slo_samples WHERE at >= ? GROUP BY product",
+            (since,),
+        )
+        return {str(p): (float(w or 0.0), float(t or 0.0)) for p, w, t in rows}
+
+    def prune_samples(self, before: float) -> None:
+        with self._s._tx() as db:
+            db.execute("DELETE FROM slo_samples WHERE at < ?", (before,))
 
 
 _LETTER = (
@@ -292,3 +321,44 @@ class SqliteCdcPositions(CdcPositionStore):
     def forget(self, slot: str) -> None:
         with self._s._tx() as db:
             db.execute("DELETE FROM cdc_slots WHERE slot = ?", (slot,))
+            db.execute("DELETE FROM cdc_slot_state WHERE slot = ?", (slot,))
+
+    def report(self, state: SlotState) -> None:
+        with self._s._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO cdc_slot_state (slot, source, confirmed_lsn, lag_bytes,"
+                " lag_seconds, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _slot_row(state),
+            )
+
+    def states(self) -> list[SlotState]:
+        rows = self._s._query(
+            "SELECT slot, source, confirmed_lsn, lag_bytes, lag_seconds, error, at"
+            " FROM cdc_slot_state ORDER BY slot"
+        )
+        return [slot_state_of(r) for r in rows]
+
+
+def _slot_row(state: SlotState) -> tuple[Any, ...]:
+    return (
+        state.slot,
+        state.source,
+        state.confirmed_lsn,
+        state.lag_bytes,
+        state.lag_seconds,
+        state.error,
+        state.at,
+    )
+
+
+def slot_state_of(row: Sequence[Any]) -> SlotState:
+    slot, source, lsn, lag_bytes, lag_seconds, error, at = row
+    return SlotState(
+        str(slot),
+        str(source),
+        None if lsn is None else str(lsn),
+        None if lag_bytes is None else int(lag_bytes),
+        None if lag_seconds is None else float(lag_seconds),
+        None if error is None else str(error),
+        float(at),
+    )

@@ -9,8 +9,10 @@
     observer.published(name, version, rows, seconds)   # time series, anomalies, COMPLETE
     observer.failed(name, version, message)            # on any failure: FAIL
 
-Only `gate` may stop a build, and only through failed `error` checks: anything else
-that goes wrong in here is logged and the build goes on.
+Only `gate` may stop a build: through failed `error` checks, and, for a product with
+`on_anomaly: block`, through anomalous metrics (unless the build accepts them,
+`tidegate build --accept-anomalies`); the previous version stays live either way.
+Anything else that goes wrong in here is logged and the build goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tidegate.observe.pillars import Observation, measure
 from tidegate.observe.quality import (
     QualityGateError,
     QualityReport,
+    classified_columns,
     prune_quality_tables,
     run_checks,
     store_rows,
@@ -65,9 +68,22 @@ class _Pending:
     quality: QualityReport | None = None
 
 
+class AnomalyGateError(QualityGateError):
+    """A product with `on_anomaly: block` built an anomalous version: not published."""
+
+    code = "anomaly_gate"
+
+
 class BuildObserver:
-    def __init__(self, platform: Platform, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        clock: Callable[[], float] = time.time,
+        accept_anomalies: bool = False,
+    ) -> None:
         self.platform = platform
+        self.accept_anomalies = accept_anomalies
         self.project = platform.project
         self.config = platform.project.config.observe
         self.clock = clock
@@ -129,6 +145,44 @@ class BuildObserver:
                 version=version,
                 checks=[r.name for r in blocking],
             )
+        self._anomaly_gate(name, version, pending)
+
+    def _anomaly_gate(self, name: str, version: int, pending: _Pending) -> None:
+        """`on_anomaly: block`: an anomalous version is not published (judged here, before
+        publishing, against the published versions' history)."""
+        product = self.project.products[name]
+        if product.config.on_anomaly != "block" or self.accept_anomalies:
+            return
+        anomalies = self._anomalies(name, pending)
+        if not anomalies:
+            return
+        lines = [a.describe() for a in anomalies]
+        self._alert(
+            name,
+            "anomaly_gate",
+            "error",
+            f"version {version} not published: {len(anomalies)} anomalous metric(s); "
+            "the previous version stays live",
+            lines,
+            subject=",".join(sorted(f"{a.column}.{a.metric}" for a in anomalies)),
+        )
+        raise AnomalyGateError(
+            f"product {name!r}: version {version} is anomalous ({'; '.join(lines)}); it is "
+            "not published and the previous version stays live. If the change is real: "
+            f"tidegate build --product {name} --accept-anomalies",
+            product=name,
+            version=version,
+        )
+
+    @never_raises
+    def _anomalies(self, name: str, pending: _Pending) -> list[Any]:
+        from tidegate.observe.anomaly import detect
+
+        observation = pending.observation
+        if observation is None:
+            return []
+        with self.store() as store:
+            return detect(store, name, observation.metrics, observation.at, self.config.anomaly)
 
     @never_raises
     def _measure_and_check(self, name: str, version: int, pending: _Pending) -> QualityReport:
@@ -152,6 +206,7 @@ class BuildObserver:
                 previous_schema=store.last_schema(name),
                 previous_built_at=previous.built_at if previous else None,
                 slo_seconds=self.project.freshness_seconds(name),
+                private=classified_columns(product),
             )
             report = run_checks(
                 cursor, product, self.project, version, keep_rows=self.config.failing_rows_kept

@@ -11,8 +11,11 @@ Two kinds of dependency, as in OpenLineage's column lineage:
   query) its value passes through, each resolved through CTEs to base columns.
 
 The graph's nodes are `relation.column` for sources and products, `sync:NAME.FIELD`
-for destination fields (from the sync's field mapping), and `api:PRODUCT.COLUMN` for
-what `GET /v1/products/PRODUCT/entities/{key}` returns (before purpose treatments).
+for destination fields (from the sync's field mapping, seen through the sync's purpose:
+a column the purpose drops does not flow, a hashed, masked or generalized one is marked
+so on its edge and label, and the label names the destination's real location), and
+`api:PRODUCT.COLUMN` for what `GET /v1/products/PRODUCT/entities/{key}` returns
+(before purpose treatments).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlglot import exp, parse_one
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 
+from tidegate.project.locations import location_label
 from tidegate.project.project import Product, Project
 
 DIALECT = "duckdb"
@@ -141,12 +145,41 @@ def product_lineage(product: Product, project: Project) -> ProductLineage:
     return result
 
 
+# ---------------------------------------------------------------- syncs
+
+TREATED = {"hash": "hashed", "mask": "masked", "generalize": "generalized"}
+
+
+def sync_fields(project: Project, sync_name: str) -> dict[str, list[tuple[str, str]]]:
+    """The fields a sync really sends, each with its product columns and their treatment
+    under the sync's purpose (`clear`, `hash`, `mask`, `generalize`).
+
+    The same rule as the sync engine's mapping (`egress/sync/mapping.py`): a field that
+    reads a column the purpose drops is not sent, so it has no lineage; with the default
+    "all columns" mapping a dropped column simply is not a field."""
+    cfg = project.syncs[sync_name].config
+    product = project.products[cfg.product]
+    policy = project.policy
+    treatments = {
+        name: policy.treatment_for(cfg.purpose, spec.classification).treatment
+        for name, spec in product.columns.items()
+    }
+    fields: dict[str, list[tuple[str, str]]] = {}
+    for field_name, spec in cfg.field_specs(list(product.columns)).items():
+        sources: list[tuple[str, str]] = [(c, treatments.get(c, "drop")) for c in spec.sources()]
+        if any(t == "drop" for _, t in sources):
+            continue
+        fields[field_name] = sources
+    return fields
+
+
 # ---------------------------------------------------------------- the whole graph
 
 
 @dataclass
 class LineageGraph:
-    #: node -> {upstream node -> kinds ("direct", "filter", "join", "group_by", "sync", "api")}
+    #: node -> {upstream node -> kinds ("direct", "filter", "join", "group_by", "sync", "api",
+    #: and on sync edges the treatment when not clear: "hash", "mask", "generalize")}
     upstream: dict[str, dict[str, set[str]]] = field(default_factory=lambda: defaultdict(dict))
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -199,16 +232,19 @@ def build_graph(project: Project) -> LineageGraph:
             graph.labels[api] = f"GET /v1/products/{name}/entities/{{key}} → {column}"
     for sync_name, sync in project.syncs.items():
         cfg = sync.config
-        upstream = project.products.get(cfg.product)
-        if upstream is None:
+        if cfg.product not in project.products:
             continue
-        target = getattr(cfg.destination, "table", None) or getattr(cfg.destination, "topic", "")
-        for field_name, spec in cfg.field_specs(list(upstream.columns)).items():
+        location = location_label(cfg.destination, project.root)
+        for field_name, sources in sync_fields(project, sync_name).items():
             node = f"sync:{sync_name}.{field_name}"
             graph.upstream.setdefault(node, {})
-            graph.labels[node] = f"{cfg.destination.type}:{target}.{field_name}"
-            for column in spec.sources():
+            treated = sorted({t for _, t in sources if t != "clear"})
+            note = f" ({', '.join(TREATED[t] for t in treated)})" if treated else ""
+            graph.labels[node] = f"{location}.{field_name}{note}"
+            for column, treatment in sources:
                 graph.add(node, f"{cfg.product}.{column}", "sync")
+                if treatment != "clear":
+                    graph.add(node, f"{cfg.product}.{column}", treatment)
     return graph
 
 

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tidegate.meta.parts import SlotState
+from tidegate.observe.slo import SloState
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,11 +40,22 @@ def record_build(product: str, outcome: str, seconds: float) -> None:
     _LOCAL_BUILDS[(product, outcome)] = _LOCAL_BUILDS.get((product, outcome), 0) + 1
 
 
+@dataclass(frozen=True)
+class SloReport:
+    """What the SLO judgement says now (`products/slo.py` gathers it; observe/ cannot
+    reach the planner, so the app hands a function that returns this)."""
+
+    products: Sequence[SloState]
+    compliance: dict[str, dict[str, float]]
+    slots: Sequence[SlotState]
+
+
 class PlatformCollector:
     """Series computed from stored state at each scrape."""
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Platform, slo: Callable[[], SloReport] | None = None) -> None:
         self.platform = platform
+        self.slo = slo
 
     def _runs(self) -> list[tuple[str, str, str, float]]:
         return self.platform.meta.finished_runs()
@@ -97,8 +112,19 @@ class PlatformCollector:
         )
         breach = GaugeMetricFamily(
             "tidegate_product_slo_breach",
-            "1 while the product is older than its freshness SLO",
-            labels=["product"],
+            "1 while the product is behind its freshness SLO (the judgement `status` and"
+            " `explain` show)",
+            labels=["product", "mode"],
+        )
+        lag = GaugeMetricFamily(
+            "tidegate_product_lag_seconds",
+            "Seconds the product is behind (+Inf when never built)",
+            labels=["product", "mode"],
+        )
+        compliance = GaugeMetricFamily(
+            "tidegate_product_slo_compliance_ratio",
+            "Share of sampled time within the freshness SLO over the window",
+            labels=["product", "window"],
         )
         breaches = CounterMetricFamily(
             "tidegate_product_slo_breaches",
@@ -120,13 +146,47 @@ class PlatformCollector:
                 ]
                 or [0.0]
             )
-            seconds = project.freshness_seconds(name)
-            slo.add_metric([name], seconds)
+            slo.add_metric([name], project.freshness_seconds(name))
             breaches.add_metric([name], update.breaches if update else 0)
             if last:
                 age.add_metric([name], now - last)
-                breach.add_metric([name], float(now - last > seconds))
-        yield from (age, slo, breach, breaches)
+        if self.slo is not None:
+            report = self.slo()
+            for state in report.products:
+                breach.add_metric([state.product, state.mode], float(not state.within))
+                lag.add_metric([state.product, state.mode], state.lag)
+            for product, windows in sorted(report.compliance.items()):
+                for window, share in windows.items():
+                    compliance.add_metric([product, window], share)
+            yield from self._slots(report.slots)
+        yield from (age, slo, breach, lag, compliance, breaches)
+
+    def _slots(self, slots: Sequence[SlotState]) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        lag_bytes = GaugeMetricFamily(
+            "tidegate_cdc_slot_lag_bytes",
+            "WAL bytes between the server's flushed position and the slot's confirmed LSN",
+            labels=["source", "slot"],
+        )
+        lag_seconds = GaugeMetricFamily(
+            "tidegate_cdc_slot_lag_seconds",
+            "Age of the oldest change waiting in the slot (0 when caught up)",
+            labels=["source", "slot"],
+        )
+        failing = GaugeMetricFamily(
+            "tidegate_cdc_capture_failing",
+            "1 while the capture of the source fails (slot dropped, PostgreSQL unreachable)",
+            labels=["source", "slot"],
+        )
+        for state in slots:
+            labels = [state.source, state.slot]
+            if state.lag_bytes is not None:
+                lag_bytes.add_metric(labels, state.lag_bytes)
+            if state.lag_seconds is not None:
+                lag_seconds.add_metric(labels, state.lag_seconds)
+            failing.add_metric(labels, float(state.error is not None))
+        yield from (lag_bytes, lag_seconds, failing)
 
     def _ingest(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -141,13 +201,9 @@ class PlatformCollector:
             "Records the stream worker has not applied yet",
             labels=["topic", "group"],
         )
-        topics = sorted(
-            {
-                s.config.topic_name
-                for s in self.platform.project.sources.values()
-                if s.config.type == "stream"
-            }
-        )
+        from tidegate.project.project import stream_sources
+
+        topics = sorted({s.topic_name for s in stream_sources(self.platform.project).values()})
         if topics:
             try:
                 event_log = self.platform.event_log
@@ -163,6 +219,27 @@ class PlatformCollector:
                 pass
         yield records
         yield lag
+        yield self._unknown_fields()
+
+    def _unknown_fields(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        from tidegate.ingest.unknown import unknown_field_totals
+        from tidegate.project.project import stream_sources
+
+        unknown = CounterMetricFamily(
+            "tidegate_ingest_unknown_fields",
+            "Accepted events carrying a field their source does not declare, by field "
+            '(field="" counts events), under the source\'s unknown_fields policy',
+            labels=["source", "field", "policy"],
+        )
+        streams = stream_sources(self.platform.project)
+        totals = unknown_field_totals(self.platform.meta.observations, streams)
+        for source, fields in sorted(totals.items()):
+            policy = streams[source].unknown_fields
+            for name, count in sorted(fields.items()):
+                unknown.add_metric([source, name, policy], count)
+        return unknown
 
 
 ENTITY = re.compile(r"^/v1/products/[^/]+/entities/[^/]+$")
@@ -175,7 +252,16 @@ ROUTES = (
     (re.compile(r"^/v1/subjects/[^/]+$"), "/v1/subjects/{subject}"),
 )
 FIXED_ROUTES = frozenset(
-    {"/v1/health", "/v1/products", "/v1/consent", "/openapi.json", "/docs", "/docs/init.js"}
+    {
+        "/v1/health",
+        "/v1/health/live",
+        "/v1/health/ready",
+        "/v1/products",
+        "/v1/consent",
+        "/openapi.json",
+        "/docs",
+        "/docs/init.js",
+    }
 )
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: the label of every path no route knows: 1,000 random paths once grew /metrics to 122 MB
@@ -197,8 +283,11 @@ def method_of(method: str) -> str:
     return method if method in METHODS else OTHER
 
 
-def instrument(app: ASGIApp, platform: Platform) -> ASGIApp:
-    """Wrap an ASGI app: serve `/metrics`, time every request, count guard decisions."""
+def instrument(
+    app: ASGIApp, platform: Platform, slo: Callable[[], SloReport] | None = None
+) -> ASGIApp:
+    """Wrap an ASGI app: serve `/metrics`, time every request, count guard decisions.
+    `slo`: the SLO judgement of every product (breach, lag, compliance, CDC slots)."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
     from prometheus_client.exposition import generate_latest
 
@@ -216,7 +305,7 @@ def instrument(app: ASGIApp, platform: Platform) -> ASGIApp:
         ["purpose", "decision"],
         registry=registry,
     )
-    registry.register(PlatformCollector(platform))
+    registry.register(PlatformCollector(platform, slo))
     purposes = set(platform.project.policy.purposes)
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from tidegate.project.observe_config import OpenLineageConfig
+from tidegate.timestamps import now_timestamp
 
 if TYPE_CHECKING:
     from tidegate.observe.pillars import Observation
@@ -36,7 +36,7 @@ METRICS_SCHEMA = (
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return now_timestamp()
 
 
 def make_transport(config: OpenLineageConfig, root: Any) -> Any:
@@ -442,12 +442,12 @@ class LineageEmitter:
             return
         from openlineage.client.event_v2 import InputDataset, OutputDataset
 
+        from tidegate.observe.lineage import sync_fields
+        from tidegate.project.locations import destination_location
+
         cfg = self.project.syncs[sync].config
         product = self.project.products[cfg.product]
-        destination = cfg.destination
-        target = getattr(destination, "table", None) or getattr(destination, "topic", None)
-        target = target or getattr(destination, "path", None) or getattr(destination, "url", sync)
-        fields = cfg.field_specs(list(product.columns))
+        namespace, target = destination_location(cfg.destination, self.project.root)
         facets: dict[str, Any] = {}
         if state != "START":
             from openlineage.client.generated.column_lineage_dataset import (
@@ -457,6 +457,15 @@ class LineageEmitter:
                 Transformation,
             )
 
+            def transformation(treatment: str) -> Any:
+                # clear: the value as it is; hash/mask/generalize: changed, and hiding
+                # the value (OpenLineage's `masking`), with the treatment named
+                if treatment == "clear":
+                    return Transformation(type="DIRECT", subtype="IDENTITY", masking=False)
+                return Transformation(
+                    type="DIRECT", subtype="TRANSFORMATION", description=treatment, masking=True
+                )
+
             facets["columnLineage"] = ColumnLineageDatasetFacet(
                 fields={
                     name: Fields(
@@ -465,12 +474,12 @@ class LineageEmitter:
                                 namespace=self.dataset_namespace,
                                 name=f"products.{cfg.product}",
                                 field=column,
-                                transformations=[Transformation(type="DIRECT", subtype="IDENTITY")],
+                                transformations=[transformation(treatment)],
                             )
-                            for column in spec.sources()
+                            for column, treatment in sources
                         ]
                     )
-                    for name, spec in fields.items()
+                    for name, sources in sync_fields(self.project, sync).items()
                 },
                 producer=PRODUCER,
             )
@@ -481,9 +490,7 @@ class LineageEmitter:
                 facets={"schema": self._schema_facet(product.columns)},
             )
         ]
-        outputs = [
-            OutputDataset(namespace=f"{destination.type}://{sync}", name=str(target), facets=facets)
-        ]
+        outputs = [OutputDataset(namespace=namespace, name=target, facets=facets)]
         self.emit(
             self._event(state, f"sync.{sync}", run_id, inputs=inputs, outputs=outputs, error=error)
         )

@@ -7,7 +7,10 @@
                `volume.rows_removed` (keys gone since the previous version)
 * distribution per column: `null_percent`, `distinct_count`, and by type `min`, `max`,
                `mean`, `stddev` (numbers; timestamps as epoch seconds) or `length_min`,
-               `length_max`, `length_mean` (text)
+               `length_max`, `length_mean` (text). A classified column (personal
+               data: an id, a birth date) gets no `min` or `max`: those are one
+               person's value, kept in the metadata for as long as the series is,
+               where no erasure can tell them from anyone's
 * schema       a fingerprint of (name, type) in order; added, removed and retyped columns
                against the previous snapshot
 """
@@ -25,6 +28,9 @@ from tidegate.observe.timeseries import SchemaSnapshot
 NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "REAL", "DOUBLE")
 TEMPORAL = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ")
 TEXT = ("VARCHAR", "TEXT", "STRING")
+
+#: statistics that are one row's value: never recorded for classified columns
+EXTREMES = ("min", "max")
 
 Metric = tuple[str, str, float | None]  # (metric, column or '', value)
 
@@ -90,7 +96,9 @@ def column_types(cursor: Any, relation: str) -> dict[str, str]:
     return {str(r[0]): str(r[1]) for r in rows}
 
 
-def _aggregates(columns: dict[str, str]) -> list[tuple[str, str, exp.Expr]]:
+def _aggregates(
+    columns: dict[str, str], private: frozenset[str] = frozenset()
+) -> list[tuple[str, str, exp.Expr]]:
     specs: list[tuple[str, str, exp.Expr]] = [("volume.rows", "", exp.Count(this=exp.Star()))]
     for name, kind in columns.items():
         col = exp.column(name, quoted=True)
@@ -109,6 +117,8 @@ def _aggregates(columns: dict[str, str]) -> list[tuple[str, str, exp.Expr]]:
                 ("mean", "avg"),
                 ("stddev", "stddev_samp"),
             ):
+                if name in private and metric in EXTREMES:
+                    continue
                 specs.append((metric, name, exp.func(func, value.copy())))
         elif family == "text":
             length = exp.func("length", col.copy())
@@ -139,10 +149,12 @@ def measure(
     previous_schema: SchemaSnapshot | None = None,
     previous_built_at: float | None = None,
     slo_seconds: float | None = None,
+    private: frozenset[str] = frozenset(),
 ) -> Observation:
-    """Measure `relation` (a quoted DuckDB relation) in one aggregate query (+ the diff)."""
+    """Measure `relation` (a quoted DuckDB relation) in one aggregate query (+ the diff);
+    `private`: classified columns, measured without `min` and `max`."""
     columns = column_types(cursor, relation)
-    specs = _aggregates(columns)
+    specs = _aggregates(columns, private)
     values = ", ".join(
         exp.cast(expr, "DOUBLE").as_(f"m{i}").sql(dialect="duckdb")
         for i, (_, _, expr) in enumerate(specs)

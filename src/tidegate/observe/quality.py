@@ -218,6 +218,12 @@ def distribution_expression(metric: str, column: str) -> exp.Expr:
     return expressions[metric]
 
 
+def classified_columns(product: Product) -> frozenset[str]:
+    """Columns whose contract names a classification: personal data whose extremes
+    (`min`, `max`) are one person's value, so never recorded as observations."""
+    return frozenset(c for c, spec in product.columns.items() if spec.classification)
+
+
 def aggregate_query(check: Any, table: exp.Table) -> tuple[exp.Query, float | None, float | None]:
     """(query returning one observed value, lower bound, upper bound)."""
     base = exp.select().from_(table.copy())
@@ -282,7 +288,13 @@ def run_checks(
                 query, low, high = aggregate_query(check, table)
                 row = cursor.execute(query.sql(dialect=DIALECT)).fetchone()
                 value = None if row is None or row[0] is None else float(row[0])
-                result.observed = value
+                # the check is decided on the value; a person's value is not recorded
+                hidden = (
+                    isinstance(check, DistributionCheck)
+                    and check.metric in ("min", "max")
+                    and check.column in classified_columns(product)
+                )
+                result.observed = None if hidden else value
                 result.passed = (
                     value is not None
                     and (low is None or value >= low)

@@ -36,6 +36,7 @@ from tidegate.platform.secrets import load_audit_key, load_master_key
 from tidegate.project import Project, load_project
 from tidegate.project.models import parse_duration
 from tidegate.store.online import OnlineStore, open_online_store
+from tidegate.store.registry import open_warehouse
 from tidegate.store.warehouse import Warehouse
 
 STATE_DIR = ".tidegate"
@@ -99,6 +100,11 @@ class Platform:
             self._loans -= 1
 
     @property
+    def lent(self) -> bool:
+        """Whether this Platform is a runtime's, lent to a command run for the CLI."""
+        return self._loans > 0
+
+    @property
     def state_dir(self) -> Path:
         return self.project.root / STATE_DIR
 
@@ -125,11 +131,9 @@ class Platform:
 
     @cached_property
     def warehouse(self) -> Warehouse:
-        config = self.project.config.backends.store
-        return Warehouse(
-            self.project.path(config.path),
-            threads=config.threads,
-            memory_limit=config.memory_limit,
+        return open_warehouse(
+            self.project.config.backends.store,
+            self.project.root,
             wait=self.lock_timeout,
             notice=self.wait_notice,
         )

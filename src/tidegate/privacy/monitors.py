@@ -289,13 +289,14 @@ def attach_monitors(
 
     tombstones = tombstones_of(platform)
     view = consent_view_of(platform)
-    purposes = platform.project.policy.purposes
+    project = platform.project
 
     def is_erased(subject: str) -> bool:
         return tombstones.is_erased(subject)
 
     def has_basis(subject: str, purpose: str) -> bool:
-        config = purposes.get(purpose)
+        # the policy in force now: a live reload (`policy_reload.py`) swaps it
+        config = project.policy.purposes.get(purpose)
         if config is None:
             return True
         return bool(view.allowed(subject, purpose, config.legal_basis))

@@ -47,7 +47,9 @@ class ErasureStore(Protocol):
 
     def tombstones(self, after_seq: int = 0) -> list[tuple[int, str, float]]: ...
 
-    def erase_subject_rows(self, subject: str, pseudonym: str, digest: Any) -> dict[str, int]: ...
+    def erase_subject_rows(
+        self, subject: str, pseudonym: str, digest: Any, values: Any = ()
+    ) -> dict[str, int]: ...
 
     def redact_audit(self, bodies: Any) -> int: ...
 
@@ -161,13 +163,25 @@ class ErasedFilter:
         self._tombstones = tombstones_of(self._platform)
 
     def __call__(self, change: SourcedRow) -> bool:
+        return self.about_erased(change.source, change.row)
+
+    def subject_erased(self, subject: object) -> bool:
+        """Whether `subject` (an id as any consent message or event names it) is erased."""
         if self._tombstones is None:
             self.refresh()
         assert self._tombstones is not None
-        column = self._subjects.get(change.source)
-        if column is None:
+        return self._tombstones.is_erased(subject)
+
+    def about_erased(self, source: str, row: Any) -> bool:
+        """Whether `row` (an event, valid or not, as a JSON object) names an erased
+        subject in `source`'s subject field."""
+        if self._tombstones is None:
+            self.refresh()
+        assert self._tombstones is not None
+        column = self._subjects.get(source)
+        if column is None or not isinstance(row, Mapping):
             return False
-        return self._tombstones.is_erased(change.row.get(column))
+        return self._tombstones.is_erased(row.get(column))
 
 
 def purge_erased(platform: Platform, source: str) -> int:
@@ -185,13 +199,45 @@ def purge_erased(platform: Platform, source: str) -> int:
             f"SELECT DISTINCT CAST({quoted} AS VARCHAR) FROM {relation} WHERE {quoted} IS NOT NULL"
         ).fetchall()
         erased = tombstones.erased_among([row[0] for row in distinct])
-        if not erased:
-            return 0
-        before = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
-        for value in erased:
-            cur.execute(f"DELETE FROM {relation} WHERE CAST({quoted} AS VARCHAR) = ?", [value])
-        after = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
-    return int(before) - int(after)
+    if not erased:
+        return 0
+    return platform.warehouse.delete_subjects("raw", source, column, erased)
+
+
+def without_erased_sql(platform: Platform, source: str, select_sql: str) -> str:
+    """`select_sql` (a source snapshot about to be loaded) minus the rows of erased
+    subjects, so they are never written into the DuckDB file at all: a row deleted after
+    the load would leave its bytes in the file. One read of the subject column of the
+    source; the SQL unchanged while there is no tombstone."""
+    tombstones = tombstones_of(platform)
+    column = getattr(platform.project.sources[source].config, "subject", None)
+    if not len(tombstones) or column is None:
+        return select_sql
+    quoted = '"' + column.replace('"', '""') + '"'
+    with platform.warehouse.cursor() as cur:
+        erased = _subject_erased_values(cur, tombstones, f"({select_sql}) AS incoming", column)
+    if not erased:
+        return select_sql
+    values = ", ".join("'" + str(v).replace("'", "''") + "'" for v in erased)
+    return (
+        f"SELECT * FROM ({select_sql}) AS incoming"
+        f" WHERE {quoted} IS NULL OR CAST({quoted} AS VARCHAR) NOT IN ({values})"
+    )
+
+
+def without_erased_arrow(platform: Platform, source: str, table: Any) -> Any:
+    """A pyarrow table of a source snapshot minus the rows of erased subjects."""
+    tombstones = tombstones_of(platform)
+    column = getattr(platform.project.sources[source].config, "subject", None)
+    if not len(tombstones) or column is None or column not in table.column_names:
+        return table
+    import pyarrow as pa
+
+    values = [None if v is None else str(v) for v in table.column(column).to_pylist()]
+    erased = set(tombstones.erased_among(sorted({v for v in values if v is not None})))
+    if not erased:
+        return table
+    return table.filter(pa.array([v is None or v not in erased for v in values]))
 
 
 def _subject_erased_values(
@@ -220,13 +266,15 @@ def purge_live_product(platform: Any, product: str) -> int:
     key = '"' + spec.config.key.replace('"', '""') + '"'
     gone: list[str] = []
     with platform.warehouse.cursor() as cur:
-        for value in _subject_erased_values(cur, tombstones, relation, column):
+        erased = _subject_erased_values(cur, tombstones, relation, column)
+        for value in erased:
             where = f"WHERE CAST({quoted} AS VARCHAR) = ?"
             rows = cur.execute(
                 f"SELECT CAST({key} AS VARCHAR) FROM {relation} {where}", [value]
             ).fetchall()
             gone += [str(r[0]) for r in rows]
-            cur.execute(f"DELETE FROM {relation} {where}", [value])
+    if erased:
+        platform.warehouse.delete_subjects("builds", version.table, column, erased)
     if gone:
         platform.online.delete(product, gone)
     return len(gone)

@@ -18,10 +18,16 @@ from tidegate.errors import BuildError, TidegateError
 from tidegate.meta.base import ProductVersion
 from tidegate.observe.hooks import BuildObserver
 from tidegate.platform import Platform
-from tidegate.privacy.tombstones import ensure_purged, purge_erased
+from tidegate.privacy.tombstones import (
+    ensure_purged,
+    purge_erased,
+    without_erased_arrow,
+    without_erased_sql,
+)
 from tidegate.project.models import FileSource
+from tidegate.project.project import is_stream, stream_sources
 from tidegate.store.sources import file_select, read_table_source
-from tidegate.store.warehouse import PRODUCTS, version_table
+from tidegate.store.warehouse import version_table
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +50,23 @@ def load_sources(platform: Platform, names: list[str] | None = None) -> dict[str
     loaded: dict[str, int] = {}
     for name in names or list(project.sources):
         source = project.sources[name]
-        if source.config.type == "stream":  # kept current by the stream worker, not loaded
+        if is_stream(source.config):  # kept current by the stream worker, not loaded
             from tidegate.ingest.raw import ensure_stream_table
 
             with platform.warehouse.cursor() as cur:
-                loaded[name] = ensure_stream_table(cur, source.config)
+                loaded[name] = ensure_stream_table(cur, stream_sources(project)[name])
             continue
-        if isinstance(source.config, FileSource):
-            rows = platform.warehouse.load_source_sql(name, file_select(project, source))
+        # erased subjects never come back, and are never even written (privacy/)
+        if platform.warehouse.reads_sources:  # e.g. Spark: its executors read the files
+            rows = platform.warehouse.load_source(project, source)
+        elif isinstance(source.config, FileSource):
+            select = without_erased_sql(platform, name, file_select(project, source))
+            rows = platform.warehouse.load_source_sql(name, select)
         else:
-            table = read_table_source(project, source)
+            table = without_erased_arrow(platform, name, read_table_source(project, source))
             types = {c: s.type for c, s in source.columns.items()}
             rows = platform.warehouse.load_source_arrow(name, table, types)
-        rows -= purge_erased(platform, name)  # erased subjects never come back (privacy/)
+        rows -= purge_erased(platform, name)  # a tombstone written meanwhile
         loaded[name] = rows
         log.info("loaded source %s: %s rows", name, rows)
     return loaded
@@ -67,6 +77,7 @@ def build_products(
     only: list[str] | None = None,
     progress: Progress | None = None,
     principal: str = "tidegate",
+    accept_anomalies: bool = False,
 ) -> list[BuildResult]:
     project = platform.project
     unknown = sorted(set(only or ()) - set(project.products))
@@ -77,7 +88,8 @@ def build_products(
     ensure_purged(platform)  # an erasure holds even if it could not reach the warehouse
     results: list[BuildResult] = []
     failed: set[str] = set()
-    observer = BuildObserver(platform)  # quality gate, pillars, lineage events (observe/)
+    # quality gate (and anomaly gate), pillars, lineage events (observe/)
+    observer = BuildObserver(platform, accept_anomalies=accept_anomalies)
     for name in order:
         product = project.products[name]
         if product.depends_on & failed:
@@ -138,10 +150,8 @@ def build_products(
 
 
 def _publish_online(platform: Platform, product: str, version: int, key: str) -> None:
-    with platform.warehouse.cursor() as cur:
-        reader = cur.sql(f'SELECT * FROM {PRODUCTS}."{product}"').to_arrow_reader(ONLINE_BATCH)
-        for batch in reader:
-            platform.online.write_version(product, version, batch.to_pylist(), key)
+    for rows in platform.warehouse.product_batches(product, ONLINE_BATCH):
+        platform.online.write_version(product, version, rows, key)
     platform.online.activate(product, version)
 
 

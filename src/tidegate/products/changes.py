@@ -29,11 +29,11 @@ import hmac
 import json
 from collections.abc import Iterable
 
-from tidegate.log.base import Message
+from tidegate.log.base import CHANGES_PREFIX, Message
 from tidegate.project.models import NOT_PERSONAL
 from tidegate.project.project import Product
 
-CHANGES_PREFIX = "__changes."
+__all__ = ["CHANGES_PREFIX", "ChangeEncoder", "change_key", "changes_topic", "key_is_personal"]
 
 
 def changes_topic(product: str) -> str:

@@ -28,7 +28,7 @@ import sqlglot
 
 from tidegate.products.incremental import key_column
 from tidegate.products.shapes import analyse, reads_clock
-from tidegate.project.project import Project
+from tidegate.project.project import Project, is_stream
 
 Mode = Literal["incremental", "batch", "static"]
 #: beyond this freshness a periodic rebuild is cheaper than per-event recomputation
@@ -70,7 +70,7 @@ def plan_project(project: Project) -> dict[str, ProductPlan]:
         product = project.products[name]
         streams: set[str] = set()
         for dep in product.depends_on:
-            if dep in project.sources and project.sources[dep].config.type == "stream":
+            if dep in project.sources and is_stream(project.sources[dep].config):
                 streams.add(dep)
             elif dep in streams_of:
                 streams |= streams_of[dep]
@@ -111,6 +111,12 @@ def _plan(project: Project, name: str, streams: frozenset[str]) -> ProductPlan:
     clock = () if any(b.startswith("reads the clock") for b in blockers) else clock
     if blockers:
         return ProductPlan(name, "batch", freshness, (*blockers, *clock), streams, {}, time_window)
+    if not project.config.backends.store.incremental:
+        reason = (
+            f"store {project.config.backends.store.type!r} keeps immutable versions: a "
+            "rebuild every freshness period, not a per-event recompute"
+        )
+        return ProductPlan(name, "batch", freshness, (reason, *clock), streams, {}, time_window)
     if freshness > INCREMENTAL_UP_TO:
         reason = (
             f"freshness {_human(freshness)} allows periodic rebuilds, cheaper than "

@@ -40,11 +40,32 @@ def check_project(project: Project, *, require_classified: bool = True) -> list[
         for name in project.build_order():
             problems += _check_output_columns(project.products[name], parsed[name], project)
     problems += _check_syncs(project)
+    problems += _check_cdc_store(project)
     problems += _check_taxonomy(project)
     from tidegate.project.reality import check_relationships
 
     problems += check_relationships(project)
     return problems
+
+
+def _check_cdc_store(project: Project) -> list[Problem]:
+    """`cdc: logical` applies row changes to the warehouse's raw tables in place; the
+    Spark store keeps immutable Parquet versions and cannot, so it is refused here, at
+    validate time, rather than failing inside `tidegate run`."""
+    store = project.config.backends.store.type
+    if store == "duckdb":
+        return []
+    from tidegate.project.project import cdc_sources
+
+    return [
+        project.sources[name].doc.problem(
+            ("cdc",),
+            f"`cdc: logical` needs the duckdb store (this project's store is {store!r}): "
+            "stream the table through Debezium into a Kafka topic instead, or build "
+            "from the table with `cdc` removed",
+        )
+        for name in cdc_sources(project)
+    ]
 
 
 def _check_taxonomy(project: Project) -> list[Problem]:

@@ -22,6 +22,7 @@ from tidegate.project.models import (
     SourceConfig,
     SyncConfig,
 )
+from tidegate.project.policies import policy_digest
 from tidegate.project.project import Policy, Product, Project, Source, Sync
 from tidegate.project.suggest import unknown_key_message
 from tidegate.project.yamlfile import LocatedDocument, YamlSyntaxError, load_yaml
@@ -84,6 +85,7 @@ def load_project(
         if policy_file is not None:
             policy_files.append((policy_file, doc))
     project.policy = Policy.merge(policy_files, problems)
+    project.policy.digest = policy_digest(root)
     for path in _yaml_files(root / "syncs"):
         doc = reader.read(path)
         if doc is None:

@@ -6,19 +6,55 @@ line and field instead of a setting that silently does nothing.
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from tidegate.project.breakers import BreakerPolicy
+from tidegate.project.model_base import (
+    FieldError as FieldError,
+)
+from tidegate.project.model_base import (
+    Strict as Strict,
+)
+from tidegate.project.model_base import (
+    parse_duration as parse_duration,
+)
+from tidegate.project.model_base import (
+    template_columns as template_columns,
+)
+from tidegate.project.model_base import (
+    template_parts as template_parts,
+)
+from tidegate.project.models_destinations import (
+    DestinationConfig as DestinationConfig,
+)
+from tidegate.project.models_destinations import (
+    FileDestination as FileDestination,
+)
+from tidegate.project.models_destinations import (
+    HttpDestination as HttpDestination,
+)
+from tidegate.project.models_destinations import (
+    KafkaDestination as KafkaDestination,
+)
+from tidegate.project.models_destinations import (
+    MysqlDestination as MysqlDestination,
+)
+from tidegate.project.models_destinations import (
+    PostgresDestination as PostgresDestination,
+)
+from tidegate.project.models_destinations import (
+    RedisDestination as RedisDestination,
+)
+from tidegate.project.models_destinations import (
+    SqliteDestination as SqliteDestination,
+)
 from tidegate.project.observe_config import CheckConfig, ObserveConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -31,30 +67,6 @@ Classification = Annotated[str, Field(pattern=CLASSIFICATION_PATTERN, max_length
 #: `classification: none` declares a column non-personal, explicitly: product columns
 #: must say either what personal data they hold or this (fail closed, issue 13).
 NOT_PERSONAL = "none"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`500ms`, `1s`, `15m`, `2h`, `1d`, `1w` → timedelta."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 500ms, 1s, 15m, 2h or 1d")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-
-
-class FieldError(ValueError):
-    """A model-level check about one field; the loader reports it at that field's line."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
 
 # ---------------------------------------------------------------- columns
 
@@ -105,9 +117,54 @@ class ColumnSpec(Strict):
 
 class DuckDBStoreConfig(Strict):
     type: Literal["duckdb"] = "duckdb"
+    #: the store recomputes changed keys in place (products/incremental.py)
+    incremental: ClassVar[bool] = True
     path: str = ".tidegate/warehouse.duckdb"
     threads: int | None = None
     memory_limit: str | None = None
+
+    @property
+    def local_file(self) -> str:
+        """The DuckDB file this machine opens (what health checks look for)."""
+        return self.path
+
+
+class SparkStoreConfig(Strict):
+    """Apache Spark builds the products (store/spark/): sources and product versions are
+    Parquet directories under `warehouse`, which a Spark cluster and DuckDB both read.
+
+    `master` is any Spark master URL: `local[2]` (in-process, for tests and laptops),
+    `spark://host:7077`, `yarn`, `k8s://...`, or a Spark Connect `sc://host:15002`. On a
+    real cluster `warehouse` must be a path every executor reaches (a shared filesystem
+    or an object store URL the cluster's Hadoop config knows, e.g. `s3a://bucket/tg`).
+    The local DuckDB file `catalog` holds views on those Parquet tables, so guarded
+    reads, exports and syncs see exactly what Spark built."""
+
+    type: Literal["spark"]
+    #: product versions are immutable Parquet: stream-fed products are rebuilt (batch)
+    incremental: ClassVar[bool] = False
+    master: str = Field(default="local[2]", description="Spark master URL or sc:// for Connect")
+    warehouse: str = Field(
+        default=".tidegate/spark-warehouse",
+        description="where Spark writes the Parquet tables (relative: to the project root)",
+    )
+    catalog: str = Field(
+        default=".tidegate/spark-catalog.duckdb",
+        description="the local DuckDB file with views on the Parquet tables",
+    )
+    app_name: str = "tidegate"
+    java_home: str | None = Field(
+        default=None, description="JDK (17 or 21) for local mode; default: JAVA_HOME, then PATH"
+    )
+    conf: dict[str, str] = Field(default={}, description="extra Spark settings (spark.*)")
+
+    @property
+    def local_file(self) -> str:
+        """The DuckDB catalog file this machine opens (what health checks look for)."""
+        return self.catalog
+
+
+StoreConfig = Annotated[DuckDBStoreConfig | SparkStoreConfig, Field(discriminator="type")]
 
 
 class SqliteMetadataConfig(Strict):
@@ -200,7 +257,7 @@ LogConfig = Annotated[SqliteLogConfig | KafkaLogConfig, Field(discriminator="typ
 
 
 class BackendsConfig(Strict):
-    store: DuckDBStoreConfig = DuckDBStoreConfig()
+    store: StoreConfig = DuckDBStoreConfig()
     metadata: MetadataConfig = SqliteMetadataConfig()
     online: OnlineConfig = SqliteOnlineConfig()
     log: LogConfig = SqliteLogConfig()
@@ -353,17 +410,59 @@ class SqliteTableSource(_SourceBase):
 
 
 class PostgresTableSource(_SourceBase):
+    """A PostgreSQL table: read whole by `tidegate build`, or, with `cdc: logical`,
+    captured by the runtime (a consistent snapshot, then every insert, update, delete and
+    truncate through a logical replication slot) onto a topic of the event log, where it
+    takes the same path as a Debezium topic."""
+
     type: Literal["postgres"]
     dsn: str | None = None
     dsn_env: str | None = Field(default=None, description="environment variable holding the DSN")
     table: str
     schema_name: str = Field(default="public", alias="schema")
+    cdc: Literal["logical"] | None = Field(
+        default=None,
+        description="`logical`: change data capture by logical decoding (wal2json) under"
+        " `tidegate run`; the source then needs `key`, the table's primary key",
+    )
+    slot: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="cdc: the replication slot (default: tidegate_<project>_<source>)",
+    )
+    topic: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="cdc: the event-log topic changes go to (default: the source name)",
+    )
+    plugin: Literal["pgoutput", "wal2json"] = Field(
+        default="pgoutput",
+        description="cdc: the logical decoding plugin (pgoutput is built into PostgreSQL)",
+    )
+    publication: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="cdc with pgoutput: the publication (created for the table unless it"
+        " exists; default: the slot's name)",
+    )
 
     @model_validator(mode="after")
     def _one_dsn(self) -> PostgresTableSource:
         if bool(self.dsn) == bool(self.dsn_env):
             raise ValueError("give exactly one of dsn or dsn_env")
+        if self.cdc is None:
+            for option in ("slot", "topic", "publication"):
+                if getattr(self, option) is not None:
+                    raise FieldError(option, f"`{option}` needs `cdc: logical`")
+        elif self.key is None:
+            raise FieldError("key", "a cdc source needs `key`: the table's primary key")
         return self
+
+    def resolved_dsn(self) -> str | None:
+        """The DSN, from the config or its environment variable (None when unset)."""
+        import os
+
+        return self.dsn or os.environ.get(self.dsn_env or "") or None
 
 
 class StreamSource(_SourceBase):
@@ -383,6 +482,15 @@ class StreamSource(_SourceBase):
     max_event_bytes: int = Field(default=1 << 20, gt=0)
     drop_folder: str | None = Field(
         default=None, description="JSON lines / CSV files put here are ingested, then moved"
+    )
+    unknown_fields: Literal["reject", "keep", "drop"] = Field(
+        default="drop",
+        description=(
+            "fields an event has beyond `columns`: reject the event (dead letter, with the "
+            "fields named), keep them in the event log as sent, or drop them (a JSON event "
+            "is logged without them); never stored in raw tables, counted either way "
+            "(ingest answer, /metrics, status)"
+        ),
     )
 
     @model_validator(mode="after")
@@ -432,6 +540,13 @@ class ProductConfig(Strict):
         default=None, description="contract version; bump it with a breaking change"
     )
     checks: list[CheckConfig] = Field(default=[], description="quality checks (observe/)")
+    on_anomaly: Literal["block", "warn"] = Field(
+        default="warn",
+        description="an anomalous new version: block (the previous stays live) or warn",
+    )
+    sync_breakers: BreakerPolicy | None = Field(
+        default=None, description="default circuit breakers of this product's syncs"
+    )
 
     @model_validator(mode="after")
     def _checks_name_columns(self) -> ProductConfig:
@@ -568,171 +683,6 @@ class PolicyFile(Strict):
 SyncMode = Literal["insert", "update", "upsert", "mirror"]
 
 
-class SqliteDestination(Strict):
-    type: Literal["sqlite"]
-    path: str
-    table: str
-
-
-class PostgresDestination(Strict):
-    type: Literal["postgres"]
-    dsn: str | None = None
-    dsn_env: str | None = None
-    table: str
-    schema_name: str = Field(default="public", alias="schema")
-
-    @model_validator(mode="after")
-    def _one_dsn(self) -> PostgresDestination:
-        if bool(self.dsn) == bool(self.dsn_env):
-            raise ValueError("give exactly one of dsn or dsn_env")
-        return self
-
-
-class _DsnFromConfigOrEnv(Strict):
-    dsn: str | None = None
-    dsn_env: str | None = Field(default=None, description="environment variable holding the DSN")
-
-    @model_validator(mode="after")
-    def _one_dsn(self) -> _DsnFromConfigOrEnv:
-        if bool(self.dsn) == bool(self.dsn_env):
-            raise ValueError("give exactly one of dsn or dsn_env")
-        return self
-
-
-class MysqlDestination(_DsnFromConfigOrEnv):
-    """A MariaDB/MySQL table (`mysql://user:password@host:3306/database`)."""
-
-    type: Literal["mysql"]
-    table: str
-
-
-class RedisDestination(Strict):
-    """One Redis hash per entity, at `key_template` (placeholders `{sync}` and `{key}`)."""
-
-    type: Literal["redis"]
-    url: str | None = None
-    url_env: str | None = Field(default=None, description="environment variable holding the URL")
-    key_template: str = "{sync}:{key}"
-    ttl: str | None = Field(default=None, description="expire each hash this long after a write")
-
-    @model_validator(mode="after")
-    def _check(self) -> RedisDestination:
-        if bool(self.url) == bool(self.url_env):
-            raise ValueError("give exactly one of url or url_env")
-        if "{key}" not in self.key_template:
-            raise FieldError("key_template", "key_template must contain {key}")
-        unknown = set(template_columns(self.key_template)) - {"sync", "key"}
-        if unknown:
-            raise FieldError(
-                "key_template", f"key_template may use only {{sync}} and {{key}}, not {unknown}"
-            )
-        if self.ttl is not None:
-            try:
-                parse_duration(self.ttl)
-            except ValueError as err:
-                raise FieldError("ttl", str(err)) from None
-        return self
-
-
-class KafkaDestination(Strict):
-    """Keyed change events (CloudEvents JSON) on a topic; deletes are tombstones."""
-
-    type: Literal["kafka"]
-    bootstrap: str | None = None
-    bootstrap_env: str | None = None
-    topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
-    partitions: int = Field(default=3, gt=0, description="when tidegate creates the topic")
-    source: str | None = Field(default=None, description="CloudEvents `source` attribute")
-
-    @model_validator(mode="after")
-    def _one_bootstrap(self) -> KafkaDestination:
-        if bool(self.bootstrap) == bool(self.bootstrap_env):
-            raise ValueError("give exactly one of bootstrap or bootstrap_env")
-        return self
-
-
-class HttpDestination(Strict):
-    """Batched JSON POSTs to an API or webhook; the auth secret comes from the environment."""
-
-    type: Literal["http"]
-    url: str = Field(pattern=r"^https?://")
-    delete_url: str | None = Field(default=None, pattern=r"^https?://")
-    auth_env: str | None = Field(
-        default=None, description="environment variable holding the credential"
-    )
-    auth_header: str = "Authorization"
-    auth_scheme: str = Field(default="Bearer", description="prefix of the credential, or ''")
-    headers: dict[str, str] = {}
-    timeout: str = "30s"
-
-    @field_validator("timeout")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
-
-
-class FileDestination(Strict):
-    """A file holding the synced rows (Parquet, CSV or JSON lines), replaced atomically."""
-
-    type: Literal["file"]
-    path: str
-    format: Literal["parquet", "csv", "jsonl"] | None = None
-
-    def resolved_format(self) -> str:
-        if self.format:
-            return self.format
-        suffix = Path(self.path).suffix.lower().lstrip(".")
-        return {"json": "jsonl", "ndjson": "jsonl"}.get(suffix, suffix)
-
-    @model_validator(mode="after")
-    def _known_format(self) -> FileDestination:
-        if self.resolved_format() not in {"parquet", "csv", "jsonl"}:
-            raise FieldError(
-                "path", "cannot tell the format from the suffix; set format: parquet, csv or jsonl"
-            )
-        return self
-
-
-DestinationConfig = Annotated[
-    SqliteDestination
-    | PostgresDestination
-    | MysqlDestination
-    | RedisDestination
-    | KafkaDestination
-    | HttpDestination
-    | FileDestination,
-    Field(discriminator="type"),
-]
-
-
-def template_columns(template: str) -> list[str]:
-    """The `{column}` placeholders of a field template, in order; `{{`/`}}` are literal braces.
-
-    Only bare names: no attribute access, indexing, conversions or format specs, so a
-    template can never run code (it is compiled to SQL string concatenation).
-    """
-    return [column for _, column in template_parts(template) if column is not None]
-
-
-def template_parts(template: str) -> list[tuple[str, str | None]]:
-    """`"{first} {last}!"` -> `[("", "first"), (" ", "last"), ("!", None)]`."""
-    import string
-
-    parts: list[tuple[str, str | None]] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as err:
-        raise ValueError(f"template {template!r}: {err}") from None
-    for literal, name, spec, conversion in parsed:
-        if name is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
-            raise ValueError(f"template {template!r}: {{{name}}} is not a plain column name")
-        if spec or conversion:
-            raise ValueError(f"template {template!r}: format specs and conversions are not allowed")
-        parts.append((literal, name))
-    return parts
-
-
 class FieldSpec(Strict):
     """One destination field: a product `column`, a constant (`const`) or a `template`."""
 
@@ -813,6 +763,9 @@ class SyncConfig(Strict):
     rate_limit: float | None = Field(default=None, gt=0, description="requests per second")
     retry: RetryPolicy = RetryPolicy()
     alerts: AlertPolicy = AlertPolicy()
+    breakers: BreakerPolicy | None = Field(
+        default=None, description="circuit breakers (override the product's sync_breakers)"
+    )
     principal: str = "sync"
 
     @field_validator("fields", mode="before")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from tidegate.project.models import (
     NOT_PERSONAL,
     ColumnSpec,
     PolicyFile,
+    PostgresTableSource,
     ProductConfig,
     ProjectConfig,
     PurposeConfig,
@@ -86,6 +88,8 @@ class Policy:
     treatments: dict[str, dict[str, TreatmentSpec]] = field(default_factory=dict)
     default_treatment: TreatmentSpec = FALLBACK_TREATMENT
     tcf: TcfPolicy = field(default_factory=TcfPolicy)
+    #: `sha256:` of the policy files it was read from (`project/policies.py`)
+    digest: str = ""
     #: (kind, name) -> (doc, yaml path) for error messages in cross-file checks
     origins: dict[tuple[str, str], tuple[LocatedDocument, tuple[str | int, ...]]] = field(
         default_factory=dict
@@ -241,9 +245,54 @@ class Project:
 
 
 def stream_sources(project: Project) -> dict[str, StreamSource]:
-    """The project's `stream` sources (events on a topic of the event log), by name."""
+    """The sources whose rows arrive as events on a topic of the event log, by name: the
+    `stream` sources, and each `postgres` source with `cdc: logical` seen as the Debezium
+    stream its capture writes (so the worker, the planner and erasure treat both alike)."""
+    found: dict[str, StreamSource] = {}
+    for name, source in project.sources.items():
+        if isinstance(source.config, StreamSource):
+            found[name] = source.config
+        elif isinstance(source.config, PostgresTableSource) and source.config.cdc:
+            found[name] = cdc_stream(source.config)
+    return found
+
+
+def is_stream(config: Any) -> bool:
+    """True for a source kept current from the event log (a stream or a CDC source)."""
+    return isinstance(config, StreamSource) or (
+        isinstance(config, PostgresTableSource) and config.cdc is not None
+    )
+
+
+def cdc_stream(config: PostgresTableSource) -> StreamSource:
+    """The Debezium stream a CDC source's capture writes: same columns, key and subject."""
+    return StreamSource(
+        type="stream",
+        name=config.name,
+        description=config.description,
+        owner=config.owner,
+        key=config.key,
+        subject=config.subject,
+        columns=config.columns,
+        topic=config.topic,
+        format="debezium",
+        table=config.table,
+    )
+
+
+def cdc_sources(project: Project) -> dict[str, PostgresTableSource]:
+    """The `postgres` sources with `cdc: logical`, by name."""
     return {
         name: source.config
         for name, source in project.sources.items()
-        if isinstance(source.config, StreamSource)
+        if isinstance(source.config, PostgresTableSource) and source.config.cdc is not None
     }
+
+
+def cdc_slot(project: Project, config: PostgresTableSource) -> str:
+    """The replication slot of a CDC source: its `slot`, else tidegate_<project>_<source>
+    (lower case, `[a-z0-9_]`, at most 63 characters as PostgreSQL requires)."""
+    if config.slot:
+        return config.slot
+    raw = f"tidegate_{project.name}_{config.name}".lower()
+    return re.sub(r"[^a-z0-9_]", "_", raw)[:63]

@@ -4,9 +4,10 @@ requests delete (`subject_requests.py`).
 A subject is matched by its id as text (`42` and `"42"` are the same person) in the
 column each source and product declares as `subject`:
 
-* **warehouse** (DuckDB): `raw.<source>` of every source with a subject column, and
-  every version table `builds.<product>__vN` of every product with one (the
-  `products.<product>` views read those, so they need nothing of their own);
+* **warehouse** (DuckDB): `raw.<source>` of every source with a subject column, every
+  version table `builds.<product>__vN` of every product with one (the
+  `products.<product>` views read those, so they need nothing of their own), and the
+  failing rows quality checks kept of those versions (`quality.<product>__vN__<check>`);
 * **online store**: the product keys of the subject's rows (the subject itself when a
   product is keyed by its subject column);
 * **destinations**: the keys the sync state recorded for the subject
@@ -23,13 +24,15 @@ import datetime as dt
 import decimal
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
+from tidegate.observe.quality import QUALITY
 from tidegate.project.project import Project
 from tidegate.store.warehouse import BUILDS, RAW
+from tidegate.timestamps import format_timestamp
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -44,8 +47,11 @@ def quote(name: str) -> str:
 
 
 def plain(value: Any) -> Any:
-    """A value as JSON can hold it (dates as ISO text)."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
+    """A value as JSON can hold it (times as ISO 8601 in UTC, `timestamps.py`; dates as
+    ISO dates)."""
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
+    if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return float(value)
@@ -99,6 +105,12 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
         if column and (RAW, name) in present:
             key = getattr(source.config, "key", None)
             found.append(Relation("raw", name, RAW, name, column, key))
+    quality_columns: dict[str, set[str]] = {}
+    for table, column in cursor.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
+        [QUALITY],
+    ).fetchall():
+        quality_columns.setdefault(str(table), set()).add(str(column))
     for name, product in sorted(project.products.items()):
         column = product.subject_column
         if not column:
@@ -107,6 +119,15 @@ def relations(platform: Platform, cursor: Any) -> list[Relation]:
             suffix = table[len(name) + 3 :] if table.startswith(f"{name}__v") else ""
             if schema == BUILDS and suffix.isdigit():
                 found.append(Relation("build", name, BUILDS, table, column, product.config.key))
+            version = suffix.split("__", 1)[0]
+            # a failing-row table of a check on a version: the rows as the build had them
+            if (
+                schema == QUALITY
+                and "__" in suffix
+                and version.isdigit()
+                and column in quality_columns.get(table, set())
+            ):
+                found.append(Relation("quality", name, QUALITY, table, column, None))
     return found
 
 
@@ -196,10 +217,29 @@ def _event_objects(data: Any) -> Iterator[Any]:
         yield from data
 
 
-def dead_letters_of(dead: DeadLetterStore, project: Project, subject: str) -> list[DeadLetter]:
+def personal_values(identifiers: Iterable[str]) -> list[str]:
+    """The identifying values worth a substring search in free text (emails, phones):
+    not bare numbers (an id like 42 is found only where a subject field holds it) and
+    not too short to be distinctive."""
+    return sorted({i for i in identifiers if len(i) >= 5 and not i.strip().lstrip("+-").isdigit()})
+
+
+def text_mentions(data: bytes | None, values: Sequence[str]) -> bool:
+    if not data or not values:
+        return False
+    text = data.decode("utf-8", "replace")
+    return any(v in text for v in values)
+
+
+def dead_letters_of(
+    dead: DeadLetterStore, project: Project, subject: str, identifiers: Iterable[str] = ()
+) -> list[DeadLetter]:
+    """Letters about the subject: by its subject field or message key, or (a letter whose
+    subject field did not parse) by the subject's identifying values in the payload."""
     columns = {
         name: getattr(source.config, "subject", None) for name, source in project.sources.items()
     }
+    values = personal_values(identifiers)
     found: list[DeadLetter] = []
     after = 0
     while True:
@@ -207,7 +247,9 @@ def dead_letters_of(dead: DeadLetterStore, project: Project, subject: str) -> li
         if not page:
             return found
         for letter in page:
-            if letter_mentions(letter, columns.get(letter.source), subject):
+            if letter_mentions(letter, columns.get(letter.source), subject) or text_mentions(
+                letter.payload, values
+            ):
                 found.append(letter)
         after = page[-1].id
 
@@ -228,3 +270,67 @@ def letter_json(letter: DeadLetter) -> dict[str, Any]:
         "payload": payload,
         "replayed_at": letter.replayed_at,
     }
+
+
+# ---------------------------------------------------------------- event log
+
+
+@dataclass(frozen=True)
+class TopicMatch:
+    """Which records of one topic are about the subject: its id in the topic's subject
+    field (source events, Debezium `before`/`after`, consent messages), its entity key
+    as the record key (a product's change stream), or one of its identifying values
+    (email, phone) anywhere in the payload (an event whose subject field is wrong)."""
+
+    topic: str
+    subject: str
+    subject_field: str | None
+    keys: frozenset[str]
+    values: tuple[str, ...]
+
+    def __call__(self, record: Any) -> bool:
+        if text_mentions(record.value, self.values):
+            return True
+        if (
+            self.keys
+            and record.key is not None
+            and record.key.decode("utf-8", "replace") in self.keys
+        ):
+            return True
+        if self.subject_field is None or record.value is None:
+            return False
+        try:
+            data = json.loads(record.value)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        name = self.subject_field
+        return any(
+            isinstance(candidate, dict)
+            and candidate.get(name) is not None
+            and str(candidate.get(name)) == self.subject
+            for candidate in _event_objects(data)
+        )
+
+
+def topic_matches(
+    project: Project, subject: str, found: Found | None, identifiers: Iterable[str]
+) -> list[TopicMatch]:
+    """Every topic of the event log that can hold the subject's data, with its matcher:
+    the stream sources' topics, the consent topic, and each product's change stream."""
+    from tidegate.log.base import CHANGES_PREFIX
+    from tidegate.project.project import stream_sources
+
+    values = tuple(personal_values(identifiers))
+    none: frozenset[str] = frozenset()
+    matches = [
+        TopicMatch(config.topic_name, subject, config.subject, none, values)
+        for _, config in sorted(stream_sources(project).items())
+    ]
+    if project.config.consent.topic:
+        matches.append(TopicMatch(project.config.consent.topic, subject, "subject", none, values))
+    for name, product in sorted(project.products.items()):
+        keys = set(found.keys.get(name, set())) if found else set()
+        if product.subject_column and product.subject_column == product.config.key:
+            keys.add(subject)
+        matches.append(TopicMatch(CHANGES_PREFIX + name, subject, None, frozenset(keys), values))
+    return matches

@@ -11,13 +11,19 @@ completion report, one entry per system, with what was removed and when. In orde
 
 1. **tombstone** first: `HMAC-SHA256(key, id)` (`tombstones.py`), so from this moment
    the stream worker drops the subject's events and source loads purge them;
-2. **warehouse**: the subject's rows in `raw.<source>` and in every `builds.<product>__vN`
-   (the `products.*` views follow), and keys waiting to be published;
+2. **warehouse**: the subject's rows in `raw.<source>`, in every `builds.<product>__vN`
+   (the `products.*` views follow) and in the failing-row tables of quality checks, and
+   keys waiting to be published; then the DuckDB file is scrubbed (`Warehouse.scrub`:
+   tables rewritten, free blocks overwritten), since a DuckDB delete leaves the bytes;
 3. **online store**: the subject's product keys, in every version held;
 4. **destinations**: every key the sync state recorded for the subject is deleted through
    the destination's `delete`, under the sync's lock; the state rows go with it. A
    destination that cannot delete is reported `manual` with its description;
-5. **dead letters** mentioning the subject (`subject_data.letter_mentions`);
+5. **dead letters** mentioning the subject (`subject_data.letter_mentions`), or, whose
+   subject field did not parse, holding one of their identifying values (email, phone);
+   **event log**: the subject's records in the stream sources' topics, the consent topic
+   and the change streams, deleted where the log can (the embedded one), otherwise
+   reported `retained` with the topic's retention settings (Kafka);
 6. **metadata**: the sync state's remaining rows of the subject (row errors, in-flight,
    suppression lists), and the run history's texts naming the subject (redacted);
 7. **consent ledger**: see below;
@@ -41,9 +47,11 @@ that past processing had a legal basis and that the erasure was done):
   tombstone hash.
 
 Not erased by tidegate (reported as such): operational sources it reads (files, tables,
-topics it does not own; their owners erase there, and tidegate purges the subject at
-every load), and records already in the event log (kept until the topic's retention;
-re-deliveries are dropped by the worker).
+topics it does not own; their owners erase there, and tidegate filters the subject out
+of every load), records already in a Kafka event log (kept until the topic's retention;
+every reader drops them), and the earlier records of a Kafka destination's compacted
+topic (a tombstone is written; the log cleaner removes the record later, within the
+topic's `segment.ms`, `min.compaction.lag.ms` and `delete.retention.ms`, all reported).
 
 Both functions need the DuckDB warehouse, which one process at a time may open. While
 `tidegate run` (or `worker`) holds it, the CLI hands the request to that runtime, which
@@ -82,9 +90,12 @@ from tidegate.requests.subject_data import (
     find_in_warehouse,
     letter_json,
     online_keys,
+    personal_values,
     plain,
     quote,
+    topic_matches,
 )
+from tidegate.timestamps import format_timestamp
 
 if TYPE_CHECKING:
     from tidegate.platform import Platform
@@ -120,15 +131,23 @@ class ErasureReport:
         return all(s.status not in {"pending", "failed"} for s in self.systems)
 
     def as_json(self) -> dict[str, Any]:
+        """The report as the API and `--json` give it (times in ISO 8601, UTC)."""
+        report: dict[str, Any] = readable_times(
+            {
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "systems": [asdict(s) for s in self.systems],
+            }
+        )
         return {
             "request_id": self.request_id,
             "subject_hash": self.subject_hash,
             "principal": self.principal,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
+            "started_at": report["started_at"],
+            "finished_at": report["finished_at"],
             "complete": self.complete,
             "audit_seq": self.audit_seq,
-            "systems": [asdict(s) for s in self.systems],
+            "systems": report["systems"],
         }
 
 
@@ -177,7 +196,8 @@ def _access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
         result["warehouse"] = {"status": "ok", "tables": found.rows}
     result["online_store"] = _online_rows(platform, subject, found)
     result["destinations"] = _destination_rows(platform, subject)
-    result["dead_letters"] = _dead_letters(platform, subject)
+    identifiers = (found.identifiers if found else set()) | {subject}
+    result["dead_letters"] = _dead_letters(platform, subject, identifiers)
     result["consent"] = _consent(platform, subject)
     redactor = Redactor([subject], "")
     platform.audit.flush()
@@ -186,6 +206,7 @@ def _access(platform: Platform, subject: str, principal: str) -> dict[str, Any]:
         for stored in platform.meta.audit_records()
         if redactor.mentions(stored.body) and _names(redactor, stored.body)
     ]
+    result = readable_times(result)
     counts = {
         "warehouse_rows": sum(len(r) for r in found.rows.values()) if found else None,
         "online_rows": sum(len(r) for r in result["online_store"].values()),
@@ -288,9 +309,27 @@ def _destination_rows(platform: Platform, subject: str) -> dict[str, Any]:
     return result
 
 
-def _dead_letters(platform: Platform, subject: str) -> list[dict[str, Any]]:
+def _dead_letters(platform: Platform, subject: str, identifiers: set[str]) -> list[dict[str, Any]]:
     dead = platform.meta.dead_letters
-    return [letter_json(letter) for letter in dead_letters_of(dead, platform.project, subject)]
+    letters = dead_letters_of(dead, platform.project, subject, identifiers)
+    return [letter_json(letter) for letter in letters]
+
+
+def readable_times(value: Any) -> Any:
+    """The access package with every recorded time (`at`, `*_at`: epoch seconds) as ISO 8601
+    in UTC (`timestamps.py`): it is read by the person it is about, not by a program."""
+    if isinstance(value, dict):
+        return {
+            k: format_timestamp(v)
+            if (k == "at" or k.endswith("_at"))
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+            else readable_times(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [readable_times(v) for v in value]
+    return value
 
 
 def _consent(platform: Platform, subject: str) -> dict[str, Any]:
@@ -331,8 +370,10 @@ def _erase(platform: Platform, subject: str, principal: str, reason: str) -> Era
     found = _erase_warehouse(platform, subject, systems)
     _erase_online(platform, subject, found, systems)
     _erase_destinations(platform, subject, systems)
-    _erase_dead_letters(platform, subject, systems)
-    rows = store.erase_subject_rows(subject, token, _evidence_digest)
+    identifiers = (found.identifiers if found else set()) | {subject}
+    _erase_dead_letters(platform, subject, identifiers, systems)
+    _erase_event_log(platform, subject, found, identifiers, systems)
+    rows = store.erase_subject_rows(subject, token, _evidence_digest, personal_values(identifiers))
     state = sum(n for t, n in rows.items() if t != "consent_ledger")
     systems.append(
         SystemResult(
@@ -352,7 +393,6 @@ def _erase(platform: Platform, subject: str, principal: str, reason: str) -> Era
             "by its pseudonym, evidence by its SHA-256 (Art. 17(3)(b),(e); Art. 7(1))",
         )
     )
-    identifiers = (found.identifiers if found else set()) | {subject}
     redactor = Redactor(identifiers, token)
     _redact_runs(store, redactor, systems)
     _redact_observations(platform, store, subject, systems)
@@ -387,6 +427,7 @@ def _erase_warehouse(platform: Platform, subject: str, systems: list[SystemResul
             )
         )
         return None
+    touched: list[str] = []
     with warehouse.cursor() as cur:
         tables, found = find_in_warehouse(platform, cur, subject)
         cur.execute("BEGIN")
@@ -401,25 +442,43 @@ def _erase_warehouse(platform: Platform, subject: str, systems: list[SystemResul
                     )
                 systems.append(
                     SystemResult(
-                        "warehouse",
+                        "quality_rows" if relation.kind == "quality" else "warehouse",
                         f"duckdb: {relation.qualified}"
                         + (" (raw source)" if relation.schema == RAW else ""),
                         "removed" if removed else "none",
                         removed,
                     )
                 )
+                if removed:
+                    touched.append(relation.qualified)
             pending = _pending_publish(cur, found)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        if pending:
-            systems.append(
-                SystemResult(
-                    "warehouse", "duckdb: tidegate_state.pending_publish", "removed", pending
-                )
-            )
-        cur.execute("CHECKPOINT")
+    if pending:
+        touched.append("tidegate_state.pending_publish")
+        systems.append(
+            SystemResult("warehouse", "duckdb: tidegate_state.pending_publish", "removed", pending)
+        )
+    where = f"duckdb file {warehouse.path.name}"
+    try:
+        blocks = warehouse.scrub(touched)
+    except Exception as err:  # reported (failed): running the erasure again scrubs again
+        log.warning("erasure: scrubbing the DuckDB file failed: %s", err)
+        note = f"rows deleted, but the file was not scrubbed: {type(err).__name__}: {err}"
+        systems.append(SystemResult("warehouse_file", where, "failed", note=note[:300]))
+        return found
+    systems.append(
+        SystemResult(
+            "warehouse_file",
+            where,
+            "removed",
+            blocks,
+            note="tables that lost rows rewritten, free blocks overwritten, write-ahead log "
+            "checkpointed: deleted values are gone from the file's bytes",
+        )
+    )
     return found
 
 
@@ -514,6 +573,8 @@ def _erase_destinations(platform: Platform, subject: str, systems: list[SystemRe
                     if compact is not None:
                         compact(name, 0)
             systems.append(SystemResult("destination", where, "removed", len(keys)))
+            if destination.capabilities.delete_keeps_history:
+                systems.append(_history_kept(destination, where, len(keys)))
         except Exception as err:  # reported (status failed); running the erasure again retries
             log.warning("erasure: destination of sync %s failed: %s", name, err)
             systems.append(
@@ -526,15 +587,90 @@ def _erase_destinations(platform: Platform, subject: str, systems: list[SystemRe
                 destination.close()
 
 
-def _erase_dead_letters(platform: Platform, subject: str, systems: list[SystemResult]) -> None:
+def _history_kept(destination: Any, where: str, keys: int) -> SystemResult:
+    """What a destination whose deletes are tombstones still holds, and until when."""
+    try:
+        settings = destination.retention()
+    except Exception as err:  # the report says it could not tell, never guesses
+        settings = {"unknown": f"{type(err).__name__}: {err}"[:200]}
+    held = ", ".join(f"{k}={v}" for k, v in settings.items()) or "settings unknown"
+    return SystemResult(
+        "destination_history",
+        where,
+        "retained",
+        keys,
+        note=f"a tombstone was written for each of the {keys} key(s), so no consumer that "
+        "reads the topic's latest state sees the subject; the earlier records stay in the "
+        "topic until its log cleaner compacts them: not before their segment is closed "
+        "(segment.ms / segment.bytes) and they are min.compaction.lag.ms old, the "
+        f"tombstones then kept delete.retention.ms ({held})",
+    )
+
+
+def _erase_dead_letters(
+    platform: Platform, subject: str, identifiers: set[str], systems: list[SystemResult]
+) -> None:
     dead = platform.meta.dead_letters
-    letters = dead_letters_of(dead, platform.project, subject)
+    letters = dead_letters_of(dead, platform.project, subject, identifiers)
     removed = dead.delete([letter.id for letter in letters])
     systems.append(
         SystemResult(
             "dead_letters", "metadata: dead_letters", "removed" if removed else "none", removed
         )
     )
+
+
+def _erase_event_log(
+    platform: Platform,
+    subject: str,
+    found: Found | None,
+    identifiers: set[str],
+    systems: list[SystemResult],
+) -> None:
+    """The subject's records in every topic that can hold them: removed where the log
+    can erase single records (the embedded log), otherwise reported as retained with the
+    topic's own retention settings (Kafka: a topic is append-only). Either way the worker
+    and every replay drop the subject's records if they are read again (tombstone)."""
+    log_ = platform.event_log
+    kind = platform.project.config.backends.log.type
+    for match in topic_matches(platform.project, subject, found, identifiers):
+        try:
+            if not any(log_.end_offsets(match.topic).values()):  # never written
+                systems.append(SystemResult("event_log", f"{kind}: topic {match.topic}", "none"))
+                continue
+            if log_.capabilities.erases_records:
+                removed = log_.erase_records(match.topic, match)
+                systems.append(
+                    SystemResult(
+                        "event_log",
+                        f"{kind}: topic {match.topic}",
+                        "removed" if removed else "none",
+                        removed,
+                    )
+                )
+                continue
+            settings = log_.retention(match.topic)
+            held = ", ".join(f"{k}={v}" for k, v in settings.items()) or "unknown"
+            systems.append(
+                SystemResult(
+                    "event_log",
+                    f"{kind}: topic {match.topic}",
+                    "retained",
+                    note="a Kafka topic is append-only: records already logged stay until "
+                    f"the topic's retention deletes their segment ({held}); the worker "
+                    "and every replay drop them (tombstone), so they reach no store",
+                )
+            )
+        except Exception as err:  # reported; running the erasure again retries
+            log.warning("erasure: event log topic %s failed: %s", match.topic, err)
+            systems.append(
+                SystemResult(
+                    "event_log",
+                    f"{kind}: topic {match.topic}",
+                    "failed",
+                    note=f"{type(err).__name__}: {err}"[:300],
+                )
+            )
 
 
 def _redact_runs(store: ErasureStore, redactor: Redactor, systems: list[SystemResult]) -> None:
@@ -588,17 +724,8 @@ def _events_and_sources(platform: Platform, systems: list[SystemResult]) -> None
         config = source.config
         if not getattr(config, "subject", None):
             continue
-        if config.type == "stream":
-            systems.append(
-                SystemResult(
-                    "event_log",
-                    f"topic {config.topic_name}",
-                    "retained",
-                    note="events already logged stay until the topic's retention; the "
-                    "worker drops them if delivered again (tombstone)",
-                )
-            )
-        else:
+        # a CDC table is both: an upstream table, and a topic (`_erase_event_log`)
+        if config.type != "stream":
             systems.append(
                 SystemResult(
                     "upstream_source",

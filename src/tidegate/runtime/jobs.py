@@ -6,23 +6,23 @@ from __future__ import annotations
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from tidegate.console import console, current_console, table
-from tidegate.egress.sync import SyncReport, run_sync
+from tidegate.egress.sync import SyncReport
 from tidegate.platform import Platform
 from tidegate.products.builder import BuildResult
+from tidegate.runtime.triggers import after_builds
 
 
 def syncs_after_build(platform: Platform, results: list[BuildResult]) -> list[SyncReport]:
-    """Run every `trigger: on_build` sync whose product just published a new version."""
-    published = {r.product for r in results if r.status == "live"}
-    reports = []
-    for name, sync in sorted(platform.project.syncs.items()):
-        if sync.config.trigger == "on_build" and sync.config.product in published:
-            reports.append(run_sync(platform, name))
-    return reports
+    """Run every `on_build` and `on_change` sync whose product just published a new
+    version (a rebuild is a change too: `runtime/triggers.py`)."""
+    return after_builds(platform, {r.product for r in results if r.status == "live"})
 
 
 def run_build(
-    platform: Platform, only: list[str] | None = None, skip_sources: bool = False
+    platform: Platform,
+    only: list[str] | None = None,
+    skip_sources: bool = False,
+    accept_anomalies: bool = False,
 ) -> list[BuildResult]:
     """Load sources and build, with progress bars and a result table."""
     from tidegate.products.builder import build_products, load_sources
@@ -50,7 +50,7 @@ def run_build(
             if status != "building":
                 progress.update(tasks[name], description=f"{name}: {status}", completed=1)
 
-        results = build_products(platform, only, on_progress)
+        results = build_products(platform, only, on_progress, accept_anomalies=accept_anomalies)
     console.print(
         table(
             "Products",

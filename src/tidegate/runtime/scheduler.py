@@ -8,7 +8,14 @@ process that writes the warehouse does both and never races itself:
   `freshness` whether or not anything changed, so "last hour" counters decay on time;
 * drop folders of stream sources are swept;
 * the embedded log drops records past retention (Kafka does this itself);
-* `trigger: schedule` syncs whose cron fired since their last run are run.
+* `trigger: schedule` syncs whose cron fired since their last run are run;
+* a rebuild runs the `on_build` and `on_change` syncs of what it published, and consent
+  recorded since the last tick runs the `on_change` syncs of its purposes (`triggers`);
+* a batch product with nothing changed upstream is confirmed current when half its
+  freshness has passed since its last refresh (nothing to rebuild; not counted as an
+  update), so it is honestly fresh, while one nobody refreshes breaches;
+* every `SAMPLE_EVERY` seconds each product's SLO state is sampled into the compliance
+  history (`products/slo.py`), pruned to a week once an hour.
 """
 
 from __future__ import annotations
@@ -18,18 +25,22 @@ import logging
 import time
 from collections.abc import Callable
 
+from tidegate.egress.sync import SyncReport
 from tidegate.errors import TidegateError
 from tidegate.ingest.files import ingest_folder
 from tidegate.ingest.intake import Intake
 from tidegate.observe.freshness import FreshnessLedger
+from tidegate.observe.slo import SAMPLE_EVERY
 from tidegate.platform import Platform
 from tidegate.products.planner import ProductPlan
 from tidegate.project.project import stream_sources
+from tidegate.runtime.triggers import ConsentTrigger, after_builds
 
 log = logging.getLogger(__name__)
 
 TICK_EVERY = 0.25
 RETENTION_EVERY = 60.0
+PRUNE_EVERY = 3600.0
 
 
 class Scheduler:
@@ -51,6 +62,9 @@ class Scheduler:
         self.rebuilds: list[str] = []  # what tick() rebuilt, newest last (for tests and logs)
         self.synced: list[str] = []  # scheduled syncs tick() ran, newest last
         self._sync_started: dict[str, dt.datetime] = {}  # sync -> when tick() last started it
+        self.consent = ConsentTrigger(platform)
+        self._last_sample: float | None = None
+        self._last_prune = 0.0
 
     def due(self, now: float | None = None) -> list[str]:
         """Products whose scheduled rebuild is due now."""
@@ -84,7 +98,48 @@ class Scheduler:
         due = self.due(now)
         if due:
             self.rebuild(due)
+        self.confirm_idle(now, skip=set(due))
         self.run_due_syncs(now)
+        self.consent.check()
+        self.sample_slo(now)
+
+    def confirm_idle(self, now: float, skip: set[str] | None = None) -> list[str]:
+        """Batch products without an upstream change since their last refresh, confirmed
+        current once half their freshness has passed; returns their names."""
+        state = self.freshness.all()
+        confirmed = []
+        for name, plan in self.plans.items():
+            if plan.mode != "batch" or plan.time_window or name in (skip or set()):
+                continue
+            seen = state.get(name)
+            if seen is not None and seen.stale_since is not None:
+                continue  # a rebuild is owed, not a confirmation
+            live = self.platform.meta.live_version(name)
+            if live is None:
+                continue
+            last = max(live.built_at, seen.last_update or 0.0) if seen else live.built_at
+            if now - last >= plan.freshness / 2:  # a change marked meanwhile is kept
+                self.freshness.confirm(name, plan.mode, now)
+                confirmed.append(name)
+        return confirmed
+
+    def sample_slo(self, now: float) -> None:
+        """One SLO compliance sample per product every SAMPLE_EVERY seconds."""
+        from tidegate.products.slo import prune, sample, slo_states
+
+        if self._last_sample is not None and now - self._last_sample < SAMPLE_EVERY:
+            return
+        covered = SAMPLE_EVERY if self._last_sample is None else now - self._last_sample
+        self._last_sample = now
+        sample(
+            self.platform,
+            slo_states(self.platform, self.plans, now),
+            min(covered, 2 * SAMPLE_EVERY),
+            now,
+        )
+        if now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            prune(self.platform, now)
 
     def run_due_syncs(self, now: float) -> None:
         """Run the `trigger: schedule` syncs whose cron fired since their last run."""
@@ -118,6 +173,18 @@ class Scheduler:
             since = stale.stale_since if stale and stale.stale_since else now
             self.freshness.updated(result.product, plan.mode, now - since, plan.freshness)
             self.rebuilds.append(result.product)
+        published = {r.product for r in results if r.status == "live"}
+        for product in sorted(published):
+            for report in self._syncs_after(product):
+                self.synced.append(report.sync)
+
+    def _syncs_after(self, product: str) -> list[SyncReport]:
+        """The syncs a rebuild of `product` triggers; a failing one is in its history."""
+        try:
+            return after_builds(self.platform, {product})
+        except TidegateError as err:
+            log.warning("a sync after rebuilding %s failed: %s", product, err.message)
+            return []
 
     def _sweep_folders(self) -> None:
         for name, config in stream_sources(self.platform.project).items():

@@ -100,6 +100,8 @@ class StreamWorker:
         self._relations.update({name: f'{PRODUCTS}."{name}"' for name in self.project.products})
         self.observer = StreamObserver(platform)  # volume, freshness, OpenLineage per update
         self.erased = ErasedFilter(platform)
+        if self.intake.erased is None:  # its producers' side (replays) drops them too
+            self.intake.erased = self.erased
         self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
         self._applied: dict[TopicPartition, int] = {}
         self._caught_up: set[str] = set()  # on_change syncs fully diffed once in this process
@@ -149,6 +151,7 @@ class StreamWorker:
         self.erased.refresh()
         ensure_purged(self.platform)  # a new tombstone: raw and live versions purged once
         consent_topic = self.consent.topic if self.consent is not None else None
+        dropped: list[Record] = []  # records of erased subjects: removed from the log
         if self.consent is not None:  # into the ledger before any offset is stored
             taken = self.consent.handle([r for r in fresh if r.topic == consent_topic])
             letters += taken.letters
@@ -156,15 +159,24 @@ class StreamWorker:
             report.consent = taken.events
         for record in fresh:
             if record.topic == consent_topic:
+                if self._consent_erased(record):  # dropped by the consent stream too
+                    dropped.append(record)
                 continue
             decoded = self.intake.decode(record)
             if isinstance(decoded, DeadLetter):
-                letters.append(decoded)
+                if self._letter_erased(decoded):
+                    report.erased += 1
+                    dropped.append(record)
+                else:
+                    letters.append(decoded)
             elif self.erased(decoded):
                 report.erased += 1
+                dropped.append(record)
             else:
                 changes[decoded.source].append(decoded)
+        self._forget(dropped)
         self.intake.dead.add(letters)
+        self.intake.unknown.flush()
         report.dead = len(letters)
         report.applied = len(fresh) - len(letters) - report.erased
         applied = {
@@ -177,6 +189,45 @@ class StreamWorker:
         report.products = {d.product: d.changed for d in deltas}
         report.seconds = time.perf_counter() - started
         return report
+
+    def _letter_erased(self, letter: DeadLetter) -> bool:
+        """A broken event that still names an erased subject: dropped, not kept."""
+        import json
+
+        try:
+            event = json.loads(letter.payload or b"")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return self.erased.about_erased(letter.source, event)
+
+    def _consent_erased(self, record: Record) -> bool:
+        import json
+
+        try:
+            message = json.loads(record.value or b"")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(message, dict) and self.erased.subject_erased(message.get("subject"))
+
+    def _forget(self, dropped: list[Record]) -> None:
+        """Remove the records of erased subjects from the log itself, where it can
+        (the embedded log; a Kafka topic keeps them until its retention, and every
+        reader drops them)."""
+        log_ = self.intake.log
+        if not dropped or not log_.capabilities.erases_records:
+            return
+        by_topic: dict[str, set[tuple[int, int]]] = defaultdict(set)
+        for record in dropped:
+            by_topic[record.topic].add((record.partition, record.offset))
+        for topic, positions in by_topic.items():
+
+            def held(record: Record, positions: set[tuple[int, int]] = positions) -> bool:
+                return (record.partition, record.offset) in positions
+
+            try:
+                log_.erase_records(topic, held)
+            except Exception as err:  # the data never reached a store; retried by erasure
+                log.warning("could not remove erased records from topic %s: %s", topic, err)
 
     def _live_tables(self) -> dict[str, str]:
         tables = {}
@@ -376,12 +427,14 @@ def run_worker(
 
     A log that goes away (a Kafka broker restarting) does not stop the worker: a batch
     that could not be applied or published is retried, after `recover()` published what
-    the failed attempt left waiting, until the log answers again; offsets that could not
+    the failed attempt left waiting, until the log answers again; PostgreSQL CDC sources
+    are captured onto their topics by a thread beside it (`runtime/cdc.py`); offsets that could not
     be committed are committed with the next batch (until then, a restart redelivers the
     records and the applied-offset table skips them).
 
     The consumer joins with a stable `instance_id` (default: `worker_instance_id`), so a
     worker restarted after a crash takes its partitions back at once."""
+    from tidegate.runtime.cdc import CdcCapture
     from tidegate.runtime.scheduler import Scheduler
 
     with platform.writer_lock:
@@ -395,6 +448,9 @@ def run_worker(
     scheduler = (
         Scheduler(platform, worker.intake, worker.plans, worker.freshness) if schedule else None
     )
+    capture_stop = threading.Event()
+    capture = CdcCapture(platform, capture_stop)  # PostgreSQL CDC sources onto their topics
+    capture.start()
     consumer = worker.intake.log.consumer(
         group,
         worker.topics,
@@ -422,6 +478,8 @@ def run_worker(
                 except ServiceUnavailableError as err:
                     log.warning("scheduler: %s; trying again at the next tick", err.message)
     finally:
+        capture_stop.set()
+        capture.join()
         consumer.close()
         worker.close()
 

@@ -26,7 +26,7 @@ from sqlglot import exp
 
 from tidegate.errors import BuildError, ServiceUnavailableError
 from tidegate.private import private_dir, private_file
-from tidegate.project.project import Product, Project
+from tidegate.project.project import Product, Project, Source
 
 RAW, BUILDS, PRODUCTS = "raw", "builds", "products"
 
@@ -97,6 +97,14 @@ def connect_waiting(
 
 
 class Warehouse:
+    """DuckDB builds and holds everything (the embedded default, `type: duckdb`)."""
+
+    #: what builds the products; the Spark store (store/spark/) says "spark"
+    engine = "duckdb"
+    #: whether the store reads sources itself (`load_source`) rather than being handed a
+    #: DuckDB SELECT or an Arrow table (`load_source_sql` / `load_source_arrow`)
+    reads_sources = False
+
     def __init__(
         self,
         path: Path,
@@ -150,6 +158,26 @@ class Warehouse:
                 return self.load_source_sql(name, f"SELECT {casts} FROM __tidegate_incoming")
             finally:
                 self.db.unregister("__tidegate_incoming")
+
+    def load_source(self, project: Project, source: Source) -> int:
+        """Snapshot a file or table source into `raw.<name>`; return its row count (what
+        the builder calls when `reads_sources`; DuckDB's version, for completeness)."""
+        from tidegate.project.models import FileSource
+        from tidegate.store.sources import file_select, read_table_source
+
+        if isinstance(source.config, FileSource):
+            return self.load_source_sql(source.name, file_select(project, source))
+        table = read_table_source(project, source)
+        types = {c: s.type for c, s in source.columns.items()}
+        return self.load_source_arrow(source.name, table, types)
+
+    def product_batches(self, product: str, rows: int) -> Iterator[list[dict[str, Any]]]:
+        """The live version of `product` in lists of at most `rows` rows (what a build
+        publishes to the online store)."""
+        with self.cursor() as cur:
+            reader = cur.sql(f'SELECT * FROM {PRODUCTS}."{product}"').to_arrow_reader(rows)
+            for batch in reader:
+                yield batch.to_pylist()
 
     def count(self, relation: str) -> int:
         with self.cursor() as cur:
@@ -232,9 +260,7 @@ class Warehouse:
                 raise
             for old in self._versions(product):
                 if old <= version - keep:
-                    self.db.execute(
-                        f'DROP TABLE IF EXISTS {BUILDS}."{version_table(product, old)}"'
-                    )
+                    self.drop_version(product, old)
 
     def _versions(self, product: str) -> list[int]:
         rows = self.db.execute(
@@ -249,9 +275,72 @@ class Warehouse:
                 found.append(int(suffix))
         return sorted(found)
 
+    def delete_subjects(self, schema: str, name: str, column: str, values: list[str]) -> int:
+        """Delete the rows of `schema.name` whose `column`, as text, is one of `values`
+        (erasure: privacy/tombstones.py); return how many rows went."""
+        relation = f'{schema}."{name}"'
+        quoted = '"' + column.replace('"', '""') + '"'
+        with self._lock, self.cursor() as cur:
+            row = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()
+            before = int(row[0]) if row else 0
+            for value in values:
+                cur.execute(f"DELETE FROM {relation} WHERE CAST({quoted} AS VARCHAR) = ?", [value])
+            row = cur.execute(f"SELECT count(*) FROM {relation}").fetchone()
+            return before - (int(row[0]) if row else 0)
+
     def drop_version(self, product: str, version: int) -> None:
         with self._lock:
             self.db.execute(f'DROP TABLE IF EXISTS {BUILDS}."{version_table(product, version)}"')
+
+    def scrub(self, relations: list[str]) -> int:
+        """Make deleted rows unreadable in the file's bytes, not just in queries; returns
+        the blocks overwritten.
+
+        A DuckDB `DELETE` only marks rows deleted: their values stay in the column
+        segments, and a dropped or replaced table leaves its blocks on the free list with
+        their old contents. So (1) each of `relations` (quoted names) is rewritten, which
+        moves its remaining rows to new blocks, (2) a checkpoint frees the old ones, (3) a
+        filler table of random numbers takes every free block and is dropped again, so
+        the free blocks hold noise. The write-ahead log is emptied by the checkpoint.
+        Costs a write of the free space; meant for erasure, not for every delete."""
+        with self._lock:
+            for relation in relations:
+                self.db.execute("BEGIN")
+                try:
+                    self.db.execute(
+                        f"CREATE OR REPLACE TEMP TABLE __tidegate_keep AS SELECT * FROM {relation}"
+                    )
+                    self.db.execute(f"DELETE FROM {relation}")
+                    self.db.execute(f"INSERT INTO {relation} SELECT * FROM __tidegate_keep")
+                    self.db.execute("DROP TABLE __tidegate_keep")
+                    self.db.execute("COMMIT")
+                except Exception:
+                    self.db.execute("ROLLBACK")
+                    raise
+            self.db.execute("CHECKPOINT")
+            overwritten = 0
+            filled = False
+            for _ in range(4):  # a filler can leave a block half used: fill again
+                row = self.db.execute(
+                    "SELECT free_blocks, block_size FROM pragma_database_size()"
+                    " WHERE database_name = current_database()"
+                ).fetchone()
+                if row is None or not row[0]:
+                    break
+                free, size = int(row[0]), int(row[1])
+                overwritten += free
+                values = free * size // 8 + 65_536
+                verb = "INSERT INTO" if filled else "CREATE OR REPLACE TABLE"
+                self.db.execute(
+                    f"{verb} main.__tidegate_scrub"
+                    f" {'' if filled else 'AS '}SELECT random() AS noise FROM range({values})"
+                )
+                filled = True
+                self.db.execute("CHECKPOINT")
+            if filled:
+                self.db.execute("DROP TABLE main.__tidegate_scrub")
+                self.db.execute("CHECKPOINT")
+            return overwritten
 
     def arrow(self, sql: str, params: list[Any] | None = None, **relations: Any) -> Any:
         """Run a query on a private cursor with Arrow relations registered; return Arrow."""

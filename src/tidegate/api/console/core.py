@@ -35,6 +35,7 @@ from tidegate.audit.log import AuditRecord
 from tidegate.egress.serve.service import Call, Serving
 from tidegate.errors import ForbiddenError, TidegateError
 from tidegate.platform.keys import Principal
+from tidegate.timestamps import timestamp_text
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -272,12 +273,13 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
-def _when(at: float | None) -> str:
-    import datetime as dt
-
+def _when(at: float | str | None) -> str:
+    """A recorded time for the page: epoch seconds, or a report's time already formatted."""
     if at is None:
         return "—"
-    return dt.datetime.fromtimestamp(float(at), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(at, str):
+        return at
+    return timestamp_text(float(at), "—")
 
 
 def _seconds(value: float | None) -> str:

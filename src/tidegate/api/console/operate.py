@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from starlette.responses import RedirectResponse, Response
 from tidegate.api.console.core import Page
 from tidegate.errors import BadRequestError, NotFoundError, TidegateError
 from tidegate.private import private_dir, private_file
+from tidegate.project.project import stream_sources
+from tidegate.timestamps import format_timestamp
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{8,32}$")
 AUDIT_LIMIT = 200
@@ -35,7 +36,7 @@ def _next_run(schedule: str | None, last: dict[str, Any] | None) -> str | None:
     after = (
         dt.datetime.fromtimestamp(last["started_at"], dt.UTC) if last else dt.datetime.now(dt.UTC)
     )
-    return next_fire(schedule, after).strftime("%Y-%m-%d %H:%M UTC")
+    return str(format_timestamp(next_fire(schedule, after)))
 
 
 def syncs(page: Page) -> Response:
@@ -310,43 +311,20 @@ def verify(page: Page) -> Response:
 
 
 def _backends(page: Page) -> list[dict[str, Any]]:
-    """Readiness: one cheap read from each backend, timed; a failure is shown, not raised."""
-    platform = page.console.platform
-    project = platform.project
-    first_product = next(iter(project.products), "")
-    topics = [s.config.topic_name for s in project.sources.values() if s.config.type == "stream"]
-    checks: list[tuple[str, Any]] = [
-        ("metadata", lambda: platform.meta.runs(limit=1)),
-        ("online store", lambda: platform.online.current_version(first_product)),
-        ("audit log", lambda: platform.audit.last_seq()),
-    ]
-    if topics:
-        checks.append(("event log", lambda: platform.event_log.end_offsets(topics[0])))
-    out = []
-    for name, check in checks:
-        started = time.perf_counter()
-        try:
-            check()
-            ok, note = True, ""
-        except Exception as err:  # a backend that does not answer: shown on the page
-            ok, note = False, f"{type(err).__name__}: {err}"[:200]
-        out.append(
-            {"name": name, "ok": ok, "ms": (time.perf_counter() - started) * 1000, "note": note}
-        )
-    if not topics:
-        out.append({"name": "event log", "ok": True, "ms": 0.0, "note": "no stream sources"})
-    return out
+    """Readiness: one cheap call to each backend, timed (`observe/health.py`, the same
+    checks as `/v1/health/ready`); a failure is shown, not raised."""
+    from tidegate.observe.health import readiness
+
+    return [check.as_json() for check in readiness(page.console.platform)]
 
 
 def _lag(page: Page) -> list[dict[str, Any]]:
     from tidegate.observe.metrics import WORKER_GROUP
 
     platform = page.console.platform
-    rows = []
-    for name, source in sorted(platform.project.sources.items()):
-        if source.config.type != "stream":
-            continue
-        topic = source.config.topic_name
+    rows: list[dict[str, Any]] = []
+    for name, config in sorted(stream_sources(platform.project).items()):
+        topic = config.topic_name
         try:
             ends = platform.event_log.end_offsets(topic)
             committed = platform.event_log.committed(WORKER_GROUP, topic)

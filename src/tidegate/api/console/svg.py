@@ -9,13 +9,13 @@ columns, from the JSON the page carries).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
 from tidegate.observe.lineage import LineageGraph
+from tidegate.timestamps import format_timestamp
 
 WIDTH, HEIGHT, PAD = 340, 120, 28
 
@@ -57,7 +57,7 @@ def line_chart(
     path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(coords))
     dots = "".join(
         f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="2.5"><title>'
-        f"{dt.datetime.fromtimestamp(t, dt.UTC):%Y-%m-%d %H:%M} UTC: {_fmt(v)}{unit}"
+        f"{format_timestamp(t)}: {_fmt(v)}{unit}"
         "</title></circle>"
         for (x, y), (t, v) in zip(coords, points, strict=True)
     )

@@ -3,9 +3,17 @@
 from tidegate.egress.destinations.base import (
     Capabilities,
     Destination,
+    Written,
     destination_class,
     open_destination,
     register,
 )
 
-__all__ = ["Capabilities", "Destination", "destination_class", "open_destination", "register"]
+__all__ = [
+    "Capabilities",
+    "Destination",
+    "Written",
+    "destination_class",
+    "open_destination",
+    "register",
+]

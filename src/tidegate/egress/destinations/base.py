@@ -39,6 +39,21 @@ class Capabilities:
     supports_lookup: bool = False
     # `read_all` can read back what was written
     supports_read: bool = True
+    # a delete is one more record (a tombstone) and the deleted record stays readable
+    # until the destination itself cleans up (Kafka compaction): `retention` says when
+    delete_keeps_history: bool = False
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a destination confirms of one `write`, by row index in the batch: rows it
+    already held (updated), and rows an `update` found absent (nothing written for them).
+    Every other row of the batch is new (inserted). A destination that can tell returns
+    this; one that cannot returns the number of rows it accepted, and the engine counts
+    inserts and updates from its own record of what it wrote."""
+
+    existed: frozenset[int] = frozenset()
+    missing: frozenset[int] = frozenset()
 
 
 class RowErrors(TerminalDestinationError):
@@ -66,8 +81,9 @@ class Destination(ABC):
     def open(self, columns: dict[str, str], key: str) -> None: ...
 
     @abstractmethod
-    def write(self, batch: Any, mode: str) -> int:
-        """Write rows (a pyarrow Table) in `mode` insert, update or upsert; return rows written."""
+    def write(self, batch: Any, mode: str) -> int | Written:
+        """Write rows (a pyarrow Table) in `mode` insert, update or upsert; return which rows
+        it held before and which an update did not find (`Written`), or the rows written."""
 
     @abstractmethod
     def delete(self, keys: list[Any]) -> int: ...
@@ -79,12 +95,22 @@ class Destination(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def attach(self, columns: dict[str, str], key: str) -> None:
+        """Get ready to answer `existing_keys` without changing anything (no table is
+        created): what a preview calls instead of `open`."""
+        raise TerminalDestinationError(f"destination {self.kind!r} cannot look keys up")
+
     def existing_keys(self, keys: list[Any]) -> set[str]:
         """Which of `keys` the destination holds, as strings (when `supports_lookup`)."""
         raise TerminalDestinationError(f"destination {self.kind!r} cannot look keys up")
 
     def describe(self) -> str:
         return self.kind
+
+    def retention(self) -> dict[str, str]:
+        """Where `delete_keeps_history`: the settings that decide how long a deleted
+        record stays readable (by name), for an erasure's report; {} when unknown."""
+        return {}
 
 
 _REGISTRY: dict[str, type[Destination]] = {}

@@ -157,11 +157,28 @@ def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok", "project": project})
 
+    async def ready(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        from tidegate.observe.health import readiness
+
+        results = await run_in_threadpool(readiness, serving.platform)
+        down = [c.name for c in results if not c.ok]
+        body = {
+            "status": "unavailable" if down else "ready",
+            "project": project,
+            "down": down,
+            "checks": [c.as_json() for c in results],
+        }
+        return json_response(body, status=503 if down else 200)
+
     async def openapi_json(request: Request) -> Response:
         return json_response(spec())
 
     return [
         Route("/v1/health", health, methods=["GET"]),
+        Route("/v1/health/live", health, methods=["GET"]),
+        Route("/v1/health/ready", ready, methods=["GET"]),
         Route("/v1/products", guarded("catalog", products), methods=["GET"]),
         Route("/v1/products/{product}", guarded("catalog", product), methods=["GET"]),
         Route(

@@ -158,6 +158,28 @@ SCHEMAS: dict[str, Any] = {
         "required": ["status"],
         "properties": {"status": {"type": "string"}, "project": {"type": "string"}},
     },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "unavailable"]},
+            "project": {"type": "string"},
+            "down": {"type": "array", "items": {"type": "string"}},
+            "checks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "backend": {"type": "string"},
+                        "ok": {"type": "boolean"},
+                        "ms": {"type": "number"},
+                        "note": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
 }
 
 _DESCRIPTIONS = {
@@ -223,6 +245,28 @@ def build(
                 "operationId": "health",
                 "security": [],
                 "responses": _ok("Health", "The server answers"),
+            }
+        },
+        "/v1/health/live": {
+            "get": {
+                "summary": "Liveness: the process answers (backends are not checked)",
+                "operationId": "healthLive",
+                "security": [],
+                "responses": _ok("Health", "The server answers"),
+            }
+        },
+        "/v1/health/ready": {
+            "get": {
+                "summary": "Readiness: warehouse, online store, event log and metadata answer",
+                "operationId": "healthReady",
+                "security": [],
+                "responses": {
+                    **_ok("Readiness", "Every backend answers"),
+                    "503": {
+                        "description": "A backend is down; `down` names it",
+                        "content": {JSON: {"schema": {"$ref": REF + "Readiness"}}},
+                    },
+                },
             }
         },
         "/v1/products": {

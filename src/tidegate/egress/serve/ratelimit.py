@@ -22,6 +22,7 @@ import asyncio
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tidegate.errors import ServiceUnavailableError, TidegateError
@@ -42,8 +43,10 @@ class RateLimitedError(TidegateError):
 class RateLimiter:
     """In-memory buckets: the embedded default (one process)."""
 
-    def __init__(self, policy: Policy) -> None:
-        self._policy = policy
+    def __init__(self, policy: Policy | Callable[[], Policy]) -> None:
+        # a callable gives the policy in force now (a live reload swaps it)
+        self._source = policy if callable(policy) else (lambda: policy)
+        self._policy = self._source()
         self._lock = threading.Lock()
         # principal -> (tokens, last refill, rate, capacity)
         self._buckets: dict[str, list[float]] = {}
@@ -51,6 +54,10 @@ class RateLimiter:
 
     def limit_for(self, roles: tuple[str, ...]) -> tuple[float, float] | None:
         """(requests per second, bucket capacity) or None when unlimited."""
+        policy = self._source()
+        if policy is not self._policy:  # reloaded: limits come from the new roles
+            self._policy = policy
+            self._limits = {}
         if roles in self._limits:
             return self._limits[roles]
         best: tuple[float, float] | None = None
@@ -136,7 +143,7 @@ return {allowed, wait}
 class RedisRateLimiter(RateLimiter):
     """Buckets in Redis, shared by every replica of the serving API."""
 
-    def __init__(self, policy: Policy, url: str, prefix: str) -> None:
+    def __init__(self, policy: Policy | Callable[[], Policy], url: str, prefix: str) -> None:
         super().__init__(policy)
         import redis
 
@@ -207,5 +214,6 @@ def limiter_for(project: Project) -> RateLimiter:
     online = project.config.backends.online
     url = getattr(online, "url", None)
     if online.type == "redis" and url:
-        return RedisRateLimiter(project.policy, str(url), str(getattr(online, "prefix", "tg")))
-    return RateLimiter(project.policy)
+        prefix = str(getattr(online, "prefix", "tg"))
+        return RedisRateLimiter(lambda: project.policy, str(url), prefix)
+    return RateLimiter(lambda: project.policy)

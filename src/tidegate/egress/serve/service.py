@@ -32,6 +32,7 @@ from tidegate.platform.keys import Principal
 from tidegate.privacy.guard import AccessContext, AccessPlan, guard_of, purposes_on
 from tidegate.project.models import NAME_PATTERN
 from tidegate.store.online.base import Entry
+from tidegate.timestamps import format_timestamp
 from tidegate.type_families import type_family
 
 MAX_KEY_LENGTH = 256
@@ -40,7 +41,7 @@ AUDIT_KEYS_SHOWN = 20  # keys named in a lookup's audit record (the count is alw
 
 
 def iso(at: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat() if at is not None else None
+    return format_timestamp(at)
 
 
 @dataclass

@@ -10,18 +10,20 @@
   it did, every plan is dropped and the guard rebuilds them from the refreshed
   in-memory `ConsentView`. So a revocation is in the very next read, and a request
   costs no query while consent is quiet. Plans also age out after `max_age` seconds,
-  which bounds how late a consent grant's own expiry time is noticed.
+  which bounds how late a consent grant's own expiry time is noticed. A live policy
+  reload (`privacy/policy_reload.py`) swaps `project.policy`: the cache sees a new
+  object and drops every plan, so the next request is decided by the new policy.
 * `VersionTimes`: when each product version was built (immutable once published).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 
 from tidegate.meta.base import MetadataStore
 from tidegate.privacy.guard import AccessContext, AccessPlan, Guard
+from tidegate.timestamps import format_timestamp
 
 PLAN_MAX_AGE = 1.0
 
@@ -65,6 +67,7 @@ class PlanCache:
         self._generation = -1
         self._consent_seq = 0
         self._plans: dict[tuple[tuple[str, ...], str, str], tuple[AccessPlan, float]] = {}
+        self._policy = guard.project.policy  # a reloaded policy drops every plan
         self.builds = 0  # plans built (for tests and the benchmark's breakdown)
 
     def _sync(self, generation: int) -> None:
@@ -88,6 +91,9 @@ class PlanCache:
         now = time.monotonic()
         with self._lock:
             self._sync(self._watch.generation() if generation is None else generation)
+            if self._guard.project.policy is not self._policy:
+                self._policy = self._guard.project.policy
+                self._plans.clear()
             cached = self._plans.get(key)
             if cached is not None and now - cached[1] < self._max_age:
                 return cached[0]
@@ -109,7 +115,7 @@ class VersionTimes:
         found = self._built.get((product, version))
         if found is None:
             for row in self._meta.versions(product):
-                when = dt.datetime.fromtimestamp(row.built_at, dt.UTC).isoformat()
+                when = str(format_timestamp(row.built_at))
                 self._built[(product, row.version)] = when
             found = self._built.get((product, version))
         return found

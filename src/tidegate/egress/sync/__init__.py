@@ -5,9 +5,12 @@ One run:
 1. the guard's plan for the sync's purpose (row filter + column treatments) and the
    field mapping become one SQL query, run by DuckDB (`mapping`);
 2. its rows are diffed in DuckDB against the (key, hash) snapshot of what this sync
-   wrote before (`diff`); only mapped, treated fields count;
+   wrote before (`diff`); only mapped, treated fields count; rows the guard withholds
+   are counted with the purpose and legal basis;
 3. rows of subjects who lost the legal basis are removed from the destination first
    (deleted, or suppressed where it cannot delete) and each removal is audited;
+   then, on a full run, the circuit breakers (`breakers`) may stop the run here: it
+   writes nothing more, is recorded as `blocked`, and waits for an approval;
 4. added and changed rows go out in batches (`apply`: rate limit, retries, bisection
    of refused batches); each batch is checkpointed in the metadata store, so a run
    killed at any point resumes without losing a row, and in `insert` mode without
@@ -15,9 +18,13 @@ One run:
 5. in `mirror` mode, rows tidegate wrote that left the product are deleted; nothing
    tidegate did not write is ever touched;
 6. refused rows are kept with the destination's own message and retried every run
-   until they land or are dismissed (`tidegate sync errors NAME --dismiss`); the run
-   report (added, changed, removed, failed, skipped with reasons) goes to the run
-   history, the audit log, and to alerts when thresholds pass (`alerts`).
+   until they land or are dismissed (`tidegate sync errors NAME --dismiss`), their
+   values scrubbed from the message; the run report (`report`: what the destination
+   confirms: inserted, updated, deleted; unchanged, failed, withheld, skipped with
+   reasons, retries with reasons) goes to the run history, the audit log, and to
+   alerts when thresholds pass (`alerts`).
+
+`preview.preview_sync` runs steps 1-3 and reads the destination instead of writing.
 
 API for callers:
 
@@ -40,7 +47,7 @@ import fcntl
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tidegate.audit.log import AuditRecord
@@ -58,6 +65,7 @@ from tidegate.egress.sync.mapping import (
     rows_query,
     typed_key,
 )
+from tidegate.egress.sync.report import ALREADY_GONE, NOT_FOUND, SyncReport, scrub
 from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
 from tidegate.observe.syncs import SyncLineage
@@ -75,49 +83,6 @@ log = logging.getLogger(__name__)
 SUBJECT_SAMPLE = 100
 ERROR_SAMPLE = 100
 COMPACT_AFTER = 32  # state segments a sync may pile up before a run compacts them
-
-
-@dataclass
-class SyncReport:
-    sync: str
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    revoked: int = 0  # of `removed`: subjects who lost the legal basis
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    run_error: str | None = None
-    seconds: float = 0.0
-    run_id: int = 0
-    partial: bool = False
-
-    @property
-    def status(self) -> str:
-        return "failed" if self.run_error or self.failed else "ok"
-
-    @property
-    def skipped_total(self) -> int:
-        return sum(self.skipped.values())
-
-    def counts(self) -> dict[str, Any]:
-        return {
-            "added": self.added,
-            "changed": self.changed,
-            "removed": self.removed,
-            "revoked": self.revoked,
-            "unchanged": self.unchanged,
-            "failed": self.failed,
-            "skipped": self.skipped_total,
-            "skipped_reasons": dict(self.skipped),
-            "partial": self.partial,
-        }
-
-    def skip(self, reason: str, rows: int) -> None:
-        if rows:
-            self.skipped[reason] = self.skipped.get(reason, 0) + rows
 
 
 def sync_changes(platform: Platform, name: str, changed_keys: Iterable[Any]) -> SyncReport:
@@ -192,19 +157,91 @@ def _close_interrupted_runs(platform: Platform, name: str) -> None:
             )
 
 
-def _run(
-    platform: Platform, cfg: SyncConfig, report: SyncReport, *, full: bool, keys: list[Any] | None
-) -> None:
-    name = cfg.name
-    context = AccessContext(principal=f"sync:{name}", roles=(), purpose=cfg.purpose)
+@dataclass
+class DiffPass:
+    """One run's diff, before anything is written: what a run sends and a preview shows."""
+
+    diff: Diff
+    held: int  # rows the sync holds at the destination (its state), or the part looked at
+    lost: list[SyncedRow]  # held rows whose subject lost the legal basis
+    gone: list[SyncedRow]  # held rows that left the product
+
+
+def plan_and_mapping(platform: Platform, cfg: SyncConfig) -> tuple[AccessPlan, Mapping]:
+    """The guard's plan for the sync's purpose and the field mapping through it."""
+    context = AccessContext(principal=f"sync:{cfg.name}", roles=(), purpose=cfg.purpose)
     plan = guard_of(platform).plan(context, cfg.product, check_roles=False)
     ensure_purged(platform)  # erased subjects never go out, even if sources still hold them
     if not platform.warehouse.has_relation(PRODUCTS, cfg.product):
         raise NotFoundError(
-            f"sync {name!r}: product {cfg.product!r} has no live version yet; "
+            f"sync {cfg.name!r}: product {cfg.product!r} has no live version yet; "
             f"build it first (tidegate build)"
         )
-    mapping = resolve(cfg, plan)
+    return plan, resolve(cfg, plan)
+
+
+def diff_pass(
+    platform: Platform,
+    cursor: Any,
+    cfg: SyncConfig,
+    plan: AccessPlan,
+    mapping: Mapping,
+    report: SyncReport,
+    *,
+    full: bool,
+    keys: list[Any] | None,
+) -> DiffPass:
+    """Diff the guarded rows against the sync state on `cursor`; counts what is unchanged,
+    skipped and withheld by the guard into `report`."""
+    name = cfg.name
+    diff = _guarded_rows(cursor, plan, mapping, keys)
+    if keys is None:
+        previous = platform.meta.synced_state(name)
+    else:
+        previous = platform.meta.synced_state(
+            name, keys=diff.current_keys(), source_keys=[str(k) for k in keys]
+        )
+    dismissed = {
+        e.key: e.row_hash
+        for e in platform.meta.sync_row_errors(name, include_dismissed=True)
+        if e.dismissed_at is not None
+    }
+    counts = diff.compare(previous, dismissed, resend_all=full)
+    report.unchanged = counts.unchanged
+    for reason, rows in counts.skipped.items():
+        report.skip(reason, rows)
+    report.withhold(_withheld_reason(plan), _product_rows(cursor, plan, keys) - counts.current)
+    removed = diff.removed()
+    lost = [r for r in removed if plan.row_filter and not plan.row_filter.admits(r.subject)]
+    lost_keys = {r.key for r in lost}
+    gone = [r for r in removed if r.key not in lost_keys]
+    return DiffPass(diff, int(previous.num_rows), lost, gone)
+
+
+def _withheld_reason(plan: AccessPlan) -> str:
+    if plan.legal_basis == "consent":
+        return f"no consent for purpose {plan.purpose!r} (legal basis: consent)"
+    return f"objected to purpose {plan.purpose!r} (legal basis: {plan.legal_basis})"
+
+
+def _product_rows(cursor: Any, plan: AccessPlan, keys: list[Any] | None) -> int:
+    """Rows of the live product (of these keys), before the guard."""
+    relation = f'{PRODUCTS}."{plan.product}"'
+    if keys is None:
+        row = cursor.execute(f"SELECT count(*) FROM {relation}").fetchone()
+    else:
+        row = cursor.execute(
+            f'SELECT count(*) FROM {relation} WHERE CAST("{plan.key_column}" AS VARCHAR) '
+            f"IN (SELECT k FROM {CHANGED_RELATION})"
+        ).fetchone()
+    return int(row[0])
+
+
+def _run(
+    platform: Platform, cfg: SyncConfig, report: SyncReport, *, full: bool, keys: list[Any] | None
+) -> None:
+    name = cfg.name
+    plan, mapping = plan_and_mapping(platform, cfg)
     report.notes += mapping.omitted
     destination = open_destination(cfg.destination, platform.project.root, name)
     caps = destination.capabilities
@@ -214,6 +251,7 @@ def _run(
         one_per_row=plan.subject_column is not None and plan.subject_column == plan.key_column,
         sample=SUBJECT_SAMPLE,
     )
+    sender: Sender | None = None
     try:
         if write_mode not in caps.modes:
             raise DestinationError(
@@ -227,43 +265,66 @@ def _run(
         sender = Sender(destination, cfg.retry, min(rates) if rates else None)
         batch_rows = _batch_rows(platform, cfg, destination)
         with platform.warehouse.cursor() as cursor:
-            diff = _guarded_rows(cursor, plan, mapping, keys)
-            if keys is None:
-                previous = platform.meta.synced_state(name)
-            else:
-                previous = platform.meta.synced_state(
-                    name, keys=diff.current_keys(), source_keys=[str(k) for k in keys]
-                )
-            dismissed = {
-                e.key: e.row_hash
-                for e in platform.meta.sync_row_errors(name, include_dismissed=True)
-                if e.dismissed_at is not None
-            }
-            counts = diff.compare(previous, dismissed, resend_all=full)
-            report.unchanged = counts.unchanged
-            for reason, rows in counts.skipped.items():
-                report.skip(reason, rows)
-            removed = diff.removed()
-            lost = [r for r in removed if plan.row_filter and not plan.row_filter.admits(r.subject)]
-            lost_keys = {r.key for r in lost}
-            gone = [r for r in removed if r.key not in lost_keys]
-            _remove(platform, sender, plan, mapping, name, lost, report, batch_rows, consent=True)
+            step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
+            # lost consent goes first and is never held back by a breaker
+            _remove(
+                platform, sender, plan, mapping, name, step.lost, report, batch_rows, consent=True
+            )
+            if keys is None and _blocked(platform, cfg, step, report):
+                return
             _write_batches(
-                platform, sender, diff, write_mode, mapping, batch_rows, name, report, sent_subjects
+                platform,
+                sender,
+                step.diff,
+                write_mode,
+                mapping,
+                batch_rows,
+                name,
+                report,
+                sent_subjects,
             )
             if cfg.mode == "mirror":
-                _remove(platform, sender, plan, mapping, name, gone, report, batch_rows)
+                _remove(platform, sender, plan, mapping, name, step.gone, report, batch_rows)
             else:
                 report.skip(
-                    f"left the product; mode {cfg.mode} does not delete (mirror does)", len(gone)
+                    f"left the product; mode {cfg.mode} does not delete (mirror does)",
+                    len(step.gone),
                 )
         platform.meta.compact_sync_state(name, COMPACT_AFTER)
     except TidegateError as err:
         report.run_error = err.message
         raise
     finally:
+        if sender is not None:
+            for reason, count in sender.retry_reasons.items():
+                report.retries[reason] = report.retries.get(reason, 0) + count
         destination.close()
         _audit_run(platform, plan, cfg, destination, report, sent_subjects)
+
+
+def _blocked(platform: Platform, cfg: SyncConfig, step: DiffPass, report: SyncReport) -> bool:
+    """Whether a circuit breaker stops this run before it writes (see `breakers`)."""
+    from tidegate.egress.sync import breakers
+
+    policy = breakers.policy_of(platform, cfg)
+    if not policy.armed:
+        return False
+    to_hold = step.diff.candidates  # the rows the destination holds after this run
+    reasons = breakers.tripped(
+        policy, held=step.held, to_hold=to_hold, to_delete=len(step.gone), mode=cfg.mode
+    )
+    if policy.on_quality_issue == "block":
+        reasons += breakers.quality_issues(platform, cfg.product)
+    if not reasons:
+        return False
+    if breakers.pending_approval(platform, cfg.name) is not None:
+        report.approved = True
+        report.notes.append("ran past its circuit breakers on an approval: " + "; ".join(reasons))
+        return False
+    report.blocked = reasons
+    breakers.alert(platform, cfg, reasons)
+    log.warning("sync %s blocked by its circuit breakers: %s", cfg.name, "; ".join(reasons))
+    return True
 
 
 def _batch_rows(platform: Platform, cfg: SyncConfig, destination: Destination) -> int:
@@ -361,21 +422,25 @@ def _write_batch(
     outcome = sender.write(table.select(fields), mode)
     refused: list[SyncRowError] = []
     landed = table
+    if outcome.refused or outcome.missing:
+        landed = table.take(pa.array(sorted(outcome.landed), pa.int64()))
     if outcome.refused:
         now = time.time()
         order = sorted(outcome.refused)
-        landed = table.take(pa.array(outcome.landed, pa.int64()))
         failed = table.take(pa.array(order, pa.int64()))
+        rows = failed.select(fields).to_pylist()
         refused = [
-            SyncRowError(key, subject, row_hash, outcome.refused[i], now, now, 1)
-            for i, key, subject, row_hash in zip(
+            SyncRowError(key, subject, row_hash, scrub(outcome.refused[i], row), now, now, 1)
+            for i, key, subject, row_hash, row in zip(
                 order,
                 failed.column(KEY).to_pylist(),
                 failed.column(SUBJECT).to_pylist(),
                 failed.column(HASH).to_pylist(),
+                rows,
                 strict=True,
             )
         ]
+    report.skip(NOT_FOUND, len(outcome.missing))
     changed = int(pc.sum(landed.column(PREV_MARK)).as_py() or 0)
     meta.checkpoint_sync(
         name,
@@ -385,8 +450,10 @@ def _write_batch(
         # rows the diff found added are not in the state: no de-duplication on read
         fresh=not diff.resend_all and changed == 0,
     )
-    report.changed += changed
-    report.added += landed.num_rows - changed
+    # the destination's word where it gave one; else what this sync wrote before
+    updated = len(outcome.existed - outcome.missing) if outcome.confirmed else changed
+    report.changed += updated
+    report.added += landed.num_rows - updated
     report.failed += len(refused)
     for error in refused[: max(0, ERROR_SAMPLE - len(report.errors))]:
         report.errors.append(f"{error.key}: {error.message}")
@@ -410,15 +477,18 @@ def _remove(
     can_delete = sender.destination.capabilities.supports_delete
     for start in range(0, len(rows), batch_rows):
         chunk = rows[start : start + batch_rows]
+        done = len(chunk)
         if can_delete:
-            sender.delete([typed_key(r.key, mapping) for r in chunk])
+            # the destination's count: a row someone else deleted first is not counted
+            done = min(done, sender.delete([typed_key(r.key, mapping) for r in chunk]))
             platform.meta.checkpoint_sync(name, deleted=[r.key for r in chunk])
         else:
             platform.meta.checkpoint_sync(name, suppressed=chunk)
-        report.removed += len(chunk)
+        report.removed += done
+        report.skip(ALREADY_GONE, len(chunk) - done)
         if not consent:
             continue
-        report.revoked += len(chunk)
+        report.revoked += done
         subjects = sorted({r.subject for r in chunk if r.subject is not None})
         platform.audit.append(
             AuditRecord(
@@ -459,7 +529,7 @@ def _audit_run(
             rows=report.added + report.changed,
             subjects=tuple(subjects),
             subject_count=subject_count,
-            outcome="allowed" if not report.run_error else "failed",
+            outcome="failed" if report.run_error else "blocked" if report.blocked else "allowed",
             detail={
                 "sync": cfg.name,
                 "destination": destination.describe(),

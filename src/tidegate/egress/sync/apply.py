@@ -7,6 +7,9 @@
   policy's `max_attempts`, waiting `backoff * multiplier**n` (capped, with jitter), or
   the destination's `Retry-After` when it gave one. Exhausted retries fail the run; the
   batch stays unsent and the next run sends it.
+* Every retry is counted with its reason (`retry_reasons`), for the run's history.
+* What the destination confirms of a write (`Written`: rows it held, rows an update did
+  not find) travels in the `Outcome`, so counts are the destination's, not the diff's.
 * A `RowErrors` names the refused rows; the rest landed. Any other terminal error of a
   batch is bisected until the failing rows stand alone, each with the destination's
   own message; the rows around them land.
@@ -18,12 +21,12 @@ import logging
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tidegate.egress.destinations.base import Destination, RowErrors
+from tidegate.egress.destinations.base import Destination, RowErrors, Written
 from tidegate.errors import TerminalDestinationError, TransientDestinationError
 from tidegate.project.models import RetryPolicy, parse_duration
 
@@ -83,10 +86,35 @@ class RateLimiter:
 
 @dataclass
 class Outcome:
-    """Row indexes of a batch that landed, and those refused with their messages."""
+    """Row indexes of a batch that landed, and those refused with their messages.
+
+    `existed` (rows the destination already held) and `missing` (rows an update did not
+    find: not written, not in `landed`) are the destination's word when `confirmed`;
+    otherwise the destination did not say and the engine counts from its own state."""
 
     landed: list[int]
     refused: dict[int, str]
+    existed: set[int] = field(default_factory=set)
+    missing: set[int] = field(default_factory=set)
+    confirmed: bool = False
+
+    def shifted(self, by: int) -> Outcome:
+        return Outcome(
+            [i + by for i in self.landed],
+            {i + by: m for i, m in self.refused.items()},
+            {i + by for i in self.existed},
+            {i + by for i in self.missing},
+            self.confirmed,
+        )
+
+    def merged(self, other: Outcome) -> Outcome:
+        return Outcome(
+            self.landed + other.landed,
+            {**self.refused, **other.refused},
+            self.existed | other.existed,
+            self.missing | other.missing,
+            self.confirmed and other.confirmed,
+        )
 
 
 class Sender:
@@ -104,6 +132,7 @@ class Sender:
         self.limiter = RateLimiter(rate_limit)
         self.sleep = sleep
         self.retries = 0
+        self.retry_reasons: Counter[str] = Counter()
         self.requests = 0
 
     def delay(self, attempt: int, err: TransientDestinationError) -> float:
@@ -131,6 +160,7 @@ class Sender:
                     ) from None
                 wait = self.delay(attempt, err)
                 self.retries += 1
+                self.retry_reasons[err.message[:200]] += 1
                 log.info("transient error, retry %s in %.2fs: %s", attempt, wait, err.message)
                 self.sleep(wait)
             else:
@@ -140,21 +170,22 @@ class Sender:
     def write(self, table: Any, mode: str) -> Outcome:
         """Write `table` (destination fields only); bisect terminal failures down to rows."""
         try:
-            self.call(lambda: self.destination.write(table, mode))
+            said = self.call(lambda: self.destination.write(table, mode))
         except RowErrors as err:
             refused = {i: m for i, m in err.rows.items() if 0 <= i < table.num_rows}
-            return Outcome([i for i in range(table.num_rows) if i not in refused], refused)
+            landed = [i for i in range(table.num_rows) if i not in refused]
+            return Outcome(landed, refused, confirmed=mode == "insert")
         except TerminalDestinationError as err:
             if table.num_rows == 1:
-                return Outcome([], {0: err.message})
+                return Outcome([], {0: err.message}, confirmed=True)
             half = table.num_rows // 2
             left = self.write(table.slice(0, half), mode)
-            right = self.write(table.slice(half), mode)
-            return Outcome(
-                left.landed + [i + half for i in right.landed],
-                {**left.refused, **{i + half: m for i, m in right.refused.items()}},
-            )
-        return Outcome(list(range(table.num_rows)), {})
+            return left.merged(self.write(table.slice(half), mode).shifted(half))
+        if isinstance(said, Written):
+            landed = [i for i in range(table.num_rows) if i not in said.missing]
+            return Outcome(landed, {}, set(said.existed), set(said.missing), confirmed=True)
+        # a destination that cannot say what it held: an insert adds every row it accepts
+        return Outcome(list(range(table.num_rows)), {}, confirmed=mode == "insert")
 
     def delete(self, keys: list[Any]) -> int:
         return int(self.call(lambda: self.destination.delete(keys)))

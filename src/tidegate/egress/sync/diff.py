@@ -52,6 +52,7 @@ class Diff:
     def __init__(self, cursor: Any, current_sql: str, relations: dict[str, Any]) -> None:
         self.cursor = cursor
         self.resend_all = False
+        self.candidates = 0  # rows that may be sent: non-null key, unique in this run
         for name, table in relations.items():
             cursor.register(name, table)
         cursor.execute(f"CREATE OR REPLACE TEMP TABLE {CURRENT} AS {current_sql}")
@@ -88,6 +89,7 @@ class Diff:
             f'AND "__prev_hash" IS DISTINCT FROM "{HASH}") '
             f"FROM {CANDIDATES}"
         ).fetchone()
+        self.candidates = int(candidates) - int(dismissed_skips)
         counts = DiffCounts(current=int(total), unchanged=0 if resend_all else int(unchanged))
         duplicates = int(total) - int(null_keys) - int(candidates)
         for reason, count in (

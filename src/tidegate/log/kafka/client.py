@@ -140,6 +140,12 @@ class KafkaEventLog(EventLog):
                 raise _unavailable(f"cannot delete topic {topic!r}", err) from None
         self._known.discard(topic)
 
+    def retention(self, topic: str) -> dict[str, str]:
+        """The topic's retention settings as the broker holds them (records stay until
+        the segment holding them is past `retention.ms` or `retention.bytes`, and a
+        segment is closed only after `segment.ms` or `segment.bytes`)."""
+        return topic_settings(self.admin(), topic, RETENTION_SETTINGS)
+
     # ---------------------------------------------------------------- produce
 
     def _producer_client(self) -> Any:
@@ -266,6 +272,34 @@ class KafkaEventLog(EventLog):
             if self._meta is not None:
                 self._meta.close()
                 self._meta = None
+
+
+#: what decides how long a record stays in a topic (delete and compact policies)
+RETENTION_SETTINGS = (
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "segment.ms",
+    "segment.bytes",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "delete.retention.ms",
+)
+
+
+def topic_settings(admin: Any, topic: str, names: Sequence[str]) -> dict[str, str]:
+    """Settings of `topic` by name (broker defaults included), or {} when the broker
+    cannot say (the caller reports what it knows)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka import admin as kafka_admin
+
+    resource_type = kafka_admin.ResourceType  # type: ignore[attr-defined]
+    resource = kafka_admin.ConfigResource(resource_type.TOPIC, topic)  # type: ignore[attr-defined]
+    try:
+        entries = admin.describe_configs([resource])[resource].result(TIMEOUT)
+    except KafkaException:
+        return {}
+    return {n: str(entries[n].value) for n in names if n in entries}
 
 
 def _record(message: Any) -> Record:

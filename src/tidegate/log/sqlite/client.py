@@ -8,11 +8,12 @@ live in the same file, so consumers in different processes cooperate through it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ DEFAULT_PARTITIONS = 4
 
 class SqliteEventLog(EventLog):
     kind = "sqlite"
-    capabilities = LogCapabilities(client_side_retention=True, multi_process_groups=True)
+    capabilities = LogCapabilities(
+        client_side_retention=True, multi_process_groups=True, erases_records=True
+    )
 
     def __init__(
         self,
@@ -189,6 +192,54 @@ class SqliteEventLog(EventLog):
                 (group, topic),
             ).fetchall()
         return {int(p): int(o) for p, o in rows}
+
+    # ---------------------------------------------------------------- erasure
+
+    def erase_records(self, topic: str, match: Callable[[Record], bool]) -> int:
+        """Delete the matching records with `secure_delete` on (their bytes are
+        overwritten, not left in free pages), then truncate the write-ahead log. A
+        consumer reads past the gap: `fetch` asks for offsets from a position on."""
+        with self._lock:
+            partitions = [
+                int(r[0])
+                for r in self._db.execute(
+                    "SELECT partition FROM partitions WHERE topic = ?", (topic,)
+                ).fetchall()
+            ]
+            gone: list[tuple[str, int, int]] = []
+            for partition in partitions:
+                offset = 0
+                while page := fetch(self._db, topic, partition, offset, 5000):
+                    gone += [(topic, partition, r.offset) for r in page if match(r)]
+                    offset = page[-1].offset + 1
+            if not gone:
+                return 0
+            self._db.execute("PRAGMA secure_delete = ON")
+            try:
+                with self._tx() as db:
+                    db.executemany(
+                        "DELETE FROM records WHERE topic = ? AND partition = ? AND offset = ?",
+                        gone,
+                    )
+            finally:
+                self._db.execute("PRAGMA secure_delete = OFF")
+            # a reader holding the WAL defers the truncation to the next checkpoint
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(gone)
+
+    def retention(self, topic: str) -> dict[str, str]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT retention_seconds, retention_bytes FROM topics WHERE name = ?", (topic,)
+            ).fetchone()
+        if row is None:
+            return {}
+        seconds, size = row
+        return {
+            "retention_seconds": "unlimited" if seconds is None else f"{float(seconds):g}",
+            "retention_bytes": "unlimited" if size is None else str(size),
+        }
 
     # ---------------------------------------------------------------- retention
 

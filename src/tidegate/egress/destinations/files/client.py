@@ -11,7 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tidegate.egress.destinations.base import Capabilities, Destination, RowErrors, register
+from tidegate.egress.destinations.base import (
+    Capabilities,
+    Destination,
+    RowErrors,
+    Written,
+    register,
+)
 from tidegate.egress.destinations.files.formats import read_rows, write_rows
 from tidegate.errors import TerminalDestinationError, TransientDestinationError
 
@@ -58,10 +64,14 @@ class FileDestination(Destination):
         except Exception as err:  # pyarrow refuses mixed types, etc.
             raise TerminalDestinationError(f"file {self.path}: {err}") from None
 
-    def write(self, batch: Any, mode: str) -> int:
+    def attach(self, columns: dict[str, str], key: str) -> None:
+        self.open(columns, key)  # reading the file changes nothing
+
+    def write(self, batch: Any, mode: str) -> Written:
         before = dict(self._rows)
         rejected: dict[int, str] = {}
-        written = 0
+        existed: set[int] = set()
+        missing: set[int] = set()
         for index, row in enumerate(batch.to_pylist()):
             key = _key_text(row[self.key])
             exists = key in self._rows
@@ -69,9 +79,11 @@ class FileDestination(Destination):
                 rejected[index] = f"file {self.path.name}: key {key} already exists"
                 continue
             if mode == "update" and not exists:
+                missing.add(index)
                 continue
+            if exists:
+                existed.add(index)
             self._rows[key] = row
-            written += 1
         try:
             self._save()
         except TerminalDestinationError:
@@ -79,7 +91,7 @@ class FileDestination(Destination):
             raise
         if rejected:
             raise RowErrors(rejected)
-        return written
+        return Written(frozenset(existed), frozenset(missing))
 
     def delete(self, keys: list[Any]) -> int:
         removed = sum(self._rows.pop(_key_text(k), None) is not None for k in keys)

@@ -7,6 +7,7 @@ one, never half of one.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tidegate.private import private_dir
+from tidegate.timestamps import format_timestamp
 
 
 def read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
@@ -51,14 +53,27 @@ def write_rows(path: Path, fmt: str, rows: list[dict[str, Any]], columns: list[s
         os.close(directory)
 
 
+def _text(value: Any) -> Any:
+    """A value for a text format: times as ISO 8601 in UTC (`timestamps.py`), the one
+    format every output shares; JSON's default for the rest."""
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
+    return str(value)
+
+
 def _write(path: Path, fmt: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     if fmt == "jsonl":
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps(row, default=str, separators=(",", ":")) + "\n")
+                handle.write(json.dumps(row, default=_text, separators=(",", ":")) + "\n")
         return
     import pyarrow as pa
 
+    if fmt == "csv":  # Arrow would write `2026-01-01 10:00:00.000000Z`: one format instead
+        rows = [
+            {k: _text(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
+            for row in rows
+        ]
     if rows:
         table = pa.Table.from_pylist(rows)
     else:

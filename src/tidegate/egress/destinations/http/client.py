@@ -14,6 +14,7 @@ from tidegate.egress.destinations.base import (
     Capabilities,
     Destination,
     RowErrors,
+    Written,
     register,
     setting,
 )
@@ -69,7 +70,7 @@ class HttpDestination(Destination):
     def open(self, columns: dict[str, str], key: str) -> None:
         self.key = key
 
-    def _post(self, url: str, content: bytes, keys: list[str]) -> int:
+    def _post(self, url: str, content: bytes, keys: list[str]) -> int | Written:
         import httpx
 
         try:
@@ -95,16 +96,20 @@ class HttpDestination(Destination):
         rejected = protocol.row_errors(response.text, keys)
         if rejected:
             raise RowErrors(rejected)
-        return len(keys)
+        said = protocol.outcome(response.text, keys)
+        if said is None:
+            return len(keys)
+        return Written(frozenset(said[0]), frozenset(said[1]))
 
-    def write(self, batch: Any, mode: str) -> int:
+    def write(self, batch: Any, mode: str) -> int | Written:
         rows = batch.to_pylist()
         content = protocol.body(self.sync_name, mode, self.key, rows)
         return self._post(self.url, content, [_key_text(r[self.key]) for r in rows])
 
     def delete(self, keys: list[Any]) -> int:
         content = protocol.body(self.sync_name, "delete", self.key, keys)
-        return self._post(self.delete_url, content, [_key_text(k) for k in keys])
+        self._post(self.delete_url, content, [_key_text(k) for k in keys])
+        return len(keys)
 
     def read_all(self) -> list[dict[str, Any]]:
         raise TerminalDestinationError("an HTTP destination cannot be read back")

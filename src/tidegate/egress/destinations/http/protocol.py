@@ -17,6 +17,12 @@ Answer:
 | other 4xx | the whole batch is refused: terminal, with the body's message |
 
 A row error may name its row by `"key"` instead of `"index"`.
+
+A 2xx answer may also say what it did with the rows that landed, so the run's counts
+are the destination's own: `"updated": [...]` the rows it already held, `"missing":
+[...]` the rows an `update` did not find (nothing written for them), each entry a row
+index or `{"index": 3}` / `{"key": "42"}`. Without them, tidegate counts a row as
+updated when it sent that key before, as inserted otherwise.
 """
 
 from __future__ import annotations
@@ -66,6 +72,37 @@ def error_message(text: str, status: int) -> str:
             if isinstance(data.get(name), str):
                 return f"HTTP {status}: {data[name]}"
     return f"HTTP {status}: {text.strip()[:500]}"
+
+
+def _indexes(items: Any, keys: list[str]) -> set[int] | None:
+    if not isinstance(items, list):
+        return None
+    index_of = {k: i for i, k in enumerate(keys)}
+    found: set[int] = set()
+    for item in items:
+        index = item if isinstance(item, int) and not isinstance(item, bool) else None
+        if isinstance(item, dict):
+            index = item.get("index") if isinstance(item.get("index"), int) else None
+            if index is None and "key" in item:
+                index = index_of.get(str(item["key"]))
+        if index is not None and 0 <= index < len(keys):
+            found.add(index)
+    return found
+
+
+def outcome(text: str, keys: list[str]) -> tuple[set[int], set[int]] | None:
+    """(updated, missing) row indexes from a 2xx body, or None when it does not say."""
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    updated = _indexes(data.get("updated"), keys)
+    missing = _indexes(data.get("missing"), keys)
+    if updated is None and missing is None:
+        return None
+    return updated or set(), missing or set()
 
 
 def row_errors(text: str, keys: list[str]) -> dict[int, str]:

@@ -43,6 +43,7 @@ class KafkaDestination(Destination):
         max_batch_rows=10_000,
         modes=("insert", "upsert"),
         unique_keys=False,
+        delete_keeps_history=True,
     )
 
     def __init__(
@@ -214,3 +215,15 @@ class KafkaDestination(Destination):
 
     def describe(self) -> str:
         return f"kafka:{self.topic}"
+
+    def retention(self) -> dict[str, str]:
+        """A compacted topic keeps the old record beside its tombstone until the log
+        cleaner compacts the segment holding both: not before that segment is closed
+        (`segment.ms`/`segment.bytes`) and the record is `min.compaction.lag.ms` old;
+        the tombstone itself stays `delete.retention.ms` after that."""
+        from confluent_kafka.admin import AdminClient
+
+        from tidegate.log.kafka.client import RETENTION_SETTINGS, topic_settings
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        return topic_settings(admin, self.topic, RETENTION_SETTINGS)

@@ -6,10 +6,11 @@ carries the same id and consumers can drop the duplicate.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from typing import Any
+
+from tidegate.timestamps import now_timestamp
 
 SPEC_VERSION = "1.0"
 
@@ -23,7 +24,7 @@ def row_event(sync: str, source: str, mode: str, key: str, row: dict[str, Any]) 
         "source": source,
         "type": f"dev.tidegate.sync.row.{'inserted' if mode == 'insert' else 'upserted'}",
         "subject": key,
-        "time": dt.datetime.now(dt.UTC).isoformat(),
+        "time": now_timestamp(),
         "datacontenttype": "application/json",
         "data": json.loads(data),
     }

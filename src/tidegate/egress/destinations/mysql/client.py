@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from tidegate.egress.destinations.base import Capabilities, Destination, register, setting
+from tidegate.egress.destinations.base import (
+    Capabilities,
+    Destination,
+    Written,
+    register,
+    setting,
+)
 from tidegate.egress.destinations.mysql.types import mysql_type, mysql_value, quote
 from tidegate.errors import (
     ServiceUnavailableError,
@@ -67,6 +73,7 @@ class MysqlDestination(Destination):
 
         self.table = table
         self.key = ""
+        self._absent = False  # attached (preview) to a table that does not exist yet
         self._args = connect_args(dsn)
         try:
             self._conn = pymysql.connect(**self._args)
@@ -135,19 +142,39 @@ class MysqlDestination(Destination):
             ]
         )
 
-    def write(self, batch: Any, mode: str) -> int:
+    def attach(self, columns: dict[str, str], key: str) -> None:
+        self.key = key
+        found = self._execute(
+            "SELECT 1 FROM information_schema.tables"
+            " WHERE table_schema = DATABASE() AND table_name = %s",
+            [self.table],
+            fetch=True,
+        )
+        self._absent = not found
+
+    def write(self, batch: Any, mode: str) -> Written:
+        """Which rows it held is looked up first (by primary key); the write itself is one
+        transaction, so what it held is what it updated unless another writer races it."""
         names = list(batch.column_names)
-        rows = [[mysql_value(row[n]) for n in names] for row in batch.to_pylist()]
+        records = batch.to_pylist()
+        rows = [[mysql_value(row[n]) for n in names] for row in records]
+        existed: frozenset[int] = frozenset()
+        if mode != "insert":
+            keys = [row[self.key] for row in records]
+            held = self.existing_keys(keys)
+            existed = frozenset(i for i, k in enumerate(keys) if str(k) in held)
+        missing = frozenset(range(len(rows))) - existed if mode == "update" else frozenset()
         cols = ", ".join(quote(n) for n in names)
         marks = ", ".join("%s" for _ in names)
         others = [n for n in names if n != self.key]
         insert = f"INSERT INTO {quote(self.table)} ({cols}) VALUES ({marks})"
         if mode == "insert":
-            return self._run([(insert, rows)])
+            self._run([(insert, rows)])
+            return Written()
         if mode == "update":
             stage = quote("tidegate_stage")
             sets = ", ".join(f"t.{quote(n)} = s.{quote(n)}" for n in others)
-            return self._run(
+            self._run(
                 [
                     (
                         f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} LIKE {quote(self.table)}",
@@ -162,10 +189,12 @@ class MysqlDestination(Destination):
                     ),
                 ]
             )
+            return Written(existed, missing)
         updates = ", ".join(f"{quote(n)} = VALUES({quote(n)})" for n in others) or (
             f"{quote(self.key)} = {quote(self.key)}"
         )
-        return self._run([(f"{insert} ON DUPLICATE KEY UPDATE {updates}", rows)])
+        self._run([(f"{insert} ON DUPLICATE KEY UPDATE {updates}", rows)])
+        return Written(existed)
 
     def delete(self, keys: list[Any]) -> int:
         removed = 0
@@ -198,6 +227,8 @@ class MysqlDestination(Destination):
 
     def existing_keys(self, keys: list[Any]) -> set[str]:
         found: set[str] = set()
+        if self._absent:
+            return found
         for start in range(0, len(keys), 1000):
             chunk = [str(k) for k in keys[start : start + 1000]]
             marks = ", ".join("%s" for _ in chunk)

@@ -22,7 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tidegate.egress.destinations.base import Capabilities, Destination, register, setting
+from tidegate.egress.destinations.base import (
+    Capabilities,
+    Destination,
+    Written,
+    register,
+    setting,
+)
 from tidegate.errors import (
     ServiceUnavailableError,
     TerminalDestinationError,
@@ -98,6 +104,7 @@ class PostgresDestination(Destination):
         self.schema = schema
         self.key = ""
         self._copy_upserts = False  # upsert batches COPY straight in (see the module doc)
+        self._absent = False  # attached (preview) to a table that does not exist yet
         try:
             self._conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
         except psycopg.OperationalError as err:
@@ -143,12 +150,21 @@ class PostgresDestination(Destination):
         row = cur.fetchone()
         return bool(row and row[0])
 
-    def write(self, batch: Any, mode: str) -> int:
+    def attach(self, columns: dict[str, str], key: str) -> None:
+        self.key = key
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (self._ident().as_string(self._conn),))
+            row = cur.fetchone()
+        self._conn.commit()
+        self._absent = not (row and row[0])
+
+    def write(self, batch: Any, mode: str) -> Written:
         import psycopg
 
         if mode == "insert" or (mode == "upsert" and self._copy_upserts):
             try:
-                return self._copy_straight(batch)
+                self._copy_straight(batch)
+                return Written()  # a COPY into a unique key lands only new rows
             except psycopg.errors.UniqueViolation as err:
                 self._conn.rollback()
                 if mode == "insert":
@@ -171,7 +187,9 @@ class PostgresDestination(Destination):
         self._conn.commit()
         return int(batch.num_rows)
 
-    def _merge(self, batch: Any, mode: str) -> int:
+    def _merge(self, batch: Any, mode: str) -> Written:
+        """Stage and merge; RETURNING says which keys were updated (`xmax` is 0 on a row
+        the statement inserted, the writing transaction's id on one it updated)."""
         import psycopg
         from psycopg import sql
 
@@ -179,34 +197,41 @@ class PostgresDestination(Destination):
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
         stage = sql.Identifier("tidegate_stage")
         others = [n for n in names if n != self.key]
+        key = sql.Identifier(self.key)
         if mode == "update":
-            merge = sql.SQL("UPDATE {} t SET {} FROM {} s WHERE t.{} = s.{}").format(
+            merge = sql.SQL(
+                "UPDATE {} t SET {} FROM {} s WHERE t.{} = s.{} RETURNING t.{}::text, true"
+            ).format(
                 self._ident(),
                 sql.SQL(", ").join(
                     sql.SQL("{} = s.{}").format(sql.Identifier(n), sql.Identifier(n))
                     for n in others
                 ),
                 stage,
-                sql.Identifier(self.key),
-                sql.Identifier(self.key),
+                key,
+                key,
+                key,
             )
         elif not others:  # nothing but the key: a key it holds is already as it should be
             merge = sql.SQL(
                 "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING"
-            ).format(self._ident(), cols, cols, stage, sql.Identifier(self.key))
+                " RETURNING {}::text, false"
+            ).format(self._ident(), cols, cols, stage, key, key)
         else:
             merge = sql.SQL(
                 "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
+                " RETURNING {}::text, NOT (xmax = 0)"
             ).format(
                 self._ident(),
                 cols,
                 cols,
                 stage,
-                sql.Identifier(self.key),
+                key,
                 sql.SQL(", ").join(
                     sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
                     for n in others
                 ),
+                key,
             )
         try:
             with self._conn.cursor() as cur:
@@ -218,7 +243,7 @@ class PostgresDestination(Destination):
                 )
                 _copy_rows(cur, sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols), batch)
                 cur.execute(merge)
-                written = cur.rowcount
+                touched = {str(k): bool(updated) for k, updated in cur.fetchall()}
             self._conn.commit()
         except psycopg.OperationalError as err:
             self._conn.rollback()
@@ -226,7 +251,13 @@ class PostgresDestination(Destination):
         except psycopg.Error as err:
             self._conn.rollback()
             raise TerminalDestinationError(f"PostgreSQL: {err}") from None
-        return int(written)
+        keys = [str(k) for k in batch.column(self.key).to_pylist()]
+        if mode == "update":
+            missing = frozenset(i for i, k in enumerate(keys) if k not in touched)
+            return Written(frozenset(range(len(keys))) - missing, missing)
+        if not others:  # DO NOTHING returns only the rows it inserted
+            return Written(frozenset(i for i, k in enumerate(keys) if k not in touched))
+        return Written(frozenset(i for i, k in enumerate(keys) if touched.get(k)))
 
     def delete(self, keys: list[Any]) -> int:
         import psycopg
@@ -257,6 +288,8 @@ class PostgresDestination(Destination):
     def existing_keys(self, keys: list[Any]) -> set[str]:
         from psycopg import sql
 
+        if self._absent:
+            return set()
         with self._conn.cursor() as cur:
             cur.execute(
                 sql.SQL("SELECT {}::text FROM {} WHERE {}::text = ANY(%s)").format(

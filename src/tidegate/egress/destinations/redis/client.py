@@ -15,6 +15,7 @@ from tidegate.egress.destinations.base import (
     Capabilities,
     Destination,
     RowErrors,
+    Written,
     register,
     setting,
 )
@@ -104,16 +105,20 @@ class RedisDestination(Destination):
         result: list[bool] = self._call(run)
         return result
 
-    def write(self, batch: Any, mode: str) -> int:
+    def attach(self, columns: dict[str, str], key: str) -> None:
+        self.open(columns, key)  # nothing to create: open only remembers the fields
+
+    def write(self, batch: Any, mode: str) -> Written:
         rows = batch.to_pylist()
         names = [self._name(row[self.key]) for row in rows]
         rejected: dict[int, str] = {}
         chosen = list(range(len(rows)))
-        if mode in {"insert", "update"}:
-            exists = self._exists(names)
-            if mode == "insert":
-                rejected = {i: f"Redis: key {names[i]} already exists" for i in chosen if exists[i]}
-            chosen = [i for i in chosen if exists[i] == (mode == "update")]
+        exists = self._exists(names)
+        if mode == "insert":
+            rejected = {i: f"Redis: key {names[i]} already exists" for i in chosen if exists[i]}
+            chosen = [i for i in chosen if not exists[i]]
+        elif mode == "update":
+            chosen = [i for i in chosen if exists[i]]
 
         def run() -> None:
             pipe = self._client.pipeline(transaction=True)
@@ -129,7 +134,9 @@ class RedisDestination(Destination):
             self._call(run)
         if rejected:
             raise RowErrors(rejected)
-        return len(chosen)
+        existed = frozenset(i for i in chosen if exists[i])
+        missing = frozenset(range(len(rows))) - existed if mode == "update" else frozenset()
+        return Written(existed, missing)
 
     def delete(self, keys: list[Any]) -> int:
         total = 0

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tidegate.egress.destinations.base import Capabilities, Destination, register
+from tidegate.egress.destinations.base import Capabilities, Destination, Written, register
 from tidegate.errors import TerminalDestinationError, TransientDestinationError
 from tidegate.private import private_dir, private_file
 
@@ -42,6 +42,7 @@ class SqliteDestination(Destination):
         self.table = table
         self.key = ""
         self.columns: list[str] = []
+        self._absent = False  # attached (preview) to a table that does not exist yet
         private_dir(path.parent)
         private_file(path, side_files=True, create=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
@@ -60,10 +61,20 @@ class SqliteDestination(Destination):
             for c, t in columns.items()
         )
         self._db.execute(f"CREATE TABLE IF NOT EXISTS {_q(self.table)} ({defs})")
+        self._absent = False
 
-    def write(self, batch: Any, mode: str) -> int:
+    def attach(self, columns: dict[str, str], key: str) -> None:
+        self.key = key
+        self.columns = list(columns)
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
+        ).fetchone()
+        self._absent = found is None
+
+    def write(self, batch: Any, mode: str) -> Written:
         names = list(batch.column_names)
         rows = [tuple(_plain(v) for v in row.values()) for row in batch.to_pylist()]
+        keys = [row[names.index(self.key)] for row in rows]
         cols = ", ".join(_q(n) for n in names)
         marks = ", ".join("?" for _ in names)
         if mode == "insert":
@@ -79,8 +90,12 @@ class SqliteDestination(Destination):
                 f"INSERT INTO {_q(self.table)} ({cols}) VALUES ({marks}) "
                 f"ON CONFLICT ({_q(self.key)}) DO UPDATE SET {updates}"
             )
+        existed: set[int] = set()
         try:
             self._db.execute("BEGIN")
+            if mode != "insert":  # in the transaction: what it held is what gets updated
+                held = self.existing_keys(keys)
+                existed = {i for i, k in enumerate(keys) if str(k) in held}
             self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as err:
@@ -89,7 +104,8 @@ class SqliteDestination(Destination):
         except sqlite3.DatabaseError as err:
             self._db.execute("ROLLBACK")
             raise TerminalDestinationError(f"SQLite {self.path}: {err}") from None
-        return len(rows)
+        missing = set(range(len(rows))) - existed if mode == "update" else set()
+        return Written(frozenset(existed), frozenset(missing))
 
     def delete(self, keys: list[Any]) -> int:
         try:
@@ -106,6 +122,8 @@ class SqliteDestination(Destination):
 
     def existing_keys(self, keys: list[Any]) -> set[str]:
         found: set[str] = set()
+        if self._absent:
+            return found
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
