@@ -1,11 +1,12 @@
 """`freshness`: time from producing an event to seeing it, at fixed rates, embedded and
-Kafka, beside Quix Streams doing the same per-customer aggregation.
+Kafka, beside Quix Streams and Pathway doing the same per-customer aggregation.
 
-Each run produces events at a fixed rate for a fixed time (random customers among
-10,000), and every 100 ms one of the events is a **probe**: the first event of a
-customer id of its own. A poller looks for each probe until it is visible; its latency
-is (first seen) - (just before it was produced). The table's p50/p95/p99 are over the
-probes of the counted rounds; the primary number is each run's p99 in ms.
+Each run produces events at a fixed rate (1k, 10k, 20k/s; quick: 1k and 20k/s, the
+rate of the goals) for a fixed time (random customers among 10,000), and every 100 ms
+one of the events is a **probe**: the first event of a customer id of its own. A poller
+looks for each probe until it is visible; its latency is (first seen) - (just before it
+was produced). The table's p50/p95/p99 are over the probes of the counted rounds; the
+primary number is each run's p99 in ms.
 
 * `tidegate embedded @ R/s`: `POST /v1/events/events` to `tidegate run` (SQLite log),
   a JSON array every 10 ms; visible when `GET /v1/products/customer_counts/entities/
@@ -22,6 +23,14 @@ customer, `processing_guarantee="at-least-once"` (the default), and a `BatchingS
 into SQLite, flushed at each checkpoint; `commit_interval` is 0.1 s instead of the
 default 5 s, the setting Quix documents for trading throughput for latency (at 5 s no
 sink write could be fresher than seconds).
+
+Pathway (pinned, in `benchmarks/.venvs/pathway`) runs `benchmarks/pathway_app.py`:
+`pw.io.kafka.read` of the same kind of topic (its own, JSON values) with
+`autocommit_duration_ms=10` (Pathway's advice for latency), `groupby().reduce()` with
+count and sum per customer, and the rows changed in each time step written to SQLite in
+one transaction at its end (`pw.io.subscribe`, `on_time_end`). Visible as for Quix. If
+the pinned Pathway cannot be installed from the registry, its rows fail with that
+reason (nothing is measured in its place).
 
 Every process starts untimed; one warm-up probe must be visible (the consumer group
 joined, state opened) before the timed part. A probe still unseen 30 s after the
@@ -65,6 +74,7 @@ from benchmarks.streaming import (
 )
 
 QUIX = ["quixstreams==3.28.1"]
+PATHWAY = ["pathway==0.33.0"]
 CUSTOMERS = 10_000
 PROBE_BASE = 10_000_000
 PROBE_EVERY = 0.1
@@ -111,7 +121,10 @@ class TidegateSystem(System):
         if self.topic:
             kafka_topic(self.topic)
         ingest, support = build(self.root)
-        self.server = TidegateRun(self.root, self.root / "run.log")
+        # a worker id of its own: the default (host and group) is shared with every other
+        # `tidegate run` on this host, and two static members of one id fence each other
+        worker_id = {"TIDEGATE_WORKER_ID": f"bench-fresh-{uuid.uuid4().hex[:8]}"}
+        self.server = TidegateRun(self.root, self.root / "run.log", env=worker_id)
         self.server.wait_up()
         self.client = httpx.Client(base_url=self.server.base, timeout=30)
         self.reader = httpx.Client(base_url=self.server.base, timeout=30)
@@ -157,42 +170,45 @@ class TidegateSystem(System):
             kafka_delete([self.topic])
 
 
-class QuixSystem(System):
+class PeerSystem(System):
+    """A peer stream engine (`app`, run by `python` in its venv) reading its own topic
+    and sinking per-customer counts into SQLite; visible when the probe's row is there."""
+
+    label = "peer"
+    app = ""
+
     def __init__(self, workdir: Path, python: Path) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.python = python
-        self.topic = f"bench-quix-{uuid.uuid4().hex[:8]}"
+        self.topic = f"bench-{self.label}-{uuid.uuid4().hex[:8]}"
         self.sqlite = workdir / "counts.db"
         self.process: subprocess.Popen[bytes] | None = None
         self.producer: Any = None
         self.db: sqlite3.Connection | None = None
 
+    def config(self) -> dict[str, Any]:
+        return {
+            "bootstrap": KAFKA_BOOTSTRAP,
+            "topic": self.topic,
+            "group": f"{self.label}-{uuid.uuid4().hex[:8]}",
+            "sqlite": str(self.sqlite),
+        }
+
     def start(self) -> None:
         from confluent_kafka import Producer
 
         kafka_topic(self.topic)
-        log = (self.workdir / "quix.log").open("wb")
+        log = (self.workdir / f"{self.label}.log").open("wb")
         self.process = subprocess.Popen(
-            [str(self.python), str(ROOT / "quix_app.py")],
+            [str(self.python), str(ROOT / self.app)],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
         )
         assert self.process.stdin is not None
-        self.process.stdin.write(
-            json.dumps(
-                {
-                    "bootstrap": KAFKA_BOOTSTRAP,
-                    "topic": self.topic,
-                    "group": f"quix-{uuid.uuid4().hex[:8]}",
-                    "sqlite": str(self.sqlite),
-                    "state_dir": str(self.workdir / "state"),
-                    "commit_interval": 0.1,
-                }
-            ).encode()
-        )
+        self.process.stdin.write(json.dumps(self.config()).encode())
         self.process.stdin.close()
         self.producer = Producer({"bootstrap.servers": KAFKA_BOOTSTRAP, "linger.ms": 5})
 
@@ -206,7 +222,8 @@ class QuixSystem(System):
 
     def visible(self, customer: int) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"the Quix app exited; see {self.workdir / 'quix.log'}")
+            log = self.workdir / f"{self.label}.log"
+            raise RuntimeError(f"the {self.label} app exited; see {log}")
         if self.db is None:
             if not self.sqlite.exists():
                 return False
@@ -230,6 +247,26 @@ class QuixSystem(System):
                 self.process.kill()
                 self.process.wait(timeout=30)
         kafka_delete([self.topic])
+
+
+class QuixSystem(PeerSystem):
+    label = "quix"
+    app = "quix_app.py"
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "state_dir": str(self.workdir / "state"),
+            "commit_interval": 0.1,
+        }
+
+
+class PathwaySystem(PeerSystem):
+    label = "pathway"
+    app = "pathway_app.py"
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "autocommit_duration_ms": 10}
 
 
 def measure(system: System, rate: int, duration: float, probe_start: int) -> Sample:
@@ -334,7 +371,9 @@ def measure(system: System, rate: int, duration: float, probe_start: int) -> Sam
 @register
 class FreshnessBenchmark(Benchmark):
     name = "freshness"
-    title = "produce → visible (p99 ms) at fixed rates: tidegate embedded, Kafka; Quix Streams"
+    title = (
+        "produce → visible (p99 ms) at fixed rates: tidegate embedded, Kafka; Quix Streams, Pathway"
+    )
     metric = Metric("p99_ms")
     rounds_full = 1
     rounds_quick = 1
@@ -344,9 +383,11 @@ class FreshnessBenchmark(Benchmark):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.rates = (1_000, 5_000) if self.quick else (1_000, 10_000, 20_000)
+        self.rates = (1_000, 20_000) if self.quick else (1_000, 10_000, 20_000)
         self.duration = 5.0 if self.quick else 15.0
         self.quix_python: Path | None = None
+        self.pathway_python: Path | None = None
+        self.no_pathway = ""
         self.runs = 0
         self.probe = PROBE_BASE
 
@@ -366,14 +407,23 @@ class FreshnessBenchmark(Benchmark):
                 Contender(f"tidegate embedded @ {group}", "tidegate", group, reference=True),
                 Contender(f"tidegate Kafka @ {group}", "tidegate", group),
                 Contender(f"Quix Streams @ {group}", "peer", group),
+                Contender(f"Pathway @ {group}", "peer", group),
             ]
         return found
 
     def environment(self) -> dict[str, Any]:
-        return {"kafka": KAFKA_BOOTSTRAP, "quixstreams": QUIX[0]}
+        return {
+            "kafka": KAFKA_BOOTSTRAP,
+            "quixstreams": QUIX[0],
+            "pathway": PATHWAY[0] if self.pathway_python else f"not installed: {self.no_pathway}",
+        }
 
     def prepare(self) -> None:
         self.quix_python = peer_venv("quixstreams", QUIX)
+        try:
+            self.pathway_python = peer_venv("pathway", PATHWAY)
+        except (OSError, subprocess.SubprocessError) as err:  # told in its rows, not faked
+            self.no_pathway = f"{PATHWAY[0]} could not be installed from the registry ({err})"
 
     def run(self, contender: Contender) -> Sample:
         rate = int(contender.group.removesuffix("k/s")) * 1000
@@ -383,6 +433,10 @@ class FreshnessBenchmark(Benchmark):
         if contender.name.startswith("Quix"):
             assert self.quix_python is not None
             system = QuixSystem(workdir, self.quix_python)
+        elif contender.name.startswith("Pathway"):
+            if self.pathway_python is None:
+                raise RuntimeError(self.no_pathway)
+            system = PathwaySystem(workdir, self.pathway_python)
         else:
             system = TidegateSystem(workdir, kafka="Kafka" in contender.name)
         try:

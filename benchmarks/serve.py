@@ -63,7 +63,7 @@ from benchmarks.harness import (
     run_json,
     wait_until,
 )
-from benchmarks.serve_runner import PROFILE_ENV
+from benchmarks.serve_runner import PROFILE_ENV, SERVER_ENV
 
 PRODUCT = "customer_360"
 ENTITY_PATH = f"/v1/products/{PRODUCT}/entities/{{key}}"
@@ -79,6 +79,7 @@ FEAST_REQUIREMENTS = ["feast[redis]==0.67.0"]
 FEAST_WORKERS = int(os.environ.get("TIDEGATE_BENCH_FEAST_WORKERS", "2"))
 FEAST_DIR = ROOT / "feast_app"
 FLOOR = "HTTP floor: /v1/health, c=16"
+FLOOR_GRANIAN = "HTTP floor (granian): /v1/health, c=16"
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class _Spec:
     shape: str  # single | batch
     concurrency: int
     op: str = ""  # redis: GET | HGETALL | MGET
+    server: str = "uvicorn"  # tidegate and floor: uvicorn | granian
 
 
 def _free_port() -> int:
@@ -186,6 +188,8 @@ class ServeBenchmark(Benchmark):
         self.server: subprocess.Popen[bytes] | None = None
         self.server_pids: dict[int, str | None] = {}
         self.port = 0
+        #: server name -> (process, port, worker pids): uvicorn is `self.server` too
+        self.servers: dict[str, tuple[subprocess.Popen[bytes], int, dict[int, str | None]]] = {}
         self.feast: subprocess.Popen[bytes] | None = None
         self.feast_pids: dict[int, str | None] = {}
         self.feast_port = 0
@@ -234,6 +238,13 @@ class ServeBenchmark(Benchmark):
                 f"GET {ENTITY_PATH}, {guard}; uvicorn --workers {TIDEGATE_WORKERS}",
             )
             add(
+                f"tidegate GET (granian), c={c}",
+                "tidegate",
+                single,
+                _Spec("tidegate", "single", c, server="granian"),
+                f"the same app under granian --workers {TIDEGATE_WORKERS} (serve.server: granian)",
+            )
+            add(
                 f"Feast get-online-features, c={c}",
                 "peer",
                 single,
@@ -265,6 +276,13 @@ class ServeBenchmark(Benchmark):
                 f"POST {LOOKUP_PATH} with {BATCH} random keys, {guard}",
             )
             add(
+                f"tidegate lookup x{BATCH} (granian), c={c}",
+                "tidegate",
+                batch,
+                _Spec("tidegate", "batch", c, server="granian"),
+                f"POST {LOOKUP_PATH} with {BATCH} random keys, under granian",
+            )
+            add(
                 f"Feast x{BATCH}, c={c}",
                 "peer",
                 batch,
@@ -287,6 +305,13 @@ class ServeBenchmark(Benchmark):
                     _Spec("floor", "single", 16),
                     "tidegate's server, an endpoint that does nothing: uvicorn + loadgen cost",
                 )
+                add(
+                    FLOOR_GRANIAN,
+                    "baseline",
+                    single,
+                    _Spec("floor", "single", 16, server="granian"),
+                    "the same under granian: granian + loadgen cost",
+                )
         return out
 
     # ---------------------------------------------------------------- preparation
@@ -303,6 +328,8 @@ class ServeBenchmark(Benchmark):
         except Exception as err:
             self.feast_unavailable = f"{type(err).__name__}: {str(err)[-1500:]}"
         self._start_tidegate()
+        if not self.settings.profile:
+            self._start_tidegate("granian")
 
     def _build_tidegate(self) -> None:
         from tidegate.demo.generator import generate_shop
@@ -496,23 +523,24 @@ entity_key_serialization_version: 3
         if not wait_until(up, timeout=120, interval=0.2):
             raise RuntimeError(f"{url} did not answer within 120s")
 
-    def _start_tidegate(self) -> None:
+    def _start_tidegate(self, server: str = "uvicorn") -> None:
         import httpx
 
-        self.port = _free_port()
-        log = (self.workdir / "server.log").open("wb")
+        port = _free_port()
+        log = (self.workdir / f"server-{server}.log").open("wb")
         self.logs.append(log)
         env = dict(os.environ)
+        env[SERVER_ENV] = server
         if self.settings.profile:
             path = profile_path(self.settings.results_dir, self.name, "api-server")
             env[PROFILE_ENV] = str(path)
-        self.server = subprocess.Popen(
+        process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "benchmarks.serve_runner",
                 str(self.project_dir),
-                str(self.port),
+                str(port),
                 str(TIDEGATE_WORKERS),
             ],
             cwd=ROOT.parent,
@@ -521,8 +549,8 @@ entity_key_serialization_version: 3
             env=env,
             start_new_session=True,
         )
-        base = f"http://127.0.0.1:{self.port}"
-        self._wait_up(self.server, f"{base}/v1/health", "server.log")
+        base = f"http://127.0.0.1:{port}"
+        self._wait_up(process, f"{base}/v1/health", f"server-{server}.log")
         # each worker opens the project; give them all time to answer
         for _ in range(20):
             response = httpx.get(base + ENTITY_PATH.format(key=1), headers=self._headers())
@@ -534,7 +562,10 @@ entity_key_serialization_version: 3
         )
         if response.status_code != 200:
             raise RuntimeError(f"sanity lookup: {response.status_code} {response.text[:300]}")
-        self.server_pids = {p: _started(p) for p in _descendants(self.server.pid)}
+        pids = {p: _started(p) for p in _descendants(process.pid)}
+        self.servers[server] = (process, port, pids)
+        if server == "uvicorn":
+            self.server, self.port, self.server_pids = process, port, pids
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", "X-Purpose": "support"}
@@ -597,7 +628,10 @@ entity_key_serialization_version: 3
                 raise RuntimeError(f"Feast unavailable: {self.feast_unavailable}")
             sample = self._load(spec, self.feast_port, self.feast_pids)
         else:
-            sample = self._load(spec, self.port, self.server_pids)
+            if spec.server not in self.servers:
+                raise RuntimeError(f"no tidegate server under {spec.server} (profiling?)")
+            _, port, pids = self.servers[spec.server]
+            sample = self._load(spec, port, pids)
         self.seen[contender.name] = self.seen.get(contender.name, 0) + 1
         if self.seen[contender.name] > self.warmup_rounds():
             self.counted.setdefault(contender.name, []).append(sample)
@@ -731,17 +765,17 @@ entity_key_serialization_version: 3
 
     def _versus(self) -> list[dict[str, Any]]:
         rows = []
-        for c in self.levels:
+        for c, server in [(c, server) for c in self.levels for server in ("", " (granian)")]:
             for shape, tg, peer, raw in (
                 (
-                    "single",
-                    f"tidegate GET, c={c}",
+                    "single" + server,
+                    f"tidegate GET{server}, c={c}",
                     f"Feast get-online-features, c={c}",
                     f"redis GET, c={c}",
                 ),
                 (
-                    f"batch{BATCH}",
-                    f"tidegate lookup x{BATCH}, c={c}",
+                    f"batch{BATCH}{server}",
+                    f"tidegate lookup x{BATCH}{server}, c={c}",
                     f"Feast x{BATCH}, c={c}",
                     f"redis MGET x{BATCH}, c={c}",
                 ),
@@ -761,6 +795,32 @@ entity_key_serialization_version: 3
                     )
                 rows.append(row)
         return rows
+
+    def _goals(self) -> dict[str, Any]:
+        """Issue 16 item 3, per server: single-key GET at 16 connections over the same
+        server's /v1/health (goal >= 0.6), p99 at one connection (<= 5 ms), the 100-key
+        lookup over Feast's (>= 8x)."""
+        goals: dict[str, Any] = {}
+        for server, floor in (("", FLOOR), (" (granian)", FLOOR_GRANIAN)):
+            get16, base = self._medians(f"tidegate GET{server}, c=16"), self._medians(floor)
+            get1 = self._medians(f"tidegate GET{server}, c=1")
+            lookups = [
+                (
+                    self._medians(f"tidegate lookup x{BATCH}{server}, c={c}"),
+                    self._medians(f"Feast x{BATCH}, c={c}"),
+                )
+                for c in self.levels
+            ]
+            goal: dict[str, Any] = {}
+            if get16 and base:
+                goal["get_c16_over_health"] = get16["requests_per_s"] / base["requests_per_s"]
+            if get1:
+                goal["get_c1_p99_ms"] = get1["p99_ms"]
+            ratios = [m["requests_per_s"] / f["requests_per_s"] for m, f in lookups if m and f]
+            if ratios:
+                goal["lookup_over_feast_min"] = min(ratios)
+            goals[server.strip(" ()") or "uvicorn"] = goal
+        return goals
 
     def _print_versus(self, rows: list[dict[str, Any]]) -> None:
         from rich.console import Console
@@ -817,11 +877,18 @@ entity_key_serialization_version: 3
                 rows = self._versus()
                 self.env["versus"] = rows
                 self._print_versus(rows)
+                self.env["goals"] = goals = self._goals()
+                for server, goal in goals.items():
+                    shown = ", ".join(f"{k} {v:.2f}" for k, v in goal.items())
+                    print(f"goals, {server}: {shown}")
         finally:
             self._teardown_processes()
 
     def _teardown_processes(self) -> None:
-        _stop(self.server, self.server_pids)
+        for process, _, pids in self.servers.values():
+            _stop(process, pids)
+        if not self.servers:
+            _stop(self.server, self.server_pids)
         _stop(self.feast, self.feast_pids)
         for log in self.logs:
             log.close()

@@ -18,12 +18,34 @@ import cProfile
 import os
 import pstats
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 PROFILE_ENV = "TIDEGATE_BENCH_PROFILE"
+#: `granian` runs the same app under granian instead of uvicorn
+SERVER_ENV = "TIDEGATE_BENCH_SERVER"
+
+
+def granian_command(workers: int) -> list[str]:
+    """granian as its docs advise for an asyncio ASGI app: uvloop, access log off."""
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--log-level",
+        "warning",
+        "--no-ws",
+    ]
 
 
 class _AllThreads:
@@ -68,6 +90,18 @@ def main() -> int:
     directory, port = Path(sys.argv[1]), int(sys.argv[2])
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     profile_to = os.environ.get(PROFILE_ENV)
+    if os.environ.get(SERVER_ENV) == "granian" and not profile_to:
+        os.environ["TIDEGATE_PROJECT"] = str(directory.resolve())
+        return subprocess.call(
+            [
+                *granian_command(workers),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "tidegate.api:app_from_env",
+            ]
+        )
     if workers > 1 and not profile_to:
         os.environ["TIDEGATE_PROJECT"] = str(directory.resolve())
         uvicorn.run(

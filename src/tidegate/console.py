@@ -9,6 +9,8 @@ the command would have printed had it run in their own process.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +51,20 @@ class _ConsoleProxy:
         self._console().__exit__(*exc)
 
 
-console = cast(Console, _ConsoleProxy("out", Console(highlight=False)))
+#: the width of output that goes to a pipe or a file: wide enough that a table's
+#: columns are not cut to "co…" for `grep` (a terminal, or COLUMNS, sets its own)
+PIPE_WIDTH = 200
+
+
+def _default_width(stream: TextIO) -> int | None:
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return None  # Rich asks the terminal (or reads COLUMNS)
+    return PIPE_WIDTH
+
+
+console = cast(
+    Console, _ConsoleProxy("out", Console(highlight=False, width=_default_width(sys.stdout)))
+)
 
 
 def current_console() -> Console:
@@ -58,7 +73,10 @@ def current_console() -> Console:
     return cast(_ConsoleProxy, console)._console()
 
 
-errors = cast(Console, _ConsoleProxy("err", Console(stderr=True, highlight=False)))
+errors = cast(
+    Console,
+    _ConsoleProxy("err", Console(stderr=True, highlight=False, width=_default_width(sys.stderr))),
+)
 
 
 def _console_for(

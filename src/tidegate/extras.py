@@ -22,6 +22,7 @@ EXTRAS = {
     "spark": "Apache Spark as the analytical store (backends.store: {type: spark})",
     "plot": "charts from `tidegate observe --plot`",
     "lineage": "OpenLineage events (observe.openlineage: file, HTTP or Kafka transport)",
+    "granian": "granian as the HTTP server of `tidegate serve` (serve.server: granian)",
 }
 
 

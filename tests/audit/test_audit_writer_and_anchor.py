@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,33 @@ def test_failed_writes_are_retried_not_dropped(tmp_path: Path) -> None:
     assert log.writer.failures >= 1
     assert log.verify() == []
     blocker.close()
+    log.close()
+    store.close()
+
+
+def test_a_steady_trickle_of_submits_is_stored_in_batches(tmp_path: Path) -> None:
+    """The serving path submits one record per request: the writer must gather them for
+    its interval, not wake and commit once per record (which also took the GIL from the
+    serving loop once per request)."""
+    store, log = open_log(tmp_path)
+    log.append(rec(0, action="admin", subjects=()))
+    sizes: list[int] = []
+    store_batch = log.write_batch
+
+    def counted(batch: list[AuditRecord]) -> list[int]:
+        sizes.append(len(batch))
+        return store_batch(batch)
+
+    log.write_batch = counted  # type: ignore[method-assign]
+    for i in range(1, 101):
+        log.submit(rec(i))
+        time.sleep(0.002)  # a request every 2 ms, well inside the 20 ms interval
+    log.flush()
+    assert sum(sizes) == 100
+    # woken on every submit it stored ~50 batches of 1-3; gathering, batches of ~10
+    assert len(sizes) <= 25, sizes
+    assert [s for s, _ in log.records()] == list(range(1, 102))
+    assert log.verify() == []
     log.close()
     store.close()
 

@@ -122,6 +122,25 @@ def test_replay_from_an_offset(backend: Backend) -> None:
     assert [r.offset for r in backend.log.read(topic, partition, 0, max_records=3)] == [0, 1, 2]
 
 
+def test_poll_returns_what_is_there_without_waiting_for_max_records(backend: Backend) -> None:
+    """A stream worker polls for up to thousands of records; when fewer are there, the
+    poll must hand them over at once, not hold them until its timeout (the old Kafka
+    `consume(n, timeout)` did, adding the timeout to every event's latency)."""
+    topic = backend.topic(partitions=1)
+    with backend.log.consumer(group(), [topic], session_timeout=backend.session) as consumer:
+        deadline = time.monotonic() + DEADLINE
+        while not consumer.assignment():  # joined: the partition is ours
+            assert time.monotonic() < deadline, "never got the partition"
+            assert consumer.poll(10, 0.2) == []
+        backend.log.append(topic, keyed(5, keys=1))
+        found: list[Record] = []
+        started = time.monotonic()
+        while not found:
+            found = consumer.poll(5_000, 30.0)
+        assert time.monotonic() - started < 15.0  # far less than the 30 s timeout
+        assert [r.value for r in found] == [f"e{i}".encode() for i in range(len(found))]
+
+
 def test_headers_and_tombstones_travel(backend: Backend) -> None:
     topic = backend.topic(partitions=1)
     backend.log.append(

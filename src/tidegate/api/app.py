@@ -88,6 +88,7 @@ def _lifespan(serving: Serving, platform: Platform) -> Any:
         reloader_of(platform).start()
         yield
         await serving.limiter.aclose()  # the shared limiter's client lives on this loop
+        await serving.platform.online.aclose()  # so does the online store's async reader
         serving.close()
 
     return lifespan

@@ -116,12 +116,16 @@ class AuditRecord:
             value = getattr(self, name)
             if isinstance(value, str) and len(value) > limit:
                 object.__setattr__(self, name, clip(value, limit))
-        if any(len(s) > SUBJECT_LIMIT for s in self.subjects):
+        # max(map(len, ...)) runs in C: these checks are on the serving hot path
+        if max(map(len, self.subjects), default=0) > SUBJECT_LIMIT:
             object.__setattr__(
                 self, "subjects", tuple(clip(s, SUBJECT_LIMIT) for s in self.subjects)
             )
-        if len(self.columns) > MAX_COLUMNS or any(
-            len(k) > NAME_LIMIT or len(v) > NAME_LIMIT for k, v in self.columns.items()
+        columns = self.columns
+        if (
+            len(columns) > MAX_COLUMNS
+            or max(map(len, columns), default=0) > NAME_LIMIT
+            or max(map(len, columns.values()), default=0) > NAME_LIMIT
         ):
             capped = list(self.columns.items())[:MAX_COLUMNS]
             object.__setattr__(

@@ -49,6 +49,7 @@ class AuditWriter:
         self._submitted = 0  # records ever submitted
         self._stored = 0  # records ever stored (a prefix of the submitted ones)
         self._closing = False
+        self._idle = False  # the thread waits for a first record (not gathering a batch)
         self.failures = 0
         self._thread = threading.Thread(target=self._run, name="tidegate-audit", daemon=True)
         self._thread.start()
@@ -62,7 +63,11 @@ class AuditWriter:
                 return
             self._queue.append(record)
             self._submitted += 1
-            self._cond.notify_all()
+            if self._idle or len(self._queue) >= self._max_batch:
+                # wake the thread only when it sleeps on an empty queue or a batch is
+                # full: woken on every submit, it would store batches of one record and
+                # take the GIL from the serving loop once per request
+                self._cond.notify_all()
 
     @property
     def pending(self) -> int:
@@ -112,7 +117,9 @@ class AuditWriter:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
+                    self._idle = True
                     self._cond.wait()
+                self._idle = False
                 if not self._queue and self._closing:
                     return
                 batch = list(self._queue)[: self._max_batch]

@@ -34,20 +34,30 @@ def serve(
         str | None, typer.Option(help="Bind address (default from tidegate.yml).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from tidegate.yml).")] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="uvicorn or granian (default: serve.server in tidegate.yml)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes (default: serve.workers)."),
+    ] = None,
 ) -> None:
     """Serve products over HTTP, through the guard. Ctrl-C stops it."""
-    import uvicorn
-
-    from tidegate.api import create_app
+    from tidegate.api.server import serve_forever
     from tidegate.platform import Platform
 
+    if server is not None and server not in ("uvicorn", "granian"):
+        raise typer.BadParameter(f"{server!r}: choose uvicorn or granian", param_hint="--server")
     with Platform.open(project_dir) as platform:
         settings = platform.project.config.serve
         bind_host, bind_port = host or settings.host, port or settings.port
+        chosen, count = server or settings.server, workers or settings.workers
         console.print(
             f"serving [bold]{platform.project.name}[/bold] on http://{bind_host}:{bind_port}"
+            f" ({chosen}, {count} worker{'s' if count > 1 else ''})"
         )
-        uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="warning")
+        serve_forever(platform, bind_host, bind_port, chosen, count)
 
 
 def _when(at: float | None) -> str:

@@ -126,7 +126,9 @@ def run(
 def worker(
     project_dir: ProjectDir = Path("."),
     group: Annotated[str, typer.Option(help="Consumer group of the workers.")] = "tidegate-worker",
-    max_records: Annotated[int, typer.Option(help="Records per micro-batch.")] = 5_000,
+    max_records: Annotated[
+        int, typer.Option(help="Most records per micro-batch (a worker behind takes more).")
+    ] = 50_000,
     schedule: Annotated[
         bool, typer.Option("--schedule/--no-schedule", help="Also run scheduled rebuilds.")
     ] = True,

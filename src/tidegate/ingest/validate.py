@@ -128,6 +128,13 @@ def _boolean(value: Any) -> Any:
 
 
 def _timestamp(value: Any) -> Any:
+    if type(value) is str:  # the common case first: ISO 8601 text from JSON
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass  # surrounding blanks, or not a timestamp: the checked path below says
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
         if abs(seconds) > 1e14:

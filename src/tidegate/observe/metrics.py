@@ -243,8 +243,9 @@ class PlatformCollector:
 
 
 ENTITY = re.compile(r"^/v1/products/[^/]+/entities/[^/]+$")
+ENTITY_ROUTE = "/v1/products/{product}/entities/{key}"
 ROUTES = (
-    (ENTITY, "/v1/products/{product}/entities/{key}"),
+    (ENTITY, ENTITY_ROUTE),
     (re.compile(r"^/v1/products/[^/]+/lookup$"), "/v1/products/{product}/lookup"),
     (re.compile(r"^/v1/products/[^/]+$"), "/v1/products/{product}"),
     (re.compile(r"^/v1/events/[^/]+$"), "/v1/events/{source}"),
@@ -307,6 +308,9 @@ def instrument(
     )
     registry.register(PlatformCollector(platform, slo))
     purposes = set(platform.project.policy.purposes)
+    # bounded: route, method and status labels are (route_of, method_of, DECISIONS)
+    timers: dict[tuple[str, str, str], Any] = {}
+    counters: dict[tuple[str, str], Any] = {}
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -331,14 +335,20 @@ def instrument(
             await app(scope, receive, capture)
         finally:
             route = route_of(path)
-            latency.labels(route, method_of(scope.get("method", "")), str(status["code"])).observe(
-                time.perf_counter() - started
-            )
-            if ENTITY.match(path):
+            labels = (route, method_of(scope.get("method", "")), str(status["code"]))
+            timer = timers.get(labels)
+            if timer is None:  # labels() costs a lock and a lookup: once per label set
+                timer = timers[labels] = latency.labels(*labels)
+            timer.observe(time.perf_counter() - started)
+            if route is ENTITY_ROUTE:
                 sent: dict[bytes, bytes] = dict(scope.get("headers") or [])
                 purpose = sent.get(b"x-purpose", b"").decode("latin-1") or "none"
                 if purpose not in purposes and purpose != "none":
                     purpose = "undeclared"  # keeps label values bounded
-                decisions.labels(purpose, DECISIONS.get(status["code"], "error")).inc()
+                decision = (purpose, DECISIONS.get(status["code"], "error"))
+                counter = counters.get(decision)
+                if counter is None:
+                    counter = counters[decision] = decisions.labels(*decision)
+                counter.inc()
 
     return wrapped

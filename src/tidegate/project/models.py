@@ -296,6 +296,18 @@ class RateLimitConfig(Strict):
 class ServeConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8787, gt=0, lt=65536)
+    server: Literal["uvicorn", "granian"] = Field(
+        default="uvicorn",
+        description="HTTP server of `tidegate serve`: uvicorn, or granian (Rust HTTP; "
+        "more requests/s under concurrency, needs the `granian` extra)",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="worker processes of `tidegate serve`, each opening the project; "
+        "one per core for throughput",
+    )
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="larger bodies get 413")
     cors_origins: list[str] = Field(
         default=[], description="origins allowed by CORS; empty: CORS off (the default)"

@@ -12,8 +12,9 @@ One micro-batch, in this order:
    restricted), the live version tables take the new rows, the applied offsets and the
    keys waiting to be published are recorded;
 4. the changed rows go to the online store, their keys (never their values:
-   products/changes.py) to the change stream `__changes.<product>` on the log, then
-   the waiting keys are cleared; `trigger: on_change` syncs run;
+   products/changes.py) to the change stream `__changes.<product>` on the log;
+   `trigger: on_change` syncs run; the waiting keys are cleared in the next batch's
+   transaction (step 3), not by a commit of their own;
 5. the caller commits the log offsets.
 
 A `kill -9` anywhere loses nothing and doubles nothing: before step 3 commits, the
@@ -107,6 +108,9 @@ class StreamWorker:
         self._caught_up: set[str] = set()  # on_change syncs fully diffed once in this process
         self._encoders: dict[str, ChangeEncoder] = {}
         self._versions: dict[str, int] = {}  # product -> live version, as of the last batch
+        # keys published but still in PENDING: cleared in the next batch's transaction
+        # rather than by a DuckDB commit of their own on every batch
+        self._published_pending = False
         self._setup()
 
     def _setup(self) -> None:
@@ -129,6 +133,8 @@ class StreamWorker:
         return self.intake.topics
 
     def close(self) -> None:
+        if self._published_pending:
+            self._clear_pending()
         self.observer.close()
         self.freshness.close()
         self.intake.close()
@@ -249,6 +255,8 @@ class StreamWorker:
         with self.platform.warehouse.cursor() as db:
             db.execute("BEGIN")
             try:
+                if self._published_pending:
+                    db.execute(f"DELETE FROM {PENDING}")
                 touched: dict[str, Any] = {}
                 for source, items in changes.items():
                     touched[source] = apply_changes(db, self.streams[source], items)
@@ -269,10 +277,11 @@ class StreamWorker:
                     if delta.changed:
                         deltas.append(delta)
                 self._mark_stale(set(touched))
-                if applied:
-                    db.executemany(
-                        f"INSERT OR REPLACE INTO {OFFSETS} VALUES (?, ?, ?)",
-                        [(t, p, o) for (t, p), o in applied.items()],
+                if applied:  # one statement: DuckDB's executemany prepares per row
+                    db.execute(
+                        f"INSERT OR REPLACE INTO {OFFSETS} VALUES "
+                        + ", ".join(["(?, ?, ?)"] * len(applied)),
+                        [v for (t, p), o in applied.items() for v in (t, p, o)],
                     )
                 pending = [
                     (d.product, str(k))
@@ -292,6 +301,7 @@ class StreamWorker:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        self._published_pending = False
         return deltas
 
     def _key(self, product: str) -> str:
@@ -305,7 +315,16 @@ class StreamWorker:
 
     # ---------------------------------------------------------------- publish
 
-    def _publish(self, deltas: list[ProductDelta], oldest: float) -> None:
+    def _clear_pending(self) -> None:
+        with self.platform.warehouse.cursor() as db:
+            db.execute(f"DELETE FROM {PENDING}")
+        self._published_pending = False
+
+    def _publish(self, deltas: list[ProductDelta], oldest: float, clear: bool = False) -> None:
+        """Online store, change stream, syncs. The published keys leave PENDING with the
+        next batch's transaction (or now, with `clear`): a crash before that publishes
+        them again at `recover()`, which the online store and the at-least-once change
+        stream allow."""
         online = self.platform.online
         for delta in deltas:
             key = self._key(delta.product)
@@ -315,8 +334,10 @@ class StreamWorker:
             if delta.deletes:
                 online.delete(delta.product, [str(k) for k in delta.deletes])
             self._change_stream(delta, key)
-        with self.platform.warehouse.cursor() as db:
-            db.execute(f"DELETE FROM {PENDING}")
+        if clear:
+            self._clear_pending()
+        else:
+            self._published_pending = True
         now = time.time()
         for delta in deltas:
             plan = self.plans[delta.product]
@@ -393,7 +414,7 @@ class StreamWorker:
                 )
             found = {str(r[key]) for r in rows}
             deltas.append(ProductDelta(product, rows, sorted(keys - found)))
-        self._publish(deltas, time.time())
+        self._publish(deltas, time.time(), clear=True)
         return sum(len(keys) for keys in by_product.values())
 
 
@@ -414,7 +435,7 @@ def run_worker(
     platform: Platform,
     *,
     group: str = DEFAULT_GROUP,
-    max_records: int = 5_000,
+    max_records: int = 50_000,
     poll_timeout: float = 0.05,
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
@@ -431,6 +452,11 @@ def run_worker(
     are captured onto their topics by a thread beside it (`runtime/cdc.py`); offsets that could not
     be committed are committed with the next batch (until then, a restart redelivers the
     records and the applied-offset table skips them).
+
+    `max_records` is large on purpose: a poll hands over only what is there, so while the
+    worker keeps up batches stay small, and when it falls behind it catches up in fewer,
+    larger batches (each product recompute has a fixed cost per batch: 50k records
+    halved the p99 at 20k events/s through Kafka against 5k).
 
     The consumer joins with a stable `instance_id` (default: `worker_instance_id`), so a
     worker restarted after a crash takes its partitions back at once."""
@@ -458,6 +484,7 @@ def run_worker(
         instance_id=instance_id or worker_instance_id(group),
     )
     uncommitted: dict[TopicPartition, int] = {}
+    committed_at = 0.0
     try:
         while stop is None or not stop.is_set():
             records = consumer.poll(max_records, poll_timeout)
@@ -469,8 +496,13 @@ def run_worker(
                     uncommitted[tp] = max(offset, uncommitted.get(tp, 0))
                 if on_batch is not None:
                     on_batch(report)
-            if uncommitted:
+            # While records keep coming, commit at most every COMMIT_EVERY (a commit is a
+            # broker round trip, or a write lock on the embedded log the producers also
+            # need); as soon as the log is idle, at once.
+            now = time.monotonic()
+            if uncommitted and (not records or now - committed_at >= COMMIT_EVERY):
                 _commit(consumer, uncommitted)
+                committed_at = now
             if scheduler is not None:
                 try:
                     with platform.writer_lock:
@@ -480,6 +512,11 @@ def run_worker(
     finally:
         capture_stop.set()
         capture.join()
+        if uncommitted:
+            try:
+                _commit(consumer, uncommitted)
+            except TidegateError as err:  # the records are delivered again, and skipped
+                log.warning("final offset commit failed: %s", err.message)
         consumer.close()
         worker.close()
 
@@ -497,6 +534,10 @@ def worker_instance_id(group: str) -> str:
 
     return os.environ.get(WORKER_ID_ENV) or f"{socket.gethostname()}-{group}"
 
+
+#: longest time applied offsets wait for their commit while records keep coming; until
+#: then a restart redelivers them and the applied-offset table skips them
+COMMIT_EVERY = 0.1
 
 #: first and longest pause between attempts while a service is unavailable
 RETRY_FIRST = 0.2

@@ -137,7 +137,7 @@ def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: 
     async def entity(request: Request, call: Call) -> Any:
         key = request.path_params["key"]
         call.detail["key"] = key[:MAX_KEY_LENGTH]
-        return serving.entity(call, _token(request), key)
+        return await serving.aentity(call, _token(request), key)
 
     async def lookup(request: Request, call: Call) -> Any:
         token = _token(request)
@@ -146,7 +146,7 @@ def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: 
         if content_type != "application/json":
             raise _UnsupportedMedia("send the keys as application/json")
         keys = _lookup_keys(await request.body())
-        return serving.lookup(call, token, keys, authenticated=True)
+        return await serving.alookup(call, token, keys, authenticated=True)
 
     async def products(request: Request, call: Call) -> Any:
         return serving.list_products(call, _token(request))
@@ -175,17 +175,18 @@ def serve_routes(serving: Serving, spec: Callable[[], dict[str, Any]], project: 
     async def openapi_json(request: Request) -> Response:
         return json_response(spec())
 
+    # the entity read first: routes are tried in order, and it is the hot path
     return [
-        Route("/v1/health", health, methods=["GET"]),
-        Route("/v1/health/live", health, methods=["GET"]),
-        Route("/v1/health/ready", ready, methods=["GET"]),
-        Route("/v1/products", guarded("catalog", products), methods=["GET"]),
-        Route("/v1/products/{product}", guarded("catalog", product), methods=["GET"]),
         Route(
             "/v1/products/{product}/entities/{key:path}",
             guarded("serve", entity),
             methods=["GET"],
         ),
         Route("/v1/products/{product}/lookup", guarded("serve", lookup), methods=["POST"]),
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/v1/health/live", health, methods=["GET"]),
+        Route("/v1/health/ready", ready, methods=["GET"]),
+        Route("/v1/products", guarded("catalog", products), methods=["GET"]),
+        Route("/v1/products/{product}", guarded("catalog", product), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]

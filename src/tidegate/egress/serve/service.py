@@ -29,7 +29,8 @@ from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
 from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
 from tidegate.platform import Platform
 from tidegate.platform.keys import Principal
-from tidegate.privacy.guard import AccessContext, AccessPlan, guard_of, purposes_on
+from tidegate.privacy.guard import AccessContext, AccessPlan, ColumnPlan, guard_of, purposes_on
+from tidegate.privacy.treatments import apply_value
 from tidegate.project.models import NAME_PATTERN
 from tidegate.store.online.base import Entry
 from tidegate.timestamps import format_timestamp
@@ -67,6 +68,9 @@ class _Shape:
     columns: dict[str, str]  # visible column -> treatment (audit)
     treatments: dict[str, str]  # every column -> treatment (response)
     key_treatment: str  # how the purpose sees the key column: how entities are addressed
+    #: visible columns in order: (name, None) shown as stored, or (name, column plan) to
+    #: treat; `plan.apply_row` with the clear columns' no-op calls taken out
+    visible: tuple[tuple[str, ColumnPlan | None], ...] = ()
 
 
 class Serving:
@@ -149,6 +153,10 @@ class Serving:
             columns={c.name: c.treatment.treatment for c in plan.visible_columns},
             treatments={c.name: c.treatment.treatment for c in plan.columns},
             key_treatment=key_treatment(plan),
+            visible=tuple(
+                (c.name, None if c.treatment.treatment == "clear" else c)
+                for c in plan.visible_columns
+            ),
         )
         if len(self._shapes) > 1_000:
             self._shapes.clear()
@@ -159,7 +167,7 @@ class Serving:
         if not self._name.match(product) or len(product) > 63:
             raise NotFoundError(f"no product named {product[:80]!r}", product=product[:80])
         return self.plans.plan(
-            AccessContext(principal.name, principal.roles, call.purpose), product
+            AccessContext(principal.name, principal.roles, call.purpose), product, call.generation
         )
 
     def _treat(self, shape: _Shape, entry: Entry) -> tuple[dict[str, Any] | None, str | None]:
@@ -176,7 +184,16 @@ class Serving:
         plan = shape.plan
         subject_value = row.get(plan.subject_column) if plan.subject_column else None
         subject = str(subject_value) if subject_value is not None else None
-        return plan.apply_row(row), subject
+        if not plan.admits(row):
+            return None, subject
+        treated: dict[str, Any] = {}
+        hash_key = plan.hash_key
+        for name, column in shape.visible:
+            value = row.get(name)
+            if column is not None and value is not None:
+                value = apply_value(column.treatment, value, column.type, hash_key)
+            treated[name] = value
+        return treated, subject
 
     def _stored_keys(self, shape: _Shape, keys: Sequence[str]) -> dict[str, str]:
         """Asked key -> the online store's key. Where the purpose sees the key column in
@@ -205,12 +222,36 @@ class Serving:
     # ---------------------------------------------------------------- endpoints
 
     def entity(self, call: Call, token: str | None, key: str) -> dict[str, Any]:
-        principal = self.principal(call, token)
+        principal, shape, stored = self._entity_read(call, token, key)
         product = call.product or ""
-        plan = self._plan(call, principal, product)
+        entry = self.platform.online.read_entry(product, stored) if stored is not None else None
+        return self._entity_answer(call, principal, shape, key, entry)
+
+    async def aentity(self, call: Call, token: str | None, key: str) -> dict[str, Any]:
+        """`entity` on the event loop: the online-store read does not block it."""
+        principal, shape, stored = self._entity_read(call, token, key)
+        entry = None
+        if stored is not None:
+            found = await self.platform.online.aread_entries(call.product or "", (stored,))
+            entry = found.get(stored)
+        return self._entity_answer(call, principal, shape, key, entry)
+
+    def _entity_read(
+        self, call: Call, token: str | None, key: str
+    ) -> tuple[Principal, _Shape, str | None]:
+        """(principal, shape, the online store's key to read or None): every check
+        before the read."""
+        principal = self.principal(call, token)
+        plan = self._plan(call, principal, call.product or "")
         shape = self._shape(plan)
         stored = self._stored_keys(shape, [key]) if len(key) <= MAX_KEY_LENGTH else {}
-        entry = self.platform.online.read_entry(product, stored[key]) if key in stored else None
+        return principal, shape, stored.get(key)
+
+    def _entity_answer(
+        self, call: Call, principal: Principal, shape: _Shape, key: str, entry: Entry | None
+    ) -> dict[str, Any]:
+        product = call.product or ""
+        plan = shape.plan
         treated, subject = self._treat(shape, entry) if entry is not None else (None, None)
         if treated is not None and not self._answers_to(shape, treated, key):
             entry, treated = None, None
@@ -258,15 +299,42 @@ class Serving:
     def lookup(
         self, call: Call, token: str | None, keys: Sequence[str], *, authenticated: bool = False
     ) -> dict[str, Any]:
+        principal, shape, stored = self._lookup_read(call, token, keys, authenticated)
+        wanted = list(dict.fromkeys(stored.values()))
+        entries = self.platform.online.read_entries(call.product or "", wanted)
+        return self._lookup_answer(call, principal, shape, keys, stored, entries)
+
+    async def alookup(
+        self, call: Call, token: str | None, keys: Sequence[str], *, authenticated: bool = False
+    ) -> dict[str, Any]:
+        """`lookup` on the event loop: the online-store read does not block it."""
+        principal, shape, stored = self._lookup_read(call, token, keys, authenticated)
+        wanted = list(dict.fromkeys(stored.values()))
+        entries = await self.platform.online.aread_entries(call.product or "", wanted)
+        return self._lookup_answer(call, principal, shape, keys, stored, entries)
+
+    def _lookup_read(
+        self, call: Call, token: str | None, keys: Sequence[str], authenticated: bool
+    ) -> tuple[Principal, _Shape, dict[str, str]]:
         principal = call.principal
         if principal is None or not authenticated:
             principal = self.principal(call, token)
-        product = call.product or ""
-        plan = self._plan(call, principal, product)
+        plan = self._plan(call, principal, call.product or "")
         shape = self._shape(plan)
+        return principal, shape, self._stored_keys(shape, list(dict.fromkeys(keys)))
+
+    def _lookup_answer(
+        self,
+        call: Call,
+        principal: Principal,
+        shape: _Shape,
+        keys: Sequence[str],
+        stored: dict[str, str],
+        entries: dict[str, Entry],
+    ) -> dict[str, Any]:
+        product = call.product or ""
+        plan = shape.plan
         distinct = list(dict.fromkeys(keys))
-        stored = self._stored_keys(shape, distinct)
-        entries = self.platform.online.read_entries(product, list(dict.fromkeys(stored.values())))
         served: dict[str, dict[str, Any]] = {}
         subjects: dict[str, None] = {}
         filtered = 0

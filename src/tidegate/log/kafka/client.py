@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 3
 TIMEOUT = 30.0
+#: the longest a fetch waits on the broker for records (librdkafka default: 500 ms)
+FETCH_WAIT_MS = 10
 #: librdkafka error names that mean "this member lost the partitions": redelivery follows
 _REBALANCED = {
     "ILLEGAL_GENERATION",
@@ -350,6 +352,13 @@ class KafkaConsumer(Consumer):
                 "session.timeout.ms": session_ms,
                 "heartbeat.interval.ms": max(1000, session_ms // 3),
                 "partition.assignment.strategy": "roundrobin",
+                # a topic created after the subscription (a new source, a first event)
+                # is seen within seconds, not at librdkafka's default 5-minute refresh
+                "topic.metadata.refresh.interval.ms": 3000,
+                # the broker answers a fetch as soon as one byte is there, and an empty one
+                # after 10 ms instead of 500: new records are not held by a waiting fetch
+                "fetch.min.bytes": 1,
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
                 **static,
             }
         )
@@ -391,7 +400,17 @@ class KafkaConsumer(Consumer):
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         if self._closed:
             raise LogError("poll on a closed consumer")
-        messages = self._raw.consume(num_messages=max_records, timeout=timeout)
+        # `consume(n, timeout)` waits until n messages or the timeout, whichever comes
+        # first: under a steady stream that is always the timeout, added to every record's
+        # latency. So take what librdkafka already fetched without waiting, and block only
+        # while nothing is there, for the first message.
+        messages = self._raw.consume(num_messages=max_records, timeout=0)
+        if not messages and timeout > 0:
+            first = self._raw.poll(timeout)
+            if first is not None:
+                messages = [first]
+                if max_records > 1:
+                    messages += self._raw.consume(num_messages=max_records - 1, timeout=0)
         found: list[Record] = []
         for message in messages:
             error = message.error()

@@ -84,6 +84,16 @@ class OnlineStore(ABC):
     def read_entries(self, product: str, keys: Sequence[str]) -> dict[str, Entry]:
         """The unexpired entries of `keys` in the current version, seen at one moment."""
 
+    async def aread_entries(self, product: str, keys: Sequence[str]) -> dict[str, Entry]:
+        """`read_entries` for code on an event loop. The default reads in place: a local
+        store (SQLite) answers in microseconds, less than a hand-off to a thread costs;
+        a networked store (Redis) overrides it so the loop keeps serving meanwhile."""
+        return self.read_entries(product, keys)
+
+    async def aclose(self) -> None:  # noqa: B027  (optional hook)
+        """Release what `aread_entries` opened on the running event loop (the store stays
+        usable: a later read opens again)."""
+
     @abstractmethod
     def upsert(self, product: str, rows: Iterable[tuple[str, str]]) -> int:
         """Change rows of the current version in place (incremental updates)."""

@@ -11,6 +11,8 @@ import decimal
 import json
 from typing import Any
 
+import orjson
+
 from tidegate.type_families import type_family
 
 
@@ -24,13 +26,30 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in the online store")
 
 
-# One encoder for every row: json.dumps(default=...) would build a new one per call,
-# which dominated publishing large products.
+# The fallback for what orjson refuses (integers beyond 64 bits, e.g. HUGEINT; times of
+# day with a zone): one encoder for every row, since json.dumps(default=...) would build
+# a new one per call.
 _ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
 
 
 def encode_row(row: dict[str, Any]) -> str:
-    return _ENCODER.encode(row)
+    """The row as compact JSON. orjson (C) first: the stream worker encodes every changed
+    row once per micro-batch, and the standard encoder cost about a seventh of its time.
+    Dates and timestamps come out as `isoformat()` gives them; a NaN or infinite float
+    becomes null (the standard encoder wrote `NaN`, which no strict JSON reader, orjson
+    included, accepts)."""
+    try:
+        return orjson.dumps(row, default=_default).decode()
+    except orjson.JSONEncodeError:
+        return _ENCODER.encode(row)
+
+
+def encode_value(value: Any) -> str:
+    """One value as JSON text, encoded as a row's column would be."""
+    try:
+        return orjson.dumps(value, default=_default).decode()
+    except orjson.JSONEncodeError:
+        return _ENCODER.encode(value)
 
 
 def decode_row(text: str | bytes, types: dict[str, str]) -> dict[str, Any]:
