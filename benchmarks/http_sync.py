@@ -141,8 +141,8 @@ def write_project(root: Path, url: str, batch_rows: int) -> None:
         (root / folder).mkdir(parents=True, exist_ok=True)
     columns = (
         "  id: {type: BIGINT, nullable: false, classification: user.unique_id}\n"
-        "  name: {type: VARCHAR}\n"
-        "  score: {type: DOUBLE}\n"
+        "  name: {type: VARCHAR, classification: user.name}\n"
+        "  score: {type: DOUBLE, classification: none}\n"
     )
     (root / "tidegate.yml").write_text("name: bench_http_sync\n")
     (root / "sources" / "people.yml").write_text(

@@ -46,7 +46,7 @@ def write_project(root: Path, metadata: str) -> None:
     columns = (
         "  id: {type: BIGINT, nullable: false, classification: user.unique_id}\n"
         "  email: {type: VARCHAR, classification: user.contact.email}\n"
-        "  score: {type: DOUBLE}\n"
+        "  score: {type: DOUBLE, classification: none}\n"
     )
     (root / "tidegate.yml").write_text(f"name: bench_metadata\nbackends:\n  metadata: {metadata}\n")
     (root / "sources" / "people.yml").write_text(

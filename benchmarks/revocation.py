@@ -51,7 +51,7 @@ def write_project(root: Path, table: str, prefix: str) -> None:
     columns = (
         "  id: {type: BIGINT, nullable: false, classification: user.unique_id}\n"
         "  email: {type: VARCHAR, classification: user.contact.email}\n"
-        "  score: {type: DOUBLE}\n"
+        "  score: {type: DOUBLE, classification: none}\n"
     )
     (root / "tidegate.yml").write_text("name: bench_revocation\n")
     (root / "sources" / "people.yml").write_text(

@@ -51,9 +51,9 @@ sql: |
   FROM events GROUP BY customer_id
 columns:
   customer_id: {type: BIGINT, nullable: false, classification: user.unique_id}
-  events: {type: BIGINT}
-  amount: {type: DOUBLE}
-  last_at: {type: TIMESTAMPTZ}
+  events: {type: BIGINT, classification: none}
+  amount: {type: DOUBLE, classification: none}
+  last_at: {type: TIMESTAMPTZ, classification: none}
 """,
     "policies/policy.yml": """
 purposes:

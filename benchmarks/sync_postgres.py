@@ -52,11 +52,11 @@ SYNC = "to_pg"
 PRODUCT = "people_out"
 SOURCE = "people"
 COLUMNS = {  # name -> (DuckDB type, classification)
-    "id": ("BIGINT", None),
+    "id": ("BIGINT", "none"),
     "email": ("VARCHAR", "user.contact.email"),
-    "score": ("DOUBLE", None),
-    "country": ("VARCHAR", None),
-    "updated_at": ("TIMESTAMP", None),
+    "score": ("DOUBLE", "none"),
+    "country": ("VARCHAR", "none"),
+    "updated_at": ("TIMESTAMP", "none"),
 }
 BINARY_TYPES = ["int8", "text", "float8", "text", "timestamp"]
 COUNTRIES = ("GB", "US", "DE", "FR", "NL", "IE", "ES", "CA")

@@ -175,7 +175,7 @@ columns:
   first_name: {type: VARCHAR, classification: user.name}
   last_name: {type: VARCHAR, classification: user.name}
   email: {type: VARCHAR, classification: user.contact.email}
-  score: {type: DOUBLE}
+  score: {type: DOUBLE, classification: none}
 """
 PRODUCT = """\
 name: people
@@ -189,7 +189,7 @@ columns:
   first_name: {type: VARCHAR, classification: user.name}
   last_name: {type: VARCHAR, classification: user.name}
   email: {type: VARCHAR, classification: user.contact.email}
-  score: {type: DOUBLE}
+  score: {type: DOUBLE, classification: none}
 """
 POLICY = """\
 purposes:

@@ -89,11 +89,11 @@ sql: |
 columns:
   customer_id: {type: BIGINT, nullable: false, classification: user.unique_id}
   name: {type: VARCHAR, classification: user.name}
-  order_count: {type: BIGINT}
-  revenue: {type: DOUBLE}
-  last_order_at: {type: TIMESTAMPTZ}
-  click_count: {type: BIGINT}
-  tier: {type: VARCHAR}
+  order_count: {type: BIGINT, classification: none}
+  revenue: {type: DOUBLE, classification: none}
+  last_order_at: {type: TIMESTAMPTZ, classification: none}
+  click_count: {type: BIGINT, classification: none}
+  tier: {type: VARCHAR, classification: none}
 """,
     "products/top_customers.yml": """
 name: top_customers
@@ -108,8 +108,8 @@ sql: |
   FROM customer_orders
 columns:
   customer_id: {type: BIGINT, nullable: false, classification: user.unique_id}
-  revenue: {type: DOUBLE}
-  revenue_rank: {type: BIGINT}
+  revenue: {type: DOUBLE, classification: none}
+  revenue_rank: {type: BIGINT, classification: none}
 """,
     "policies/policy.yml": """
 purposes:

@@ -179,10 +179,28 @@ CASES = [
         _with(columns=_columns(note={"type": "VARCHAR", "classification": "user.contact.email"})),
         [("classification tightened", "note", True)],
     ),
+    (  # weakening a classification lets more leave: breaking (issue 13)
+        "classification removed",
+        _with(columns=_columns(email={"type": "VARCHAR(50)", "classification": "none"})),
+        [("classification weakened", "email", True)],
+    ),
     (
-        "classification loosened",
-        _with(columns=_columns(email={"type": "VARCHAR(50)"})),
-        [("classification loosened", "email", False)],
+        "classification weakened",
+        _with(
+            columns=_columns(
+                email={"type": "VARCHAR(50)", "classification": "user.contact.address.country"}
+            )
+        ),
+        [("classification weakened", "email", True)],
+    ),
+    (  # a finer category the policy treats the same way everywhere: no change that matters
+        "classification refined",
+        _with(
+            columns=_columns(
+                email={"type": "VARCHAR(50)", "classification": "user.contact.email.work"}
+            )
+        ),
+        [("classification changed", "email", False)],
     ),
     ("purpose removed", _with(purposes=["support"]), [("purpose removed", "analytics", True)]),
     (

@@ -35,8 +35,8 @@ freshness: 1s
 purposes: [support]
 sql: SELECT customer_id, name FROM customers
 columns:
-  customer_id: {type: BIGINT, nullable: false}
-  name: {type: VARCHAR}
+  customer_id: {type: BIGINT, classification: none, nullable: false}
+  name: {type: VARCHAR, classification: none}
 """,
     "names_loose.yml": """
 name: names_loose
@@ -46,8 +46,8 @@ freshness: 1d
 purposes: [support]
 sql: SELECT customer_id, name FROM customers
 columns:
-  customer_id: {type: BIGINT, nullable: false}
-  name: {type: VARCHAR}
+  customer_id: {type: BIGINT, classification: none, nullable: false}
+  name: {type: VARCHAR, classification: none}
 """,
     "click_counts.yml": """
 name: click_counts
@@ -59,8 +59,8 @@ sql: |
   SELECT customer_id, count(*) AS clicks FROM clicks
   WHERE customer_id IS NOT NULL GROUP BY customer_id
 columns:
-  customer_id: {type: BIGINT, nullable: false}
-  clicks: {type: BIGINT}
+  customer_id: {type: BIGINT, classification: none, nullable: false}
+  clicks: {type: BIGINT, classification: none}
 """,
 }
 

@@ -47,9 +47,10 @@ sql: |
 columns:
   customer_id:
     type: BIGINT
+    classification: user.unique_id
     checks: [not_null, unique, {relationship: customer_profile.customer_id}]
-  checked_at: {type: TIMESTAMPTZ, checks: [{freshness: 1h}]}
-  old_at: {type: TIMESTAMP, checks: [{freshness: 1d, severity: warn}]}
+  checked_at: {type: TIMESTAMPTZ, classification: none, checks: [{freshness: 1h}]}
+  old_at: {type: TIMESTAMP, classification: none, checks: [{freshness: 1d, severity: warn}]}
 """
 
 EXPECTED = {

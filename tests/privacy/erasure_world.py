@@ -47,7 +47,7 @@ sql: |
 columns:
   customer_id: {type: BIGINT, nullable: false, classification: user.unique_id}
   email: {type: VARCHAR, classification: user.contact.email}
-  chats: {type: BIGINT, nullable: false}
+  chats: {type: BIGINT, classification: none, nullable: false}
 """
 
 #: a warn check that fails on the subject's row: its failing-row table keeps the row

@@ -120,7 +120,10 @@ def write_census_project(root: Path, rows: list[dict[str, Any]]) -> Path:
         (root / folder).mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), root / "data" / "census.parquet")
     types = {"id": "BIGINT", "age": "BIGINT"}
-    columns = "".join(f"  {c}: {{type: {types.get(c, 'VARCHAR')}}}\n" for c in rows[0])
+    # the quasi-identifiers are left for the export to generalise: declared non-personal
+    columns = "".join(
+        f"  {c}: {{type: {types.get(c, 'VARCHAR')}, classification: none}}\n" for c in rows[0]
+    )
     (root / "tidegate.yml").write_text("name: census\n")
     (root / "sources" / "census.yml").write_text(
         "name: census\ntype: file\npath: data/census.parquet\nowner: stats\n"

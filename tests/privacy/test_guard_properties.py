@@ -7,7 +7,9 @@ and reads the product through every egress path:
 * serve: rows from the online store, decoded and passed through `AccessPlan.apply_row`;
 * bulk (syncs): `AccessPlan.select_sql` run by DuckDB;
 * stream: `AccessPlan.apply_arrow` on Arrow batches;
-* export: the rows `privacy.export` reads (then k-anonymises), subjects never added.
+* export: the rows `privacy.export` reads (then k-anonymises), subjects never added;
+* change stream: what the stream worker appends to `__changes.<product>` for every row,
+  whatever the consent: keys, versions and operations only (products/changes.py).
 
 Which subjects may appear, and what each column must look like, are worked out here
 from the history and from the policy as written below, not by asking the guard.
@@ -33,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tidegate.errors import BadRequestError, ForbiddenError, NotFoundError
+from tidegate.log.base import Record
 from tidegate.meta.sqlite import SqliteMetadataStore
 from tidegate.platform import Platform
 from tidegate.platform.secrets import load_master_key
@@ -40,6 +43,7 @@ from tidegate.privacy.consent import ConsentEvent, ConsentLedger, ConsentView
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, Guard
 from tidegate.privacy.treatments import purpose_key, sql_text
 from tidegate.products.builder import build_products, load_sources
+from tidegate.products.changes import ChangeEncoder, changes_topic
 from tidegate.project import Project, load_project
 from tidegate.store.online.codec import decode_row
 from tidegate.store.warehouse import PRODUCTS
@@ -74,7 +78,7 @@ ROLES = {
 ROLE_PRODUCTS = {"plans_support": ["plan_counts"], "accounts_analyst": [PRODUCT]}
 
 COLUMNS = {  # name: (type, classification)
-    "account_id": ("BIGINT", None),
+    "account_id": ("BIGINT", "none"),
     "person_id": ("BIGINT", "user.unique_id"),
     "email": ("VARCHAR", "user.contact.email"),
     "full_name": ("VARCHAR", "user.name"),
@@ -82,7 +86,7 @@ COLUMNS = {  # name: (type, classification)
     "balance": ("DOUBLE", "user.financial.balance"),
     "last_seen": ("TIMESTAMP WITH TIME ZONE", "user.behavior.last_seen"),
     "notes": ("VARCHAR", "user.sensitive.notes"),
-    "plan": ("VARCHAR", None),
+    "plan": ("VARCHAR", "none"),
 }
 
 POLICY_YAML = """
@@ -248,7 +252,8 @@ def write_project(root: Path) -> None:
         "name: plan_counts\nowner: test\nkey: plan\n"
         "sql: SELECT plan, count(*) AS n FROM accounts_raw GROUP BY plan\n"
         "purposes: [support, analytics]\ncolumns:\n"
-        "  plan: {type: VARCHAR}\n  n: {type: BIGINT}\n",
+        "  plan: {type: VARCHAR, classification: none}\n"
+        "  n: {type: BIGINT, classification: none}\n",
         encoding="utf-8",
     )
     (root / "policies" / "policy.yml").write_text(
@@ -276,7 +281,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield built
 
 
-# ------------------------------------------------------------------ the two egress paths
+@pytest.fixture(scope="module")
+def changes(platform: Platform) -> list[Record]:
+    return change_stream(platform)
+
+
+# ------------------------------------------------------------------ the egress paths
 
 
 def serve_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any]]:
@@ -330,6 +340,31 @@ def export_rows(platform: Platform, plan: AccessPlan) -> dict[int, dict[str, Any
         row.pop(SUBJECT_MARKER)
         out[row["account_id"]] = row
     return out
+
+
+def change_stream(platform: Platform) -> list[Record]:
+    """Every row of the product published on its change stream, read back raw from the log
+    (what the stream worker appends after a micro-batch touched them all)."""
+    encoder = ChangeEncoder(platform.project.products[PRODUCT], platform.master_key)
+    keys = [a.account_id for a in ACCOUNTS]
+    topic = changes_topic(PRODUCT)
+    log = platform.event_log
+    log.append(topic, encoder.messages(keys[:-1], keys[-1:], 1, time.time()))
+    return [r for p in range(log.partitions(topic)) for r in log.read(topic, p, 0, 1000)]
+
+
+def assert_change_stream_holds_keys_only(records: list[Record]) -> None:
+    blob = b"\n".join((r.key or b"") + b"\t" + (r.value or b"") for r in records)
+    for account in ACCOUNTS:
+        for value in (account.email, account.full_name, account.birth_date, account.last_seen):
+            if value is not None:
+                assert str(value).encode() not in blob
+                assert json.dumps(str(value))[1:-1].encode() not in blob
+    messages = [json.loads(r.value or b"") for r in records]
+    assert {tuple(sorted(m)) for m in messages} == {("at", "key", "op", "version")}
+    # `account_id` is declared non-personal and is not the subject: its key stays clear
+    assert sorted(m["key"] for m in messages) == sorted(str(a.account_id) for a in ACCOUNTS)
+    assert [r.key for r in records] == [m["key"].encode() for m in messages]
 
 
 # ------------------------------------------------------------------ expectations
@@ -469,7 +504,7 @@ def role_sets(purpose: str | None) -> st.SearchStrategy[tuple[str, ...]]:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_what_leaves_is_exactly_what_policy_and_consent_allow(
-    platform: Platform, data: st.DataObject
+    platform: Platform, changes: list[Record], data: st.DataObject
 ) -> None:
     purpose = data.draw(st.sampled_from([*sorted(BASES), None, "", "nope"]), label="purpose")
     history = data.draw(histories(purpose if purpose in BASES else "support"), label="history")
@@ -477,6 +512,8 @@ def test_what_leaves_is_exactly_what_policy_and_consent_allow(
     now = time.time()
     context = AccessContext(principal="prop", roles=roles, purpose=purpose)
     events = [to_event(c, now) for c in history]
+    # (e) the change stream carries no row values of anyone, whatever was declared
+    assert_change_stream_holds_keys_only(changes)
     with (
         tempfile.TemporaryDirectory() as tmp,
         fresh_guard(platform.project, Path(tmp), events) as guard,

@@ -70,8 +70,8 @@ sql: |
   SELECT agent_id, count(*) FILTER (WHERE status = 'open') AS open_tickets
   FROM latest WHERE agent_id IS NOT NULL GROUP BY agent_id
 columns:
-  agent_id: {type: BIGINT, nullable: false}
-  open_tickets: {type: BIGINT}
+  agent_id: {type: BIGINT, classification: none, nullable: false}
+  open_tickets: {type: BIGINT, classification: none}
 """,
     "products/open_per_agent.yml": """
 name: open_per_agent
@@ -84,9 +84,9 @@ sql: |
          max(note) AS last_note
   FROM tickets WHERE agent_id IS NOT NULL GROUP BY agent_id
 columns:
-  agent_id: {type: BIGINT, nullable: false}
-  open_tickets: {type: BIGINT}
-  last_note: {type: VARCHAR}
+  agent_id: {type: BIGINT, classification: none, nullable: false}
+  open_tickets: {type: BIGINT, classification: none}
+  last_note: {type: VARCHAR, classification: none}
 """,
     "products/agent_desk.yml": """
 name: agent_desk
@@ -110,12 +110,12 @@ sql: |
   LEFT JOIN c ON c.agent_id = a.agent_id
   LEFT JOIN e ON e.agent_id = a.agent_id
 columns:
-  agent_id: {type: BIGINT, nullable: false}
-  team: {type: VARCHAR}
-  tickets: {type: BIGINT}
-  minutes: {type: BIGINT}
-  calls: {type: BIGINT}
-  touched: {type: BIGINT}
+  agent_id: {type: BIGINT, classification: none, nullable: false}
+  team: {type: VARCHAR, classification: none}
+  tickets: {type: BIGINT, classification: none}
+  minutes: {type: BIGINT, classification: none}
+  calls: {type: BIGINT, classification: none}
+  touched: {type: BIGINT, classification: none}
 """,
     "products/busy_agents.yml": """
 name: busy_agents
@@ -128,9 +128,9 @@ sql: |
   FROM agent_desk AS d JOIN open_per_agent AS o ON o.agent_id = d.agent_id
   WHERE o.open_tickets >= 1
 columns:
-  agent_id: {type: BIGINT, nullable: false}
-  team: {type: VARCHAR}
-  open_tickets: {type: BIGINT}
+  agent_id: {type: BIGINT, classification: none, nullable: false}
+  team: {type: VARCHAR, classification: none}
+  open_tickets: {type: BIGINT, classification: none}
 """,
     "products/top_agents.yml": """
 name: top_agents
@@ -142,8 +142,8 @@ sql: |
   SELECT agent_id, open_tickets FROM open_per_agent
   ORDER BY open_tickets DESC, agent_id LIMIT 2
 columns:
-  agent_id: {type: BIGINT, nullable: false}
-  open_tickets: {type: BIGINT}
+  agent_id: {type: BIGINT, classification: none, nullable: false}
+  open_tickets: {type: BIGINT, classification: none}
 """,
     "policies/policy.yml": """
 purposes:

@@ -66,7 +66,8 @@ def test_a_failing_product_skips_its_downstream(project_dir: Path) -> None:
     (project_dir / "products" / "profile_counts.yml").write_text(
         "name: profile_counts\nowner: t\nkey: country\npurposes: [analytics]\n"
         "sql: SELECT country, count(*) AS people FROM customer_profile GROUP BY country\n"
-        "columns:\n  country: {type: VARCHAR}\n  people: {type: BIGINT}\n"
+        "columns:\n  country: {type: VARCHAR, classification: user.contact.address.country}\n"
+        "  people: {type: BIGINT, classification: none}\n"
     )
     _csv(project_dir, "1,a@x.test,GB,not-a-date\n")
     with Platform.open(project_dir) as platform:
@@ -83,7 +84,8 @@ def test_product_sql_reads_other_products(project_dir: Path) -> None:
     (project_dir / "products" / "profile_counts.yml").write_text(
         "name: profile_counts\nowner: t\nkey: country\npurposes: [analytics]\n"
         "sql: SELECT country, count(*) AS people FROM customer_profile GROUP BY country\n"
-        "columns:\n  country: {type: VARCHAR}\n  people: {type: BIGINT}\n"
+        "columns:\n  country: {type: VARCHAR, classification: user.contact.address.country}\n"
+        "  people: {type: BIGINT, classification: none}\n"
     )
     with Platform.open(project_dir) as platform:
         load_sources(platform)

@@ -83,7 +83,8 @@ def _add(root: Path, name: str, sql: str) -> None:
     (root / "products" / f"{name}.yml").write_text(
         f"name: {name}\nowner: t\nkey: agent_id\nfreshness: 1s\npurposes: [support]\n"
         f'sql: "{sql}"\n'
-        "columns: {agent_id: {type: BIGINT, nullable: false}, n: {type: BIGINT}}\n"
+        "columns: {agent_id: {type: BIGINT, nullable: false, classification: none},"
+        " n: {type: BIGINT, classification: none}}\n"
     )
 
 

@@ -41,8 +41,8 @@ def test_unknown_key_in_tidegate_yml(project) -> None:
         ),
         (
             PRODUCT,
-            "  tenure_days: {type: BIGINT, description: Days since sign-up}",
-            "  tenure_days:\n    type: BIGINT\n    nulable: false",
+            "  tenure_days: {type: BIGINT, classification: none, description: Days since sign-up}",
+            "  tenure_days:\n    type: BIGINT\n    classification: none\n    nulable: false",
             "nulable",
             "columns.tenure_days.nulable",
         ),
@@ -322,7 +322,8 @@ def test_product_named_like_a_source(project) -> None:
     project.write(
         "products/customers.yml",
         "name: customers\nowner: me\nsql: SELECT customer_id FROM customers\n"
-        "key: customer_id\npurposes: [support]\ncolumns:\n  customer_id: {type: BIGINT}\n",
+        "key: customer_id\npurposes: [support]\ncolumns:\n"
+        "  customer_id: {type: BIGINT, classification: user.unique_id}\n",
     )
     project.expect("products/customers.yml", 1, "same name as a source", field="name")
 
@@ -331,7 +332,8 @@ def _product(project, name: str, reads: str) -> None:
     project.write(
         f"products/{name}.yml",
         f"# {name} reads {reads}\nname: {name}\nowner: me\nsql_file: {name}.sql\n"
-        "key: customer_id\npurposes: [support]\ncolumns:\n  customer_id: {type: BIGINT}\n",
+        "key: customer_id\npurposes: [support]\ncolumns:\n"
+        "  customer_id: {type: BIGINT, classification: user.unique_id}\n",
     )
     project.write(f"products/{name}.sql", f"SELECT customer_id\nFROM {reads}\n")
 

@@ -25,11 +25,13 @@ def test_modes_follow_sql_shape_and_freshness(stream_project: Path) -> None:
         "name: recent_clicks\nowner: t\nkey: customer_id\nfreshness: 1m\npurposes: [support]\n"
         "sql: SELECT customer_id, count(*) AS clicks FROM clicks\n"
         "  WHERE occurred_at > now() - INTERVAL 1 HOUR GROUP BY customer_id\n"
-        "columns: {customer_id: {type: BIGINT}, clicks: {type: BIGINT}}\n"
+        "columns: {customer_id: {type: BIGINT, classification: user.unique_id},"
+        " clicks: {type: BIGINT, classification: none}}\n"
     )
     (stream_project / "products" / "click_total.yml").write_text(
         "name: click_total\nowner: t\nkey: n\nfreshness: 1s\npurposes: [support]\n"
-        "sql: SELECT count(*) AS n FROM clicks\ncolumns: {n: {type: BIGINT}}\n"
+        "sql: SELECT count(*) AS n FROM clicks\n"
+        "columns: {n: {type: BIGINT, classification: none}}\n"
     )
     plans = plan_project(load_project(stream_project))
     assert plans["customer_orders"].mode == "incremental"

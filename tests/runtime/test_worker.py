@@ -10,6 +10,7 @@ from tidegate.ingest.intake import open_intake
 from tidegate.log.base import Message, Record
 from tidegate.meta.sqlite import sqlite_part
 from tidegate.platform import Platform
+from tidegate.products.changes import ChangeEncoder
 from tidegate.runtime.worker import StreamWorker, process_batch
 from tidegate.store.online.codec import decode_row
 
@@ -99,7 +100,13 @@ def test_a_batch_reaches_raw_products_online_and_the_change_stream(
             for p in range(intake.log.partitions("__changes.customer_orders"))
             for r in intake.log.read("__changes.customer_orders", p, 0, 100)
         ]
-        assert sorted(c["key"] for c in changes) == [1, 2, 3, 4, 5, 7]
+        # keys only, and the key (the subject's id) pseudonymised: products/changes.py
+        encoder = ChangeEncoder(platform.project.products["customer_orders"], platform.master_key)
+        assert sorted(c["key"] for c in changes) == sorted(
+            encoder.key_text(k) for k in [1, 2, 3, 4, 5, 7]
+        )
+        assert {tuple(sorted(c)) for c in changes} == {("at", "key", "op", "version")}
+        assert {c["version"] for c in changes} == {1}
 
         dead = sqlite_part(platform.project.path(".tidegate/metadata.db"), "dead_letters")
         reasons = sorted(d.reason for d in dead.list())

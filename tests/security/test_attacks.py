@@ -313,3 +313,106 @@ def test_refused_consent_calls_are_audited(served: Served) -> None:
         ("consent", "desk-consent", "denied", ("5",)),
         ("consent_read", "desk-consent", "denied", ("5",)),
     ]
+
+
+# ---------------------------------------------------------------- 1. the change stream
+
+SIGNUPS = {
+    "tidegate.yml": "name: signups\n",
+    "sources/signups.yml": """
+name: signups
+type: stream
+event_id: signup_id
+key: signup_id
+subject: customer_id
+columns:
+  signup_id: {type: BIGINT, nullable: false, classification: none}
+  customer_id: {type: BIGINT, nullable: false, classification: user.unique_id}
+  email: {type: VARCHAR, classification: user.contact.email}
+  phone: {type: VARCHAR, classification: user.contact.phone_number}
+  birth_date: {type: DATE, classification: user.demographic.date_of_birth}
+""",
+    "products/profiles.yml": """
+name: profiles
+owner: test
+key: customer_id
+subject: customer_id
+freshness: 1s
+purposes: [support]
+sql: |
+  SELECT customer_id, max(email) AS email, max(phone) AS phone,
+         max(birth_date) AS birth_date, count(*) AS signups
+  FROM signups GROUP BY customer_id
+columns:
+  customer_id: {type: BIGINT, nullable: false, classification: user.unique_id}
+  email: {type: VARCHAR, classification: user.contact.email}
+  phone: {type: VARCHAR, classification: user.contact.phone_number}
+  birth_date: {type: DATE, classification: user.demographic.date_of_birth}
+  signups: {type: BIGINT, classification: none}
+""",
+    "policies/policy.yml": """
+purposes:
+  support: {legal_basis: contract}
+roles:
+  support_agent: {purposes: [support]}
+treatments:
+  "*":
+    user: clear
+""",
+}
+
+
+def test_the_change_stream_carries_no_personal_data(tmp_path: Path) -> None:
+    """`__changes.<product>` held every changed row untreated (email, phone, birth date),
+    readable by anyone with the log, and erasure never reached it. Now it holds keys
+    (the subject's id pseudonymised), versions and the operation only."""
+    import json
+
+    from tidegate.ingest.intake import open_intake
+    from tidegate.products.builder import build_products, load_sources
+    from tidegate.runtime.worker import process_batch
+
+    root = tmp_path / "signups"
+    for relative, text in SIGNUPS.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.lstrip("\n"))
+    people = [
+        {
+            "signup_id": 900 + i,
+            "customer_id": 4242 + i,
+            "email": f"person{i}@example.com",
+            "phone": f"+44 20 7946 09{i:02d}",
+            "birth_date": f"19{60 + i}-0{1 + i % 9}-1{i % 10}",
+        }
+        for i in range(5)
+    ]
+    with Platform.open(root) as platform:
+        load_sources(platform)
+        assert all(r.status == "live" for r in build_products(platform))
+        intake = open_intake(platform.project)
+        assert intake.submit("signups", people, "test").accepted == 5
+        consumer = intake.log.consumer("attack", ["signups"])
+        records = consumer.poll(100, 1.0)
+        consumer.close()
+        assert process_batch(platform, records).products == {"profiles": 5}
+        topic = "__changes.profiles"
+        raw = [
+            r
+            for p in range(intake.log.partitions(topic))
+            for r in intake.log.read(topic, p, 0, 1000)
+        ]
+        intake.close()
+    assert len(raw) == 5
+    blob = b"\n".join((r.key or b"") + b"\t" + (r.value or b"") for r in raw)
+    for person in people:
+        for field in ("email", "phone", "birth_date"):
+            assert str(person[field]).encode() not in blob, field
+        # the key is the subject's own id: it is pseudonymised too
+        assert str(person["customer_id"]).encode() not in blob
+    for record in raw:
+        message = json.loads(record.value or b"")
+        assert set(message) == {"op", "key", "version", "at"}, message
+        assert message["op"] == "upsert"
+        assert len(message["key"]) == 64
+        assert record.key == message["key"].encode()

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from tidegate.audit.log import ChainIssue
 from tidegate.meta.base import MetadataStore
+from tidegate.private import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ class AuditAnchor:
             if not self._shared.move_audit_anchor(json.dumps(body), self._seen):
                 raise _Moved  # another host moved it since we read it: read and decide again
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         tmp = self.path.with_suffix(".tmp")
+        private_file(tmp, create=True)
         with tmp.open("w") as handle:
             json.dump(body, handle)
             handle.flush()
@@ -216,7 +218,8 @@ def _hash_at(store: MetadataStore, seq: int) -> str | None:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    private_file(path, create=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -34,6 +34,7 @@ from tidegate.cli import (
 from tidegate.console import errors
 from tidegate.errors import ConfigError, TidegateError
 from tidegate.extras import MissingExtraError
+from tidegate.private import restrict_umask
 from tidegate.timestamps import format_timestamp
 
 app = typer.Typer(
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run a command line; `argv` None is this process's own (`sys.argv`), which a live
     runtime of the project may run instead (`cli/forward.py`); a runtime running a command
     for the CLI passes the line it was handed."""
+    restrict_umask()  # project state at rest is the owner's only (private.py)
     handler = logging.StreamHandler()
     handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(

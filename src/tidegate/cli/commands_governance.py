@@ -9,6 +9,7 @@ import typer
 
 from tidegate.cli.commands_project import ProjectDir
 from tidegate.console import console, print_json
+from tidegate.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +29,15 @@ def classify_command(
     """Suggest classifications from column names and sampled values, as YAML to accept."""
     from tidegate.platform import Platform
     from tidegate.privacy.classify import as_yaml, classify, write_classifications
+    from tidegate.project.loader import load_project
 
-    with Platform.open(project_dir) as platform:
+    try:
+        platform = Platform.open(project_dir)  # the runtime's own, when forwarded to one
+    except ConfigError:
+        # the one command that loads a project whose product columns are not all
+        # classified yet: it exists to fill them in (other problems still raise)
+        platform = Platform(load_project(project_dir, require_classified=False))
+    with platform:
         found = classify(platform, name, sample)
     if json_output:
         print_json(

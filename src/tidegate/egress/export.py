@@ -30,6 +30,7 @@ from tidegate.audit.log import AuditRecord
 from tidegate.errors import BadRequestError
 from tidegate.privacy.anonymize import Privacy, anonymize
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, guard_of
+from tidegate.private import private_dir, private_file
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -109,7 +110,8 @@ def guarded_rows(platform: Platform, plan: AccessPlan) -> list[dict[str, Any]]:
 
 def write_table(table: pa.Table, columns: list[str], path: Path, fmt: str) -> None:
     table = table.select(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    private_file(path, create=True)  # pyarrow truncates and writes into it
     if fmt == "parquet":
         import pyarrow.parquet as pq
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-#: the change stream of a product is the topic `__changes.<product>` (runtime/worker.py)
+#: the change stream of a product is the topic `__changes.<product>` (products/changes.py)
 CHANGES_PREFIX = "__changes."
 
 #: (topic, partition)

@@ -31,6 +31,7 @@ from tidegate.meta.sqlite_parts import (
     SqliteObservations,
 )
 from tidegate.meta.sqlite_sync import SqliteSyncMixin
+from tidegate.private import private_dir, private_file
 
 BUMP_CHANGE_TOKEN = "UPDATE meta_heads SET value = value + 1 WHERE name = 'change_token'"
 
@@ -40,7 +41,8 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path, side_files=True, create=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30

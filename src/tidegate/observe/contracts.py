@@ -16,6 +16,8 @@ one back into product YAML.
 | type widened within its family | no |
 | column became nullable | yes |
 | classification tightened (some purpose's treatment gets stricter) | yes |
+| classification weakened (some purpose's treatment gets looser) or removed (`none`) | yes |
+| classification changed without any purpose's treatment moving (judged by the policy) | no |
 | purpose removed | yes |
 | key or subject changed (a stricter or different key) | yes |
 | freshness loosened | yes |
@@ -29,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tidegate.project.models import ProductConfig, parse_duration
+from tidegate.project.models import NOT_PERSONAL, ProductConfig, parse_duration
 from tidegate.project.observe_config import product_checks
 from tidegate.project.project import Policy
 
@@ -328,20 +330,32 @@ def type_change(old: str, new: str) -> str:
     return "narrowed"
 
 
-def _classification_tightened(
+def _classification_change(
     old: str | None, new: str | None, purposes: list[str], policy: Policy | None
-) -> bool | None:
-    """True when some purpose's treatment gets stricter (None when nothing changed)."""
+) -> str | None:
+    """How a column's classification changed: None (it did not), "tightened" (some
+    purpose's treatment gets stricter), "weakened" (some purpose's treatment gets looser),
+    "removed" (it no longer says it holds personal data), or "changed" (no treatment moves).
+
+    Tightening breaks consumers (they get less); weakening and removing break the promise
+    to the people in the data (more of it leaves), so both are breaking too (issue 13)."""
     if old == new:
         return None
+    personal_before = old not in (None, NOT_PERSONAL)
+    personal_after = new not in (None, NOT_PERSONAL)
     if policy is not None:
-        for purpose in purposes:
-            before = STRICTNESS[policy.treatment_for(purpose, old).treatment]
-            after = STRICTNESS[policy.treatment_for(purpose, new).treatment]
-            if after > before:
-                return True
-        return False
-    return new is not None
+        before = [STRICTNESS[policy.treatment_for(p, old).treatment] for p in purposes]
+        after = [STRICTNESS[policy.treatment_for(p, new).treatment] for p in purposes]
+        if any(a < b for a, b in zip(after, before, strict=True)):
+            return "weakened"
+        if any(a > b for a, b in zip(after, before, strict=True)):
+            return "tightened"
+    if personal_before and not personal_after:
+        return "removed"
+    if policy is not None or not personal_after:
+        return "changed"
+    # no policy to judge by: a new category may loosen some purpose
+    return "reclassified" if personal_before else "tightened"
 
 
 def diff(old: ProductConfig, new: ProductConfig, policy: Policy | None = None) -> list[Change]:
@@ -389,16 +403,16 @@ def diff(old: ProductConfig, new: ProductConfig, policy: Policy | None = None) -
                     loosened,
                 )
             )
-        tightened = _classification_tightened(
+        how = _classification_change(
             before.classification, after.classification, list(new.purposes), policy
         )
-        if tightened is not None:
+        if how is not None:
             changes.append(
                 Change(
-                    "classification tightened" if tightened else "classification loosened",
+                    f"classification {how}",
                     column,
                     f"{before.classification} -> {after.classification}",
-                    tightened,
+                    how != "changed",
                 )
             )
         if before.description != after.description:

@@ -221,7 +221,7 @@ def distribution_expression(metric: str, column: str) -> exp.Expr:
 def classified_columns(product: Product) -> frozenset[str]:
     """Columns whose contract names a classification: personal data whose extremes
     (`min`, `max`) are one person's value, so never recorded as observations."""
-    return frozenset(c for c, spec in product.columns.items() if spec.classification)
+    return frozenset(c for c, spec in product.columns.items() if spec.category)
 
 
 def aggregate_query(check: Any, table: exp.Table) -> tuple[exp.Query, float | None, float | None]:

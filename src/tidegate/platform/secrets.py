@@ -12,6 +12,8 @@ import os
 import secrets
 from pathlib import Path
 
+from tidegate.private import private_dir
+
 ENV_HASH_KEY = "TIDEGATE__SECRETS__HASH_KEY"
 
 
@@ -22,7 +24,7 @@ def load_master_key(state_dir: Path) -> bytes:
     path = state_dir / "secrets.json"
     if path.exists():
         return bytes.fromhex(json.loads(path.read_text())["hash_key"])
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -49,7 +51,7 @@ def load_audit_key(state_dir: Path) -> bytes:
     path = state_dir / AUDIT_KEY_FILE
     if path.exists():
         return bytes.fromhex(json.loads(path.read_text())["audit_key"])
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     key = secrets.token_bytes(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -17,6 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidegate.project.taxonomy import NAME_RULES as NAME_RULES
+from tidegate.project.taxonomy import name_hint as name_hint
+
 if TYPE_CHECKING:
     from tidegate.platform import Platform
     from tidegate.project.project import Product, Source
@@ -128,41 +131,6 @@ VALUE_DETECTORS: list[tuple[str, str, Callable[[str], bool], bool]] = [
     ("user.contact.address.postal_code", "postal codes", is_postal, True),
     ("user.name", "personal names", is_person_name, True),
 ]
-
-# column name patterns (whole words of snake/camel case names)
-NAME_RULES: list[tuple[str, str]] = [
-    (r"e_?mail", "user.contact.email"),
-    (r"(phone|mobile|msisdn|tel|telephone|cell)(_?(number|no))?", "user.contact.phone_number"),
-    (r"(ip|ip_?addr(ess)?|client_?ip|remote_?addr)", "user.device.ip_address"),
-    (r"(card|cc|pan|credit_?card)(_?(number|no|num))?", "user.financial.credit_card"),
-    (r"(iban|bank_?account|account_?number)", "user.financial.bank_account"),
-    (r"(dob|date_?of_?birth|birth_?date|birthday|born(_on)?)", "user.demographic.date_of_birth"),
-    (r"(zip|zip_?code|postal_?code|postcode|plz)", "user.contact.address.postal_code"),
-    (r"(first_?name|given_?name|forename)", "user.name.first"),
-    (r"(last_?name|surname|family_?name)", "user.name.last"),
-    (r"(full_?name|name|customer_?name|display_?name)", "user.name"),
-    (r"(street|address(_?line_?\d)?|street_?address)", "user.contact.address.street"),
-    (r"city|town", "user.contact.address.city"),
-    (r"country(_?code)?", "user.contact.address.country"),
-    (r"(state|region|province)", "user.contact.address.state"),
-    (r"(gender|sex)", "user.demographic.gender"),
-    (r"(ssn|national_?id|passport(_?number)?)", "user.government_id"),
-    (r"(cookie_?id|device_?id|idfa|gaid)", "user.device.device_id"),
-    (r"(user|customer|person|member|subject|account)_?id", "user.unique_id"),
-    (r"(lat|latitude|lon|lng|longitude|geo)", "user.location.precise"),
-]
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
-
-
-def name_hint(column: str) -> str | None:
-    snake = _snake(column)
-    for pattern, classification in NAME_RULES:
-        if re.fullmatch(pattern, snake):
-            return classification
-    return None
 
 
 def _related(a: str, b: str) -> bool:

@@ -252,7 +252,7 @@ class Guard:
             ColumnPlan(
                 name=name,
                 type=spec.type,
-                classification=spec.classification,
+                classification=spec.category,
                 treatment=policy.treatment_for(purpose, spec.classification),
             )
             for name, spec in product.columns.items()

@@ -15,13 +15,16 @@ from sqlglot.errors import OptimizeError, ParseError, SqlglotError
 from sqlglot.optimizer.qualify import qualify
 
 from tidegate.errors import Problem
+from tidegate.project.models import NOT_PERSONAL
 from tidegate.project.project import Product, Project
 from tidegate.project.subjects import check_lookups
 
 DIALECT = "duckdb"
 
 
-def check_project(project: Project) -> list[Problem]:
+def check_project(project: Project, *, require_classified: bool = True) -> list[Problem]:
+    """Every cross-file check; `require_classified=False` only for `tidegate classify`,
+    which must load a project whose columns it is about to classify."""
     problems: list[Problem] = []
     problems += _check_name_collisions(project)
     problems += _check_policy(project)
@@ -32,6 +35,8 @@ def check_project(project: Project) -> list[Problem]:
         if tree is not None:
             parsed[product.name] = tree
     problems += _check_cycles(project)
+    if require_classified:
+        problems += check_classified(project)
     if not problems:
         for name in project.build_order():
             problems += _check_output_columns(project.products[name], parsed[name], project)
@@ -70,6 +75,60 @@ def _check_taxonomy(project: Project) -> list[Problem]:
     from tidegate.project.taxonomy import check_taxonomy
 
     return check_taxonomy(project)[0]
+
+
+def check_classified(project: Project) -> list[Problem]:
+    """Fail closed (issue 13): a product column without a classification would leave in
+    clear under every purpose, whatever it holds. Each must name its data category or
+    say `classification: none`; the problem suggests what `tidegate classify` would (the
+    column's upstream classification when the SQL passes a same-named column through,
+    else a guess from its name)."""
+    from tidegate.project.taxonomy import name_hint
+
+    problems: list[Problem] = []
+    for product in project.products.values():
+        for column, spec in product.columns.items():
+            if spec.classification is not None:
+                continue
+            upstream = _upstream_classification(project, product, column)
+            hint = upstream[0] if upstream else name_hint(column)
+            if hint == NOT_PERSONAL:
+                advice = (
+                    f"add `classification: none` (`tidegate classify {product.name}` suggests "
+                    f"it as {upstream[1] if upstream else ''}, which holds no personal data), "
+                    "or the data category of what it holds"
+                )
+            elif hint is not None:
+                why = f"as {upstream[1]}" if upstream else "from its name"
+                advice = (
+                    f"add `classification: {hint}` (`tidegate classify {product.name}` "
+                    f"suggests it {why}), or `classification: none` if it holds no personal "
+                    "data"
+                )
+            else:
+                advice = (
+                    f"add its data category (`tidegate classify {product.name}` suggests one "
+                    "from its values), or `classification: none` if it holds no personal data"
+                )
+            problems.append(
+                product.doc.problem(
+                    ("columns", column),
+                    f"product column {product.name}.{column} has no classification; {advice}",
+                )
+            )
+    return problems
+
+
+def _upstream_classification(
+    project: Project, product: Product, column: str
+) -> tuple[str, str] | None:
+    """(classification, "where") of a same-named column in a relation the SQL reads."""
+    for name in sorted(product.depends_on):
+        item = project.sources.get(name) or project.products.get(name)
+        spec = item.columns.get(column) if item is not None else None
+        if spec is not None and spec.classification is not None:
+            return spec.classification, f"{name}.{column}"
+    return None
 
 
 def _check_name_collisions(project: Project) -> list[Problem]:

@@ -36,8 +36,13 @@ M = TypeVar("M", bound=BaseModel)
 _SOURCE_ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceConfig)
 
 
-def load_project(root: str | Path, *, check: bool = True) -> Project:
-    """Load and validate the project at `root`; raise ConfigError listing every problem."""
+def load_project(
+    root: str | Path, *, check: bool = True, require_classified: bool = True
+) -> Project:
+    """Load and validate the project at `root`; raise ConfigError listing every problem.
+
+    `require_classified=False` skips only the check that every product column is
+    classified (for `tidegate classify`, which exists to fill them in)."""
     root = Path(root).resolve()
     problems: list[Problem] = []
     if not (root / PROJECT_FILE).is_file():
@@ -94,7 +99,7 @@ def load_project(root: str | Path, *, check: bool = True) -> Project:
     if check and not problems:
         from tidegate.project.checks import check_project
 
-        problems.extend(check_project(project))
+        problems.extend(check_project(project, require_classified=require_classified))
     if problems or config is None:
         raise ConfigError(problems, root)
     return project

@@ -65,6 +65,9 @@ CLASSIFICATION_PATTERN = PURPOSE_PATTERN
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
 PurposeName = Annotated[str, Field(pattern=PURPOSE_PATTERN, max_length=100)]
 Classification = Annotated[str, Field(pattern=CLASSIFICATION_PATTERN, max_length=100)]
+#: `classification: none` declares a column non-personal, explicitly: product columns
+#: must say either what personal data they hold or this (fail closed, issue 13).
+NOT_PERSONAL = "none"
 
 # ---------------------------------------------------------------- columns
 
@@ -74,12 +77,21 @@ class ColumnSpec(Strict):
 
     type: str = "VARCHAR"
     description: str = ""
-    classification: Classification | None = None
+    classification: Classification | None = Field(
+        default=None,
+        description="data category from the taxonomy (`user.contact.email`), or `none` for a"
+        " column that holds no personal data; required on product columns",
+    )
     nullable: bool = True
     checks: list[Any] = Field(
         default=[],
         description="quality checks on this column, in shorthand (project/observe_config.py)",
     )
+
+    @property
+    def category(self) -> str | None:
+        """The data category, or None for a column declared (or left) non-personal."""
+        return None if self.classification == NOT_PERSONAL else self.classification
 
     @field_validator("checks")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 
 from tidegate.errors import Problem
 from tidegate.project.models import (
+    NOT_PERSONAL,
     ColumnSpec,
     PolicyFile,
     PostgresTableSource,
@@ -127,14 +128,19 @@ class Policy:
                 merged = policy.treatments.setdefault(purpose, {})
                 for classification, spec in rules.items():
                     if classification in merged:
+                        where = policy.origins[("treatment", f"{purpose}/{classification}")]
                         problems.append(
                             doc.problem(
                                 ("treatments", purpose, classification),
                                 f"treatment for {classification!r} under {purpose!r} is "
-                                "defined twice",
+                                f"defined twice (first in {where[0].display})",
                             )
                         )
                     merged[classification] = spec
+                    policy.origins.setdefault(
+                        ("treatment", f"{purpose}/{classification}"),
+                        (doc, ("treatments", purpose, classification)),
+                    )
                 policy.origins.setdefault(("treatments", purpose), (doc, ("treatments", purpose)))
             if policy_file.tcf is not None:
                 if ("tcf", "tcf") in policy.origins:
@@ -144,11 +150,33 @@ class Policy:
                     policy.tcf = policy_file.tcf
                     policy.origins[("tcf", "tcf")] = (doc, ("tcf",))
             if policy_file.default_treatment is not None:
+                # one value, set once: a second file overriding the first would make the
+                # outcome depend on file order (issue 13)
+                earlier = policy.origins.get(("default_treatment", "default_treatment"))
+                if earlier is not None and (
+                    policy.default_treatment.treatment != policy_file.default_treatment
+                ):
+                    problems.append(
+                        doc.problem(
+                            ("default_treatment",),
+                            f"default_treatment {policy_file.default_treatment!r} conflicts "
+                            f"with {policy.default_treatment.treatment!r} set in "
+                            f"{earlier[0].display}; set it in one policy file",
+                        )
+                    )
+                    continue
                 policy.default_treatment = TreatmentSpec(treatment=policy_file.default_treatment)
+                policy.origins.setdefault(
+                    ("default_treatment", "default_treatment"), (doc, ("default_treatment",))
+                )
         return policy
 
     def treatment_for(self, purpose: str, classification: str | None) -> TreatmentSpec:
-        """Longest classification prefix wins; the purpose's own rules beat the `*` rules."""
+        """Longest classification prefix wins; the purpose's own rules beat the `*` rules.
+
+        `none` (declared non-personal) is matched like an unclassified column."""
+        if classification == NOT_PERSONAL:
+            classification = None
         label = classification or UNCLASSIFIED
         for scope in (purpose, "*"):
             rules = self.treatments.get(scope, {})

@@ -11,9 +11,10 @@ One micro-batch, in this order:
    event id), each incremental product recomputes the keys that changed (its own SQL,
    restricted), the live version tables take the new rows, the applied offsets and the
    keys waiting to be published are recorded;
-4. the changed rows go to the online store and to the change stream `__changes.<product>`
-   on the log; `trigger: on_change` syncs run; the waiting keys are cleared in the next
-   batch's transaction (step 3), not by a commit of their own;
+4. the changed rows go to the online store, their keys (never their values:
+   products/changes.py) to the change stream `__changes.<product>` on the log;
+   `trigger: on_change` syncs run; the waiting keys are cleared in the next batch's
+   transaction (step 3), not by a commit of their own;
 5. the caller commits the log offsets.
 
 A `kill -9` anywhere loses nothing and doubles nothing: before step 3 commits, the
@@ -43,11 +44,12 @@ from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.raw import apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
-from tidegate.log.base import CHANGES_PREFIX, Message, Record, TopicPartition
+from tidegate.log.base import Record, TopicPartition
 from tidegate.observe.freshness import FreshnessLedger
 from tidegate.observe.stream import StreamObserver
 from tidegate.platform import Platform
 from tidegate.privacy.tombstones import ErasedFilter, ensure_purged
+from tidegate.products.changes import ChangeEncoder, changes_topic
 from tidegate.products.incremental import (
     ProductDelta,
     changed_keys,
@@ -58,7 +60,7 @@ from tidegate.products.incremental import (
 from tidegate.products.planner import ProductPlan, plan_project
 from tidegate.project.project import stream_sources
 from tidegate.requests.consent_stream import ConsentStream
-from tidegate.store.online.codec import encode_row, encode_value
+from tidegate.store.online.codec import encode_row
 from tidegate.store.warehouse import PRODUCTS
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,8 @@ class StreamWorker:
         self.consent = ConsentStream.of(platform)  # None unless `consent.topic` is set
         self._applied: dict[TopicPartition, int] = {}
         self._caught_up: set[str] = set()  # on_change syncs fully diffed once in this process
+        self._encoders: dict[str, ChangeEncoder] = {}
+        self._versions: dict[str, int] = {}  # product -> live version, as of the last batch
         # keys published but still in PENDING: cleared in the next batch's transaction
         # rather than by a DuckDB commit of their own on every batch
         self._published_pending = False
@@ -238,6 +242,7 @@ class StreamWorker:
             if version is None:
                 raise BuildError(f"product {name!r} is not built yet; run `tidegate build` first")
             tables[name] = live_table(version.table)
+            self._versions[name] = version.version
         return tables
 
     def _apply(
@@ -328,7 +333,7 @@ class StreamWorker:
                 online.upsert(delta.product, encoded)
             if delta.deletes:
                 online.delete(delta.product, [str(k) for k in delta.deletes])
-            self._change_stream(delta, key, [text for _, text in encoded])
+            self._change_stream(delta, key)
         if clear:
             self._clear_pending()
         else:
@@ -341,26 +346,21 @@ class StreamWorker:
             self.observer.updated(delta.product, len(delta.upserts), len(delta.deletes), lag)
         self._run_syncs(deltas)
 
-    def _change_stream(self, delta: ProductDelta, key: str, rows: list[str]) -> None:
-        """`rows`: the upserted rows as the online store holds them (encoded once for both)."""
-        at = time.time()
-        messages = [
-            Message(
-                str(r[key]).encode(),
-                (
-                    '{"op":"upsert","key":'
-                    + encode_value(r[key])
-                    + ',"row":'
-                    + text
-                    + f',"at":{at!r}}}'
-                ).encode(),
+    def _change_stream(self, delta: ProductDelta, key: str) -> None:
+        """Keys, versions and the operation only (products/changes.py says why)."""
+        encoder = self._encoders.get(delta.product)
+        if encoder is None:
+            product = self.project.products[delta.product]
+            encoder = self._encoders[delta.product] = ChangeEncoder(
+                product, self.platform.master_key
             )
-            for r, text in zip(delta.upserts, rows, strict=True)
-        ] + [
-            Message(str(k).encode(), encode_row({"op": "delete", "key": k, "at": at}).encode())
-            for k in delta.deletes
-        ]
-        self.intake.log.append(CHANGES_PREFIX + delta.product, messages)
+        messages = encoder.messages(
+            [r[key] for r in delta.upserts],
+            delta.deletes,
+            self._versions.get(delta.product, 0),
+            time.time(),
+        )
+        self.intake.log.append(changes_topic(delta.product), messages)
 
     def _run_syncs(self, deltas: list[ProductDelta]) -> None:
         """Push changed rows to `trigger: on_change` syncs.

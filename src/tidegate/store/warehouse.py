@@ -25,6 +25,7 @@ import sqlglot
 from sqlglot import exp
 
 from tidegate.errors import BuildError, ServiceUnavailableError
+from tidegate.private import private_dir, private_file
 from tidegate.project.project import Product, Project, Source
 
 RAW, BUILDS, PRODUCTS = "raw", "builds", "products"
@@ -113,10 +114,11 @@ class Warehouse:
         wait: float | None = 0.0,
         notice: Callable[[str], None] | None = None,
     ):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
         self._lock = threading.RLock()
         self.db = connect_waiting(path, wait, notice)
+        private_file(path, side_files=True)  # DuckDB creates it; its `.wal` follows the umask
         self.db.execute("SET TimeZone = 'UTC'")
         if threads:
             self.db.execute(f"SET threads = {int(threads)}")

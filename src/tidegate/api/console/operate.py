@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from tidegate.api.console.core import Page
 from tidegate.errors import BadRequestError, NotFoundError, TidegateError
+from tidegate.private import private_dir, private_file
 from tidegate.project.project import stream_sources
 from tidegate.project.subjects import subject_types
 from tidegate.timestamps import format_timestamp
@@ -206,8 +207,9 @@ def erase(page: Page) -> Response:
         subject_type=page.param("type") or None,
     )  # audited by erase() itself (action erasure)
     folder = _reports_dir(page)
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     body = report.as_json()  # names the subject only by its hash
+    private_file(folder / f"{report.request_id}.json", create=True)
     (folder / f"{report.request_id}.json").write_text(json.dumps(body, indent=2))
     return RedirectResponse(f"/console/privacy?done={report.request_id}", 303)
 

@@ -73,6 +73,7 @@ from tidegate.platform import Platform
 from tidegate.privacy.guard import SUBJECTS_RELATION, AccessContext, AccessPlan, guard_of
 from tidegate.privacy.tombstones import ensure_purged
 from tidegate.privacy.treatments import sql_text
+from tidegate.private import private_dir, private_file
 from tidegate.project.models import SyncConfig
 from tidegate.store.warehouse import PRODUCTS
 
@@ -137,7 +138,8 @@ def run_sync(
 def sync_lock(platform: Platform, name: str) -> Iterator[None]:
     """The per-sync lock: runs, removals and erasures of one sync never interleave."""
     directory = platform.state_dir / "locks"
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
+    private_file(directory / f"sync-{name}.lock", create=True)
     with (directory / f"sync-{name}.lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if the process dies
         try:

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 from tidegate.log.base import Headers
+from tidegate.private import private_dir, private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -58,7 +59,8 @@ def connect(path: Path) -> sqlite3.Connection:
     Switching to WAL and creating the schema can meet SQLITE_BUSY without SQLite's busy
     handler being consulted (e.g. while another connection recovers the WAL), so opening
     is retried with a short backoff instead of failing the HTTP request or the worker."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    private_file(path, side_files=True, create=True)
     for attempt in range(OPEN_ATTEMPTS):
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
         try:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tidegate.private import private_dir, private_file
 from tidegate.store.online.base import Entry, OnlineStore
 
 SCHEMA = """
@@ -42,7 +43,8 @@ class SqliteOnlineStore(OnlineStore):
     def __init__(self, path: Path | str, ttls: Mapping[str, float] | None = None) -> None:
         super().__init__(ttls)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path, side_files=True, create=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30

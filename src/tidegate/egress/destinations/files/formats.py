@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tidegate.private import private_dir
 from tidegate.timestamps import format_timestamp
 
 
@@ -33,7 +34,8 @@ def read_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
 
 
 def write_rows(path: Path, fmt: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomically (temp file, fsync, rename); mkstemp makes the file 0600, the rename keeps it."""
+    private_dir(path.parent)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:

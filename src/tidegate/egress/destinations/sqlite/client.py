@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from tidegate.egress.destinations.base import Capabilities, Destination, Written, register
 from tidegate.errors import TerminalDestinationError, TransientDestinationError
+from tidegate.private import private_dir, private_file
 
 
 def _q(name: str) -> str:
@@ -42,7 +43,8 @@ class SqliteDestination(Destination):
         self.key = ""
         self.columns: list[str] = []
         self._absent = False  # attached (preview) to a table that does not exist yet
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path, side_files=True, create=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
 
