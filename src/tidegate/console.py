@@ -56,14 +56,15 @@ class _ConsoleProxy:
 PIPE_WIDTH = 200
 
 
-def _default_width(stream: TextIO) -> int | None:
+def default_width(stream: TextIO) -> int | None:
+    """None for a terminal (or COLUMNS): Rich measures it; PIPE_WIDTH otherwise."""
     if os.environ.get("COLUMNS") or stream.isatty():
         return None  # Rich asks the terminal (or reads COLUMNS)
     return PIPE_WIDTH
 
 
 console = cast(
-    Console, _ConsoleProxy("out", Console(highlight=False, width=_default_width(sys.stdout)))
+    Console, _ConsoleProxy("out", Console(highlight=False, width=default_width(sys.stdout)))
 )
 
 
@@ -75,7 +76,7 @@ def current_console() -> Console:
 
 errors = cast(
     Console,
-    _ConsoleProxy("err", Console(stderr=True, highlight=False, width=_default_width(sys.stderr))),
+    _ConsoleProxy("err", Console(stderr=True, highlight=False, width=default_width(sys.stderr))),
 )
 
 

@@ -217,11 +217,17 @@ def supported(target: Target, mode: str) -> bool:
 def test_preview_equals_the_run_and_counts_are_the_destinations(
     people: Any, target: Target, mode: str
 ) -> None:
-    if not supported(target, mode):
-        pytest.skip(f"the destination does not offer mode {mode} (its capabilities say so)")
     people.set_rows([people.row(i) for i in range(1, 11)])
     people.build()
     people.sync("crm", f"purpose: crm\ndestination: {target.yaml}\nmode: {mode}\ntrigger: manual\n")
+    if not supported(target, mode):  # the capability is data: such a sync is refused, clearly
+        from tidegate.errors import TidegateError
+
+        with Platform.open(people.root) as platform, pytest.raises(TidegateError) as refused:
+            run_sync(platform, "crm")
+        assert mode in str(refused.value)
+        assert not target.held()  # nothing written
+        return
     if mode == "update":  # an update sync works on rows someone else put there
         target.seed([people.row(i) for i in range(1, 5)])
     with Platform.open(people.root) as platform:

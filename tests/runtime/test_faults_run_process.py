@@ -70,6 +70,7 @@ def test_run_ingests_serves_and_stops_on_sigint(built_stream_project: Path) -> N
                 "rejected": [
                     {"index": 2, "reason": "column 'customer_id': 'five' is not an integer"}
                 ],
+                "unknown_fields": {"events": 0, "fields": {}, "policy": "drop"},
             }
             faults.wait_until(
                 lambda: customer(5)["order_count"] == 2, 60, "the orders visible through the API"

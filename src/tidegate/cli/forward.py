@@ -139,7 +139,10 @@ def _absolute_paths(params: list[Any], args: list[str], cwd: Path) -> list[str]:
 def _terminal(stream: Any) -> Terminal:
     from rich.console import Console
 
-    probe = Console(file=stream)
+    from tidegate.console import default_width
+
+    # the same width the command would print at here (a pipe: PIPE_WIDTH)
+    probe = Console(file=stream, width=default_width(stream))
     return Terminal(probe.width, probe.is_terminal, probe.color_system)
 
 
