@@ -274,3 +274,43 @@ def test_consent_of_a_customer_does_not_let_the_employee_with_that_id_out(
         package = access(platform, "3", "dpo", subject_type="employee")
         assert package["consent"]["history"] == []
         assert access(platform, "3", "dpo", subject_type="customer")["consent"]["history"]
+
+
+STREAM = """
+name: {name}
+type: stream
+event_id: event_id
+subject: {{column: person_id, type: {kind}}}
+columns:
+  event_id: {{type: VARCHAR, nullable: false, classification: system.operations}}
+  person_id: {{type: BIGINT, nullable: false, classification: user.unique_id}}
+  note: {{type: VARCHAR, classification: user.name}}
+"""
+
+
+def test_erasing_a_customer_leaves_the_employees_events_in_the_log(typed_shop: Path) -> None:
+    """The embedded log erases single records: only the named type's topics are
+    touched, so employee 12's events outlive customer 12's erasure."""
+    import json
+
+    from tidegate.log.base import Message
+    from tidegate.runtime.worker import StreamWorker
+
+    for name, kind in (("customer_events", "customer"), ("employee_events", "employee")):
+        (typed_shop / "sources" / f"{name}.yml").write_text(STREAM.format(name=name, kind=kind))
+    with Platform.open(typed_shop) as platform:
+        StreamWorker(platform).close()  # creates the topics and raw tables
+        for topic in ("customer_events", "employee_events"):
+            body = {"event_id": f"{topic}-1", "person_id": 12, "note": "seen"}
+            platform.event_log.append(topic, [Message(b"12", json.dumps(body).encode())])
+        report = erase(platform, "12", "dpo", subject_type="customer")
+        assert report.complete, report.as_json()
+
+        def held(topic: str) -> int:
+            log = platform.event_log
+            return sum(len(log.read(topic, p, 0)) for p in log.end_offsets(topic))
+
+        assert held("customer_events") == 0
+        assert held("employee_events") == 1
+        touched = {s.location for s in report.systems if s.system == "event_log"}
+        assert not any("employee_events" in t for t in touched)

@@ -369,22 +369,35 @@ class TopicMatch:
 
 
 def topic_matches(
-    project: Project, subject: str, found: Found | None, identifiers: Iterable[str]
+    project: Project,
+    subject: str,
+    found: Found | None,
+    identifiers: Iterable[str],
+    subject_type: str | None = None,
 ) -> list[TopicMatch]:
     """Every topic of the event log that can hold the subject's data, with its matcher:
-    the stream sources' topics, the consent topic, and each product's change stream."""
+    the stream sources' topics, the consent topic, and each product's change stream.
+    With `subject_type`, only the topics of that kind of person: erasing customer 12
+    never touches employee 12's events (the consent topic is the default type's)."""
     from tidegate.log.base import CHANGES_PREFIX
     from tidegate.project.project import stream_sources
+    from tidegate.project.subjects import consent_subject_type
+
+    def ours(kind: str | None) -> bool:
+        return subject_type is None or kind == subject_type
 
     values = tuple(personal_values(identifiers))
     none: frozenset[str] = frozenset()
     matches = [
         TopicMatch(config.topic_name, subject, config.subject, none, values)
-        for _, config in sorted(stream_sources(project).items())
+        for name, config in sorted(stream_sources(project).items())
+        if ours(project.sources[name].subject_type)
     ]
-    if project.config.consent.topic:
+    if project.config.consent.topic and ours(consent_subject_type(project)):
         matches.append(TopicMatch(project.config.consent.topic, subject, "subject", none, values))
     for name, product in sorted(project.products.items()):
+        if not ours(product.subject_type):
+            continue
         keys = set(found.keys.get(name, set())) if found else set()
         if product.subject_column and product.subject_column == product.config.key:
             keys.add(subject)

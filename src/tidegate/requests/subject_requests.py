@@ -432,7 +432,7 @@ def _erase(
     _erase_destinations(platform, subject, kind, systems)
     identifiers = (found.identifiers if found else set()) | {subject}
     _erase_dead_letters(platform, subject, identifiers, kind, systems)
-    _erase_event_log(platform, subject, found, identifiers, systems)
+    _erase_event_log(platform, subject, found, identifiers, kind, systems)
     rows = store.erase_subject_rows(
         subject,
         token,
@@ -704,15 +704,17 @@ def _erase_event_log(
     subject: str,
     found: Found | None,
     identifiers: set[str],
+    subject_type: str,
     systems: list[SystemResult],
 ) -> None:
-    """The subject's records in every topic that can hold them: removed where the log
-    can erase single records (the embedded log), otherwise reported as retained with the
-    topic's own retention settings (Kafka: a topic is append-only). Either way the worker
-    and every replay drop the subject's records if they are read again (tombstone)."""
+    """The subject's records in every topic that can hold them (`subject_type`'s topics
+    only): removed where the log can erase single records (the embedded log), otherwise
+    reported as retained with the topic's own retention settings (Kafka: a topic is
+    append-only). Either way the worker and every replay drop the subject's records if
+    they are read again (tombstone)."""
     log_ = platform.event_log
     kind = platform.project.config.backends.log.type
-    for match in topic_matches(platform.project, subject, found, identifiers):
+    for match in topic_matches(platform.project, subject, found, identifiers, subject_type):
         try:
             if not any(log_.end_offsets(match.topic).values()):  # never written
                 systems.append(SystemResult("event_log", f"{kind}: topic {match.topic}", "none"))
