@@ -51,7 +51,7 @@ subject: {column: member_id, type: member}
 columns:
   member_id: {type: BIGINT, classification: user.unique_id}
   email: {type: VARCHAR, classification: user.contact.email}
-  score: {type: BIGINT}
+  score: {type: BIGINT, classification: none}
 """
 
 PRODUCT = """
@@ -64,7 +64,7 @@ sql: SELECT member_id, email, score FROM members
 columns:
   member_id: {type: BIGINT, classification: user.unique_id}
   email: {type: VARCHAR, classification: user.contact.email}
-  score: {type: BIGINT}
+  score: {type: BIGINT, classification: none}
 """
 
 SYNC = """

@@ -53,7 +53,7 @@ def test_unknown_key_in_tidegate_yml(project) -> None:
             "descripton",
             "columns.signed_up.descripton",
         ),
-        (TG, "  port: 8787", "  port: 8787\n  workers: 4", "workers", "serve.workers"),
+        (TG, "  port: 8787", "  port: 8787\n  threads: 4", "threads", "serve.threads"),
         (
             TG,
             "online: {type: sqlite, path: .tidegate/online.db}",

@@ -64,7 +64,9 @@ def cdc_project(root: Path, dsn: str, table: str, slot: str) -> Path:
     )
     text = text.replace("a.tier\n", "a.tier, coalesce(a.accounts, 0) AS accounts\n")
     text = text.replace(
-        "  tier: {type: VARCHAR}\n", "  tier: {type: VARCHAR}\n  accounts: {type: BIGINT}\n"
+        "  tier: {type: VARCHAR, classification: none}\n",
+        "  tier: {type: VARCHAR, classification: none}\n"
+        "  accounts: {type: BIGINT, classification: none}\n",
     )
     product.write_text(text)
     with Platform.open(root) as platform:
