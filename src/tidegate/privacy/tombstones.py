@@ -286,7 +286,7 @@ def _subject_erased_values(
     return tombstones.erased_among([row[0] for row in distinct], subject_type)
 
 
-def purge_live_product(platform: Any, product: str) -> int:
+def purge_live_product(platform: Platform, product: str) -> int:
     """Delete erased subjects' rows from the live version of `product`, and their keys
     from the online store; returns how many rows went."""
     tombstones = tombstones_of(platform)
@@ -316,7 +316,7 @@ def purge_live_product(platform: Any, product: str) -> int:
     return len(gone)
 
 
-def ensure_purged(platform: Any) -> int:
+def ensure_purged(platform: Platform) -> int:
     """Purge erased subjects from every raw table and live product version, once per
     process and again after each new tombstone; returns how many rows went. Costs one
     dictionary lookup while nothing new was erased."""
