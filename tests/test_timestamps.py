@@ -22,7 +22,7 @@ from tidegate.cli import app
 from tidegate.egress.sync import run_sync
 from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
-from tidegate.requests.subject_requests import access
+from tidegate.requests.subject_access import access
 from tidegate.timestamps import TIMESTAMP_PATTERN, format_timestamp
 
 #: anything that looks like a date with a time of day, in any of the usual spellings

@@ -17,7 +17,8 @@ from tidegate.log.base import Record
 from tidegate.meta.sqlite import sqlite_part
 from tidegate.platform import Platform
 from tidegate.privacy.tombstones import is_erased
-from tidegate.requests.subject_requests import access, erase
+from tidegate.requests.subject_access import access
+from tidegate.requests.subject_requests import erase
 from tidegate.runtime.worker import StreamWorker
 
 _spec = importlib.util.spec_from_file_location(

@@ -15,7 +15,8 @@ import pytest
 from tidegate.errors import BadRequestError, NotFoundError
 from tidegate.platform import Platform
 from tidegate.products.builder import build_products, load_sources
-from tidegate.requests.subject_requests import access, erase
+from tidegate.requests.subject_access import access
+from tidegate.requests.subject_requests import erase
 
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
 

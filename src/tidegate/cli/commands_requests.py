@@ -89,7 +89,7 @@ def request_access(
     import json
 
     from tidegate.platform import Platform
-    from tidegate.requests.subject_requests import access
+    from tidegate.requests.subject_access import access
 
     with Platform.open(project_dir) as platform:
         kind = checked_type(platform.project, subject_type, by)

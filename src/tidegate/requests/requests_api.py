@@ -126,7 +126,8 @@ OPENAPI_PATHS: dict[str, Any] = {
 
 def requests_routes(platform: Platform) -> list[Route]:
     """Access and erasure; errors are raised as TidegateError for the app to answer."""
-    from tidegate.requests.subject_requests import access, erase
+    from tidegate.requests.subject_access import access
+    from tidegate.requests.subject_requests import erase
 
     def answer_access(subject: str, token: str | None, which: Which) -> dict[str, Any]:
         principal = authenticate(platform.meta, token)

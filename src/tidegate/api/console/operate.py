@@ -233,7 +233,7 @@ def report(page: Page) -> Response:
 
 
 def access_package(page: Page) -> Response:
-    from tidegate.requests.subject_requests import access
+    from tidegate.requests.subject_access import access
 
     subject = _need_requests(page, "answer access requests")
     package = access(
