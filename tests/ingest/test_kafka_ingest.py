@@ -23,7 +23,8 @@ def test_json_and_debezium_topics_reach_the_product(
     suffix = uuid.uuid4().hex[:8]
     root = built_stream_project
     (root / "tidegate.yml").write_text(
-        f"name: streamshop\nbackends:\n  log: {{type: kafka, bootstrap: '{kafka_bootstrap}'}}\n"
+        f"name: streamshop\nbackends:\n  log: {{type: kafka, bootstrap: '{kafka_bootstrap}',"
+        f" namespace: t{suffix}}}\n"
     )
     for source in ("orders", "accounts"):
         path = root / "sources" / f"{source}.yml"
@@ -87,6 +88,6 @@ def test_json_and_debezium_topics_reach_the_product(
             assert rows == [(1, 2, 12.0, None), (3, 0, 0.0, "gold"), (4, 0, 0.0, None)]
             assert intake.dead.count("orders") == 1
         finally:
-            for topic in (orders, accounts, "__changes.customer_orders"):
+            for topic in (orders, accounts, f"t{suffix}.__changes.customer_orders"):
                 intake.log.delete_topic(topic)
             intake.close()

@@ -287,15 +287,20 @@ def scan_file_bytes(shop: Path) -> list[str]:
 def scan_log(platform: Platform) -> list[str]:
     """Every record of every topic the project uses, read back from the event log."""
     from tidegate.ingest.intake import open_intake
-    from tidegate.log.base import CHANGES_PREFIX
+    from tidegate.products.changes import changes_topic
 
     intake = open_intake(platform.project)
     found = []
     try:
-        topics = set(intake.topics) | {CHANGES_PREFIX + name for name in platform.project.products}
+        namespace = intake.log.namespace
+        topics = set(intake.topics) | {
+            changes_topic(name, namespace) for name in platform.project.products
+        }
         if platform.project.config.consent.topic:
             topics.add(platform.project.config.consent.topic)
         for topic in sorted(topics):
+            if not intake.log.has_topic(topic):  # never written: Kafka creates on write
+                continue
             ends = intake.log.end_offsets(topic)
             for partition, end in ends.items():
                 offset = 0

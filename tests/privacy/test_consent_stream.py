@@ -282,7 +282,8 @@ def test_consent_topic_on_kafka_is_recorded_then_committed(
     _build(root)
     (root / "tidegate.yml").write_text(
         f"name: streamshop\nconsent: {{topic: {topic}}}\n"
-        f"backends:\n  log: {{type: kafka, bootstrap: '{kafka_bootstrap}', partitions: 2}}\n"
+        f"backends:\n  log: {{type: kafka, bootstrap: '{kafka_bootstrap}', partitions: 2,"
+        f" namespace: t{suffix}}}\n"
     )
     group = f"consent-test-{suffix}"
     with Platform.open(root) as platform:

@@ -226,7 +226,8 @@ def test_erasure_with_services_while_the_runtime_runs(
     shop = demo_copy
     world.extend_shop(
         shop,
-        backends=f"  log: {{type: kafka, bootstrap: '{kafka_bootstrap}', partitions: 1}}\n"
+        backends=f"  log: {{type: kafka, bootstrap: '{kafka_bootstrap}', partitions: 1,"
+        f" namespace: t{suffix}}}\n"
         f"  online: {{type: redis, url: '{redis_url}', prefix: {prefix}}}\n",
         syncs={
             "to_pg": f"{{type: postgres, dsn_env: T_PG, table: {pg_table}}}",

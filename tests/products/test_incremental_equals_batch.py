@@ -235,7 +235,7 @@ def test_incremental_equals_batch_over_kafka(tmp_path: Path, kafka_bootstrap: st
         suffix = f"-{uuid.uuid4().hex[:10]}"
         root = _built(
             tmp_path / f"run{next(runs)}",
-            log=f"{{type: kafka, bootstrap: '{kafka_bootstrap}'}}",
+            log=f"{{type: kafka, bootstrap: '{kafka_bootstrap}', namespace: t{suffix}}}",
             suffix=suffix,
         )
         _run(root, drawn, lambda table: table + suffix)

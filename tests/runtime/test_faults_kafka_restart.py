@@ -33,7 +33,8 @@ WAVE = 300
 
 def _kafka_project(root: Path, bootstrap: str, suffix: str) -> None:
     (root / "tidegate.yml").write_text(
-        f"name: streamshop\nbackends:\n  log: {{type: kafka, bootstrap: '{bootstrap}'}}\n"
+        f"name: streamshop\nbackends:\n  log: {{type: kafka, bootstrap: '{bootstrap}',"
+        f" namespace: t{suffix}}}\n"
     )
     for source in ("orders", "clicks", "accounts"):
         path = root / "sources" / f"{source}.yml"
@@ -109,5 +110,5 @@ def test_worker_survives_a_broker_restart(built_stream_project: Path, kafka_boot
             faults.ensure_up("kafka", 9092)
             for source in ("orders", "clicks", "accounts"):
                 intake.log.delete_topic(f"{source}-{suffix}")
-            intake.log.delete_topic("__changes.customer_orders")
+            intake.log.delete_topic(f"t{suffix}.__changes.customer_orders")
             intake.close()

@@ -38,7 +38,8 @@ TRAFFIC_SECONDS = float(os.environ.get("TIDEGATE_TWO_WORKERS_SECONDS", "60"))
 def _kafka_project(root: Path, bootstrap: str) -> None:
     suffix = uuid.uuid4().hex[:8]
     (root / "tidegate.yml").write_text(
-        f"name: streamshop\nbackends:\n  log: {{type: kafka, bootstrap: '{bootstrap}'}}\n"
+        f"name: streamshop\nbackends:\n  log: {{type: kafka, bootstrap: '{bootstrap}',"
+        f" namespace: t{suffix}}}\n"
     )
     for source in ("orders", "clicks", "accounts"):
         path = root / "sources" / f"{source}.yml"

@@ -28,6 +28,14 @@ from typing import Any, ClassVar
 #: the change stream of a product is the topic `__changes.<product>` (products/changes.py)
 CHANGES_PREFIX = "__changes."
 
+
+def namespaced(namespace: str, name: str) -> str:
+    """`name` inside `namespace` (`<namespace>.<name>`; `name` itself without one): how
+    several projects or environments share one Kafka cluster without sharing tidegate's own
+    topics (the change streams) or consumer groups."""
+    return f"{namespace}.{name}" if namespace else name
+
+
 #: (topic, partition)
 TopicPartition = tuple[str, int]
 Headers = tuple[tuple[str, bytes], ...]
@@ -113,6 +121,9 @@ class EventLog(ABC):
     registry: ClassVar[dict[str, type[EventLog]]] = {}
     kind: ClassVar[str] = ""
     capabilities: ClassVar[LogCapabilities] = LogCapabilities()
+    #: prefix of tidegate's own topics and consumer groups on a shared log (`namespaced`);
+    #: empty for a log the project has to itself (the embedded one)
+    namespace: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -129,6 +140,16 @@ class EventLog(ABC):
 
     @abstractmethod
     def partitions(self, topic: str) -> int: ...
+
+    def has_topic(self, topic: str) -> bool:
+        """Whether the topic exists (a topic never written to may not)."""
+        from tidegate.errors import LogError
+
+        try:
+            self.partitions(topic)
+        except LogError:
+            return False
+        return True
 
     @abstractmethod
     def append(self, topic: str, messages: Sequence[Message]) -> list[TopicPartition]:

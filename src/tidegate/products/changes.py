@@ -29,15 +29,16 @@ import hmac
 import json
 from collections.abc import Iterable
 
-from tidegate.log.base import CHANGES_PREFIX, Message
+from tidegate.log.base import CHANGES_PREFIX, Message, namespaced
 from tidegate.project.models import NOT_PERSONAL
 from tidegate.project.project import Product
 
 __all__ = ["CHANGES_PREFIX", "ChangeEncoder", "change_key", "changes_topic", "key_is_personal"]
 
 
-def changes_topic(product: str) -> str:
-    return CHANGES_PREFIX + product
+def changes_topic(product: str, namespace: str = "") -> str:
+    """The product's change stream on the log, inside the log's `namespace` (Kafka)."""
+    return namespaced(namespace, CHANGES_PREFIX + product)
 
 
 def key_is_personal(product: Product) -> bool:

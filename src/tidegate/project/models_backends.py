@@ -141,6 +141,12 @@ class KafkaLogConfig(Strict):
     partitions: int = Field(default=3, gt=0, description="per topic, when tidegate creates it")
     retention: str | None = None
     client: dict[str, str] = Field(default={}, description="extra librdkafka settings")
+    namespace: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]{0,100}$",
+        description="prefix of tidegate's own topics (`<namespace>.__changes.<product>`) and"
+        " consumer groups, so several projects or environments share one cluster",
+    )
 
     @field_validator("retention")
     @classmethod

@@ -374,12 +374,13 @@ def topic_matches(
     found: Found | None,
     identifiers: Iterable[str],
     subject_type: str | None = None,
+    namespace: str = "",
 ) -> list[TopicMatch]:
     """Every topic of the event log that can hold the subject's data, with its matcher:
     the stream sources' topics, the consent topic, and each product's change stream.
     With `subject_type`, only the topics of that kind of person: erasing customer 12
     never touches employee 12's events (the consent topic is the default type's)."""
-    from tidegate.log.base import CHANGES_PREFIX
+    from tidegate.products.changes import changes_topic
     from tidegate.project.project import stream_sources
     from tidegate.project.subjects import consent_subject_type
 
@@ -401,5 +402,6 @@ def topic_matches(
         keys = set(found.keys.get(name, set())) if found else set()
         if product.subject_column and product.subject_column == product.config.key:
             keys.add(subject)
-        matches.append(TopicMatch(CHANGES_PREFIX + name, subject, None, frozenset(keys), values))
+        topic = changes_topic(name, namespace)
+        matches.append(TopicMatch(topic, subject, None, frozenset(keys), values))
     return matches

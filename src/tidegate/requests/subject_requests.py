@@ -554,9 +554,13 @@ def _erase_event_log(
     they are read again (tombstone)."""
     log_ = platform.event_log
     kind = platform.project.config.backends.log.type
-    for match in topic_matches(platform.project, subject, found, identifiers, subject_type):
+    matches = topic_matches(
+        platform.project, subject, found, identifiers, subject_type, log_.namespace
+    )
+    for match in matches:
         try:
-            if not any(log_.end_offsets(match.topic).values()):  # never written
+            if not log_.has_topic(match.topic) or not any(log_.end_offsets(match.topic).values()):
+                # never written (Kafka creates a topic on first write)
                 systems.append(SystemResult("event_log", f"{kind}: topic {match.topic}", "none"))
                 continue
             if log_.capabilities.erases_records:

@@ -360,7 +360,8 @@ class StreamWorker:
             self._versions.get(delta.product, 0),
             time.time(),
         )
-        self.intake.log.append(changes_topic(delta.product), messages)
+        log_ = self.intake.log
+        log_.append(changes_topic(delta.product, log_.namespace), messages)
 
     def _run_syncs(self, deltas: list[ProductDelta]) -> None:
         """Push changed rows to `trigger: on_change` syncs.

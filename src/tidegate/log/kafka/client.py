@@ -25,6 +25,7 @@ from tidegate.log.base import (
     Record,
     TopicPartition,
     TopicSpec,
+    namespaced,
 )
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,11 @@ class KafkaEventLog(EventLog):
         partitions: int = DEFAULT_PARTITIONS,
         retention_seconds: float | None = None,
         client: Mapping[str, Any] | None = None,
+        namespace: str = "",
     ) -> None:
         require("kafka", "confluent_kafka")  # names the extra when it is missing
         self.bootstrap = bootstrap
+        self.namespace = namespace
         self.default_partitions = partitions
         self.retention_seconds = retention_seconds
         self.client = dict(client or {})
@@ -75,6 +78,7 @@ class KafkaEventLog(EventLog):
             partitions=config.partitions,
             retention_seconds=parse_duration(retention).total_seconds() if retention else None,
             client=config.client,
+            namespace=config.namespace,
         )
 
     def _config(self, **extra: Any) -> dict[str, Any]:
@@ -126,11 +130,26 @@ class KafkaEventLog(EventLog):
             self.create_topic(TopicSpec(topic, self.default_partitions, self.retention_seconds))
 
     def partitions(self, topic: str) -> int:
-        metadata = self.admin().list_topics(topic, timeout=TIMEOUT)
-        found = metadata.topics.get(topic)
+        found = self._topic_metadata(topic)
         if found is None or found.error is not None:
             raise LogError(f"no topic {topic!r} on Kafka at {self.bootstrap}")
         return len(found.partitions)
+
+    def has_topic(self, topic: str) -> bool:
+        found = self._topic_metadata(topic)
+        return found is not None and found.error is None
+
+    def _topic_metadata(self, topic: str) -> Any:
+        """The topic's metadata, or None. A metadata request naming a topic makes a broker
+        with `auto.create.topics.enable` create it with the broker's defaults, so a topic
+        this client did not create or see is looked up in the full listing instead: asking
+        whether a change stream exists (an erasure does) must not create it."""
+        if topic in self._known:
+            return self.admin().list_topics(topic, timeout=TIMEOUT).topics.get(topic)
+        found = self.admin().list_topics(timeout=TIMEOUT).topics.get(topic)
+        if found is not None and found.error is None:
+            self._known.add(topic)
+        return found
 
     def delete_topic(self, topic: str) -> None:
         from confluent_kafka import KafkaException
@@ -212,6 +231,7 @@ class KafkaEventLog(EventLog):
         names = sorted(set(topics))
         for name in names:
             self._ensure(name)
+        group = namespaced(self.namespace, group)
         return KafkaConsumer(self, group, names, session_timeout, instance_id)
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:
@@ -258,6 +278,7 @@ class KafkaEventLog(EventLog):
         from confluent_kafka import Consumer as RawConsumer
         from confluent_kafka import TopicPartition as KafkaTP
 
+        group = namespaced(self.namespace, group)
         raw = RawConsumer(self._config(**{"group.id": group, "enable.auto.commit": False}))
         try:
             wanted = [KafkaTP(topic, p) for p in range(self.partitions(topic))]
