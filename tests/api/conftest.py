@@ -74,3 +74,38 @@ def shop(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             yield Shop(platform, client, keys)
     finally:
         platform.close()
+
+
+FAILING_CHECK = "email_a_to_m"
+
+
+def add_failing_checks(platform: Platform) -> int:
+    """Run two checks on customer_360's live version as a build would (one passing, one
+    failing on about half the customers, keeping its failing rows) and record the
+    results: the demo shop declares no checks. Returns the version checked."""
+    from dataclasses import replace
+
+    from tidegate.observe.quality import run_checks, store_rows
+    from tidegate.project.observe_config import CHECK_ADAPTER
+
+    product = platform.project.products["customer_360"]
+    checks = [
+        CHECK_ADAPTER.validate_python(
+            {
+                "type": "regex",
+                "column": "email",
+                "pattern": "^[a-m]",
+                "severity": "warn",
+                "name": FAILING_CHECK,
+            }
+        ),
+        CHECK_ADAPTER.validate_python({"type": "not_null", "column": "customer_id"}),
+    ]
+    checked = replace(product, config=product.config.model_copy(update={"checks": checks}))
+    live = platform.meta.live_version("customer_360")
+    assert live is not None
+    with platform.warehouse.cursor() as cursor:
+        report = run_checks(cursor, checked, platform.project, live.version)
+    platform.meta.observations.add_quality(store_rows(report))
+    assert [r.passed for r in report.results] == [False, True]
+    return live.version

@@ -12,10 +12,16 @@ import pytest
 
 from tidegate.api.console.session import SESSION_COOKIE
 
-from .conftest import SAMPLE_KEYS, Shop, sign_in
+from .conftest import FAILING_CHECK, SAMPLE_KEYS, Shop, add_failing_checks, sign_in
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[a-z]{2,}")
 KEYS = ",".join(SAMPLE_KEYS)
+
+
+@pytest.fixture(scope="module")
+def checked(shop: Shop) -> int:
+    """customer_360's live version, with a failing check recorded on it."""
+    return add_failing_checks(shop.platform)
 
 
 def pseudonyms(shop: Shop) -> str:
@@ -168,6 +174,7 @@ ANALYST_PAGES = [
     "/console/",
     "/console/?q=email",
     *[f"/console/products/{p}?purpose=analytics&keys=" for p in ("customer_360", "churn_risk")],
+    f"/console/products/customer_360?purpose=analytics&check={FAILING_CHECK}",
     "/console/lineage",
     "/console/syncs",
     "/console/privacy?subject=1",
@@ -176,7 +183,7 @@ ANALYST_PAGES = [
 ]
 
 
-def test_an_analyst_never_sees_a_clear_email_only_its_hash(shop: Shop) -> None:
+def test_an_analyst_never_sees_a_clear_email_only_its_hash(shop: Shop, checked: int) -> None:
     emails = _emails(shop)
     for path in ANALYST_PAGES:
         page = shop.get(path + (pseudonyms(shop) if path.endswith("keys=") else ""), "analyst")
@@ -212,6 +219,12 @@ def test_a_marketer_cannot_open_the_audit_page_and_the_refusal_is_audited(shop: 
             "serve",
             "subjects",
         ),
+        (
+            f"/console/products/customer_360?purpose=analytics&check={FAILING_CHECK}",
+            "analyst",
+            "serve",
+            "subjects",
+        ),
         ("/console/privacy?subject=1", "dpo", "console", "subjects"),
         ("/console/audit?subject=1", "dpo", "console", "subjects"),
         ("/console/health", "dpo", "console", "page"),
@@ -219,7 +232,7 @@ def test_a_marketer_cannot_open_the_audit_page_and_the_refusal_is_audited(shop: 
     ],
 )
 def test_every_page_showing_personal_data_writes_an_audit_record(
-    shop: Shop, path: str, role: str, action: str, check: str
+    shop: Shop, checked: int, path: str, role: str, action: str, check: str
 ) -> None:
     before = shop.last_seq()
     path = path.replace("PSEUDONYMS", pseudonyms(shop))
@@ -234,6 +247,81 @@ def test_every_page_showing_personal_data_writes_an_audit_record(
         assert record.purpose == "analytics"
         assert record.columns["email"] == "hash"
         assert record.product == "customer_360"
+
+
+# ---------------------------------------------------------------- quality: history, failing rows
+
+
+def _failing_emails(html: str) -> list[str]:
+    section = re.search(r'<table class="grid" id="failing-rows">.*?</table>', html, re.S)
+    assert section, "no failing rows table"
+    return re.findall(r'<td data-column="email">([^<]*)</td>', section.group(0))
+
+
+def test_product_page_shows_quality_history_and_links_failing_rows(
+    shop: Shop, checked: int
+) -> None:
+    page = shop.get("/console/products/customer_360", "dpo")
+    assert page.status_code == 200
+    row = re.search(
+        rf'<tr data-version="{checked}" data-failed="(\d+)">(.*?)</tr>', page.text, re.S
+    )
+    assert row, "no history row for the checked version"
+    assert row.group(1) == "1"
+    assert 'badge bad">fail</span>' in row.group(2)
+    assert f"check={FAILING_CHECK}&amp;check_version={checked}#failing" in page.text
+    assert 'id="failing-rows"' not in page.text  # rows only when asked for
+
+
+def test_failing_rows_go_through_the_guard_for_the_viewers_purpose(
+    shop: Shop, checked: int
+) -> None:
+    path = f"/console/products/customer_360?check={FAILING_CHECK}&check_version={checked}"
+    clear = _failing_emails(shop.get(path + "&purpose=support", "dpo").text)
+    assert len(clear) >= 5
+    assert all(EMAIL.fullmatch(e) and not re.match("[a-m]", e) for e in clear)  # broke ^[a-m]
+    before = shop.last_seq()
+    page = shop.get(path + "&purpose=analytics", "analyst")
+    assert page.status_code == 200
+    hashed = _failing_emails(page.text)
+    assert hashed
+    assert all(re.fullmatch(r"[0-9a-f]{64}", e) for e in hashed)
+    assert {shop.hmac("analytics", e) for e in clear} >= set(hashed)
+    assert not EMAIL.search(page.text.replace("example.com", ""))
+    assert not [e for e in clear if e in page.text]
+    reads = [
+        r
+        for r in shop.audit_since(before)
+        if r.action == "serve" and r.detail.get("page") == "failing_rows"
+    ]
+    assert len(reads) == 1
+    read = reads[0]
+    assert (read.principal, read.purpose, read.product) == (
+        "console-analyst",
+        "analytics",
+        "customer_360",
+    )
+    assert read.columns["email"] == "hash"
+    assert read.rows == len(hashed)
+    assert len(read.subjects) == len(hashed)
+
+
+def test_failing_rows_under_a_purpose_the_roles_lack_are_refused_and_audited(
+    shop: Shop, checked: int
+) -> None:
+    before = shop.last_seq()
+    page = shop.get(
+        f"/console/products/customer_360?purpose=support&check={FAILING_CHECK}", "analyst"
+    )
+    assert page.status_code == 403
+    assert 'id="failing-rows"' not in page.text
+    denied = [r for r in shop.audit_since(before) if r.outcome == "denied"]
+    assert [(r.action, r.principal, r.purpose) for r in denied] == [
+        ("serve", "console-analyst", "support")
+    ]
+    missing = shop.get("/console/products/customer_360?purpose=support&check=nope", "dpo")
+    assert missing.status_code == 404
+    assert "Traceback" not in missing.text
 
 
 # ---------------------------------------------------------------- actions

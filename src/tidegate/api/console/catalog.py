@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from tidegate.api.console import quality
 from tidegate.api.console.core import Page
 from tidegate.api.console.svg import column_map, line_chart, lineage_svg
 from tidegate.egress.serve.service import Call, iso
@@ -201,12 +202,19 @@ def product(page: Page) -> Response:
     sample = _sample(page, name, purpose, page.param("keys"))
     plan = plan_project(project).get(name)
     versions = page.console.platform.meta.versions(name)
+    checked = quality.history(page, name, [v.version for v in versions])
+    check = page.param("check")
+    failing = quality.failing_rows(page, name, purpose, check, page.param("check_version"))
     graph = page.console.lineage
     ups = sorted({p.rsplit(".", 1)[0] for n in graph.nodes_of(name) for p in graph.upstream[n]})
     downs = sorted(
         {c.rsplit(".", 1)[0] for n in graph.nodes_of(name) for c in graph.downstream.get(n, {})}
     )
-    page.audit("product", product=name, detail={"sample": bool(sample)})
+    page.audit(
+        "product",
+        product=name,
+        detail={"sample": bool(sample), "failing_rows": check or None, "purpose": purpose},
+    )
     config = found.config
     return page.render(
         "product.html",
@@ -228,7 +236,9 @@ def product(page: Page) -> Response:
         downstream=downs,
         slo=project.freshness_seconds(name),
         iso=iso,
-        may_see_failing=bool(page.may_audit),
+        history=checked,
+        history_checks=sorted({c for h in checked for c in h["checks"]}),
+        failing=failing,
     )
 
 
