@@ -25,6 +25,8 @@ from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
 from tidegate.privacy.guard import guard_of
 
+from .conftest import FAILING_CHECK, add_failing_checks
+
 pytestmark = pytest.mark.services
 
 CHROMIUM = Path(os.environ.get("TIDEGATE_CHROMIUM", "/usr/bin/chromium"))
@@ -128,6 +130,46 @@ def test_sign_in_search_the_catalog_and_open_a_product(live: Live) -> None:
     assert emails
     assert all(re.fullmatch(r"[0-9a-f]{64}", e) for e in emails)
     shot(page, "03-product")
+
+
+def test_quality_history_and_failing_rows_through_the_viewers_purpose(live: Live) -> None:
+    version = add_failing_checks(live.platform)
+    live.platform.audit.flush()
+    before = live.platform.audit.last_seq()
+    page = live.page_as("analyst")
+    page.goto(f"{live.base}/console/products/customer_360")
+    history = page.locator(f"#quality-history tr[data-version='{version}']")
+    assert history.get_attribute("data-failed") == "1"
+    assert "fail" in history.inner_text()
+    page.click(f"#checks tr[data-check={FAILING_CHECK}] a.failing-link")
+    page.wait_for_selector("#failing-rows")
+    assert page.get_attribute("#failing", "data-purpose") == "analytics"
+    hashed = page.locator("#failing-rows td[data-column=email]").all_inner_texts()
+    assert hashed
+    assert all(re.fullmatch(r"[0-9a-f]{64}", e) for e in hashed)
+    assert "@" not in page.inner_text("#failing")
+    assert not EMAIL.search(page.content())
+    shot(page, "03b-failing-rows-analyst")
+    live.platform.audit.flush()
+    reads = [
+        r
+        for _, r in live.platform.audit.records(after_seq=before)
+        if r.action == "serve" and r.detail.get("page") == "failing_rows"
+    ]
+    assert [(r.principal, r.purpose, r.columns.get("email")) for r in reads] == [
+        ("browser-analyst", "analytics", "hash")
+    ]
+    assert reads[0].subjects
+
+    dpo = live.page_as("dpo")  # support reads emails in clear: the same rows, untreated
+    dpo.goto(f"{live.base}/console/products/customer_360")
+    dpo.click(f"#checks tr[data-check={FAILING_CHECK}] a.failing-link")
+    dpo.wait_for_selector("#failing-rows")
+    assert dpo.get_attribute("#failing", "data-purpose") == "support"
+    clear = dpo.locator("#failing-rows td[data-column=email]").all_inner_texts()
+    assert clear
+    assert all(re.fullmatch(r"[^a-m@\s][^@\s]*@[^@\s]+\.[a-z]+", e) for e in clear), clear
+    shot(dpo, "03c-failing-rows-support")
 
 
 def test_the_lineage_graph_renders_and_shows_columns_on_click(live: Live) -> None:
