@@ -344,6 +344,30 @@ def test_trigger_a_sync_is_role_gated_audited_and_its_run_appears(shop: Shop) ->
     assert 'data-sync="crm_audience"' not in shop.get("/console/syncs", "analyst").text
 
 
+def test_syncs_page_shows_the_next_scheduled_run(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+
+    from tidegate.project.cron import next_fire
+
+    page = shop.get("/console/syncs", "marketer")
+    assert "after the next build of marketing_audience" in page.text  # trigger: on_build
+    sync = shop.platform.project.syncs["crm_audience"]
+    scheduled = sync.config.model_copy(update={"trigger": "schedule", "schedule": "15 3 * * *"})
+    monkeypatch.setattr(sync, "config", scheduled)
+    shop.post("/console/syncs/crm_audience/run", "marketer", {})
+    last = shop.platform.meta.runs("sync", "crm_audience", limit=1)[0]
+    page = shop.get("/console/syncs", "marketer")
+    shown = re.search(r'class="next-run" data-next-run="([^"]+)">([^<]+)<', page.text)
+    assert shown, page.text[:2000]
+    at = dt.datetime.fromisoformat(shown.group(1))
+    assert at == next_fire("15 3 * * *", dt.datetime.fromtimestamp(last["started_at"], dt.UTC))
+    assert (at.hour, at.minute) == (3, 15)
+    assert at > dt.datetime.now(dt.UTC)
+    assert "due" not in shown.group(2)
+
+
 def test_erasure_from_the_console_and_its_report_download(shop: Shop) -> None:
     subject = "7"
     assert (

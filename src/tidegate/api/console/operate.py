@@ -29,15 +29,18 @@ AUDIT_LIMIT = 200
 # ---------------------------------------------------------------- syncs
 
 
-def _next_run(schedule: str | None, last: dict[str, Any] | None) -> str | None:
+def _next_run(schedule: str | None, last: dict[str, Any] | None) -> dict[str, Any] | None:
+    """When the scheduler fires next: the cron's first moment after the last run's start
+    (what `tidegate sync status` and `egress/sync/schedule.py` use); a moment already
+    past means the sync is due and runs on the runtime's next tick."""
     if not schedule:
         return None
     from tidegate.project.cron import next_fire
 
-    after = (
-        dt.datetime.fromtimestamp(last["started_at"], dt.UTC) if last else dt.datetime.now(dt.UTC)
-    )
-    return str(format_timestamp(next_fire(schedule, after)))
+    now = dt.datetime.now(dt.UTC)
+    after = dt.datetime.fromtimestamp(last["started_at"], dt.UTC) if last else now
+    fire = next_fire(schedule, after)
+    return {"at": str(format_timestamp(fire)), "iso": fire.isoformat(), "due": fire <= now}
 
 
 def syncs(page: Page) -> Response:
@@ -348,6 +351,17 @@ def _lag(page: Page) -> list[dict[str, Any]]:
                 }
             )
             continue
+        if not ends:  # the topic is empty or not created yet: say so, not nothing
+            rows.append(
+                {
+                    "source": name,
+                    "topic": topic,
+                    "partition": "—",
+                    "end": 0,
+                    "committed": "—",
+                    "lag": 0,
+                }
+            )
         for partition, end in sorted(ends.items()):
             done = committed.get(partition, 0)
             rows.append(
