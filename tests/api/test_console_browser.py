@@ -188,10 +188,11 @@ def test_the_lineage_graph_renders_and_shows_columns_on_click(live: Live) -> Non
     assert not EMAIL.search(text)
 
 
-def test_trigger_a_sync_and_see_its_run(live: Live) -> None:
+def test_trigger_a_sync_and_see_its_run(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
     page = live.page_as("marketer")
     page.click("a[data-nav=syncs]")
     section = page.locator("#sync-crm_audience")
+    assert section.locator(".next-run").inner_text() == "after the next build of marketing_audience"
     before = section.locator("tr.run").count()
     section.locator("button[data-action=run-sync]").click()
     page.wait_for_selector("#ran")
@@ -206,6 +207,14 @@ def test_trigger_a_sync_and_see_its_run(live: Live) -> None:
     )
     shot(page, "05-syncs")
 
+    sync = live.platform.project.syncs["crm_audience"]  # as if it ran on a schedule
+    scheduled = sync.config.model_copy(update={"trigger": "schedule", "schedule": "30 4 * * *"})
+    monkeypatch.setattr(sync, "config", scheduled)
+    page.reload()
+    nxt = page.locator("#sync-crm_audience .next-run")
+    assert re.search(r"T04:30:00", nxt.get_attribute("data-next-run") or "")
+    assert "due" not in nxt.inner_text()
+
 
 def test_consent_lookup_erasure_and_report_download(live: Live, tmp_path: Path) -> None:
     page = live.page_as("dpo")
@@ -217,6 +226,15 @@ def test_consent_lookup_erasure_and_report_download(live: Live, tmp_path: Path) 
     assert "no" in row.inner_text()
     assert page.locator("#consent-history tbody tr").count() >= 1
     shot(page, "06-consent")
+
+    page.fill("#access-form input[name=subject]", "1")
+    with page.expect_download() as access:
+        page.click("#access-form button")
+    package = tmp_path / "access.json"
+    access.value.save_as(package)
+    assert access.value.suggested_filename == "access-1.json"
+    assert "ada.lovelace1@example.com" in package.read_text()  # the subject's own data
+    assert json.loads(package.read_text())
 
     page.on("dialog", lambda dialog: dialog.accept())
     page.fill("#erase-form input[name=subject]", "9")
