@@ -423,6 +423,32 @@ def test_audit_search_filters_by_principal(shop: Shop) -> None:
     assert "Traceback" not in bad.text
 
 
+def test_audit_search_by_purpose_product_subject_and_time(shop: Shop, checked: int) -> None:
+    page = shop.get(
+        f"/console/products/customer_360?purpose=analytics&check={FAILING_CHECK}", "analyst"
+    )
+    assert page.status_code == 200
+    shop.platform.audit.flush()
+    read = [r for _, r in shop.platform.audit.records() if r.detail.get("page") == "failing_rows"]
+    subject = read[-1].subjects[0]
+    found = shop.get(
+        "/console/audit?action=serve&purpose=analytics&product=customer_360"
+        f"&principal=console-analyst&subject={subject}&since=1h",
+        "dpo",
+    )
+    assert found.status_code == 200
+    rows = re.findall(
+        r'<tr data-seq="\d+"><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>'
+        r"<td>([^<]*)</td>",
+        found.text,
+    )
+    assert rows
+    assert set(rows) == {("serve", "console-analyst", "analytics", "customer_360")}
+    assert '"page": "failing_rows"' in found.text
+    before = shop.get(f"/console/audit?action=serve&subject={subject}&until=2000-01-01", "dpo")
+    assert "no record matches" in before.text
+
+
 # ---------------------------------------------------------------- offline
 
 
@@ -451,9 +477,13 @@ PAGES = [
 ]
 
 
-def test_no_page_references_an_outside_host_and_every_asset_is_served(shop: Shop) -> None:
+def test_no_page_references_an_outside_host_and_every_asset_is_served(
+    shop: Shop, checked: int
+) -> None:
     shop.client.cookies.clear()
-    pages = {path: shop.get(path, "dpo").text for path in PAGES}
+    failing = f"/console/products/customer_360?purpose=support&check={FAILING_CHECK}"
+    pages = {path: shop.get(path, "dpo").text for path in [*PAGES, failing]}
+    assert 'id="failing-rows"' in pages[failing]
     pages["/console/signin"] = shop.client.get("/console/signin").text
     assets: set[str] = set()
     for path, html in pages.items():
