@@ -4,7 +4,8 @@ Facts come from where the CLI reads them: the project (contracts, purposes, poli
 the metadata store (versions), the freshness ledger, the observation store (pillars,
 quality) and the lineage graph (`observe/lineage.py`). The product page's live sample is
 a lookup through `Serving.lookup`, under a purpose the signed-in roles hold: the guard
-treats it and the API's own `serve` audit record is written.
+treats it and the API's own `serve` audit record is written. Quality history and a
+check's failing rows come from `quality.py`, read through the guard the same way.
 """
 
 from __future__ import annotations

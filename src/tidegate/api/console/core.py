@@ -14,7 +14,9 @@ CSRF on POSTs and error pages. Permissions are the API's, read from the same pol
 
 Every page view is audited like an API read (action `console`, the page and what it
 named); a page that shows product rows reads them through `Serving.lookup`, so its
-audit record is the API's own `serve` record.
+audit record is the API's own `serve` record, or (a quality check's failing rows,
+`quality.py`) through the guard's plan for the viewer's purpose, with a `serve` record
+of the same shape.
 """
 
 from __future__ import annotations
