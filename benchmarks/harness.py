@@ -161,6 +161,11 @@ class Benchmark(ABC):
     def teardown(self) -> None:  # noqa: B027  (optional hook)
         pass
 
+    def tables(self, result: dict[str, Any]) -> list[Table]:
+        """Tables of the benchmark's own, printed after the standard ones (e.g. `scale`'s
+        per-stage and per-core table); `result` is what goes into the JSON."""
+        return []
+
     def rounds(self) -> int:
         if self.settings.repeats is not None:
             return self.settings.repeats
@@ -485,6 +490,11 @@ def run_benchmark(
     details = render_details(result)
     if details is not None:
         console.print(details)
+    try:
+        for table in bench.tables(result):
+            console.print(table)
+    except Exception as err:  # a broken extra table must not lose the JSON
+        console.print(f"[red]{cls.name}: its own tables failed:[/red] {err}")
     if settings.write_json:
         paths = write_results(result, settings.results_dir, started_at)
         console.print(f"[dim]wrote {paths[0]} and {paths[1].name}[/dim]")

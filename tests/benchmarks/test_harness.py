@@ -229,6 +229,45 @@ def test_a_run_alternates_counts_only_after_warmup_and_tears_down(
     assert not (tmp_path / "work" / "fake").exists()  # scratch removed
 
 
+def test_a_benchmark_prints_its_own_tables_from_the_result(
+    fake: type[FakeBenchmark], tmp_path: Path
+) -> None:
+    from rich.table import Table
+
+    seen: list[float] = []
+
+    class WithTable(fake):  # type: ignore[valid-type,misc]
+        def tables(self, result: dict[str, Any]) -> list[Table]:
+            median = result["summary"]["tidegate"]["primary"]["median"]
+            seen.append(median)
+            table = Table(title="own table")
+            table.add_column("tidegate median")
+            table.add_row(f"{median:.1f}")
+            return [table]
+
+    console = Console(record=True, width=120)
+    settings = Settings(results_dir=tmp_path, workdir=tmp_path / "work", write_json=False)
+    run_benchmark(WithTable, settings, console)
+    assert seen == [5.0]  # called once, with the assembled result
+    text = console.export_text()
+    assert "own table" in text
+    assert text.index("own table") > text.index("a fake benchmark")  # after the standard one
+
+
+def test_a_failing_own_table_does_not_lose_the_result(
+    fake: type[FakeBenchmark], tmp_path: Path
+) -> None:
+    class Broken(fake):  # type: ignore[valid-type,misc]
+        def tables(self, result: dict[str, Any]) -> list[Any]:
+            raise KeyError("missing")
+
+    console = Console(record=True, width=120)
+    result = run_benchmark(Broken, Settings(results_dir=tmp_path, workdir=tmp_path / "w"), console)
+    assert (tmp_path / "latest-fake.json").exists()
+    assert result["summary"]["tidegate"]["primary"]["median"] == 5.0
+    assert "its own tables failed" in console.export_text()
+
+
 def test_a_failing_contender_is_recorded_dropped_and_the_rest_goes_on(
     fake: type[FakeBenchmark], tmp_path: Path
 ) -> None:
