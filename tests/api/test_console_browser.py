@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tidegate.api import create_app
+from tidegate.demo.generator import EMAIL_DOMAINS
 from tidegate.demo.runner import BackgroundServer, _free_port
 from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
@@ -41,7 +42,8 @@ ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@example\.com")
+#: a clear address in any of the demo's email domains (tidegate.demo.generator.EMAIL_DOMAINS)
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@(?:" + "|".join(re.escape(d) for d in EMAIL_DOMAINS) + ")")
 
 
 class Live:
