@@ -121,33 +121,13 @@ class BuildBenchmark(Benchmark):
         return self._raw(with_kv=contender.name == RAW_KV)
 
     def _tidegate(self) -> Sample:
-        import tidegate.products.builder as builder
         from tidegate.demo.runner import prepare_directory
-        from tidegate.platform import Platform
 
         directory = self._fresh_dir()
         prepare_directory(directory)
         (directory / "data").symlink_to(self.data_dir, target_is_directory=True)
         watch = Stopwatch()
-        try:
-            with timed_attribute(
-                builder, "_publish_online", watch, "online_publish", missing_ok=True
-            ):
-                started = time.perf_counter()
-                with watch("open"):
-                    platform = Platform.open(directory)
-                with watch("load_sources"):
-                    builder.load_sources(platform)
-                with watch("build_products"):
-                    results = builder.build_products(platform)
-                with watch("close"):
-                    platform.close()
-                seconds = time.perf_counter() - started
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        failed = [r for r in results if r.status != "live"]
-        if failed:
-            raise RuntimeError(f"products did not publish: {failed}")
+        results, seconds = timed_build(directory, watch, "online_publish")
         spans = watch.spans
         metrics = {
             "open_s": spans["open"],
@@ -219,3 +199,31 @@ class BuildBenchmark(Benchmark):
             return counts
         finally:
             kv.close()
+
+
+def timed_build(directory: Path, watch: Stopwatch, publish: str) -> tuple[list[Any], float]:
+    """Open the project in `directory`, load its sources, build every product and close,
+    each stage on `watch` (the online publish under `publish`); the directory is removed
+    afterwards. Returns the build results and the total seconds; a product that did not
+    go live is an error, not a sample."""
+    import tidegate.products.builder as builder
+    from tidegate.platform import Platform
+
+    try:
+        with timed_attribute(builder, "_publish_online", watch, publish, missing_ok=True):
+            started = time.perf_counter()
+            with watch("open"):
+                platform = Platform.open(directory)
+            with watch("load_sources"):
+                builder.load_sources(platform)
+            with watch("build_products"):
+                results = builder.build_products(platform)
+            with watch("close"):
+                platform.close()
+            seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    failed = [r for r in results if r.status != "live"]
+    if failed:
+        raise RuntimeError(f"products did not publish: {failed}")
+    return list(results), seconds

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from benchmarks.build import timed_build
 from benchmarks.harness import (
     Benchmark,
     Contender,
@@ -38,7 +38,6 @@ from benchmarks.harness import (
     Stopwatch,
     format_value,
     register,
-    timed_attribute,
 )
 from benchmarks.scale_stream import StreamRig
 
@@ -155,9 +154,7 @@ class ScaleBenchmark(Benchmark):
         return self._build(engine, int(factor_text.rstrip("x")))
 
     def _build(self, engine: str, factor: int) -> Sample:
-        import tidegate.products.builder as builder
         from tidegate.demo.runner import prepare_directory
-        from tidegate.platform import Platform
 
         self.counter += 1
         directory = self.workdir / f"run-{self.counter}"
@@ -172,23 +169,7 @@ class ScaleBenchmark(Benchmark):
             )
             config.write_text(text)
         watch = Stopwatch()
-        try:
-            with timed_attribute(builder, "_publish_online", watch, "publish"):
-                started = time.perf_counter()
-                with watch("open"):
-                    platform = Platform.open(directory)
-                with watch("load_sources"):
-                    builder.load_sources(platform)
-                with watch("build_products"):
-                    results = builder.build_products(platform)
-                with watch("close"):
-                    platform.close()
-                seconds = time.perf_counter() - started
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        failed = [r for r in results if r.status != "live"]
-        if failed:
-            raise RuntimeError(f"products did not publish: {failed}")
+        results, seconds = timed_build(directory, watch, "publish")
         spans = watch.spans
         inputs = sum(self.rows[factor].values())
         outputs = sum(r.rows for r in results)
