@@ -83,8 +83,11 @@ def test_events_of_an_erased_subject_are_dropped_not_dead_lettered(project: Path
         assert sorted(o["order_id"] for o in orders) == [1, 2]
         assert package["online_store"]["customer_orders"][0]["order_count"] == 2
 
+        assert worker.erased.none_erased()  # nobody erased yet: the hot path skips checks
         report = erase(platform, str(GONE), "dpo")
         assert report.complete
+        worker.erased.refresh()
+        assert not worker.erased.none_erased()
         assert is_erased(platform, GONE)
         assert is_erased(platform, str(GONE))
         assert not is_erased(platform, KEPT)
