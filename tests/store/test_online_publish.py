@@ -125,3 +125,26 @@ def test_a_publish_failing_half_way_leaves_the_previous_version_everywhere(
         results = build_products(platform, [product])  # and the next build goes live
         assert [r.status for r in results] == ["live"]
         assert platform.online.current_version(product) == results[0].version
+
+
+@pytest.mark.parametrize(
+    ("kind", "shared", "same_host", "master", "expected"),
+    [
+        ("redis", True, False, "local[2]", True),
+        ("redis", True, False, "spark://m:7077", True),
+        ("redis", True, False, "yarn", True),
+        ("redis", True, False, "sc://m:15002", False),  # Spark Connect: no RDD API
+        ("sqlite", True, True, "local[2]", True),
+        ("sqlite", True, True, "local[*]", True),
+        ("sqlite", True, True, "spark://m:7077", False),  # executors elsewhere: no file
+        ("sqlite", True, True, "k8s://https://api:6443", False),
+        ("single", False, False, "local[2]", False),  # one writer at a time
+    ],
+)
+def test_spark_executors_write_only_where_the_store_allows(
+    kind: str, shared: bool, same_host: bool, master: str, expected: bool
+) -> None:
+    from tidegate.store.spark.publish import executors_can_write
+
+    spec = WriterSpec(kind, {}, {}, shared, same_host)
+    assert executors_can_write(spec, master) is expected

@@ -227,6 +227,33 @@ def test_every_product_was_published_from_several_partitions(
         assert done.rows > 0, product
 
 
+def test_a_store_executors_cannot_write_gets_the_rows_through_the_driver(
+    both: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    """The fallback (a SQLite file with a cluster's executors, or a store that takes one
+    writer): the same rows, written from the driver."""
+    import dataclasses
+
+    from tidegate.store.online.sqlite_store import SqliteOnlineStore
+
+    duck, spark_platform = both
+    product = "churn_risk"
+    live = spark_platform.meta.live_version(product)
+    assert live is not None
+    store = SqliteOnlineStore(tmp_path / "elsewhere.db")
+    try:
+        spec = dataclasses.replace(store.writer_spec(), shared=False)
+        key = duck.project.products[product].config.key
+        done = spark_platform.warehouse.publish_online(product, live.version, key, spec)
+        assert (done.where, done.partitions) == ("driver", 1)
+        store.activate(product, live.version)
+        keys = duck.online.keys(product)
+        assert done.rows == len(keys)
+        assert store.read_many(product, keys) == duck.online.read_many(product, keys)
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def spark_sqlite_demo(
     demo_dir: Path, spark: Any, tmp_path_factory: pytest.TempPathFactory
