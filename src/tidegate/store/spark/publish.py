@@ -17,7 +17,9 @@ serving (the builder discards what the other tasks wrote).
 Executors write only where the store allows it (`WriterSpec.shared`, and for a
 `same_host` store such as a SQLite file, only when the executors run on this host:
 local mode). Otherwise the version streams through the driver, one partition at a
-time (`toLocalIterator`), into one writer: slower, but right.
+time (`toLocalIterator`), into one writer: slower, but right. On a cluster the store's
+address is used as configured, from every executor: a Redis `url` must name a host
+they reach (not 127.0.0.1); a task that cannot connect fails the build, loudly.
 
 Values are encoded exactly as the DuckDB store's publish encodes them: rows go
 through `row_converter` (spark/values.py), which makes Spark's naive local
