@@ -98,11 +98,10 @@ def publish_from_executors(
     many tasks first, so a small product still uses every executor core; a large one
     already has a partition per file split and is not shuffled."""
     started = time.perf_counter()
-    rdd = frame.rdd
-    if rdd.getNumPartitions() < parallelism:
-        rdd = rdd.repartition(parallelism)
+    if frame.rdd.getNumPartitions() < parallelism:  # plans only: no job runs here
+        frame = frame.repartition(parallelism)  # Spark's own shuffle, not of Python rows
     publisher = PartitionPublisher(spec, product, version, key_column, frame.schema)
-    results = rdd.mapPartitionsWithIndex(publisher).collect()
+    results = frame.rdd.mapPartitionsWithIndex(publisher).collect()
     rows = sum(written for _, written in results)
     partitions = sum(1 for _, written in results if written > 0)
     return OnlinePublish(rows, partitions, time.perf_counter() - started, "executors")
