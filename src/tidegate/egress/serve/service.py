@@ -378,7 +378,8 @@ class Serving:
             stamp = stamps.get(at)
             if stamp is None:
                 stamp = stamps[at] = iso(at)
-            served[key] = {"data": treated, "updated_at": stamp}
+            # the result itself: a key asked twice shares it
+            served[key] = {"key": key, "found": True, "data": treated, "updated_at": stamp}
             if subject is not None:
                 subjects[subject] = None
         self.audit(
@@ -402,13 +403,7 @@ class Serving:
                 },
             ),
         )
-        results = []
-        for key in keys:
-            hit = served.get(key)
-            if hit is None:
-                results.append({"key": key, "found": False})
-            else:
-                results.append({"key": key, "found": True, **hit})
+        results = [served.get(key) or {"key": key, "found": False} for key in keys]
         return {
             "product": product,
             "purpose": plan.purpose,
