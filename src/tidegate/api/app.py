@@ -95,6 +95,9 @@ def _lifespan(serving: Serving, platform: Platform) -> Any:
         reloader_of(platform).start()
         settled()
         yield
+        # store every held audit record while the server waits for this worker, not in an
+        # atexit hook that a server's kill timeout may cut short (granian, under load)
+        platform.audit_writer.flush(timeout=30)
         await serving.limiter.aclose()  # the shared limiter's client lives on this loop
         await serving.platform.online.aclose()  # so does the online store's async reader
         serving.close()
