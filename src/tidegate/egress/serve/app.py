@@ -12,10 +12,10 @@ The serving routes are plain Starlette, not FastAPI: measured on this machine, F
 request handling costs about twice Starlette's per call (README, "Why this ASGI stack").
 The two hot routes (the entity read and the lookup) are also answered by `EntityReads`,
 a raw ASGI callable in front of the Starlette app: it skips routing, `Request` and
-`Response` objects (a large share of the server's CPU per read, benchmarks/README.md,
-`serve`) and runs the very same guarded pipeline (`guarded_reply`) as the Starlette
-endpoints, so status, headers, body and audit are identical on both paths
-(tests/egress/test_serve_fast_path.py sends the same requests to both).
+`Response` objects (measured in-process on the demo over Redis: about a quarter of a
+single-key read's CPU) and runs the very same guarded pipeline (`guarded_reply`) as
+the Starlette endpoints, so status, headers, body and audit are identical on both
+paths (tests/egress/test_serve_fast_path.py sends the same requests to both).
 The one HTTP app is assembled in `tidegate.api` from these routes and the other stages';
 its `/docs` page (a packaged Swagger UI) lives there too.
 """
@@ -265,8 +265,8 @@ class EntityReads:
     `content-length` and `content-type`). Every other request (other paths, methods,
     HEAD, websockets, lifespan) goes to `app` untouched.
 
-    Why: a read spent a large share of its server CPU in Starlette's routing and its
-    `Request`/`Response` objects, and serving is the path a feature store is judged by.
+    Why: a single-key read spent about a quarter of its CPU in Starlette's routing and
+    its `Request`/`Response` objects, and serving is the path a feature store is judged by.
     """
 
     def __init__(self, app: ASGIApp, serving: Serving) -> None:
