@@ -311,3 +311,39 @@ def test_the_startup_heap_is_frozen_once_the_app_has_started(demo_copy: Path) ->
                 assert client.get("/v1/health").status_code == 200
         finally:
             gc.unfreeze()
+
+
+def test_pseudonyms_are_resolved_off_the_event_loop(demo_copy: Path) -> None:
+    """Under a hashed key the pseudonym index asks the online store (its version, a scan
+    of its keys): that must not run on the event loop, which serves every other caller."""
+    import asyncio
+    import threading
+
+    from tidegate.egress.serve.service import Call, Serving
+
+    with Platform.open(demo_copy) as platform:
+        serving = Serving(platform)
+        token = create_key(platform.meta, "t", ["analyst"])[0]
+        seen: list[int] = []
+        resolve = serving.pseudonyms.resolve
+
+        def recorded(*args: Any) -> dict[str, str]:
+            seen.append(threading.get_ident())
+            return resolve(*args)
+
+        serving.pseudonyms.resolve = recorded  # type: ignore[method-assign]
+        ada = _pseudonym(platform, "analytics", ADA)
+
+        async def reads() -> int:
+            one = Call(action="serve", product="customer_360", purpose="analytics")
+            body = await serving.aentity(one, token, ada)
+            assert body["data"]["customer_id"] == ada
+            many = Call(action="serve", product="customer_360", purpose="analytics")
+            found = await serving.alookup(many, token, [ada, "1"])
+            assert [r["found"] for r in found["results"]] == [True, False]
+            return threading.get_ident()
+
+        loop_thread = asyncio.run(reads())
+        serving.close()
+    assert len(seen) == 2
+    assert loop_thread not in seen

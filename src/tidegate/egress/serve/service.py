@@ -13,6 +13,7 @@ may not see is answered exactly like a key that does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Sequence
@@ -250,7 +251,9 @@ class Serving:
 
     async def aentity(self, call: Call, token: str | None, key: str) -> dict[str, Any]:
         """`entity` on the event loop: the online-store read does not block it."""
-        principal, shape, stored = self._entity_read(call, token, key)
+        principal, shape = self._entity_plan(call, token)
+        resolved = await self._astored_keys(shape, [key]) if len(key) <= MAX_KEY_LENGTH else {}
+        stored = resolved.get(key)
         entry = None
         if stored is not None:
             found = await self.platform.online.aread_entries(call.product or "", (stored,))
@@ -262,11 +265,22 @@ class Serving:
     ) -> tuple[Principal, _Shape, str | None]:
         """(principal, shape, the online store's key to read or None): every check
         before the read."""
-        principal = self.principal(call, token)
-        plan = self._plan(call, principal, call.product or "")
-        shape = self._shape(plan)
+        principal, shape = self._entity_plan(call, token)
         stored = self._stored_keys(shape, [key]) if len(key) <= MAX_KEY_LENGTH else {}
         return principal, shape, stored.get(key)
+
+    def _entity_plan(self, call: Call, token: str | None) -> tuple[Principal, _Shape]:
+        principal = self.principal(call, token)
+        return principal, self._shape(self._plan(call, principal, call.product or ""))
+
+    async def _astored_keys(self, shape: _Shape, keys: Sequence[str]) -> dict[str, str]:
+        """`_stored_keys` from the event loop: under a hashed key the pseudonym index asks
+        the online store (its current version; a key scan when it is built or topped up),
+        so that runs in a worker thread and the loop keeps serving meanwhile."""
+        if shape.key_treatment != "hash":
+            return self._stored_keys(shape, keys)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._stored_keys, shape, keys)
 
     def _entity_answer(
         self, call: Call, principal: Principal, shape: _Shape, key: str, entry: Entry | None
@@ -331,7 +345,8 @@ class Serving:
         self, call: Call, token: str | None, keys: Sequence[str], *, authenticated: bool = False
     ) -> dict[str, Any]:
         """`lookup` on the event loop: the online-store read does not block it."""
-        principal, shape, stored = self._lookup_read(call, token, keys, authenticated)
+        principal, shape = self._lookup_plan(call, token, authenticated)
+        stored = await self._astored_keys(shape, list(dict.fromkeys(keys)))
         wanted = list(dict.fromkeys(stored.values()))
         entries = await self.platform.online.aread_entries(call.product or "", wanted)
         return self._lookup_answer(call, principal, shape, keys, stored, entries)
@@ -339,12 +354,16 @@ class Serving:
     def _lookup_read(
         self, call: Call, token: str | None, keys: Sequence[str], authenticated: bool
     ) -> tuple[Principal, _Shape, dict[str, str]]:
+        principal, shape = self._lookup_plan(call, token, authenticated)
+        return principal, shape, self._stored_keys(shape, list(dict.fromkeys(keys)))
+
+    def _lookup_plan(
+        self, call: Call, token: str | None, authenticated: bool
+    ) -> tuple[Principal, _Shape]:
         principal = call.principal
         if principal is None or not authenticated:
             principal = self.principal(call, token)
-        plan = self._plan(call, principal, call.product or "")
-        shape = self._shape(plan)
-        return principal, shape, self._stored_keys(shape, list(dict.fromkeys(keys)))
+        return principal, self._shape(self._plan(call, principal, call.product or ""))
 
     def _lookup_answer(
         self,
