@@ -419,6 +419,7 @@ def _write_batch(
         if not table.num_rows:
             return
         meta.set_sync_inflight(name, state_table(table))
+        log.info("sync %s: batch in flight, %s rows", name, table.num_rows)
     outcome = sender.write(table.select(fields), mode)
     refused: list[SyncRowError] = []
     landed = table
