@@ -40,13 +40,21 @@ def is_large(subjects: Sequence[str]) -> bool:
 
 
 def parts(subjects: Sequence[str]) -> list[str]:
-    """The distinct `subjects`, as parts of at most `PART_SIZE` lines each."""
-    distinct = list(dict.fromkeys(subjects))
+    """The distinct `subjects`, in order, as parts of at most `PART_SIZE` lines each.
+
+    Done in Arrow (C): a million Python strings hashed by `dict.fromkeys` and escaped
+    one by one cost as much as the COPY that sent them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = pc.unique(pa.array(subjects, pa.string()))  # first occurrences, in order
+    if pc.any(pc.match_substring_regex(keys, r"[\\\n]")).as_py():  # rare: escape
+        keys = pc.replace_substring(keys, "\\", "\\\\")
+        keys = pc.replace_substring(keys, SEPARATOR, "\\n")
     found = []
-    for start in range(0, len(distinct), PART_SIZE):
-        chunk = distinct[start : start + PART_SIZE]
-        body = SEPARATOR.join(chunk)
-        if "\\" in body or body.count(SEPARATOR) != len(chunk) - 1:  # rare: escape each
-            body = SEPARATOR.join(escape(k) for k in chunk)
+    for start in range(0, len(keys), PART_SIZE):
+        chunk = keys.slice(start, PART_SIZE)
+        lists = pa.ListArray.from_arrays(pa.array([0, len(chunk)], pa.int32()), chunk)
+        body = pc.binary_join(lists, SEPARATOR)[0].as_py()
         found.append(f"{SEPARATOR}{body}{SEPARATOR}")
     return found

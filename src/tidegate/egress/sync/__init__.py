@@ -65,6 +65,7 @@ from tidegate.egress.sync.mapping import (
     rows_query,
     typed_key,
 )
+from tidegate.egress.sync.overlap import Checkpoints
 from tidegate.egress.sync.report import ALREADY_GONE, NOT_FOUND, SyncReport, scrub
 from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
@@ -390,11 +391,26 @@ def _write_batches(
 ) -> None:
     """Send the added and changed rows batch by batch, each one checkpointed; the rows
     stay Arrow from DuckDB to the destination and into the sync state. The next batch
-    is read from DuckDB while the current one is sent."""
+    is read from DuckDB while the current one is sent, and the one before is checkpointed
+    meanwhile where a resend is harmless (`overlap`)."""
     fields = list(mapping.fields)
-    with Prefetch(diff.changed(batch_rows)) as batches:
+    with (
+        Checkpoints(overlap=mode != "insert") as checkpoints,
+        Prefetch(diff.changed(batch_rows)) as batches,
+    ):
         for table in batches:
-            _write_batch(platform, sender, diff, table, mode, fields, name, report, sent_subjects)
+            _write_batch(
+                platform,
+                sender,
+                diff,
+                table,
+                mode,
+                fields,
+                name,
+                report,
+                sent_subjects,
+                checkpoints,
+            )
 
 
 def _write_batch(
@@ -407,6 +423,7 @@ def _write_batch(
     name: str,
     report: SyncReport,
     sent_subjects: SubjectTally,
+    checkpoints: Checkpoints,
 ) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -443,7 +460,8 @@ def _write_batch(
         ]
     report.skip(NOT_FOUND, len(outcome.missing))
     changed = int(pc.sum(landed.column(PREV_MARK)).as_py() or 0)
-    meta.checkpoint_sync(
+    checkpoints.submit(
+        meta.checkpoint_sync,
         name,
         upserted=state_table(landed),
         errors=refused,
