@@ -325,23 +325,33 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
                 "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (%s, %s, %s, %s)",
                 [(r.seq, _bytes(r.body), r.prev_hash, r.hash) for r in records],
             )
-            for record in records:
-                if subject_sets.is_large(record.subjects):
-                    # a few text parts, not a row per subject (see `subject_sets`)
-                    cur.executemany(
-                        "INSERT INTO audit_subject_sets (record_seq, subject_type, part,"
-                        " subjects) VALUES (%s, %s, %s, %s)",
-                        [
-                            (record.seq, record.subject_type, part, body)
-                            for part, body in enumerate(subject_sets.parts(record.subjects))
-                        ],
-                    )
-                elif record.subjects:
-                    cur.executemany(
-                        "INSERT INTO audit_subjects (subject_key, subject_type, record_seq)"
-                        " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                        [(k, record.subject_type, record.seq) for k in record.subjects],
-                    )
+            # large lists as a few text parts (see `subject_sets`); the small ones of all
+            # the records (reads: one or a few subjects each) in one statement
+            sets = [
+                (record.seq, record.subject_type, part, body)
+                for record in records
+                if subject_sets.is_large(record.subjects)
+                for part, body in enumerate(subject_sets.parts(record.subjects))
+            ]
+            small = [
+                (key, record.subject_type, record.seq)
+                for record in records
+                if not subject_sets.is_large(record.subjects)
+                for key in dict.fromkeys(record.subjects)
+            ]
+            if sets:
+                cur.executemany(
+                    "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
+                    " VALUES (%s, %s, %s, %s)",
+                    sets,
+                )
+            if small:
+                cur.execute(
+                    "INSERT INTO audit_subjects (subject_key, subject_type, record_seq)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                    " ON CONFLICT DO NOTHING",
+                    tuple(list(column) for column in zip(*small, strict=True)),
+                )
 
     def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
         typed = "" if subject_type is None else " AND subject_type = %s"
