@@ -229,12 +229,12 @@ def _product_rows(cursor: Any, plan: AccessPlan, keys: list[Any] | None) -> int:
     """Rows of the live product (of these keys), before the guard."""
     relation = f'{PRODUCTS}."{plan.product}"'
     if keys is None:
-        row = cursor.execute(f"SELECT count(*) FROM {relation}").fetchone()
+        row = cursor.execute(f"SELECT count(*) FROM {relation}").fetchall()[0]
     else:
         row = cursor.execute(
             f'SELECT count(*) FROM {relation} WHERE CAST("{plan.key_column}" AS VARCHAR) '
             f"IN (SELECT k FROM {CHANGED_RELATION})"
-        ).fetchone()
+        ).fetchall()[0]
     return int(row[0])
 
 
