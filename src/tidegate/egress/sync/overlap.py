@@ -6,7 +6,9 @@ nothing (upsert, update, mirror): if the process dies before the checkpoint comm
 next run finds those rows unrecorded and sends them again, to the same effect. So the
 checkpoint of batch n runs in a thread while batch n+1 is written; at most one is ever
 outstanding, and each is in order and waited for before the run goes on past its
-batches (removals, compaction, the audit record).
+batches (removals, compaction, the audit record). The first checkpoint of a run is
+written in place and the thread started only for the second: most runs send one batch,
+and starting a thread costs more than it saves there (on a loaded machine, far more).
 
 Insert mode keeps every checkpoint synchronous: its in-flight marker for batch n+1 must
 be committed after batch n's checkpoint and before batch n+1 leaves, or a crash could
@@ -24,12 +26,17 @@ class Checkpoints:
     """Run checkpoint calls in order, one at a time; in the background when `overlap`."""
 
     def __init__(self, *, overlap: bool) -> None:
-        self._pool = ThreadPoolExecutor(1, "sync-checkpoint") if overlap else None
+        self._overlap = overlap
+        self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[Any] | None = None
+        self._submitted = 0
 
     def submit(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run `call` after the one before it finished (raising that one's error here)."""
         self.wait()
+        self._submitted += 1
+        if self._overlap and self._submitted > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(1, "sync-checkpoint")
         if self._pool is None:
             call(*args, **kwargs)
         else:
