@@ -142,6 +142,8 @@ class StreamWorker:
     # ---------------------------------------------------------------- one micro-batch
 
     def process_batch(self, records: Sequence[Record]) -> BatchReport:
+        import pyarrow as pa
+
         started = time.perf_counter()
         report = BatchReport(records=len(records))
         for record in records:
@@ -183,8 +185,9 @@ class StreamWorker:
                 dropped += [fresh[where[i]] for i in gone]
                 keep = sorted(set(range(len(where))) - set(gone))
                 where = [where[i] for i in keep]
-                batch.table = batch.table.take(keep)
-            events[schema.name].append((where, batch.table))
+                batch.table = batch.table.take(pa.array(keep, pa.int64()))
+            if where:
+                events[schema.name].append((where, batch.table))
         changes: dict[str, list[tuple[int, Change]]] = defaultdict(list)
         for position in sorted(slow):
             record = fresh[position]
