@@ -74,7 +74,7 @@ class IngestBenchmark(Benchmark):
         return [
             Contender(HTTP, "tidegate", "http", description="tidegate run, 1 client, 1k/POST"),
             Contender(DUCKDB, "limit", "http", reference=True, description="5k-row batches"),
-            Contender(KAFKA, "tidegate", "kafka", description="run_worker, 5k/micro-batch"),
+            Contender(KAFKA, "tidegate", "kafka", description="run_worker, ≤50k/micro-batch"),
             Contender(BARE, "limit", "kafka", reference=True, description="no decoding"),
         ]
 
