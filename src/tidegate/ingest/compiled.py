@@ -13,16 +13,15 @@ goes through `ingest/validate.py`, so reasons and dead letters stay the same.
 The batch may come from orjson (faster than the standard decoder, but it reads an
 integer beyond 64 bits as a float, where the standard decoder keeps it exact). The
 fast path only takes values both decoders read alike: strings, booleans, integers
-(orjson keeps every integer it returns exact), and floats either in a float column
-(the same double either way) or small enough that no integer literal could have
-produced them. Anything else is left to the full validator, which the intake runs
-on the standard decoder's reading of that event.
+(orjson keeps every integer it returns exact), and floats small enough that no
+integer literal could have produced them (so the event orjson writes to the log reads
+back as the one the producer sent). Anything else is left to the full validator, which
+the intake runs on the standard decoder's reading of that event.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,7 +97,7 @@ class CompiledSchema:
                         continue
                 elif kind == _FLOAT:
                     if kind_of is float:
-                        if math.isfinite(value):
+                        if -_FLOAT_SAFE < value < _FLOAT_SAFE:  # finite, and read alike
                             row[name] = value
                             continue
                         break

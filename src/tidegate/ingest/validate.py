@@ -96,7 +96,10 @@ def _float(value: Any) -> Any:
     if isinstance(value, bool):
         raise Invalid("is a boolean, not a number")
     if isinstance(value, int | float):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an integer beyond any double
+            raise Invalid(f"{_show(value)} is not a finite number") from None
     elif isinstance(value, str):
         try:
             result = float(value)
@@ -161,7 +164,10 @@ def _date(value: Any) -> Any:
         except ValueError:
             pass
     if isinstance(value, int) and not isinstance(value, bool):  # Debezium: days since epoch
-        return dt.date(1970, 1, 1) + dt.timedelta(days=value)
+        try:
+            return dt.date(1970, 1, 1) + dt.timedelta(days=value)
+        except OverflowError:  # beyond year 9999: not a date (it was a 500)
+            pass
     raise Invalid(f"{_show(value)} is not an ISO date")
 
 
