@@ -11,11 +11,13 @@ non-objects) and each `unknown_fields` policy:
   does on the standard decoder's reading of the body: same accepted count, same
   reason per index, same dead-letter payloads, same messages (key, event, headers),
   and the same events dropped for erased subjects;
-* JSON lines likewise.
+* JSON lines likewise;
+* the worker's `Intake.decode` of a logged event gives the same `Change` or dead letter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -30,8 +32,8 @@ from tidegate.ingest.compiled import CompiledSchema, compiled
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
 from tidegate.ingest.http import _events
 from tidegate.ingest.intake import Intake
-from tidegate.ingest.validate import EventSchema, Invalid
-from tidegate.log.base import EventLog, Message
+from tidegate.ingest.validate import Change, EventSchema, Invalid
+from tidegate.log.base import EventLog, Message, Record
 from tidegate.privacy.tombstones import ErasedFilter
 from tidegate.project import load_project
 
@@ -293,3 +295,25 @@ def test_json_lines_are_answered_as_by_the_full_validator(
     intake = _intake(project_root, erased, fast=True)
     got = _outcome(intake, intake.submit(source, lines, "http", raw=True))
     assert _same(got, expected), (got, expected)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=events, policy=policies, junk=st.booleans())
+def test_the_worker_decodes_a_record_as_the_full_validator_does(
+    project_root: Path, batch: list[Any], policy: str, junk: bool
+) -> None:
+    """`Intake.decode` (the worker's side) takes the fast path for plain events: the
+    same `Change`, or the same dead letter, as `EventSchema.parse` gives."""
+    source = f"ev_{policy}"
+    values = [json.dumps(e).encode() for e in batch] + ([b'{"id": 1,', None] if junk else [])
+    records = [Record(source, 0, offset, b"k", value) for offset, value in enumerate(values)]
+    reference = _intake(project_root, set(), fast=False)
+    intake = _intake(project_root, set(), fast=True)
+    for record in records:
+        assert _same_decoded(intake.decode(record), reference.decode(record))
+
+
+def _same_decoded(got: Change | DeadLetter, expected: Change | DeadLetter) -> bool:
+    if isinstance(got, Change) and isinstance(expected, Change):
+        return _same(dataclasses.asdict(got), dataclasses.asdict(expected))
+    return got == expected

@@ -74,61 +74,56 @@ class CompiledSchema:
     def rows(self, events: Sequence[Any]) -> list[dict[str, Any] | None]:
         """Per event, its typed row when the fast path is sure it is valid and has no
         unknown field; None when the full validator must decide."""
-        names = self.names
-        columns = self._columns
-        out: list[dict[str, Any] | None] = []
-        append = out.append
-        for event in events:
-            if type(event) is not dict or not event.keys() <= names:
-                append(None)
+        row = self.row
+        return [row(event) for event in events]
+
+    def row(self, event: Any) -> dict[str, Any] | None:
+        """One event's typed row, or None: the full validator decides."""
+        if type(event) is not dict or not event.keys() <= self.names:
+            return None
+        row: dict[str, Any] = {}
+        for name, kind, coerce, required in self._columns:
+            value = event.get(name)
+            if value is None:
+                if required:
+                    return None
+                row[name] = None
                 continue
-            row: dict[str, Any] = {}
-            for name, kind, coerce, required in columns:
-                value = event.get(name)
-                if value is None:
-                    if required:
-                        break
-                    row[name] = None
+            kind_of = type(value)
+            if kind == _BIGINT:
+                if kind_of is int and _LOW <= value < _HIGH:
+                    row[name] = value
                     continue
-                kind_of = type(value)
-                if kind == _BIGINT:
-                    if kind_of is int and _LOW <= value < _HIGH:
+            elif kind == _FLOAT:
+                if kind_of is float:
+                    if -_FLOAT_SAFE < value < _FLOAT_SAFE:  # finite, and read alike
                         row[name] = value
                         continue
-                elif kind == _FLOAT:
-                    if kind_of is float:
-                        if -_FLOAT_SAFE < value < _FLOAT_SAFE:  # finite, and read alike
-                            row[name] = value
-                            continue
-                        break
-                    if kind_of is int and -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
-                        row[name] = float(value)
-                        continue
-                elif kind == _STRING:
-                    if kind_of is str:
-                        row[name] = value
-                        continue
-                elif kind == _TIMESTAMP and kind_of is str:
-                    try:
-                        parsed = dt.datetime.fromisoformat(value)
-                    except ValueError:
-                        break
-                    row[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+                    return None
+                if kind_of is int and -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
+                    row[name] = float(value)
                     continue
-                # the column's own coercer, on values both decoders read alike
-                if kind_of is float and not -_FLOAT_SAFE < value < _FLOAT_SAFE:
-                    break
-                if kind_of not in (str, int, bool, float):
-                    break
+            elif kind == _STRING:
+                if kind_of is str:
+                    row[name] = value
+                    continue
+            elif kind == _TIMESTAMP and kind_of is str:
                 try:
-                    row[name] = coerce(value)
-                except Invalid:
-                    break
-            else:
-                append(row)
+                    parsed = dt.datetime.fromisoformat(value)
+                except ValueError:
+                    return None
+                row[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
                 continue
-            append(None)
-        return out
+            # the column's own coercer, on values both decoders read alike
+            if kind_of is float and not -_FLOAT_SAFE < value < _FLOAT_SAFE:
+                return None
+            if kind_of not in (str, int, bool, float):
+                return None
+            try:
+                row[name] = coerce(value)
+            except Invalid:
+                return None
+        return row
 
 
 def compiled(schema: EventSchema) -> CompiledSchema | None:
