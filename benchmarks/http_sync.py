@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Benchmark, Contender, Metric, Sample, register
+from benchmarks.people import PRODUCT, PeopleProject
 
 LIMIT = 20  # the server's requests per second
-PRODUCT = "people_out"
 AT_LIMIT = "rate_limit = server limit"
 OVER_LIMIT = "rate_limit = 2x server limit"
 SYNCS = {AT_LIMIT: ("to_http_at", float(LIMIT)), OVER_LIMIT: ("to_http_over", 2.0 * LIMIT)}
@@ -136,28 +136,17 @@ def start_server(crm: RateLimitedCrm) -> tuple[ThreadingHTTPServer, threading.Th
     return server, thread, f"http://127.0.0.1:{server.server_address[1]}/v1/sync"
 
 
+PEOPLE = PeopleProject(
+    name="bench_http_sync",
+    purpose="ops",
+    legal_basis="contract",
+    role="ops_app",
+    personal=("name", "user.name", "person {}"),
+)
+
+
 def write_project(root: Path, url: str, batch_rows: int) -> None:
-    for folder in ("sources", "products", "policies", "syncs", "data"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    columns = (
-        "  id: {type: BIGINT, nullable: false, classification: user.unique_id}\n"
-        "  name: {type: VARCHAR, classification: user.name}\n"
-        "  score: {type: DOUBLE, classification: none}\n"
-    )
-    (root / "tidegate.yml").write_text("name: bench_http_sync\n")
-    (root / "sources" / "people.yml").write_text(
-        "name: people\ntype: file\npath: data/people.parquet\nowner: bench\n"
-        "key: id\nsubject: id\ncolumns:\n" + columns
-    )
-    (root / "products" / f"{PRODUCT}.yml").write_text(
-        f"name: {PRODUCT}\nowner: bench\nsql: SELECT id, name, score FROM people\n"
-        "key: id\nsubject: id\npurposes: [ops]\ncolumns:\n" + columns
-    )
-    (root / "policies" / "policy.yml").write_text(
-        "purposes:\n  ops: {legal_basis: contract}\n"
-        "roles:\n  ops_app: {purposes: [ops]}\n"
-        "treatments:\n  ops:\n    user: clear\n"
-    )
+    PEOPLE.write(root)
     for sync, rate in SYNCS.values():
         # max_attempts: room for a few 429s in a row; each waits Retry-After (>= 1 s)
         (root / "syncs" / f"{sync}.yml").write_text(
@@ -210,29 +199,11 @@ class HttpSyncBenchmark(Benchmark):
         ]
 
     def prepare(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from tidegate.platform import Platform
-        from tidegate.products.builder import build_products, load_sources
 
         self.server, self.thread, url = start_server(self.crm)
         root = self.workdir / "project"
         write_project(root, url, self.batch_rows)
-        ids = list(range(1, self.rows + 1))
-        pq.write_table(
-            pa.table(
-                {
-                    "id": pa.array(ids, pa.int64()),
-                    "name": [f"person {i}" for i in ids],
-                    "score": [float(i % 100) for i in ids],
-                }
-            ),
-            root / "data" / "people.parquet",
-        )
-        self.platform = Platform.open(root)
-        load_sources(self.platform)
-        assert all(r.status == "live" for r in build_products(self.platform))
+        self.platform = PEOPLE.open_people(root, self.rows)
 
     def environment(self) -> dict[str, Any]:
         return {"server": "http.server.ThreadingHTTPServer (sliding 1 s window)"}

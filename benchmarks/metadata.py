@@ -30,37 +30,23 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Benchmark, Contender, Metric, Sample, register
+from benchmarks.people import PRODUCT, PeopleProject
 
 DSN = os.environ.get(
     "TIDEGATE_BENCH_PG_DSN", "postgresql://tidegate:tidegate@127.0.0.1:5432/tidegate"
 )
-PRODUCT = "people_out"
 PURPOSE = "crm"
 BACKENDS = ("SQLite", "PostgreSQL")
 GROUPS = ("audit append", "consent write", "serve")
 
 
-def write_project(root: Path, metadata: str) -> None:
-    for folder in ("sources", "products", "policies", "data"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    columns = (
-        "  id: {type: BIGINT, nullable: false, classification: user.unique_id}\n"
-        "  email: {type: VARCHAR, classification: user.contact.email}\n"
-        "  score: {type: DOUBLE, classification: none}\n"
-    )
-    (root / "tidegate.yml").write_text(f"name: bench_metadata\nbackends:\n  metadata: {metadata}\n")
-    (root / "sources" / "people.yml").write_text(
-        "name: people\ntype: file\npath: data/people.parquet\nowner: bench\n"
-        "key: id\nsubject: id\ncolumns:\n" + columns
-    )
-    (root / "products" / f"{PRODUCT}.yml").write_text(
-        f"name: {PRODUCT}\nowner: bench\nsql: SELECT id, email, score FROM people\n"
-        f"key: id\nsubject: id\npurposes: [{PURPOSE}]\ncolumns:\n" + columns
-    )
-    (root / "policies" / "policy.yml").write_text(
-        f"purposes:\n  {PURPOSE}: {{legal_basis: consent}}\n"
-        f"roles:\n  crm_app: {{purposes: [{PURPOSE}]}}\n"
-        f"treatments:\n  {PURPOSE}:\n    user: clear\n"
+def people_project(metadata: str) -> PeopleProject:
+    return PeopleProject(
+        name="bench_metadata",
+        purpose=PURPOSE,
+        legal_basis="consent",
+        role="crm_app",
+        settings=f"backends:\n  metadata: {metadata}\n",
     )
 
 
@@ -73,36 +59,14 @@ class _Side:
 
     def __init__(self, root: Path, metadata: str, people: int) -> None:
         import httpx
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from tidegate.api import create_app
         from tidegate.demo.runner import BackgroundServer, _free_port
-        from tidegate.platform import Platform
         from tidegate.platform.keys import create_key
-        from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
-        from tidegate.products.builder import build_products, load_sources
 
-        write_project(root, metadata)
-        ids = list(range(1, people + 1))
-        pq.write_table(
-            pa.table(
-                {
-                    "id": pa.array(ids, pa.int64()),
-                    "email": [f"p{i}@example.com" for i in ids],
-                    "score": [float(i % 100) for i in ids],
-                }
-            ),
-            root / "data" / "people.parquet",
-        )
-        self.platform = platform = Platform.open(root)
-        now = time.time() - 60
-        consent_ledger_of(platform).record(
-            [ConsentEvent(str(i), PURPOSE, "grant", now, "bench") for i in ids]
-        )
-        load_sources(platform)
-        if not all(r.status == "live" for r in build_products(platform)):
-            raise RuntimeError("the benchmark product did not build")
+        project = people_project(metadata)
+        project.write(root)
+        self.platform = platform = project.open_people(root, people)
         self.token, _ = create_key(platform.meta, "bench", ["crm_app"])
         self.server = BackgroundServer(create_app(platform), _free_port(0))
         self.server.start()

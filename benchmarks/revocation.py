@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Benchmark, Contender, Sample, register
+from benchmarks.people import PRODUCT, PeopleProject
 from tidegate.privacy.consent import consent_ledger_of
 
 DSN = os.environ.get(
     "TIDEGATE_BENCH_PG_DSN", "postgresql://tidegate:tidegate@127.0.0.1:5432/tidegate"
 )
 REDIS_URL = os.environ.get("TIDEGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-PRODUCT = "people_out"
 PURPOSE = "crm"
 API = "API: next read is 404"
 POSTGRES = "PostgreSQL destination: row gone"
@@ -45,28 +45,13 @@ POLL = 0.001
 GIVE_UP = 30.0
 
 
+PEOPLE = PeopleProject(
+    name="bench_revocation", purpose=PURPOSE, legal_basis="consent", role="crm_app"
+)
+
+
 def write_project(root: Path, table: str, prefix: str) -> None:
-    for folder in ("sources", "products", "policies", "syncs", "data"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    columns = (
-        "  id: {type: BIGINT, nullable: false, classification: user.unique_id}\n"
-        "  email: {type: VARCHAR, classification: user.contact.email}\n"
-        "  score: {type: DOUBLE, classification: none}\n"
-    )
-    (root / "tidegate.yml").write_text("name: bench_revocation\n")
-    (root / "sources" / "people.yml").write_text(
-        "name: people\ntype: file\npath: data/people.parquet\nowner: bench\n"
-        "key: id\nsubject: id\ncolumns:\n" + columns
-    )
-    (root / "products" / f"{PRODUCT}.yml").write_text(
-        f"name: {PRODUCT}\nowner: bench\nsql: SELECT id, email, score FROM people\n"
-        f"key: id\nsubject: id\npurposes: [{PURPOSE}]\ncolumns:\n" + columns
-    )
-    (root / "policies" / "policy.yml").write_text(
-        f"purposes:\n  {PURPOSE}: {{legal_basis: consent}}\n"
-        f"roles:\n  crm_app: {{purposes: [{PURPOSE}]}}\n"
-        f"treatments:\n  {PURPOSE}:\n    user: clear\n"
-    )
+    PEOPLE.write(root)
     (root / "syncs" / "to_pg.yml").write_text(
         f"name: to_pg\nproduct: {PRODUCT}\npurpose: {PURPOSE}\n"
         f'destination: {{type: postgres, dsn: "{DSN}", table: {table}}}\n'
@@ -116,38 +101,16 @@ class RevocationBenchmark(Benchmark):
     def prepare(self) -> None:
         import httpx
         import psycopg
-        import pyarrow as pa
-        import pyarrow.parquet as pq
         import redis
 
         from tidegate.api import create_app
         from tidegate.demo.runner import BackgroundServer, _free_port
         from tidegate.egress.sync import run_sync
-        from tidegate.platform import Platform
         from tidegate.platform.keys import create_key
-        from tidegate.privacy.consent import ConsentEvent
-        from tidegate.products.builder import build_products, load_sources
 
         root = self.workdir / "project"
         write_project(root, self.table, self.prefix)
-        ids = list(range(1, self.people + 1))
-        pq.write_table(
-            pa.table(
-                {
-                    "id": pa.array(ids, pa.int64()),
-                    "email": [f"p{i}@example.com" for i in ids],
-                    "score": [float(i % 100) for i in ids],
-                }
-            ),
-            root / "data" / "people.parquet",
-        )
-        self.platform = platform = Platform.open(root)
-        now = time.time() - 60
-        consent_ledger_of(platform).record(
-            [ConsentEvent(str(i), PURPOSE, "grant", now, "bench") for i in ids]
-        )
-        load_sources(platform)
-        assert all(r.status == "live" for r in build_products(platform))
+        self.platform = platform = PEOPLE.open_people(root, self.people)
         for name in ("to_pg", "to_redis"):
             report = run_sync(platform, name)
             assert report.added == self.people, report

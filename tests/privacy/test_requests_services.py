@@ -5,7 +5,7 @@ MariaDB and Redis finds neither their id nor their email, and nothing brings the
 
 from __future__ import annotations
 
-import datetime as dt
+import importlib.util
 import json
 import sqlite3
 import time
@@ -31,49 +31,18 @@ from .conftest import add_sync
 
 pytestmark = pytest.mark.services
 
-# distinctive on purpose: any occurrence anywhere is a trace, never a coincidence
-SUBJECT = "987654321"
-EMAIL = "erasmus.tracewell.7f3a@example.org"
-OTHER = "1"  # granted marketing.email in the demo; must survive
+_spec = importlib.util.spec_from_file_location(
+    "tidegate_tests_erasure_world", Path(__file__).parent / "erasure_world.py"
+)
+assert _spec is not None
+assert _spec.loader is not None
+erasure_world = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(erasure_world)
+
+# the same distinctive person as the erasure scan's (erasure_world.py)
+SUBJECT, EMAIL, OTHER = erasure_world.SUBJECT, erasure_world.EMAIL, erasure_world.OTHER
+add_subject = erasure_world.add_subject
 SYNCS = ("to_pg", "to_redis", "to_mysql")
-
-
-def add_subject(shop: Path) -> None:
-    """A customer with one paid order long ago: high churn risk, in the marketing audience."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def append(name: str, row: dict[str, Any]) -> None:
-        path = shop / "data" / f"{name}.parquet"
-        table = pq.read_table(path)
-        full = {c: row.get(c) for c in table.column_names}
-        pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([full], table.schema)]), path)
-
-    append(
-        "customers",
-        {
-            "customer_id": int(SUBJECT),
-            "first_name": "Erasmus",
-            "last_name": "Tracewell",
-            "email": EMAIL,
-            "phone": "+44 7700 900123",
-            "birth_date": dt.date(1980, 5, 17),
-            "postal_code": "EC1A 1BB",
-            "city": "London",
-            "country": "GB",
-            "signed_up_at": dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
-        },
-    )
-    append(
-        "orders",
-        {
-            "order_id": 5550001,
-            "customer_id": int(SUBJECT),
-            "ordered_at": dt.datetime(2026, 2, 1, tzinfo=dt.UTC),
-            "amount": 250.0,
-            "status": "paid",
-        },
-    )
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
 """Small stores the metadata store owns: freshness, dead letters, observations, CDC positions.
 
 Each was once a table a domain module created in the metadata SQLite file itself; now
-each is an interface here, implemented by every metadata backend (`sqlite_parts.py`,
-`postgres_parts.py`) and reached through `MetadataStore` (`meta.freshness`,
-`meta.dead_letters`, `meta.observations`, `meta.cdc_positions`). The domain modules
-(`observe/freshness.py`, `ingest/deadletters.py`, `observe/timeseries.py`,
-`ingest/postgres_cdc.py`) keep what the rows mean; these only store and fetch.
+each is an interface here, implemented once for both SQL metadata backends
+(`sql_parts.py`, the differences as data in a `SqlDialect`) and reached through
+`MetadataStore` (`meta.freshness`, `meta.dead_letters`, `meta.observations`,
+`meta.cdc_positions`). The domain modules (`observe/freshness.py`,
+`ingest/deadletters.py`, `observe/timeseries.py`, `ingest/postgres_cdc.py`) keep what
+the rows mean; these only store and fetch.
 
 A part belongs to its metadata store: `close()` does nothing, unless the part was
 opened on its own (`owning`), in which case it closes the store it came with.

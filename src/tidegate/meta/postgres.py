@@ -35,15 +35,16 @@ from tidegate.meta.base import (
     ProductVersion,
     StoredAuditRecord,
 )
-from tidegate.meta.postgres_parts import (
-    PostgresCdcPositions,
-    PostgresDeadLetters,
-    PostgresErasureMixin,
-    PostgresFreshness,
-    PostgresObservations,
-)
+from tidegate.meta.postgres_erasure import PostgresErasureMixin
 from tidegate.meta.postgres_pool import Pool
 from tidegate.meta.postgres_sync import PostgresSyncMixin
+from tidegate.meta.sql_parts import (
+    POSTGRES,
+    SqlCdcPositions,
+    SqlDeadLetters,
+    SqlFreshness,
+    SqlObservations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,10 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
         self._pool = Pool(dsn, pool_size, schema)
         self._migrate()
         self._parts = (
-            PostgresFreshness(self),
-            PostgresDeadLetters(self),
-            PostgresObservations(self),
-            PostgresCdcPositions(self),
+            SqlFreshness(self, POSTGRES),
+            SqlDeadLetters(self, POSTGRES),
+            SqlObservations(self, POSTGRES),
+            SqlCdcPositions(self, POSTGRES),
         )
 
     @classmethod
@@ -155,19 +156,19 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
         return int(rows[0][0])
 
     @property
-    def freshness(self) -> PostgresFreshness:
+    def freshness(self) -> SqlFreshness:
         return self._parts[0]
 
     @property
-    def dead_letters(self) -> PostgresDeadLetters:
+    def dead_letters(self) -> SqlDeadLetters:
         return self._parts[1]
 
     @property
-    def observations(self) -> PostgresObservations:
+    def observations(self) -> SqlObservations:
         return self._parts[2]
 
     @property
-    def cdc_positions(self) -> PostgresCdcPositions:
+    def cdc_positions(self) -> SqlCdcPositions:
         return self._parts[3]
 
     def close(self) -> None:

@@ -23,13 +23,14 @@ from tidegate.meta.base import (
     ProductVersion,
     StoredAuditRecord,
 )
-from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: requests/subject_requests.py
-from tidegate.meta.sqlite_parts import (
-    SqliteCdcPositions,
-    SqliteDeadLetters,
-    SqliteFreshness,
-    SqliteObservations,
+from tidegate.meta.sql_parts import (
+    SQLITE,
+    SqlCdcPositions,
+    SqlDeadLetters,
+    SqlFreshness,
+    SqlObservations,
 )
+from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: requests/subject_requests.py
 from tidegate.meta.sqlite_sync import SqliteSyncMixin
 from tidegate.private import private_dir, private_file
 
@@ -61,26 +62,26 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
         self._watch_seen: int | None = None
         self._token = 0
         self._parts = (
-            SqliteFreshness(self),
-            SqliteDeadLetters(self),
-            SqliteObservations(self),
-            SqliteCdcPositions(self),
+            SqlFreshness(self, SQLITE),
+            SqlDeadLetters(self, SQLITE),
+            SqlObservations(self, SQLITE),
+            SqlCdcPositions(self, SQLITE),
         )
 
     @property
-    def freshness(self) -> SqliteFreshness:
+    def freshness(self) -> SqlFreshness:
         return self._parts[0]
 
     @property
-    def dead_letters(self) -> SqliteDeadLetters:
+    def dead_letters(self) -> SqlDeadLetters:
         return self._parts[1]
 
     @property
-    def observations(self) -> SqliteObservations:
+    def observations(self) -> SqlObservations:
         return self._parts[2]
 
     @property
-    def cdc_positions(self) -> SqliteCdcPositions:
+    def cdc_positions(self) -> SqlCdcPositions:
         return self._parts[3]
 
     def _migrate(self) -> None:

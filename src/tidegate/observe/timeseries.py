@@ -2,8 +2,7 @@
 
 Kept in the metadata store (like the freshness ledger), not DuckDB, so `tidegate
 observe` can read them while a worker holds the warehouse; on SQLite or PostgreSQL
-(`meta/parts.py` has the interface, `meta/sqlite_parts.py` and
-`meta/postgres_parts.py` the tables):
+(`meta/parts.py` has the interface, `meta/sql_parts.py` the statements of both):
 
 * points     (product, version, at, kind, status, metric, col, value): every pillar
              metric; `col` is '' for product-level metrics
