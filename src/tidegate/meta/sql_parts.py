@@ -49,13 +49,24 @@ class SqlDialect:
     #: appended to a SELECT whose row the transaction then updates (SQLite's write
     #: transactions are already exclusive)
     lock_row: str
+    #: taken first by a transaction that appends a sync's state segments, with the
+    #: sync's name as its parameter ("": the write transaction is exclusive already)
+    sync_lock: str = ""
 
     def sql(self, statement: str) -> str:
         return statement if self.param == "?" else statement.replace("?", self.param)
 
 
 SQLITE = SqlDialect("?", "max", "rowid", "partition", "offset", "")
-POSTGRES = SqlDialect("%s", "greatest", "id", "log_partition", "log_offset", " FOR UPDATE")
+POSTGRES = SqlDialect(
+    "%s",
+    "greatest",
+    "id",
+    "log_partition",
+    "log_offset",
+    " FOR UPDATE",
+    "SELECT pg_advisory_xact_lock(hashtext('tidegate.sync:' || ?))",
+)
 
 
 class SqlOwner(Protocol):
