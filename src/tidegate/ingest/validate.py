@@ -96,7 +96,10 @@ def _float(value: Any) -> Any:
     if isinstance(value, bool):
         raise Invalid("is a boolean, not a number")
     if isinstance(value, int | float):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an integer beyond any double
+            raise Invalid(f"{_show(value)} is not a finite number") from None
     elif isinstance(value, str):
         try:
             result = float(value)
