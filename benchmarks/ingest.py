@@ -6,10 +6,15 @@ incremental product `customer_counts` (events and amount per customer). N events
 10,000 customers.
 
 * http, `tidegate: HTTP → applied`: `tidegate run` in its own process (untimed start);
-  from the first `POST /v1/events/events` (JSON arrays of 1,000 events, one client)
+  from the first `POST /v1/events/events` (JSON arrays of 1,000 events, over 4
+  persistent `http.client` connections in threads, as several producers would post)
   until the worker committed the last offset: every event checked, logged, in
   `raw.events`, the product recomputed for its customers, the online store and the
   change stream written. `accept_events_per_s` is the POST phase alone.
+* http, `HTTP floor: same client, bare ASGI` (reference): the same client and bodies
+  against a uvicorn app (tidegate's server settings) that reads each body and answers
+  at once: the client's and the HTTP stack's own ceiling, so a tidegate number near it
+  says the door is not the limit.
 * http, `raw DuckDB append (Arrow)` (reference): the same events as Arrow batches of
   5,000 (built untimed), `INSERT INTO` a table keyed by event id, batch by batch.
 * kafka, `tidegate: Kafka → applied`: N events produced to a fresh topic beforehand
@@ -42,11 +47,27 @@ from benchmarks.streaming import (
 )
 
 HTTP = "tidegate: HTTP → applied"
+FLOOR = "HTTP floor: same client, bare ASGI"
 DUCKDB = "raw DuckDB append (Arrow)"
 KAFKA = "tidegate: Kafka → applied"
 BARE = "bare confluent-kafka consume"
 CUSTOMERS = 10_000
 HTTP_BATCH = 1_000
+HTTP_CONNECTIONS = 4
+#: the floor's server: tidegate's uvicorn settings, an app that reads the body and answers
+FLOOR_APP = """
+import sys, uvicorn
+ANSWER = b'{"accepted":1000,"rejected":[],"unknown_fields":{"events":0,"fields":{}}}'
+async def app(scope, receive, send):
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": ANSWER})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", lifespan="off")
+"""
 ARROW_BATCH = 5_000
 
 
@@ -72,9 +93,15 @@ class IngestBenchmark(Benchmark):
 
     def contenders(self) -> list[Contender]:
         return [
-            Contender(HTTP, "tidegate", "http", description="tidegate run, 1 client, 1k/POST"),
+            Contender(
+                HTTP,
+                "tidegate",
+                "http",
+                description=f"tidegate run, {HTTP_CONNECTIONS} connections, 1k/POST",
+            ),
+            Contender(FLOOR, "limit", "http", reference=True, description="client's ceiling"),
             Contender(DUCKDB, "limit", "http", reference=True, description="5k-row batches"),
-            Contender(KAFKA, "tidegate", "kafka", description="run_worker, 5k/micro-batch"),
+            Contender(KAFKA, "tidegate", "kafka", description="run_worker, ≤50k/micro-batch"),
             Contender(BARE, "limit", "kafka", reference=True, description="no decoding"),
         ]
 
@@ -95,6 +122,8 @@ class IngestBenchmark(Benchmark):
     def run(self, contender: Contender) -> Sample:
         if contender.name == HTTP:
             return self._http()
+        if contender.name == FLOOR:
+            return self._floor()
         if contender.name == DUCKDB:
             return self._duckdb()
         if contender.name == KAFKA:
@@ -103,31 +132,27 @@ class IngestBenchmark(Benchmark):
 
     # ---------------------------------------------------------------- http
 
-    def _http(self) -> Sample:
-        import httpx
+    def _bodies(self) -> list[bytes]:
         import orjson
 
+        return [
+            orjson.dumps(self.data[i : i + HTTP_BATCH])
+            for i in range(0, len(self.data), HTTP_BATCH)
+        ]
+
+    def _http(self) -> Sample:
         from tidegate.log.sqlite import SqliteEventLog
         from tidegate.runtime.worker import DEFAULT_GROUP
 
         root, token = self._fresh({"type": "sqlite"})
-        bodies = [
-            orjson.dumps(self.data[i : i + HTTP_BATCH])
-            for i in range(0, len(self.data), HTTP_BATCH)
-        ]
+        bodies = self._bodies()
         server = TidegateRun(root, self.workdir / f"run{self.runs}.log")
         log = SqliteEventLog(root / ".tidegate" / "log.db")
         try:
             server.wait_up()
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            with httpx.Client(base_url=server.base, timeout=60) as client:
-                started = time.perf_counter()
-                for body in bodies:
-                    response = client.post(f"/v1/events/{SOURCE}", content=body, headers=headers)
-                    response.raise_for_status()
-                    if response.json()["rejected"]:
-                        raise RuntimeError(f"events rejected: {response.json()['rejected'][:3]}")
-                accepted = time.perf_counter() - started
+            started = time.perf_counter()
+            post_all(server.port, bodies, {"Authorization": f"Bearer {token}"})
+            accepted = time.perf_counter() - started
             deadline = time.monotonic() + 600
             while sum(log.committed(DEFAULT_GROUP, SOURCE).values()) < self.events:
                 if time.monotonic() > deadline:
@@ -141,6 +166,38 @@ class IngestBenchmark(Benchmark):
             self.events / elapsed,
             {"accept_events_per_s": self.events / accepted, "seconds": elapsed},
         )
+
+    def _floor(self) -> Sample:
+        import subprocess
+        import sys
+
+        import httpx
+
+        from benchmarks.harness import wait_until
+        from benchmarks.streaming import free_port
+
+        bodies = self._bodies()
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)])
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError("the floor's server exited")
+            try:
+                return httpx.post(f"http://127.0.0.1:{port}/", content=b"[]").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            if not wait_until(up, 30, 0.05):
+                raise RuntimeError("the floor's server did not answer within 30s")
+            started = time.perf_counter()
+            post_all(port, bodies, {})
+            elapsed = time.perf_counter() - started
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        return Sample(self.events / elapsed, {"seconds": elapsed})
 
     # ---------------------------------------------------------------- duckdb
 
@@ -254,3 +311,43 @@ class IngestBenchmark(Benchmark):
         if self.topics:
             with contextlib.suppress(Exception):  # best effort: the broker may be gone
                 kafka_delete(sorted(set(self.topics)))
+
+
+def post_all(port: int, bodies: list[bytes], headers: dict[str, str]) -> None:
+    """POST the bodies to `/v1/events/events` over `HTTP_CONNECTIONS` persistent
+    `http.client` connections in threads (the client must not be what is measured);
+    raise on any answer other than 200 with no event rejected."""
+    import http.client
+
+    import orjson
+
+    sent = {**headers, "Content-Type": "application/json"}
+    failures: list[BaseException] = []
+
+    def post(chunk: list[bytes]) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            for body in chunk:
+                connection.request("POST", f"/v1/events/{SOURCE}", body=body, headers=sent)
+                response = connection.getresponse()
+                answer = response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"POST answered {response.status}: {answer[:300]!r}")
+                rejected = orjson.loads(answer)["rejected"]
+                if rejected:
+                    raise RuntimeError(f"events rejected: {rejected[:3]}")
+        except BaseException as err:  # reported by the caller's thread
+            failures.append(err)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=post, args=(bodies[i::HTTP_CONNECTIONS],))
+        for i in range(HTTP_CONNECTIONS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]

@@ -878,8 +878,15 @@ entity_key_serialization_version: 3
                 self.env["versus"] = rows
                 self._print_versus(rows)
                 self.env["goals"] = goals = self._goals()
+                self.env["goals_held"] = {
+                    server: {k: _holds(k, v) for k, v in goal.items()}
+                    for server, goal in goals.items()
+                }
                 for server, goal in goals.items():
-                    shown = ", ".join(f"{k} {v:.2f}" for k, v in goal.items())
+                    shown = ", ".join(
+                        f"{k} {v:.2f} ({'held' if _holds(k, v) else 'NOT held'})"
+                        for k, v in goal.items()
+                    )
                     print(f"goals, {server}: {shown}")
         finally:
             self._teardown_processes()
@@ -919,6 +926,19 @@ entity_key_serialization_version: 3
         if batch:
             removed += int(self.redis.unlink(*batch))
         return removed
+
+
+#: issue 16 item 3: the goal of each number `_goals` gives (at least, or at most)
+GOALS: dict[str, tuple[str, float]] = {
+    "get_c16_over_health": (">=", 0.6),
+    "get_c1_p99_ms": ("<=", 5.0),
+    "lookup_over_feast_min": (">=", 8.0),
+}
+
+
+def _holds(name: str, value: float) -> bool:
+    sense, bound = GOALS[name]
+    return value >= bound if sense == ">=" else value <= bound
 
 
 def _command_version(command: list[str], marker: str = "") -> str | None:

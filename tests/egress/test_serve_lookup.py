@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from collections.abc import Iterator
@@ -241,7 +242,9 @@ def test_in_place_updates_are_served_with_their_own_freshness(api: Api) -> None:
     key = "5"
     before = api.get("customer_360", key).json()
     row = dict(before["data"], city="Reykjavik")
-    time.sleep(0.01)
+    # updated_at shows whole seconds: write in a later second than the row's own
+    written = dt.datetime.fromisoformat(before["updated_at"]).timestamp()
+    time.sleep(max(0.0, written + 1 - time.time()) + 0.01)
     api.platform.online.upsert("customer_360", [(key, encode_row(row))])  # as the worker does
     after = api.get("customer_360", key).json()
     assert after["data"]["city"] == "Reykjavik"

@@ -49,3 +49,35 @@ def test_served_rows_equal_the_guards_apply_row(demo_dir: Path) -> None:
     assert compared > 100
     assert filtered > 0  # some subjects lack consent for some purpose
     assert {"clear", "hash", "drop"} <= treatments, treatments
+
+
+def test_rows_stored_in_another_shape_are_treated_like_apply_row(demo_dir: Path) -> None:
+    """A stored row whose columns are not the plan's in order (an extra column, another
+    order: a row written under an older contract) takes the copying branch, and still
+    gives `apply_row`'s answer, in the plan's column order."""
+    from tidegate.store.online.base import Entry
+
+    with Platform.open(demo_dir) as platform:
+        serving = Serving(platform)
+        guard = guard_of(platform)
+        compared = 0
+        for purpose in ("support", "analytics"):
+            plan = guard.plan(AccessContext("t", ("privacy_officer",), purpose), "customer_360")
+            shape = serving._shape(plan)
+            keys = platform.online.keys("customer_360")[:50]
+            for entry in platform.online.read_entries("customer_360", keys).values():
+                row = orjson.loads(entry.value)
+                odd = {"not_in_the_contract": "x", **dict(reversed(list(row.items())))}
+                served, _ = serving._treat(shape, Entry(orjson.dumps(odd).decode(), 1, 0.0))
+                for name, family in shape.decode.items():
+                    if isinstance(row.get(name), str):
+                        parse = dt.date if family == "date" else dt.datetime
+                        row[name] = parse.fromisoformat(row[name])
+                expected = plan.apply_row(row)
+                assert served == expected
+                if expected is not None:
+                    assert list(served or {}) == list(expected)
+                    assert "not_in_the_contract" not in (served or {})
+                    compared += 1
+        serving.close()
+    assert compared > 20

@@ -47,13 +47,14 @@ def _start(root: Path, env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def _kill_after_batches(
-    proc: subprocess.Popen[str], batches: int, pause: float
+    proc: subprocess.Popen[str], batches: int, pause: float, *, in_flight: bool = False
 ) -> tuple[bool, str]:
-    """Wait for `batches` checkpointed batches, then `pause` seconds, then SIGKILL.
-    Returns whether it was killed (not finished first), and what it logged."""
+    """Wait for `batches` checkpointed batches (and with `in_flight`, for the next batch
+    to be marked in flight), then `pause` seconds, then SIGKILL. Returns whether it was
+    killed (not finished first), and what it logged."""
     assert proc.stderr is not None
-    seen, lines = 0, []
-    while seen < batches:
+    seen, lines, marked = 0, [], not in_flight
+    while seen < batches or not marked:
         line = proc.stderr.readline()
         if not line:
             proc.communicate()
@@ -61,6 +62,8 @@ def _kill_after_batches(
         lines.append(line)
         if "batch sent" in line:
             seen += 1
+        elif "batch in flight" in line and seen >= batches:
+            marked = True
     time.sleep(pause)
     os.kill(proc.pid, signal.SIGKILL)
     _, rest = proc.communicate()
@@ -70,9 +73,14 @@ def _kill_after_batches(
 def _crash_and_resume(people: Any, read_ids: Any, env: dict[str, str]) -> None:
     rng = random.Random(20261123)
     kills, logged = 0, ""
-    for _ in range(KILLS):
+    for attempt in range(KILLS):
         proc = _start(people.root, env)
-        killed, output = _kill_after_batches(proc, rng.randint(0, 5), rng.uniform(0, 0.08))
+        # every other kill lands as soon as a batch is marked in flight: the window the
+        # resume must reconcile is hit however fast (or loaded) the machine is
+        batches, pause, in_flight = rng.randint(0, 5), rng.uniform(0, 0.08), attempt % 2 == 1
+        killed, output = _kill_after_batches(
+            proc, batches, 0.0 if in_flight else pause, in_flight=in_flight
+        )
         kills += killed
         logged += output
         ids = read_ids()

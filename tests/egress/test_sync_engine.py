@@ -236,3 +236,60 @@ def test_a_run_that_fails_is_recorded_and_alerted(
     assert run["status"] == "failed"
     assert "TIDEGATE_NO_SUCH_DSN" in run["error"]
     assert "the run failed" in received[0]["text"]
+
+
+def test_a_first_sync_streams_and_one_keyed_by_a_shared_or_null_field_skips_those_rows(
+    people: Any,
+) -> None:
+    """With no state to diff against, rows stream straight from the guarded query; but
+    only when every destination key is non-null and unique, else the rows that cannot be
+    keyed are skipped with their reasons, as on any run."""
+    from tidegate.egress.sync import diff as diff_module
+
+    rows = [people.row(i) for i in range(1, 7)]
+    rows[1]["last_name"] = rows[2]["last_name"] = "Shared"  # keys 2 and 3 share a key
+    rows[4]["last_name"] = None  # key 5 has none
+    people.set_rows(rows)
+    people.build()
+    people.sync(
+        "crm",
+        "purpose: ops\n" + SQLITE_DEST + "mode: upsert\ntrigger: manual\nkey: surname\n"
+        "fields:\n  surname: last_name\n  mail: email\n",
+    )
+    people.sync(
+        "all",
+        "purpose: ops\n"
+        + SQLITE_DEST.replace("people}", "everyone}")
+        + "mode: upsert\ntrigger: manual\n",
+    )
+    streamed: list[bool] = []
+    original = diff_module.Diff.compare
+
+    def compare(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counts = original(self, *args, **kwargs)
+        streamed.append(self._streamed)
+        return counts
+
+    diff_module.Diff.compare = compare  # type: ignore[method-assign]
+    try:
+        with Platform.open(people.root) as platform:
+            keyed = run_sync(platform, "crm")
+            everyone = run_sync(platform, "all")
+            again = run_sync(platform, "all")
+    finally:
+        diff_module.Diff.compare = original  # type: ignore[method-assign]
+    assert streamed == [False, True, False]  # the shared key; a first sync; a second one
+    assert (keyed.added, keyed.failed) == (3, 0)
+    assert keyed.skipped == {
+        "null destination key": 1,
+        "destination key shared by several rows": 2,
+    }
+    with sqlite3.connect(people.root / "crm.db") as db:
+        assert sorted(r[0] for r in db.execute("SELECT surname FROM people")) == [
+            "Last1",
+            "Last4",
+            "Last6",
+        ]
+    assert (everyone.added, everyone.changed, everyone.skipped) == (6, 0, {})
+    assert set(held(people.root, "everyone")) == set(range(1, 7))
+    assert (again.added, again.changed, again.unchanged) == (0, 0, 6)

@@ -335,6 +335,47 @@ def test_every_subject_a_record_carried_is_stored_beside_it(store: MetadataStore
     assert [r.body for r in store.audit_records()] == ['{"a":1}', '{"a":2}', '{"a":3}']
 
 
+def test_large_subject_lists_are_found_and_renamed_whole_keys_only(
+    store: MetadataStore,
+) -> None:
+    """A record carrying many subjects is stored as text parts (`subject_sets`): a search
+    finds whole keys only (not "4" in "42"), keys holding the separator or the escape
+    character are found as themselves, and an erasure renames the key everywhere, also
+    where a part names the pseudonym already (a second erasure)."""
+    from tidegate.meta.subject_sets import PART_SIZE, SET_MIN
+
+    odd = ("a\nb", "a\nb\n", "a\n", "x\\y", "\\", "")
+    big = tuple(str(i) for i in range(10, PART_SIZE + 20)) + odd
+    records = [
+        StoredAuditRecord(1, '{"a":1}', "g", "h1", subjects=big, subject_type="customer"),
+        StoredAuditRecord(2, '{"a":2}', "h1", "h2", subjects=big[:SET_MIN], subject_type=""),
+        StoredAuditRecord(3, '{"a":3}', "h2", "h3", subjects=("4",), subject_type="customer"),
+    ]
+    store.append_audit_chained(lambda last: records)
+    assert store.audit_subject_seqs("4") == [3]
+    assert store.audit_subject_seqs("10") == [1, 2]
+    assert store.audit_subject_seqs(str(PART_SIZE + 19)) == [1]  # in the second part
+    assert store.audit_subject_seqs(str(PART_SIZE + 20)) == []
+    for key in odd:
+        assert store.audit_subject_seqs(key) == [1], repr(key)
+    assert store.audit_subject_seqs("a") == []
+    assert store.audit_subject_seqs("b") == []
+    assert store.audit_subject_seqs("10", "customer") == [1]
+    assert store.audit_subject_seqs("10", "") == [2]
+    assert store.redact_audit_subjects("10", "customer", "erased:10") == 1
+    assert store.audit_subject_seqs("10") == [2]
+    assert store.audit_subject_seqs("erased:10") == [1]
+    assert store.redact_audit_subjects("a\nb", None, "erased:ab") == 1
+    assert store.audit_subject_seqs("a\nb") == []
+    assert store.audit_subject_seqs("a\nb\n") == [1]  # its neighbour kept
+    # the record 1 part names "erased:10" already: erasing "11" into it drops "11"
+    assert store.redact_audit_subjects("11", None, "erased:10") == 2
+    assert store.audit_subject_seqs("11") == []
+    assert store.audit_subject_seqs("erased:10") == [1, 2]
+    assert store.audit_subject_seqs("12") == [1, 2]
+    assert [r.body for r in store.audit_records()] == ['{"a":1}', '{"a":2}', '{"a":3}']
+
+
 def test_audit_anchor_moves_by_compare_and_set(store: MetadataStore) -> None:
     assert store.audit_anchor() is None
     assert store.move_audit_anchor("one", None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +33,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidegate.egress.serve import openapi
-from tidegate.egress.serve.app import crash, http_error, serve_routes, tidegate_error
+from tidegate.egress.serve.app import (
+    EntityReads,
+    crash,
+    http_error,
+    serve_routes,
+    tidegate_error,
+)
 from tidegate.egress.serve.auth import bearer_token
 from tidegate.egress.serve.http import ASGIApp, GuestLimit, Hardening, Receive, Scope, Send
 from tidegate.egress.serve.service import Call, Serving
@@ -86,7 +93,11 @@ def _lifespan(serving: Serving, platform: Platform) -> Any:
 
         # every serving replica polls policies/ and applies a valid edit by itself
         reloader_of(platform).start()
+        settled()
         yield
+        # store every held audit record while the server waits for this worker, not in an
+        # atexit hook that a server's kill timeout may cut short (granian, under load)
+        platform.audit_writer.flush(timeout=30)
         await serving.limiter.aclose()  # the shared limiter's client lives on this loop
         await serving.platform.online.aclose()  # so does the online store's async reader
         serving.close()
@@ -94,7 +105,21 @@ def _lifespan(serving: Serving, platform: Platform) -> Any:
     return lifespan
 
 
-def create_app(platform: Platform) -> ASGIApp:
+def settled() -> None:
+    """Once the app has started: collect, then move every object alive now (modules,
+    the project, caches warmed at startup) out of the collector's generations, so no
+    generation-2 collection walks the startup heap again while requests run.
+
+    Why: a read allocates dicts and lists, so collections run often under load, and the
+    oldest generation held the whole startup heap (config models, Starlette, DuckDB and
+    Redis clients): each full pass cost milliseconds, paid in the tail latency."""
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(platform: Platform, *, fast_reads: bool = True) -> ASGIApp:
+    """The one HTTP app. `fast_reads=False` leaves the hot routes to Starlette too (the
+    tests compare both paths; `EntityReads` in egress/serve/app.py)."""
     project = platform.project
     serving = Serving(platform)
     cached: dict[str, Any] = {}
@@ -124,8 +149,10 @@ def create_app(platform: Platform) -> ASGIApp:
         lifespan=_lifespan(serving, platform),
     )
     settings = project.config.serve
+    # the entity read and the lookup skip Starlette's routing and objects; the rest, and
+    # every middleware around them, is the same for both paths
     app: ASGIApp = Hardening(
-        main,
+        EntityReads(main, serving) if fast_reads else main,
         settings.max_body_bytes,
         exempt=OWN_BODY_LIMIT,
         max_header_bytes=settings.max_header_bytes,

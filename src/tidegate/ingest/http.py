@@ -17,8 +17,10 @@ source, how many events accepted and rejected, or why it was refused).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -110,8 +112,8 @@ def ingest_routes(platform: Platform) -> list[Route]:
         if content_type in NDJSON_TYPES:
             lines = [line for line in body.split(b"\n") if line.strip()]
             return await run_in_threadpool(target.submit, source, lines, "http", raw=True)
-        events = _events(body)
-        return await run_in_threadpool(target.submit, source, events, "http")
+        events, exact = _events(body)
+        return await run_in_threadpool(target.submit, source, events, "http", exact=exact)
 
     return [Route("/v1/events/{source}", post_events, methods=["POST"])]
 
@@ -142,14 +144,40 @@ def _record(
     )
 
 
-def _events(body: bytes) -> list[Any]:
+def _events(body: bytes) -> tuple[list[Any], Callable[[], Sequence[Any]] | None]:
+    """The events of a JSON body, and how to read them again with the standard decoder.
+
+    orjson reads a batch several times faster, but reads an integer beyond 64 bits as a
+    float; the intake's fast path only takes values both read alike and asks the second
+    reading (done at most once, lazily) for the events it leaves to the full validator.
+    A body orjson refuses (NaN, a lone surrogate) is read by the standard decoder alone,
+    so what is accepted and every reason stay those of the standard decoder."""
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _unwrap(_standard(body)), None
+    events = _unwrap(data)
+    cache: list[list[Any]] = []
+
+    def exact() -> list[Any]:
+        if not cache:
+            cache.append(_unwrap(_standard(body)))
+        return cache[0]
+
+    return events, exact
+
+
+def _standard(body: bytes) -> Any:
+    try:
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BadRequestError(
             f"the body is not JSON ({err}); send a JSON array of events, or JSON lines with "
             "Content-Type: application/x-ndjson to have bad lines rejected one by one"
         ) from None
+
+
+def _unwrap(data: Any) -> list[Any]:
     if isinstance(data, dict) and isinstance(data.get("events"), list):
         return list(data["events"])
     if isinstance(data, list):

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tidegate.errors import UnknownSourceError
+from tidegate.ingest.compiled import CompiledSchema, compiled
 from tidegate.ingest.deadletters import DeadLetter, DeadLetterStore
 from tidegate.ingest.unknown import UnknownFieldCounter
 from tidegate.ingest.validate import Change, EventSchema, Invalid
@@ -75,6 +76,10 @@ class Intake:
         self.erased: ErasedFilter | None = None
         self.unknown = UnknownFieldCounter(observations)
         self.schemas = {name: EventSchema(c) for name, c in stream_sources(project).items()}
+        self._compiled: dict[str, CompiledSchema | None] = {
+            name: compiled(schema) for name, schema in self.schemas.items()
+        }
+        self._key_order = {name: _key_columns(schema) for name, schema in self.schemas.items()}
         self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
         for schema in self.schemas.values():
             self.by_topic[schema.config.topic_name].append(schema)
@@ -99,46 +104,63 @@ class Intake:
     # ---------------------------------------------------------------- producers' side
 
     def submit(
-        self, source: str, events: Sequence[Any], via: str, *, raw: bool = False
+        self,
+        source: str,
+        events: Sequence[Any],
+        via: str,
+        *,
+        raw: bool = False,
+        exact: Callable[[], Sequence[Any]] | None = None,
     ) -> IntakeResult:
-        """Check `events` (parsed JSON values, or bytes when `raw`); log the valid ones."""
+        """Check `events` (parsed JSON values, or bytes when `raw`); log the valid ones.
+
+        The fast path (`ingest.compiled`) takes the plain events of a JSON source in one
+        pass; the rest go through the full validator one by one, with the same reasons
+        as ever. `exact`, when given, returns the events as the standard JSON decoder
+        reads them (`events` came from a faster decoder that reads integers beyond 64
+        bits as floats): the full validator then checks and keeps those."""
         schema = self.schema(source)
+        fast = self._compiled.get(source)
         result = IntakeResult(unknown_policy=schema.config.unknown_fields)
         messages: list[Message] = []
         letters: list[DeadLetter] = []
         now = time.time()
-        if self.erased is not None:
-            self.erased.refresh()  # one query: tombstones newer than the last seen
-        for index, event in enumerate(events):
-            payload = event if raw else _dumps(event)
-            try:
-                if raw:
-                    change = schema.parse(payload)
-                else:
-                    if len(payload) > schema.config.max_event_bytes:
-                        schema.parse(payload)  # raises the size reason
-                    change = schema.from_object(event)
-            except Invalid as err:
-                if self.erased is not None and self.erased.about_erased(
-                    source, _as_object(payload) if raw else event
-                ):
-                    result.erased += 1  # a broken event about an erased person: not kept
+        erased = self.erased
+        if erased is not None:
+            erased.refresh()  # one query: tombstones newer than the last seen
+            if erased.none_erased():
+                erased = None  # nobody to drop: no per-event check
+        headers = _headers(source)
+        order = self._key_order[source]
+        limit = schema.config.max_event_bytes
+        objects = [_as_object(line, limit) for line in events] if raw else events
+        rows = fast.rows(objects) if fast is not None else [None] * len(events)
+        exact_events: Sequence[Any] | None = None
+        for index, row in enumerate(rows):
+            if row is not None:
+                payload = events[index] if raw else _fast_dumps(objects[index])
+                if len(payload) <= limit:
+                    if erased is not None and erased.about_erased(source, row):
+                        result.erased += 1
+                        continue
+                    key = None
+                    for column in order:
+                        value = row.get(column)
+                        if value is not None:
+                            key = str(value).encode()
+                            break
+                    messages.append(Message(key, payload, headers))
                     continue
-                reason = str(err)
-                result.rejected.append({"index": index, "reason": reason})
-                letters.append(DeadLetter(source, reason, payload, via, at=now))
-                continue
-            if self.erased is not None and self.erased(change):
-                result.erased += 1
-                continue
-            if change.unknown:
-                result.unknown_events += 1
-                for name in change.unknown:
-                    result.unknown_fields[name] = result.unknown_fields.get(name, 0) + 1
-                self.unknown.count(source, change.unknown)
-                if schema.config.unknown_fields == "drop" and schema.config.format == "json":
-                    payload = _without(event if not raw else orjson.loads(payload), schema)
-            messages.append(Message(_partition_key(schema, change), payload, _headers(source)))
+            # the full validator: every rejection, coercion and unknown field
+            if raw or exact is None:
+                event = events[index]
+            else:
+                if exact_events is None:
+                    exact_events = exact()
+                event = exact_events[index]
+            message = self._check(schema, result, letters, index, event, via, raw, now)
+            if message is not None:
+                messages.append(message)
         if messages:
             self.log.append(schema.config.topic_name, messages)
         self.dead.add(letters)
@@ -146,10 +168,61 @@ class Intake:
         result.accepted = len(messages) + result.erased
         return result
 
+    def _check(
+        self,
+        schema: EventSchema,
+        result: IntakeResult,
+        letters: list[DeadLetter],
+        index: int,
+        event: Any,
+        via: str,
+        raw: bool,
+        now: float,
+    ) -> Message | None:
+        """One event through the full validator: its message, or None when it was
+        rejected (a dead letter and a reason) or dropped (about an erased subject)."""
+        source = schema.name
+        payload = event if raw else _dumps(event)
+        try:
+            if raw:
+                change = schema.parse(payload)
+            else:
+                if len(payload) > schema.config.max_event_bytes:
+                    schema.parse(payload)  # raises the size reason
+                change = schema.from_object(event)
+        except Invalid as err:
+            if self.erased is not None and self.erased.about_erased(
+                source, _loads_or_none(payload) if raw else event
+            ):
+                result.erased += 1  # a broken event about an erased person: not kept
+                return None
+            reason = str(err)
+            result.rejected.append({"index": index, "reason": reason})
+            letters.append(DeadLetter(source, reason, payload, via, at=now))
+            return None
+        if self.erased is not None and self.erased(change):
+            result.erased += 1
+            return None
+        if change.unknown:
+            result.unknown_events += 1
+            for name in change.unknown:
+                result.unknown_fields[name] = result.unknown_fields.get(name, 0) + 1
+            self.unknown.count(source, change.unknown)
+            if schema.config.unknown_fields == "drop" and schema.config.format == "json":
+                payload = _without(event if not raw else orjson.loads(payload), schema)
+        return Message(_partition_key(schema, change), payload, _headers(source))
+
     # ---------------------------------------------------------------- worker's side
 
     def decode(self, record: Record) -> Change | DeadLetter:
         schemas = self.by_topic.get(record.topic, [])
+        if len(schemas) == 1:  # the plain event of a JSON source: the fast path
+            fast = self._compiled[schemas[0].name]
+            value = record.value
+            if fast is not None and value is not None:
+                change = _fast_change(fast, value)
+                if change is not None:
+                    return change
         try:
             if len(schemas) > 1 and record.header(SOURCE_HEADER) is None and _is_null(record.value):
                 # A tombstone on a topic several tables share names no table; the delete
@@ -192,6 +265,23 @@ class Intake:
         raise Invalid(f"Debezium event for unknown table {table!r} on topic {record.topic!r}")
 
 
+def _fast_change(fast: CompiledSchema, value: bytes) -> Change | None:
+    """The `Change` `EventSchema.parse` makes of a plain JSON event, or None: the full
+    validator decides (both read the value with orjson, so they see the same event)."""
+    schema = fast.schema
+    if len(value) > schema.config.max_event_bytes:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    row = fast.row(data)
+    if row is None:
+        return None
+    key = row.get(schema.config.key) if schema.config.key else None
+    return Change(schema.name, "append", row, key, schema.event_ts(row))
+
+
 def _without(event: Any, schema: EventSchema) -> bytes:
     """The event as logged under `unknown_fields: drop`: only its declared fields."""
     return _dumps({k: v for k, v in event.items() if k in schema.names})
@@ -199,6 +289,27 @@ def _without(event: Any, schema: EventSchema) -> bytes:
 
 def _dumps(event: Any) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _fast_dumps(event: Any) -> bytes:
+    """An event the fast path took, as logged: orjson writes the same compact JSON
+    (strings, integers, finite floats) several times faster; an integer beyond 64
+    bits or a lone surrogate it refuses takes the standard encoder."""
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        return _dumps(event)
+
+
+def _as_object(line: bytes, limit: int) -> Any:
+    """A JSON line for the fast path: the event, or None (too big, or not JSON: the
+    full validator says why)."""
+    if len(line) > limit:
+        return None
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _headers(source: str) -> tuple[tuple[str, bytes], ...]:
@@ -210,12 +321,17 @@ def _header_source(record: Record, default: str) -> str:
     return named.decode(errors="replace") if named is not None else default
 
 
-def _partition_key(schema: EventSchema, change: Change) -> bytes | None:
+def _key_columns(schema: EventSchema) -> tuple[str, ...]:
+    """The columns whose first non-null value keys an event's message, in order."""
     config = schema.config
     # CDC rows keep their order per row; events keep theirs per subject (the entity).
     order = (config.key,) if config.format == "debezium" else (config.subject, config.key)
-    for column in (*order, config.event_id):
-        if column and change.row.get(column) is not None:
+    return tuple(column for column in (*order, config.event_id) if column)
+
+
+def _partition_key(schema: EventSchema, change: Change) -> bytes | None:
+    for column in _key_columns(schema):
+        if change.row.get(column) is not None:
             return str(change.row[column]).encode()
     return None
 
@@ -238,7 +354,7 @@ def _is_null(value: bytes | None) -> bool:
     return value is None or value.strip() == b"null"
 
 
-def _as_object(payload: bytes) -> Any:
+def _loads_or_none(payload: bytes) -> Any:
     """A raw event as JSON, or None when it is not JSON."""
     try:
         return json.loads(payload)

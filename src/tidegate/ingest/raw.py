@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tidegate.ingest.validate import Change
+from tidegate.ingest.validate import Change, arrow_type
 from tidegate.project.models import StreamSource
 from tidegate.store.warehouse import RAW
-from tidegate.type_families import type_family
 
 BATCH_RELATION = "__tidegate_events"
 
@@ -49,23 +48,6 @@ def ensure_stream_table(db: Any, config: StreamSource) -> int:
     return int(rows[0][0])
 
 
-def arrow_type(column_type: str) -> Any:
-    import pyarrow as pa
-
-    family = type_family(column_type)
-    if family == "integer":
-        return pa.int64()
-    if family == "float":
-        return pa.float64()
-    if family == "timestamp":
-        return pa.timestamp("us", tz="UTC")
-    if family == "date":
-        return pa.date32()
-    if column_type.upper().startswith("BOOL"):
-        return pa.bool_()
-    return pa.string()
-
-
 def arrow_rows(config: StreamSource, rows: Sequence[dict[str, Any]]) -> Any:
     import pyarrow as pa
 
@@ -76,31 +58,44 @@ def arrow_rows(config: StreamSource, rows: Sequence[dict[str, Any]]) -> Any:
 def apply_changes(db: Any, config: StreamSource, changes: Sequence[Change]) -> Any:
     """Apply `changes` to `raw.<source>`; return an Arrow table of every row touched
     (new rows, and the old version of rows updated, deleted or truncated)."""
-    table = raw_table(config.name)
+    if config.format != "debezium":
+        return apply_arrow(db, config, arrow_rows(config, [c.row for c in changes]))
     select = ", ".join(
         f"CAST({_quote(n)} AS {s.type}) AS {_quote(n)}" for n, s in config.columns.items()
     )
-    if config.format != "debezium":
-        rows = [c.row for c in changes]
-        key = config.event_id
-        if key is not None:  # one event per id, the first seen
-            seen: set[Any] = set()
-            unique = []
-            for row in rows:
-                if row[key] not in seen:
-                    seen.add(row[key])
-                    unique.append(row)
-            rows = unique
-        batch = arrow_rows(config, rows)
-        verb = "INSERT OR IGNORE" if key is not None else "INSERT"
-        db.register(BATCH_RELATION, batch)
-        try:
-            db.execute(f"{verb} INTO {table} SELECT {select} FROM {BATCH_RELATION}")
-        finally:
-            db.unregister(BATCH_RELATION)
-        return batch
-
     return _apply_cdc(db, config, changes, select)
+
+
+def apply_arrow(db: Any, config: StreamSource, batch: Any) -> Any:
+    """Append a `json` source's events from an Arrow table (the source's columns, in
+    log order), in one DuckDB statement; return the rows appended (the touched rows).
+
+    With an `event_id` the first event of each id in the batch is the one kept (a later
+    duplicate in the batch, or an id already stored, is ignored): the table is only
+    rewritten on the rare batch that holds a duplicate id."""
+    import pyarrow.compute as pc
+
+    table = raw_table(config.name)
+    key = config.event_id
+    rows = batch.num_rows
+    if key is not None and rows > 1 and pc.count_distinct(batch[key], mode="all").as_py() < rows:
+        seen: set[Any] = set()
+        first = []
+        for index, value in enumerate(batch.column(key).to_pylist()):
+            if value not in seen:
+                seen.add(value)
+                first.append(index)
+        batch = batch.take(first)
+    select = ", ".join(
+        f"CAST({_quote(n)} AS {s.type}) AS {_quote(n)}" for n, s in config.columns.items()
+    )
+    verb = "INSERT OR IGNORE" if key is not None else "INSERT"
+    db.register(BATCH_RELATION, batch)
+    try:
+        db.execute(f"{verb} INTO {table} SELECT {select} FROM {BATCH_RELATION}")
+    finally:
+        db.unregister(BATCH_RELATION)
+    return batch
 
 
 UNCHANGED = "__tidegate_unchanged"

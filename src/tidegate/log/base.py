@@ -23,7 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 #: the change stream of a product is the topic `__changes.<product>` (products/changes.py)
 CHANGES_PREFIX = "__changes."
@@ -58,9 +58,11 @@ class Record:
         return None
 
 
-@dataclass(frozen=True)
-class Message:
-    """What a producer appends: the log assigns partition, offset and timestamp."""
+class Message(NamedTuple):
+    """What a producer appends: the log assigns partition, offset and timestamp.
+
+    A NamedTuple, not a frozen dataclass: the HTTP door builds one per event, and a
+    tuple is built several times faster (fields, immutability and equality alike)."""
 
     key: bytes | None
     value: bytes | None

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tidegate.errors import TidegateError
-from tidegate.meta import migrations, registry
+from tidegate.meta import migrations, registry, subject_sets
 from tidegate.meta.base import (
     ApiKeyRow,
     ConsentRow,
@@ -325,29 +325,43 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
                 "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (%s, %s, %s, %s)",
                 [(r.seq, _bytes(r.body), r.prev_hash, r.hash) for r in records],
             )
-            for record in records:
-                if not record.subjects:
-                    continue
-                # COPY: a million subjects of one sync in seconds, not minutes
-                with cur.copy(
-                    "COPY audit_subjects (subject_key, subject_type, record_seq) FROM STDIN"
-                ) as copy:
-                    for key in dict.fromkeys(record.subjects):
-                        copy.write_row((key, record.subject_type, record.seq))
+            # large lists as a few text parts (see `subject_sets`); the small ones of all
+            # the records (reads: one or a few subjects each) in one statement
+            sets = [
+                (record.seq, record.subject_type, part, body)
+                for record in records
+                if subject_sets.is_large(record.subjects)
+                for part, body in enumerate(subject_sets.parts(record.subjects))
+            ]
+            small = [
+                (key, record.subject_type, record.seq)
+                for record in records
+                if not subject_sets.is_large(record.subjects)
+                for key in dict.fromkeys(record.subjects)
+            ]
+            if sets:
+                cur.executemany(
+                    "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
+                    " VALUES (%s, %s, %s, %s)",
+                    sets,
+                )
+            if small:
+                cur.execute(
+                    "INSERT INTO audit_subjects (subject_key, subject_type, record_seq)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                    " ON CONFLICT DO NOTHING",
+                    tuple(list(column) for column in zip(*small, strict=True)),
+                )
 
     def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
-        if subject_type is None:
-            rows = self._query(
-                "SELECT DISTINCT record_seq FROM audit_subjects WHERE subject_key = %s"
-                " ORDER BY record_seq",
-                (subject_key,),
-            )
-        else:
-            rows = self._query(
-                "SELECT record_seq FROM audit_subjects WHERE subject_key = %s"
-                " AND subject_type = %s ORDER BY record_seq",
-                (subject_key, subject_type),
-            )
+        typed = "" if subject_type is None else " AND subject_type = %s"
+        kind = () if subject_type is None else (subject_type,)
+        rows = self._query(
+            f"SELECT record_seq FROM audit_subjects WHERE subject_key = %s{typed}"
+            " UNION SELECT record_seq FROM audit_subject_sets"
+            f" WHERE strpos(subjects, %s) > 0{typed} ORDER BY record_seq",
+            (subject_key, *kind, subject_sets.token(subject_key), *kind),
+        )
         return [int(r[0]) for r in rows]
 
     def redact_audit_subjects(
@@ -366,7 +380,20 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
             cursor = conn.execute(
                 f"UPDATE audit_subjects SET subject_key = %s WHERE {where}", (pseudonym, *params)
             )
-            return int(cursor.rowcount)
+            changed = int(cursor.rowcount)
+            typed = "" if subject_type is None else " AND subject_type = %s"
+            kind = () if subject_type is None else (subject_type,)
+            old, new = subject_sets.token(subject_key), subject_sets.token(pseudonym)
+            # a part naming the pseudonym already (a second erasure) just drops the key
+            for replacement, holds_pseudonym in ((subject_sets.SEPARATOR, ">"), (new, "=")):
+                cursor = conn.execute(
+                    "UPDATE audit_subject_sets SET subjects = replace(subjects, %s, %s)"
+                    f" WHERE strpos(subjects, %s) > 0 AND strpos(subjects, %s) {holds_pseudonym} 0"
+                    f"{typed}",
+                    (old, replacement, old, new, *kind),
+                )
+                changed += int(cursor.rowcount)
+            return changed
 
     def last_audit(self) -> StoredAuditRecord | None:
         rows = self._query(f"{self._AUDIT} ORDER BY seq DESC LIMIT 1")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tidegate.meta import migrations, registry
+from tidegate.meta import migrations, registry, subject_sets
 from tidegate.meta.base import (
     ApiKeyRow,
     ConsentRow,
@@ -305,8 +305,20 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
     def _insert_audit_subjects(
         db: sqlite3.Connection, records: Sequence[StoredAuditRecord]
     ) -> None:
+        """Small lists one indexed row per subject; large ones as a few text parts
+        (`subject_sets`: a million subjects in one statement, not a million B-tree
+        inserts)."""
         for record in records:
-            if record.subjects:
+            if subject_sets.is_large(record.subjects):
+                db.executemany(
+                    "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
+                    " VALUES (?, ?, ?, ?)",
+                    (
+                        (record.seq, record.subject_type, part, body)
+                        for part, body in enumerate(subject_sets.parts(record.subjects))
+                    ),
+                )
+            elif record.subjects:
                 db.executemany(
                     "INSERT OR IGNORE INTO audit_subjects (subject_key, subject_type, record_seq)"
                     " VALUES (?, ?, ?)",
@@ -314,18 +326,14 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
                 )
 
     def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
-        if subject_type is None:
-            rows = self._query(
-                "SELECT DISTINCT record_seq FROM audit_subjects WHERE subject_key = ?"
-                " ORDER BY record_seq",
-                (subject_key,),
-            )
-        else:
-            rows = self._query(
-                "SELECT record_seq FROM audit_subjects WHERE subject_key = ?"
-                " AND subject_type = ? ORDER BY record_seq",
-                (subject_key, subject_type),
-            )
+        typed = "" if subject_type is None else " AND subject_type = ?"
+        kind = () if subject_type is None else (subject_type,)
+        rows = self._query(
+            f"SELECT record_seq FROM audit_subjects WHERE subject_key = ?{typed}"
+            " UNION SELECT record_seq FROM audit_subject_sets"
+            f" WHERE instr(subjects, ?) > 0{typed} ORDER BY record_seq",
+            (subject_key, *kind, subject_sets.token(subject_key), *kind),
+        )
         return [int(r[0]) for r in rows]
 
     def redact_audit_subjects(
@@ -333,12 +341,25 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
     ) -> int:
         where = "subject_key = ?" + ("" if subject_type is None else " AND subject_type = ?")
         params = (subject_key,) if subject_type is None else (subject_key, subject_type)
+        typed = "" if subject_type is None else " AND subject_type = ?"
+        kind = () if subject_type is None else (subject_type,)
+        old, new = subject_sets.token(subject_key), subject_sets.token(pseudonym)
         with self._secure(), self._tx() as db:  # freed pages zeroed: no old key in the file
             cursor = db.execute(
                 f"UPDATE OR REPLACE audit_subjects SET subject_key = ? WHERE {where}",
                 (pseudonym, *params),
             )
-            return int(cursor.rowcount)
+            changed = int(cursor.rowcount)
+            # a part naming the pseudonym already (a second erasure) just drops the key
+            for replacement, holds_pseudonym in ((subject_sets.SEPARATOR, ">"), (new, "=")):
+                cursor = db.execute(
+                    "UPDATE audit_subject_sets SET subjects = replace(subjects, ?, ?)"
+                    f" WHERE instr(subjects, ?) > 0 AND instr(subjects, ?) {holds_pseudonym} 0"
+                    f"{typed}",
+                    (old, replacement, old, new, *kind),
+                )
+                changed += int(cursor.rowcount)
+            return changed
 
     def audit_records(
         self, after_seq: int = 0, limit: int | None = None

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
+
+import orjson
 
 from tidegate.log.base import CHANGES_PREFIX, Message, namespaced
 from tidegate.project.models import NOT_PERSONAL
@@ -64,22 +65,30 @@ class ChangeEncoder:
     def __init__(self, product: Product, master: bytes) -> None:
         self.product = product.name
         self._secret = change_key(master, product.name) if key_is_personal(product) else None
+        # keyed once: each key then costs a copy of this state, not a new HMAC setup
+        self._hmac = (
+            hmac.new(self._secret, digestmod=hashlib.sha256) if self._secret is not None else None
+        )
 
     def key_text(self, key: object) -> str:
         """The key as it appears on the stream: the online store's key text, or its
         pseudonym."""
         text = str(key)
-        if self._secret is None:
+        if self._hmac is None:
             return text
-        return hmac.new(self._secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
+        mac = self._hmac.copy()
+        mac.update(text.encode("utf-8"))
+        return mac.hexdigest()
 
     def messages(
         self, upserted: Iterable[object], deleted: Iterable[object], version: int, at: float
     ) -> list[Message]:
         out: list[Message] = []
+        key_text = self.key_text
+        dumps = orjson.dumps  # one message per changed key: the C encoder
         for op, keys in (("upsert", upserted), ("delete", deleted)):
             for key in keys:
-                text = self.key_text(key)
+                text = key_text(key)
                 body = {"op": op, "key": text, "version": version, "at": at}
-                out.append(Message(text.encode(), json.dumps(body).encode()))
+                out.append(Message(text.encode(), dumps(body)))
         return out

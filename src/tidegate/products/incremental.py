@@ -93,39 +93,55 @@ def live_table(version_table: str) -> str:
     return f'{BUILDS}."{version_table}"'
 
 
+OLD_ROWS = "__tidegate_old_rows"
+
+
 def recompute(db: Any, sql: str, table: str, product: Product, keys: Any) -> ProductDelta:
-    """Replace the rows of `keys` (a one-column Arrow table) in `table` with `sql`'s."""
+    """Replace the rows of `keys` (a one-column Arrow table) in `table` with `sql`'s.
+
+    Old and new rows are compared in DuckDB (a row equal to the one it replaces is no
+    change), so only the rows that changed are turned into Python, for publishing; four
+    statements per product and batch, a fixed cost every micro-batch pays."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     key = product.config.key
-    quoted_key = '"' + key.replace('"', '""') + '"'
+    quoted_key = _quote(key)
     db.register(KEYS_RELATION, keys)
     try:
         new = db.sql(sql).to_arrow_table()
-        old = db.sql(
-            f"SELECT * FROM {table} WHERE {quoted_key} IN (SELECT {quoted_key} FROM"
-            f" {KEYS_RELATION})"
+        old = db.sql(  # the rows replaced, read out by the statement that deletes them
+            f"DELETE FROM {table} WHERE {quoted_key} IN (SELECT {quoted_key} FROM"
+            f" {KEYS_RELATION}) RETURNING *"
         ).to_arrow_table()
-        db.execute(
-            f"DELETE FROM {table} WHERE {quoted_key} IN (SELECT {quoted_key} FROM {KEYS_RELATION})"
-        )
     finally:
         db.unregister(KEYS_RELATION)
-    if new.num_rows:
-        db.register(PRODUCT_ROWS, new)
-        try:
-            db.execute(f"INSERT INTO {table} SELECT * FROM {PRODUCT_ROWS}")
-        finally:
-            db.unregister(PRODUCT_ROWS)
-    before = {row[key]: row for row in old.to_pylist()}
+    if old.num_rows:
+        old = old.cast(new.schema)
     delta = ProductDelta(product.name)
-    seen = set()
-    for row in new.to_pylist():
-        seen.add(row[key])
-        if before.get(row[key]) != row:
-            delta.upserts.append(row)
-    delta.deletes = [k for k in before if k not in seen]
-    delta.touched = pa.concat_tables([old.cast(new.schema), new]) if old.num_rows else new
+    db.register(PRODUCT_ROWS, new)
+    try:
+        if new.num_rows:
+            db.execute(f"INSERT INTO {table} SELECT * FROM {PRODUCT_ROWS}")
+        if not old.num_rows:
+            delta.upserts = new.to_pylist()
+        else:
+            db.register(OLD_ROWS, old)
+            try:
+                # EXCEPT compares whole rows, NULLs equal: what is new or not the same
+                changed = db.sql(
+                    f"SELECT * FROM (SELECT * FROM {PRODUCT_ROWS} EXCEPT ALL"
+                    f" SELECT * FROM {OLD_ROWS}) ORDER BY {quoted_key}"
+                ).to_arrow_table()
+            finally:
+                db.unregister(OLD_ROWS)
+            delta.upserts = changed.to_pylist()
+            # keys whose row is gone (NULL matches NULL, as in the comparison above)
+            kept = pc.is_in(old.column(key), value_set=new.column(key), skip_nulls=False)
+            delta.deletes = old.column(key).filter(pc.invert(kept)).to_pylist()
+    finally:
+        db.unregister(PRODUCT_ROWS)
+    delta.touched = pa.concat_tables([old, new]) if old.num_rows else new
     return delta
 
 

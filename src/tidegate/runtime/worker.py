@@ -42,7 +42,7 @@ from tidegate.errors import (
 )
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake
-from tidegate.ingest.raw import apply_changes, ensure_stream_table, raw_table
+from tidegate.ingest.raw import apply_arrow, apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Record, TopicPartition
 from tidegate.observe.freshness import FreshnessLedger
@@ -142,6 +142,8 @@ class StreamWorker:
     # ---------------------------------------------------------------- one micro-batch
 
     def process_batch(self, records: Sequence[Record]) -> BatchReport:
+        import pyarrow as pa
+
         started = time.perf_counter()
         report = BatchReport(records=len(records))
         for record in records:
@@ -152,7 +154,6 @@ class StreamWorker:
         if not fresh:
             report.seconds = time.perf_counter() - started
             return report
-        changes: dict[str, list[Change]] = defaultdict(list)
         letters: list[DeadLetter] = []
         self.erased.refresh()
         ensure_purged(self.platform)  # a new tombstone: raw and live versions purged once
@@ -163,7 +164,33 @@ class StreamWorker:
             letters += taken.letters
             report.erased += taken.erased
             report.consent = taken.events
-        for record in fresh:
+        # Topics of one `json` source: the whole batch decoded into Arrow at once; what
+        # that path does not take plainly (`validate.DecodedBatch`) goes event by event.
+        slow: list[int] = []
+        events: dict[str, list[tuple[list[int], Any]]] = defaultdict(list)
+        for topic, positions in _by_topic(fresh).items():
+            schemas = self.intake.by_topic.get(topic, [])
+            if topic == consent_topic or len(schemas) != 1 or schemas[0].config.format != "json":
+                slow += positions
+                continue
+            schema = schemas[0]
+            batch = schema.decode_json_batch([fresh[p].value for p in positions])
+            slow += [positions[i] for i in batch.rest]
+            if not batch.taken:
+                continue
+            where = [positions[i] for i in batch.taken]
+            gone = self._erased_rows(schema.config, batch.table)
+            if gone:
+                report.erased += len(gone)
+                dropped += [fresh[where[i]] for i in gone]
+                keep = sorted(set(range(len(where))) - set(gone))
+                where = [where[i] for i in keep]
+                batch.table = batch.table.take(pa.array(keep, pa.int64()))
+            if where:
+                events[schema.name].append((where, batch.table))
+        changes: dict[str, list[tuple[int, Change]]] = defaultdict(list)
+        for position in sorted(slow):
+            record = fresh[position]
             if record.topic == consent_topic:
                 if self._consent_erased(record):  # dropped by the consent stream too
                     dropped.append(record)
@@ -179,7 +206,7 @@ class StreamWorker:
                 report.erased += 1
                 dropped.append(record)
             else:
-                changes[decoded.source].append(decoded)
+                changes[decoded.source].append((position, decoded))
         self._forget(dropped)
         self.intake.dead.add(letters)
         self.intake.unknown.flush()
@@ -188,13 +215,60 @@ class StreamWorker:
         applied = {
             tp: offset for tp, offset in report.offsets.items() if offset > self._applied.get(tp, 0)
         }
-        deltas = self._apply(changes, applied)
+        deltas = self._apply(self._tables(events, changes), changes, applied)
         self._applied.update(applied)
         oldest = min(r.timestamp for r in fresh if r.timestamp) if fresh else time.time()
         self._publish(deltas, oldest)
         report.products = {d.product: d.changed for d in deltas}
         report.seconds = time.perf_counter() - started
         return report
+
+    def _erased_rows(self, config: Any, table: Any) -> list[int]:
+        """Rows of a decoded batch about erased subjects (none, at no cost, while nobody
+        is erased): the check each event gets on the per-event path, once per subject."""
+        column = config.subject
+        if self.erased.none_erased() or column is None or column not in table.column_names:
+            return []
+        verdicts: dict[Any, bool] = {}
+        gone = []
+        for index, subject in enumerate(table.column(column).to_pylist()):
+            erased = verdicts.get(subject)
+            if erased is None:
+                erased = verdicts[subject] = self.erased.about_erased(
+                    config.name, {column: subject}
+                )
+            if erased:
+                gone.append(index)
+        return gone
+
+    def _tables(
+        self,
+        events: dict[str, list[tuple[list[int], Any]]],
+        changes: dict[str, list[tuple[int, Change]]],
+    ) -> dict[str, Any]:
+        """One Arrow table of events per `json` source, in log order (the first event of
+        an id is the one kept), from the batch-decoded parts and the per-event ones."""
+        import pyarrow as pa
+
+        from tidegate.ingest.raw import arrow_rows
+
+        tables: dict[str, Any] = {}
+        for source in sorted({*events, *changes}):
+            config = self.streams[source]
+            if config.format != "json":
+                continue
+            parts = list(events.get(source, []))
+            single = changes.pop(source, [])
+            if single:
+                rows = arrow_rows(config, [c.row for _, c in single])
+                parts.append(([p for p, _ in single], rows))
+            if len(parts) == 1:
+                tables[source] = parts[0][1]
+                continue
+            positions = [p for taken, _ in parts for p in taken]
+            table = pa.concat_tables([t for _, t in parts])
+            tables[source] = table.take(sorted(range(len(positions)), key=positions.__getitem__))
+        return tables
 
     def _letter_erased(self, letter: DeadLetter) -> bool:
         """A broken event that still names an erased subject: dropped, not kept."""
@@ -246,8 +320,12 @@ class StreamWorker:
         return tables
 
     def _apply(
-        self, changes: dict[str, list[Change]], applied: dict[TopicPartition, int]
+        self,
+        events: dict[str, Any],
+        changes: dict[str, list[tuple[int, Change]]],
+        applied: dict[TopicPartition, int],
     ) -> list[ProductDelta]:
+        """`events`: the `json` sources' (Arrow tables); `changes`: the CDC sources'."""
         import pyarrow as pa
 
         tables = self._live_tables()
@@ -258,8 +336,11 @@ class StreamWorker:
                 if self._published_pending:
                     db.execute(f"DELETE FROM {PENDING}")
                 touched: dict[str, Any] = {}
+                for source, batch in events.items():
+                    touched[source] = apply_arrow(db, self.streams[source], batch)
                 for source, items in changes.items():
-                    touched[source] = apply_changes(db, self.streams[source], items)
+                    ordered = [c for _, c in sorted(items, key=lambda item: item[0])]
+                    touched[source] = apply_changes(db, self.streams[source], ordered)
                 for name in self.incremental:
                     plan = self.plans[name]
                     product = self.project.products[name]
@@ -283,18 +364,14 @@ class StreamWorker:
                         + ", ".join(["(?, ?, ?)"] * len(applied)),
                         [v for (t, p), o in applied.items() for v in (t, p, o)],
                     )
-                pending = [
-                    (d.product, str(k))
-                    for d in deltas
-                    for k in [*(r[self._key(d.product)] for r in d.upserts), *d.deletes]
-                ]
-                if pending:
-                    db.register(
-                        "__tidegate_pending",
-                        pa.table(
-                            {"product": [p for p, _ in pending], "key": [k for _, k in pending]}
-                        ),
-                    )
+                waiting: dict[str, list[str]] = {"product": [], "key": []}
+                for d in deltas:
+                    key = self._key(d.product)
+                    changed = [str(r[key]) for r in d.upserts] + [str(k) for k in d.deletes]
+                    waiting["product"] += [d.product] * len(changed)
+                    waiting["key"] += changed
+                if waiting["key"]:
+                    db.register("__tidegate_pending", pa.table(waiting))
                     db.execute(f"INSERT INTO {PENDING} SELECT * FROM __tidegate_pending")
                     db.unregister("__tidegate_pending")
                 db.execute("COMMIT")
@@ -369,6 +446,8 @@ class StreamWorker:
         The first run of each sync in this process diffs the whole product (catching up
         on anything a crashed predecessor applied but never synced); later runs send only
         the keys this batch changed."""
+        if not any(sync.config.trigger == "on_change" for sync in self.project.syncs.values()):
+            return
         changed: dict[str, list[Any]] = defaultdict(list)
         for delta in deltas:
             key = self._key(delta.product)
@@ -417,6 +496,14 @@ class StreamWorker:
             deltas.append(ProductDelta(product, rows, sorted(keys - found)))
         self._publish(deltas, time.time(), clear=True)
         return sum(len(keys) for keys in by_product.values())
+
+
+def _by_topic(records: Sequence[Record]) -> dict[str, list[int]]:
+    """Positions of `records`, by topic."""
+    positions: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        positions[record.topic].append(index)
+    return positions
 
 
 _WORKERS: weakref.WeakKeyDictionary[Platform, StreamWorker] = weakref.WeakKeyDictionary()

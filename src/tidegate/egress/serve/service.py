@@ -13,6 +13,7 @@ may not see is answered exactly like a key that does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Sequence
@@ -71,6 +72,12 @@ class _Shape:
     #: visible columns in order: (name, None) shown as stored, or (name, column plan) to
     #: treat; `plan.apply_row` with the clear columns' no-op calls taken out
     visible: tuple[tuple[str, ColumnPlan | None], ...] = ()
+    #: the visible column names in order, the visible columns a treatment changes, and the
+    #: dropped names: a stored row holding just `names` (once `dropped` are out) is
+    #: treated in place instead of copied value by value
+    names: tuple[str, ...] = ()
+    treated: tuple[tuple[str, ColumnPlan], ...] = ()
+    dropped: tuple[str, ...] = ()
 
 
 class Serving:
@@ -157,6 +164,11 @@ class Serving:
                 (c.name, None if c.treatment.treatment == "clear" else c)
                 for c in plan.visible_columns
             ),
+            names=tuple(c.name for c in plan.visible_columns),
+            treated=tuple(
+                (c.name, c) for c in plan.visible_columns if c.treatment.treatment != "clear"
+            ),
+            dropped=tuple(c.name for c in plan.columns if c.treatment.treatment == "drop"),
         )
         if len(self._shapes) > 1_000:
             self._shapes.clear()
@@ -186,8 +198,18 @@ class Serving:
         subject = str(subject_value) if subject_value is not None else None
         if not plan.admits(row):
             return None, subject
-        treated: dict[str, Any] = {}
         hash_key = plan.hash_key
+        for name in shape.dropped:
+            row.pop(name, None)
+        if tuple(row) == shape.names:
+            # the usual case, the stored row is the visible columns in order: treat the few
+            # columns a treatment changes in place (same values, same order, no copy)
+            for name, changed in shape.treated:
+                value = row[name]
+                if value is not None:
+                    row[name] = apply_value(changed.treatment, value, changed.type, hash_key)
+            return row, subject
+        treated: dict[str, Any] = {}
         for name, column in shape.visible:
             value = row.get(name)
             if column is not None and value is not None:
@@ -229,7 +251,9 @@ class Serving:
 
     async def aentity(self, call: Call, token: str | None, key: str) -> dict[str, Any]:
         """`entity` on the event loop: the online-store read does not block it."""
-        principal, shape, stored = self._entity_read(call, token, key)
+        principal, shape = self._entity_plan(call, token)
+        resolved = await self._astored_keys(shape, [key]) if len(key) <= MAX_KEY_LENGTH else {}
+        stored = resolved.get(key)
         entry = None
         if stored is not None:
             found = await self.platform.online.aread_entries(call.product or "", (stored,))
@@ -241,11 +265,22 @@ class Serving:
     ) -> tuple[Principal, _Shape, str | None]:
         """(principal, shape, the online store's key to read or None): every check
         before the read."""
-        principal = self.principal(call, token)
-        plan = self._plan(call, principal, call.product or "")
-        shape = self._shape(plan)
+        principal, shape = self._entity_plan(call, token)
         stored = self._stored_keys(shape, [key]) if len(key) <= MAX_KEY_LENGTH else {}
         return principal, shape, stored.get(key)
+
+    def _entity_plan(self, call: Call, token: str | None) -> tuple[Principal, _Shape]:
+        principal = self.principal(call, token)
+        return principal, self._shape(self._plan(call, principal, call.product or ""))
+
+    async def _astored_keys(self, shape: _Shape, keys: Sequence[str]) -> dict[str, str]:
+        """`_stored_keys` from the event loop: under a hashed key the pseudonym index asks
+        the online store (its current version; a key scan when it is built or topped up),
+        so that runs in a worker thread and the loop keeps serving meanwhile."""
+        if shape.key_treatment != "hash":
+            return self._stored_keys(shape, keys)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._stored_keys, shape, keys)
 
     def _entity_answer(
         self, call: Call, principal: Principal, shape: _Shape, key: str, entry: Entry | None
@@ -310,7 +345,8 @@ class Serving:
         self, call: Call, token: str | None, keys: Sequence[str], *, authenticated: bool = False
     ) -> dict[str, Any]:
         """`lookup` on the event loop: the online-store read does not block it."""
-        principal, shape, stored = self._lookup_read(call, token, keys, authenticated)
+        principal, shape = self._lookup_plan(call, token, authenticated)
+        stored = await self._astored_keys(shape, list(dict.fromkeys(keys)))
         wanted = list(dict.fromkeys(stored.values()))
         entries = await self.platform.online.aread_entries(call.product or "", wanted)
         return self._lookup_answer(call, principal, shape, keys, stored, entries)
@@ -318,12 +354,16 @@ class Serving:
     def _lookup_read(
         self, call: Call, token: str | None, keys: Sequence[str], authenticated: bool
     ) -> tuple[Principal, _Shape, dict[str, str]]:
+        principal, shape = self._lookup_plan(call, token, authenticated)
+        return principal, shape, self._stored_keys(shape, list(dict.fromkeys(keys)))
+
+    def _lookup_plan(
+        self, call: Call, token: str | None, authenticated: bool
+    ) -> tuple[Principal, _Shape]:
         principal = call.principal
         if principal is None or not authenticated:
             principal = self.principal(call, token)
-        plan = self._plan(call, principal, call.product or "")
-        shape = self._shape(plan)
-        return principal, shape, self._stored_keys(shape, list(dict.fromkeys(keys)))
+        return principal, self._shape(self._plan(call, principal, call.product or ""))
 
     def _lookup_answer(
         self,
@@ -341,6 +381,7 @@ class Serving:
         subjects: dict[str, None] = {}
         filtered = 0
         version: int | None = None
+        stamps: dict[float, str | None] = {}  # rows written together share their time
         for key in distinct:
             entry = entries.get(stored[key]) if key in stored else None
             if entry is None:
@@ -352,7 +393,12 @@ class Serving:
             if not self._answers_to(shape, treated, key):
                 continue
             version = entry.version
-            served[key] = {"data": treated, "updated_at": iso(entry.written_at)}
+            at = entry.written_at
+            stamp = stamps.get(at)
+            if stamp is None:
+                stamp = stamps[at] = iso(at)
+            # the result itself: a key asked twice shares it
+            served[key] = {"key": key, "found": True, "data": treated, "updated_at": stamp}
             if subject is not None:
                 subjects[subject] = None
         self.audit(
@@ -376,13 +422,7 @@ class Serving:
                 },
             ),
         )
-        results = []
-        for key in keys:
-            hit = served.get(key)
-            if hit is None:
-                results.append({"key": key, "found": False})
-            else:
-                results.append({"key": key, "found": True, **hit})
+        results = [served.get(key) or {"key": key, "found": False} for key in keys]
         return {
             "product": product,
             "purpose": plan.purpose,

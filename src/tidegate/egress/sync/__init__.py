@@ -65,6 +65,7 @@ from tidegate.egress.sync.mapping import (
     rows_query,
     typed_key,
 )
+from tidegate.egress.sync.overlap import Checkpoints
 from tidegate.egress.sync.report import ALREADY_GONE, NOT_FOUND, SyncReport, scrub
 from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
@@ -228,12 +229,12 @@ def _product_rows(cursor: Any, plan: AccessPlan, keys: list[Any] | None) -> int:
     """Rows of the live product (of these keys), before the guard."""
     relation = f'{PRODUCTS}."{plan.product}"'
     if keys is None:
-        row = cursor.execute(f"SELECT count(*) FROM {relation}").fetchone()
+        row = cursor.execute(f"SELECT count(*) FROM {relation}").fetchall()[0]
     else:
         row = cursor.execute(
             f'SELECT count(*) FROM {relation} WHERE CAST("{plan.key_column}" AS VARCHAR) '
             f"IN (SELECT k FROM {CHANGED_RELATION})"
-        ).fetchone()
+        ).fetchall()[0]
     return int(row[0])
 
 
@@ -390,11 +391,26 @@ def _write_batches(
 ) -> None:
     """Send the added and changed rows batch by batch, each one checkpointed; the rows
     stay Arrow from DuckDB to the destination and into the sync state. The next batch
-    is read from DuckDB while the current one is sent."""
+    is read from DuckDB while the current one is sent, and the one before is checkpointed
+    meanwhile where a resend is harmless (`overlap`)."""
     fields = list(mapping.fields)
-    with Prefetch(diff.changed(batch_rows)) as batches:
+    with (
+        Checkpoints(overlap=mode != "insert") as checkpoints,
+        Prefetch(diff.changed(batch_rows)) as batches,
+    ):
         for table in batches:
-            _write_batch(platform, sender, diff, table, mode, fields, name, report, sent_subjects)
+            _write_batch(
+                platform,
+                sender,
+                diff,
+                table,
+                mode,
+                fields,
+                name,
+                report,
+                sent_subjects,
+                checkpoints,
+            )
 
 
 def _write_batch(
@@ -407,6 +423,7 @@ def _write_batch(
     name: str,
     report: SyncReport,
     sent_subjects: SubjectTally,
+    checkpoints: Checkpoints,
 ) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -419,6 +436,7 @@ def _write_batch(
         if not table.num_rows:
             return
         meta.set_sync_inflight(name, state_table(table))
+        log.info("sync %s: batch in flight, %s rows", name, table.num_rows)
     outcome = sender.write(table.select(fields), mode)
     refused: list[SyncRowError] = []
     landed = table
@@ -442,7 +460,8 @@ def _write_batch(
         ]
     report.skip(NOT_FOUND, len(outcome.missing))
     changed = int(pc.sum(landed.column(PREV_MARK)).as_py() or 0)
-    meta.checkpoint_sync(
+    checkpoints.submit(
+        meta.checkpoint_sync,
         name,
         upserted=state_table(landed),
         errors=refused,

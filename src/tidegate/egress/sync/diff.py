@@ -1,7 +1,10 @@
 """The diff, in DuckDB: current mapped rows against the previous (key, hash) snapshot.
 
 The current rows (a temporary table on the run's own cursor) and the previous state
-(Arrow, from the metadata store) are joined; the changed rows stream out in Arrow
+(Arrow, from the metadata store) are joined; a first sync (no state, nothing dismissed)
+whose keys one pass shows non-null and unique has nothing to join: its rows stream
+straight from the guarded query, their hashes computed while earlier batches are sent,
+with no temporary table built first (`compare`); the changed rows stream out in Arrow
 record batches, so a large product never becomes a list of Python dicts, and the state
 of a sent batch is taken from its Arrow columns (`state_table`). Rows with a null or
 duplicated destination key, and rows whose refusal was dismissed and that have not
@@ -55,16 +58,42 @@ class Diff:
         self.candidates = 0  # rows that may be sent: non-null key, unique in this run
         for name, table in relations.items():
             cursor.register(name, table)
-        cursor.execute(f"CREATE OR REPLACE TEMP TABLE {CURRENT} AS {current_sql}")
+        self._current_sql = current_sql
+        self._materialized = False
+        self._streamed = False  # a first sync: rows stream from the query (see `compare`)
+
+    def _materialize(self) -> None:
+        if not self._materialized:
+            self.cursor.execute(f"CREATE OR REPLACE TEMP TABLE {CURRENT} AS {self._current_sql}")
+            self._materialized = True
 
     def current_keys(self) -> list[str]:
+        self._materialize()
         rows = self.cursor.execute(f'SELECT "{KEY}" FROM {CURRENT} WHERE "{KEY}" IS NOT NULL')
         return [r[0] for r in rows.fetchall()]
+
+    def _first_sync(self) -> DiffCounts | None:
+        """Counts of a sync with no state to diff against, when every key is non-null and
+        unique (one pass over the keys only); None otherwise (then rows are skipped with
+        their reasons, from the materialized rows)."""
+        total, keyed, distinct = self.cursor.execute(
+            f'SELECT count(*), count("{KEY}"), count(DISTINCT "{KEY}") FROM ({self._current_sql})'
+        ).fetchall()[0]
+        if not (total == keyed == distinct):
+            return None
+        self._streamed = True
+        self.candidates = int(total)
+        return DiffCounts(current=int(total))
 
     def compare(self, previous: Any, dismissed: dict[str, str], *, resend_all: bool) -> DiffCounts:
         """`previous`: the state table (key, row_hash, subject, source_key, written_at) of
         what this sync wrote before, or the part of it the run looks at."""
         self.resend_all = resend_all
+        if not self._materialized and not previous.num_rows and not dismissed:
+            first = self._first_sync()
+            if first is not None:
+                return first
+        self._materialize()
         self.cursor.register(PREVIOUS, previous)
         self.cursor.register(DISMISSED, _dismissed_table(dismissed))
         self.cursor.execute(
@@ -81,14 +110,14 @@ class Diff:
         )
         total, null_keys = self.cursor.execute(
             f'SELECT count(*), count(*) FILTER (WHERE "{KEY}" IS NULL) FROM {CURRENT}'
-        ).fetchone()
+        ).fetchall()[0]
         candidates, unchanged, dismissed_skips = self.cursor.execute(
             "SELECT count(*), "
             f'count(*) FILTER (WHERE "__prev_hash" = "{HASH}"), '
             f'count(*) FILTER (WHERE "__dismissed_hash" = "{HASH}" '
             f'AND "__prev_hash" IS DISTINCT FROM "{HASH}") '
             f"FROM {CANDIDATES}"
-        ).fetchone()
+        ).fetchall()[0]
         self.candidates = int(candidates) - int(dismissed_skips)
         counts = DiffCounts(current=int(total), unchanged=0 if resend_all else int(unchanged))
         duplicates = int(total) - int(null_keys) - int(candidates)
@@ -104,8 +133,11 @@ class Diff:
     def changed(self, batch_rows: int) -> Iterator[Any]:
         """Added and changed rows as Arrow tables of at most `batch_rows`, with a boolean
         `__in_previous` (changed rather than added) beside the bookkeeping columns."""
-        import pyarrow as pa
 
+        if self._streamed:  # nothing sent before: every row is added
+            query = f'SELECT *, FALSE AS "{PREV_MARK}" FROM ({self._current_sql})'
+            yield from _rebatched(self.cursor.sql(query), batch_rows)
+            return
         # a full resend counts every row as added, as if nothing had been sent before
         condition = "TRUE" if self.resend_all else f'"__prev_hash" IS DISTINCT FROM "{HASH}"'
         seen = "FALSE" if self.resend_all else '"__prev_hash" IS NOT NULL'
@@ -114,27 +146,36 @@ class Diff:
             f'{seen} AS "{PREV_MARK}" FROM {CANDIDATES} '
             f'WHERE {condition} AND "__dismissed_hash" IS DISTINCT FROM "{HASH}"'
         )
-        reader = self.cursor.sql(query).to_arrow_reader(min(batch_rows, 1 << 17))
-        pending: list[Any] = []
-        size = 0
-        for record_batch in reader:
-            pending.append(record_batch)
-            size += record_batch.num_rows
-            while size >= batch_rows:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, batch_rows)
-                rest = table.slice(batch_rows)
-                pending, size = rest.to_batches(), rest.num_rows
-        if size:
-            yield pa.Table.from_batches(pending)
+        yield from _rebatched(self.cursor.sql(query), batch_rows)
 
     def removed(self) -> list[SyncedRow]:
         """State rows of the previous snapshot whose key the current rows no longer hold."""
+        if self._streamed:  # there was no previous snapshot
+            return []
         gone = self.cursor.execute(
             "SELECT p.key, p.row_hash, p.subject, p.source_key, p.written_at "
             f'FROM {PREVIOUS} p ANTI JOIN {CURRENT} c ON c."{KEY}" = p.key ORDER BY p.key'
         ).fetchall()
         return [SyncedRow(*row) for row in gone]
+
+
+def _rebatched(relation: Any, batch_rows: int) -> Iterator[Any]:
+    """A DuckDB relation's rows as Arrow tables of `batch_rows` (the last one shorter)."""
+    import pyarrow as pa
+
+    reader = relation.to_arrow_reader(min(batch_rows, 1 << 17))
+    pending: list[Any] = []
+    size = 0
+    for record_batch in reader:
+        pending.append(record_batch)
+        size += record_batch.num_rows
+        while size >= batch_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, batch_rows)
+            rest = table.slice(batch_rows)
+            pending, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(pending)
 
 
 def state_table(table: Any) -> Any:

@@ -97,7 +97,9 @@ def partition_of(key: bytes, partitions: int) -> int:
     return zlib.crc32(key) % partitions
 
 
+@functools.lru_cache(maxsize=1024)
 def encode_headers(headers: Headers) -> str | None:
+    """Encoded once per distinct headers (every event of a source carries the same)."""
     if not headers:
         return None
     return json.dumps([[name, value.decode("latin-1")] for name, value in headers])

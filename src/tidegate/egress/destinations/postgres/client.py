@@ -13,8 +13,12 @@ as a whole with a unique violation, is rolled back, and goes through staging and
 `ON CONFLICT` instead, as does every later batch of the session: the result is the
 same rows either way.
 
-Rows go out as CSV written by Arrow (in C), in chunks, so PostgreSQL parses one chunk
-while the next is written.
+Rows go out in PostgreSQL's binary COPY format, encoded from Arrow in native code by
+`pgpq` (no text to format and parse: the fastest way in), when every column's Arrow
+type encodes to exactly the type the table's column has (checked against the catalog
+once per session, see `_binary_ok`); otherwise as CSV written by Arrow (in C). Either
+way in chunks, so PostgreSQL parses one chunk while the next is encoded. Nested or
+binary columns not matched go row by row through psycopg's adapters.
 """
 
 from __future__ import annotations
@@ -53,6 +57,53 @@ def pg_type(sql_type: str) -> str:
     return mapping.get(base, base)
 
 
+#: the table's column types (pg_type.typname) a pgpq encoding may go into, by the
+#: encoding pgpq infers from the Arrow type (its DDL name); anything else goes as CSV
+BINARY_TARGETS: dict[str, frozenset[str]] = {
+    "BOOL": frozenset({"bool"}),
+    "INT2": frozenset({"int2"}),
+    "INT4": frozenset({"int4"}),
+    "INT8": frozenset({"int8"}),
+    "FLOAT4": frozenset({"float4"}),
+    "FLOAT8": frozenset({"float8"}),
+    "TEXT": frozenset({"text", "varchar"}),  # varchar's binary input is text's, length-checked
+    "DATE": frozenset({"date"}),
+}
+
+
+def binary_plan(schema: Any, column_types: dict[str, str]) -> Any | None:
+    """A pgpq encoder for batches of `schema` into columns of `column_types` (name ->
+    typname), or None when any column would not land as the very same value as by CSV:
+    an unknown or mismatched type, or a timestamp whose zone does not match the column's
+    (naive Arrow times into `timestamp`, zoned (UTC) ones into `timestamptz`)."""
+    import pyarrow as pa
+
+    try:
+        from pgpq import ArrowToPostgresBinaryEncoder
+    except ImportError:  # the postgres extra without pgpq: CSV still works
+        return None
+    for field in schema:
+        target = column_types.get(field.name)
+        if target is None:
+            return None
+        if pa.types.is_timestamp(field.type):
+            wanted = "timestamptz" if field.type.tz else "timestamp"
+            if target != wanted or field.type.unit == "ns":
+                return None
+            continue
+    try:
+        encoder = ArrowToPostgresBinaryEncoder(schema)
+    except Exception:  # a type pgpq cannot encode
+        return None
+    for field, column in zip(schema, encoder.schema().columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            continue
+        ddl = (column.data_type.ddl() or "").upper()
+        if column_types[field.name] not in BINARY_TARGETS.get(ddl, frozenset()):
+            return None
+    return encoder
+
+
 def _flat(batch: Any) -> bool:
     import pyarrow as pa
 
@@ -62,11 +113,18 @@ def _flat(batch: Any) -> bool:
 COPY_CHUNK_ROWS = 16_384
 
 
-def _copy_rows(cur: Any, copy_sql: Any, batch: Any) -> None:
-    """COPY a batch: Arrow writes it as CSV in C (the fast path, as a raw COPY would),
-    chunk by chunk; nested or binary columns go row by row through psycopg's adapters."""
+def _copy_rows(cur: Any, copy_sql: Any, batch: Any, encoder: Any = None) -> None:
+    """COPY a batch: binary from pgpq's `encoder` when there is one, else CSV written by
+    Arrow in C, chunk by chunk; nested or binary columns go row by row through psycopg."""
     from psycopg import sql
 
+    if encoder is not None:
+        with cur.copy(sql.Composed([copy_sql, sql.SQL(" (FORMAT binary)")])) as copy:
+            copy.write(encoder.write_header())
+            for chunk in batch.to_batches(max_chunksize=COPY_CHUNK_ROWS):
+                copy.write(encoder.write_batch(chunk))
+            copy.write(encoder.finish())
+        return
     if _flat(batch):
         import io
 
@@ -105,6 +163,7 @@ class PostgresDestination(Destination):
         self.key = ""
         self._copy_upserts = False  # upsert batches COPY straight in (see the module doc)
         self._absent = False  # attached (preview) to a table that does not exist yet
+        self._column_types: dict[str, str] = {}  # name -> pg_type.typname, read at open
         try:
             self._conn = psycopg.connect(dsn, connect_timeout=10, autocommit=False)
         except psycopg.OperationalError as err:
@@ -135,7 +194,23 @@ class PostgresDestination(Destination):
         with self._conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self._ident(), defs))
             self._copy_upserts = self._key_is_unique(cur)
+            self._column_types = self._read_column_types(cur)
         self._conn.commit()
+
+    def _read_column_types(self, cur: Any) -> dict[str, str]:
+        """The table's columns and their types as the catalog has them (the table may
+        predate this sync and differ from what `open` would create)."""
+        cur.execute(
+            "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t"
+            " ON t.oid = a.atttypid WHERE a.attrelid = %s::regclass AND a.attnum > 0"
+            " AND NOT a.attisdropped",
+            (self._ident().as_string(self._conn),),
+        )
+        return {str(name): str(kind) for name, kind in cur.fetchall()}
+
+    def _encoder(self, batch: Any) -> Any | None:
+        """pgpq's binary encoder for this batch when its types match the table's."""
+        return binary_plan(batch.schema, self._column_types) if _flat(batch) else None
 
     def _key_is_unique(self, cur: Any) -> bool:
         """Whether a unique index covers exactly the key column (so a COPY of a key the
@@ -183,7 +258,12 @@ class PostgresDestination(Destination):
 
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in batch.column_names)
         with self._conn.cursor() as cur:
-            _copy_rows(cur, sql.SQL("COPY {} ({}) FROM STDIN").format(self._ident(), cols), batch)
+            _copy_rows(
+                cur,
+                sql.SQL("COPY {} ({}) FROM STDIN").format(self._ident(), cols),
+                batch,
+                self._encoder(batch),
+            )
         self._conn.commit()
         return int(batch.num_rows)
 
@@ -241,7 +321,12 @@ class PostgresDestination(Destination):
                         "ON COMMIT DELETE ROWS"
                     ).format(stage, self._ident())
                 )
-                _copy_rows(cur, sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols), batch)
+                _copy_rows(
+                    cur,
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols),
+                    batch,
+                    self._encoder(batch),
+                )
                 cur.execute(merge)
                 touched = {str(k): bool(updated) for k, updated in cur.fetchall()}
             self._conn.commit()
