@@ -245,3 +245,96 @@ def test_keys_lists_the_current_version_only(store: OnlineStore) -> None:
     assert sorted(store.keys("p")) == sorted(k for k, _ in rows(3))
     store.activate("p", 2)
     assert store.keys("p") == ["new*[key]"]
+
+
+# ---------------------------------------------------------------- writers in other processes
+
+
+def _write_from_another_process(pickled_spec: bytes, start: int, count: int) -> None:
+    """A forked child: only the pickled spec crosses over, as with a Spark task."""
+    import pickle
+
+    from tidegate.store.online import open_writer
+
+    writer = open_writer(pickle.loads(pickled_spec))
+    try:
+        for offset in range(0, count, 50):  # many small transactions, to interleave
+            batch = [
+                (str(i), encode_row({"id": i, "tag": "child"}))
+                for i in range(start + offset, start + min(offset + 50, count))
+            ]
+            writer.write_batch("p", 2, batch)
+    finally:
+        writer.close()
+
+
+def test_writer_spec_is_plain_data_with_the_stores_capabilities(store: OnlineStore) -> None:
+    import pickle
+
+    store.set_ttl("p", 3_600)
+    spec = store.writer_spec()
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    assert spec.kind == store.kind
+    assert (spec.shared, spec.same_host) == (type(store).shared, type(store).same_host)
+    assert spec.ttls == {"p": 3_600.0}
+    # both backends take many writer processes; only a SQLite file binds them to one host
+    assert spec.shared
+    assert spec.same_host == (store.kind == "sqlite")
+
+
+def test_writers_opened_from_the_spec_write_a_version_from_many_processes(
+    store: OnlineStore,
+) -> None:
+    """Four processes write one version at once (what Spark's tasks do); nothing is
+    served until the one activation, and then every row of every writer is."""
+    import multiprocessing
+    import pickle
+
+    store.write_batch("p", 1, rows(3, "old"))
+    store.activate("p", 1)
+    pickled = pickle.dumps(store.writer_spec())
+    context = multiprocessing.get_context("fork")
+    children = [
+        context.Process(target=_write_from_another_process, args=(pickled, n * 500, 500))
+        for n in range(4)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    assert decode_row(store.read("p", "1") or "", {})["tag"] == "old"  # not active yet
+    assert store.read("p", "1999") is None
+    store.activate("p", 2)
+    keys = [str(i) for i in range(2_000)]
+    found = store.read_many("p", keys)
+    assert sorted(found, key=int) == keys
+    assert {decode_row(v, {})["tag"] for v in found.values()} == {"child"}
+
+
+def test_a_writer_from_the_spec_applies_the_products_ttl(store: OnlineStore) -> None:
+    from tidegate.store.online import open_writer
+
+    store.set_ttl("p", 0.05)
+    writer = open_writer(store.writer_spec())
+    try:
+        assert writer.ttl("p") == 0.05
+        writer.write_batch("p", 1, rows(2))
+    finally:
+        writer.close()
+    store.activate("p", 1)
+    time.sleep(0.2)
+    store.set_ttl("p", None)  # the reader's TTL gone: what remains is the writer's doing
+    store.purge_expired()  # SQLite expires by its `expires_at`; Redis already forgot (PX)
+    assert store.read("p", "1") is None
+
+
+def test_discard_forgets_a_failed_version_but_never_the_current_one(store: OnlineStore) -> None:
+    store.write_batch("p", 1, rows(3, "live"))
+    store.activate("p", 1)
+    store.write_batch("p", 2, rows(3, "failed"))
+    store.discard("p", 2)
+    store.discard("p", 1)  # the current version: kept
+    assert decode_row(store.read("p", "2") or "", {})["tag"] == "live"
+    store.activate("p", 2)  # what was discarded is not there to serve
+    assert store.read_many("p", ["0", "1", "2"]) == {}

@@ -2,15 +2,19 @@
 
 Acceptance of issue 17 item 1: every product row for row, every guarded read (the
 DuckDB face over Spark's Parquet, and the guard's Spark face run by Spark itself), and
-what the online store serves. The Spark copy starts from the DuckDB demo's folder, so
-both share the master key (same pseudonyms) and the consent ledger.
+what the online store serves, published from Spark's partitions in parallel (to Redis,
+and to a SQLite file in local mode). The Spark copy starts from the DuckDB demo's
+folder, so both share the master key (same pseudonyms) and the consent ledger.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
+import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ import pytest
 
 from tidegate.platform import Platform
 from tidegate.privacy.guard import AccessContext, guard_of
+from tidegate.store.warehouse import OnlinePublish
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -27,24 +32,68 @@ PURPOSES = ("support", "marketing.email", "analytics")
 SPARK_STORE = 'store: {type: spark, master: "local[2]", warehouse: .tidegate/spark}'
 
 
-@pytest.fixture(scope="module")
-def spark_demo(demo_dir: Path, spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built DuckDB demo copied, switched to `store: spark`, sources reloaded and
-    every product rebuilt on Spark."""
-    from tidegate.products.builder import build_products, load_sources
+REDIS_URL = os.environ.get("TIDEGATE_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-    target = tmp_path_factory.mktemp("spark") / "shop"
+
+def _spark_copy(demo_dir: Path, parent: Path, online: str) -> Path:
+    """The DuckDB demo copied to `parent`, with `store: spark` and the `online:` line
+    given (the copied online file holds the DuckDB build's values until rebuilt)."""
+    target = parent / "shop"
     shutil.copytree(demo_dir, target)
     config = target / "tidegate.yml"
     text, count = re.subn(r"store: \{type: duckdb[^}]*\}", SPARK_STORE, config.read_text())
     assert count == 1
+    text, count = re.subn(r"online: \{[^}]*\}", online, text)
+    assert count == 1
     config.write_text(text)
-    with Platform.open(target) as platform:
+    return target
+
+
+def _build_on_spark(target: Path) -> dict[str, OnlinePublish]:
+    """Load and build every product of the project at `target`; return how each
+    product's online publish went (the warehouse's own report)."""
+    from tidegate.products.builder import build_products, load_sources
+    from tidegate.store.spark.warehouse import SparkWarehouse
+
+    published: dict[str, OnlinePublish] = {}
+    real = SparkWarehouse.publish_online
+
+    def noting(self: SparkWarehouse, product: str, *args: Any) -> OnlinePublish:
+        done = real(self, product, *args)
+        published[product] = done
+        return done
+
+    with pytest.MonkeyPatch.context() as patch, Platform.open(target) as platform:
+        patch.setattr(SparkWarehouse, "publish_online", noting)
         assert platform.warehouse.engine == "spark"
         load_sources(platform)
         results = build_products(platform)
     assert [r.status for r in results] == ["live"] * len(results), results
-    return target
+    assert {r.product: r.rows for r in results} == {p: d.rows for p, d in published.items()}
+    return published
+
+
+@pytest.fixture(scope="module")
+def spark_build(
+    demo_dir: Path, spark: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, dict[str, OnlinePublish]]]:
+    """The built DuckDB demo copied, switched to `store: spark` and a Redis online store
+    (a prefix of its own), sources reloaded and every product rebuilt on Spark."""
+    import redis
+
+    prefix = f"tgspark{uuid.uuid4().hex[:8]}"
+    online = f'online: {{type: redis, url: "{REDIS_URL}", prefix: {prefix}}}'
+    target = _spark_copy(demo_dir, tmp_path_factory.mktemp("spark"), online)
+    yield target, _build_on_spark(target)
+    client = redis.Redis.from_url(REDIS_URL)
+    for name in client.scan_iter(match=f"{prefix}:*", count=1_000):
+        client.delete(name)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def spark_demo(spark_build: tuple[Path, dict[str, OnlinePublish]]) -> Path:
+    return spark_build[0]
 
 
 @pytest.fixture(scope="module")
@@ -151,17 +200,129 @@ def test_guard_spark_face_equals_duckdb(both: tuple[Platform, Platform], spark: 
         assert got == expected, (product, purpose)
 
 
-def test_online_store_serves_the_same_values(both: tuple[Platform, Platform]) -> None:
-    """Published from Spark partitions (toLocalIterator), the online store holds the same
-    encoded rows as the DuckDB build published."""
-    duck, spark_platform = both
+def _same_online_values(duck: Platform, other: Platform) -> None:
     for product in PRODUCTS:
         keys = duck.online.keys(product)
         assert keys
-        assert sorted(spark_platform.online.keys(product)) == sorted(keys)
-        assert spark_platform.online.read_many(product, keys) == duck.online.read_many(
-            product, keys
-        )
+        assert sorted(other.online.keys(product)) == sorted(keys)
+        assert other.online.read_many(product, keys) == duck.online.read_many(product, keys)
+
+
+def test_online_store_serves_the_same_values(both: tuple[Platform, Platform]) -> None:
+    """Published to Redis from Spark's partitions, the online store holds the same
+    encoded rows, key for key, as the DuckDB build published."""
+    duck, spark_platform = both
+    assert spark_platform.online.kind == "redis"
+    _same_online_values(duck, spark_platform)
+
+
+def test_every_product_was_published_from_several_partitions(
+    spark_build: tuple[Path, dict[str, OnlinePublish]],
+) -> None:
+    _, published = spark_build
+    assert set(published) == set(PRODUCTS)
+    for product, done in published.items():
+        assert done.where == "executors", product
+        assert done.partitions > 1, (product, done)
+        assert done.rows > 0, product
+
+
+def test_a_store_executors_cannot_write_gets_the_rows_through_the_driver(
+    both: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    """The fallback (a SQLite file with a cluster's executors, or a store that takes one
+    writer): the same rows, written from the driver."""
+    import dataclasses
+
+    from tidegate.store.online.sqlite_store import SqliteOnlineStore
+
+    duck, spark_platform = both
+    product = "churn_risk"
+    live = spark_platform.meta.live_version(product)
+    assert live is not None
+    store = SqliteOnlineStore(tmp_path / "elsewhere.db")
+    try:
+        spec = dataclasses.replace(store.writer_spec(), shared=False)
+        key = duck.project.products[product].config.key
+        done = spark_platform.warehouse.publish_online(product, live.version, key, spec)
+        assert (done.where, done.partitions) == ("driver", 1)
+        store.activate(product, live.version)
+        keys = duck.online.keys(product)
+        assert done.rows == len(keys)
+        assert store.read_many(product, keys) == duck.online.read_many(product, keys)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def spark_sqlite_demo(
+    demo_dir: Path, spark: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, OnlinePublish]]:
+    """The demo built on Spark once more, publishing to its SQLite online store (the
+    file the DuckDB build wrote): local mode lets the executors, processes of this
+    host, write the file together."""
+    online = "online: {type: sqlite, path: .tidegate/online.db}"
+    target = _spark_copy(demo_dir, tmp_path_factory.mktemp("spark-sqlite"), online)
+    return target, _build_on_spark(target)
+
+
+def test_sqlite_online_store_is_written_from_partitions_too(
+    demo_dir: Path, spark_sqlite_demo: tuple[Path, dict[str, OnlinePublish]]
+) -> None:
+    target, published = spark_sqlite_demo
+    for product, done in published.items():
+        assert done.where == "executors", product
+        assert done.partitions > 1, (product, done)
+    with Platform.open(demo_dir) as duck, Platform.open(target) as spark_platform:
+        assert spark_platform.online.kind == "sqlite"
+        _same_online_values(duck, spark_platform)
+
+
+def test_a_failing_partition_fails_the_build_and_the_old_version_stays(
+    spark_sqlite_demo: tuple[Path, dict[str, OnlinePublish]],
+) -> None:
+    """One partition's writes are refused by the store (a trigger aborts the insert of
+    one key of the next version): the Spark job fails, so does the build, and readers
+    keep the previous version in the online store, the warehouse and the metadata;
+    the rows other partitions wrote under the failed version are discarded."""
+    from tidegate.products.builder import build_products
+
+    target, _ = spark_sqlite_demo
+    product = "churn_risk"
+    online_db = target / ".tidegate/online.db"
+    with Platform.open(target) as platform:
+        before = platform.meta.live_version(product)
+        assert before is not None
+        keys = sorted(platform.online.keys(product))
+        served = platform.online.read_many(product, keys)
+        rows = platform.warehouse.count(f'products."{product}"')
+        victim = keys[len(keys) // 2]
+        with sqlite3.connect(online_db) as db:
+            db.execute(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON entities"
+                f" WHEN NEW.product = '{product}' AND NEW.version > {before.version}"
+                f" AND NEW.key = '{victim}' BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+            )
+        try:
+            results = build_products(platform, [product])
+        finally:
+            with sqlite3.connect(online_db) as db:
+                db.execute("DROP TRIGGER refuse_one")
+        assert results[0].status == "failed"
+        assert "publishing to the online store failed" in results[0].error
+        assert {r.status for r in results[1:]} <= {"skipped"}
+        after = platform.meta.live_version(product)
+        assert after is not None
+        assert after.version == before.version
+        assert platform.online.current_version(product) == before.version
+        assert platform.online.read_many(product, keys) == served
+        assert platform.warehouse.count(f'products."{product}"') == rows
+    with sqlite3.connect(online_db) as db:
+        left = db.execute(
+            "SELECT count(*) FROM entities WHERE product = ? AND version > ?",
+            (product, before.version),
+        ).fetchone()
+    assert left == (0,)  # what the other partitions wrote went with the failed version
 
 
 def test_rebuild_keeps_two_versions_and_drops_older_parquet(spark_demo: Path) -> None:

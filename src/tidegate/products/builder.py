@@ -1,9 +1,10 @@
 """Load sources, then build each product in dependency order and publish it atomically.
 
-Publishing a version means, in this order: the DuckDB view flips to it, its rows are
-written to the online store under the new version number, the online pointer flips,
-and the metadata store records it live. A failure at any step leaves the previous
-version serving; the half-built version is dropped.
+Publishing a version means, in this order: its rows are written to the online store
+under the new version number (by the warehouse: on Spark, from every partition in
+parallel), the warehouse view flips to it, the online pointer flips, and the metadata
+store records it live. A failure at any step leaves the previous version serving; the
+half-built version is dropped, in the warehouse and in the online store.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from tidegate.store.warehouse import version_table
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str], None]  # (name, status)
-ONLINE_BATCH = 5_000
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,10 @@ def build_products(
         try:
             rows = platform.warehouse.build_version(product, project, version)
             observer.gate(name, version)  # failed `error` checks raise: not published
-            platform.warehouse.publish(name, version)
             _publish_online(platform, name, version, product.config.key)
         except (TidegateError, Exception) as err:
             platform.warehouse.drop_version(name, version)
+            _discard_online(platform, name, version)
             message = (
                 err.message if isinstance(err, TidegateError) else f"{type(err).__name__}: {err}"
             )
@@ -150,9 +150,25 @@ def build_products(
 
 
 def _publish_online(platform: Platform, product: str, version: int, key: str) -> None:
-    for rows in platform.warehouse.product_batches(product, ONLINE_BATCH):
-        platform.online.write_version(product, version, rows, key)
-    platform.online.activate(product, version)
+    """Write the version's rows, then flip the warehouse and the online pointer, each in
+    one step, only once every row is written (by every partition, on Spark)."""
+    online = platform.online
+    done = platform.warehouse.publish_online(product, version, key, online.writer_spec())
+    log.info(
+        "published %s v%s online: %s rows from %s %s in %.2fs",
+        *(product, version, done.rows, done.partitions, done.where, done.seconds),
+    )
+    platform.warehouse.publish(product, version)
+    online.activate(product, version)
+
+
+def _discard_online(platform: Platform, product: str, version: int) -> None:
+    """Forget what some writers (partitions) put under a version that failed; the next
+    activation would drop it too, so a store that is down only earns a warning."""
+    try:
+        platform.online.discard(product, version)
+    except Exception as err:  # the build's own error is what the caller must see
+        log.warning("could not discard online version %s of %s: %s", version, product, err)
 
 
 def ensure_built(platform: Platform) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,23 @@ from sqlglot import exp
 from tidegate.errors import BuildError, ServiceUnavailableError
 from tidegate.private import private_dir, private_file
 from tidegate.project.project import Product, Project, Source
+from tidegate.store.online.base import WriterSpec
 
 RAW, BUILDS, PRODUCTS = "raw", "builds", "products"
+#: rows per online-store write when a build publishes (one transaction or pipeline each)
+PUBLISH_BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class OnlinePublish:
+    """What writing a version into the online store took: rows written, how many
+    writers (partitions) wrote them, the wall time, and where they ran (`driver`: the
+    building process; `executors`: Spark's, in parallel)."""
+
+    rows: int
+    partitions: int
+    seconds: float
+    where: str
 
 
 def version_table(product: str, version: int) -> str:
@@ -171,13 +187,34 @@ class Warehouse:
         types = {c: s.type for c, s in source.columns.items()}
         return self.load_source_arrow(source.name, table, types)
 
-    def product_batches(self, product: str, rows: int) -> Iterator[list[dict[str, Any]]]:
-        """The live version of `product` in lists of at most `rows` rows (what a build
-        publishes to the online store)."""
-        with self.cursor() as cur:
-            reader = cur.sql(f'SELECT * FROM {PRODUCTS}."{product}"').to_arrow_reader(rows)
-            for batch in reader:
-                yield batch.to_pylist()
+    def publish_online(
+        self, product: str, version: int, key_column: str, writer: WriterSpec
+    ) -> OnlinePublish:
+        """Write every row of the built `version` (not yet live) into the online store
+        under that version number, keyed by `key_column`; do not activate it (the
+        builder does, in one step, once everything is written).
+
+        DuckDB's way: one writer in this process, fed Arrow record batches of
+        PUBLISH_BATCH rows from a streaming reader, so at most one batch is ever held as
+        Python values, whatever the product's size."""
+        from tidegate.store.online import open_writer
+        from tidegate.store.online.codec import encode_row
+
+        started = time.perf_counter()
+        table = f'{BUILDS}."{version_table(product, version)}"'
+        written = 0
+        store = open_writer(writer)
+        try:
+            with self.cursor() as cur:
+                reader = cur.sql(f"SELECT * FROM {table}").to_arrow_reader(PUBLISH_BATCH)
+                for batch in reader:
+                    rows = batch.to_pylist()
+                    written += store.write_batch(
+                        product, version, ((str(r[key_column]), encode_row(r)) for r in rows)
+                    )
+        finally:
+            store.close()
+        return OnlinePublish(written, 1, time.perf_counter() - started, "driver")
 
     def count(self, relation: str) -> int:
         with self.cursor() as cur:

@@ -1,5 +1,5 @@
 """The online store: the live version of each product, by entity key, for serving."""
 
-from tidegate.store.online.base import OnlineStore, open_online_store
+from tidegate.store.online.base import OnlineStore, WriterSpec, open_online_store, open_writer
 
-__all__ = ["OnlineStore", "open_online_store"]
+__all__ = ["OnlineStore", "WriterSpec", "open_online_store", "open_writer"]

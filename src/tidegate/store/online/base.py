@@ -9,6 +9,14 @@ is **not served** (checked on every read, against the TTL configured now, so a T
 added or shortened later applies at once). Backends also expire such values
 physically (Redis `PX` on write; SQLite `purge_expired`), but correctness never
 depends on that.
+
+A build may write a version from many processes at once (the Spark store publishes
+from its executors, store/spark/publish.py). Each process opens its own writer from a
+`WriterSpec`: plain data (the backend's type, its settings, the TTLs), no open
+connection, so it pickles to wherever the rows are. Whether a backend can take that is
+a capability, not a guess: `shared` (many writer processes at once) and `same_host`
+(those processes must run on this machine). The version flip (`activate`) stays one
+step of the one process that runs the build, after every writer finished.
 """
 
 from __future__ import annotations
@@ -31,12 +39,32 @@ class Entry:
     written_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class WriterSpec:
+    """How to open a writer on an online store from another process: picklable data
+    (`OnlineStore.writer_spec`, `open_writer`). `config` holds the backend's settings
+    as plain values (a URL, an absolute path); `ttls` the product TTLs, which decide
+    how long written values live."""
+
+    kind: str
+    config: Mapping[str, Any]
+    ttls: Mapping[str, float]
+    #: many processes may write at once (SQLite: WAL plus a busy wait; Redis: a server)
+    shared: bool
+    #: the writers must run on this host (a SQLite file; never a network filesystem)
+    same_host: bool
+
+
 class OnlineStore(ABC):
     #: name -> class, filled by subclasses; `open_online_store` picks by config type
     registry: dict[str, type[OnlineStore]] = {}
     kind: str = ""
     #: capabilities as data (CONVENTIONS.md)
     max_keys_per_read: int = 1_000
+    #: a version may be written by many processes at once (see WriterSpec)
+    shared: bool = False
+    #: ... but only by processes on this host
+    same_host: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,6 +104,27 @@ class OnlineStore(ABC):
     @abstractmethod
     def activate(self, product: str, version: int) -> None:
         """Make `version` current in one step and forget older versions."""
+
+    @abstractmethod
+    def discard(self, product: str, version: int) -> None:
+        """Forget what was written under a version that will never be activated (a
+        failed build), unless it is the current one."""
+
+    @abstractmethod
+    def writer_config(self) -> dict[str, Any]:
+        """This backend's settings as plain values, for `writer_spec`."""
+
+    @classmethod
+    @abstractmethod
+    def from_writer_config(cls, config: Mapping[str, Any]) -> OnlineStore:
+        """A store opened from `writer_config`'s values (in another process)."""
+
+    def writer_spec(self) -> WriterSpec:
+        """What another process needs to write versions into this store: picklable,
+        holding no connection (`open_writer` opens one there)."""
+        return WriterSpec(
+            self.kind, self.writer_config(), dict(self._ttls), self.shared, self.same_host
+        )
 
     @abstractmethod
     def current_version(self, product: str) -> int | None: ...
@@ -132,6 +181,19 @@ class OnlineStore(ABC):
     def purge_expired(self) -> int:
         """Physically remove expired values where the backend does not do it itself."""
         return 0
+
+
+def open_writer(spec: WriterSpec) -> OnlineStore:
+    """A store of its own for this process, opened from `spec` (close it when done)."""
+    from tidegate.store.online import redis_store, sqlite_store  # noqa: F401  (registers)
+
+    cls = OnlineStore.registry.get(spec.kind)
+    if cls is None:
+        raise LookupError(f"no online store of type {spec.kind!r} in this process")
+    store = cls.from_writer_config(spec.config)
+    for product, seconds in spec.ttls.items():
+        store.set_ttl(product, seconds)
+    return store
 
 
 def open_online_store(

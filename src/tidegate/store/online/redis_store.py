@@ -42,6 +42,9 @@ def _envelope(written_at: float, value: str) -> str:
 
 class RedisOnlineStore(OnlineStore):
     kind = "redis"
+    #: a server: any number of processes, on any host that reaches it, write at once
+    shared = True
+    same_host = False
 
     def __init__(
         self, url: str, prefix: str = "tidegate", ttls: Mapping[str, float] | None = None
@@ -63,6 +66,13 @@ class RedisOnlineStore(OnlineStore):
     @classmethod
     def from_config(cls, config: Any, root: Path) -> RedisOnlineStore:
         return cls(config.url, config.prefix)
+
+    def writer_config(self) -> dict[str, Any]:
+        return {"url": self._url, "prefix": self.prefix}
+
+    @classmethod
+    def from_writer_config(cls, config: Mapping[str, Any]) -> RedisOnlineStore:
+        return cls(str(config["url"]), str(config["prefix"]))
 
     def _entity(self, product: str, version: int, key: str) -> str:
         return f"{self.prefix}:{product}:v{version}:{key}"
@@ -89,6 +99,10 @@ class RedisOnlineStore(OnlineStore):
         for old in self._versions(product):
             if old != version:
                 self._drop_version(product, old)
+
+    def discard(self, product: str, version: int) -> None:
+        if self.current_version(product) != version:
+            self._drop_version(product, version)
 
     def _versions(self, product: str) -> set[int]:
         found: set[int] = set()

@@ -4,6 +4,14 @@ Each value carries `written_at` (build or incremental update) and `expires_at` (
 the product has a TTL). Reads check the TTL configured now against `written_at`, in
 the same statement that resolves the current version, so a reader sees one
 consistent version even while a build activates or the stream worker upserts.
+
+Many processes of one host may write a version at once (`shared`, `same_host`): the
+file is in WAL mode, each batch is one `BEGIN IMMEDIATE` transaction, and a writer
+waits (up to 30 s) for the one before it, so writers take turns per batch and readers
+never wait. That is what Spark's local mode needs to publish from its executors. On
+a cluster the executors are other machines, which cannot reach this file (and SQLite's
+locks do not hold over a network filesystem): there the build publishes from the
+driver instead (store/spark/publish.py decides).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ _READ = (
 
 class SqliteOnlineStore(OnlineStore):
     kind = "sqlite"
+    shared = True
+    same_host = True
 
     def __init__(self, path: Path | str, ttls: Mapping[str, float] | None = None) -> None:
         super().__init__(ttls)
@@ -62,6 +72,13 @@ class SqliteOnlineStore(OnlineStore):
         path = Path(config.path)
         return cls(path if path.is_absolute() else root / path)
 
+    def writer_config(self) -> dict[str, Any]:
+        return {"path": str(self.path.resolve())}
+
+    @classmethod
+    def from_writer_config(cls, config: Mapping[str, Any]) -> SqliteOnlineStore:
+        return cls(Path(str(config["path"])))
+
     def _write(self, product: str, version: int, rows: Iterable[tuple[str, str]]) -> int:
         now = time.time()
         ttl = self.ttl(product)
@@ -75,7 +92,9 @@ class SqliteOnlineStore(OnlineStore):
                 yield (product, version, key, value, now, expires)
 
         with self._lock:
-            self._db.execute("BEGIN")
+            # IMMEDIATE: take the write lock first (waiting for another writer process)
+            # rather than fail upgrading a read lock
+            self._db.execute("BEGIN IMMEDIATE")
             try:  # one executemany: a statement per row was most of a publish's time
                 self._db.executemany(
                     "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?)", values()
@@ -98,6 +117,14 @@ class SqliteOnlineStore(OnlineStore):
             self._db.execute("COMMIT")
             self._db.execute(
                 "DELETE FROM entities WHERE product = ? AND version <> ?", (product, version)
+            )
+
+    def discard(self, product: str, version: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM entities WHERE product = ? AND version = ? AND version IS NOT"
+                " (SELECT version FROM current_versions WHERE product = ?)",
+                (product, version, product),
             )
 
     def current_version(self, product: str) -> int | None:

@@ -10,6 +10,12 @@ fixed here, whatever the project adds in `conf`:
   reads as TIMESTAMP WITH TIME ZONE (Spark's legacy INT96 loses that);
 * `spark.sql.ansi.enabled=false`: a failed cast is NULL, as `TRY_CAST` in the SQL says.
 
+Executors run Python code of tidegate's (the online publish, store/spark/publish.py),
+so their Python must be this one, with this venv: `PYSPARK_PYTHON` and
+`PYSPARK_DRIVER_PYTHON` are set to `sys.executable` in local mode (whatever the shell
+had); on a cluster only when unset, since there the executors' interpreter may live at
+another path (a cluster must have tidegate installed where its executors run).
+
 Local mode needs a JDK (17 or 21). Without one, the user gets a SparkUnavailableError
 naming JAVA_HOME, never a py4j traceback.
 """
@@ -78,6 +84,14 @@ def _is_remote(master: str) -> bool:
     return master.startswith("sc://")
 
 
+def _point_workers_at_this_python(master: str) -> None:
+    for name in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        if master.startswith("local"):
+            os.environ[name] = sys.executable
+        else:
+            os.environ.setdefault(name, sys.executable)
+
+
 def spark_session(config: SparkStoreConfig) -> SparkSession:
     """The process's SparkSession for `config` (created on first call)."""
     from tidegate.extras import require
@@ -104,6 +118,7 @@ def spark_session(config: SparkStoreConfig) -> SparkSession:
         else:
             assert java_home is not None
             os.environ["JAVA_HOME"] = java_home
+            _point_workers_at_this_python(config.master)
             builder = builder.master(config.master)
             if config.master.startswith("local"):  # workers run this interpreter, not PATH's
                 builder = builder.config("spark.pyspark.python", sys.executable)

@@ -27,7 +27,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,9 +38,17 @@ from sqlglot import exp
 from tidegate.errors import BuildError, TidegateError
 from tidegate.project.models import FileSource, SparkStoreConfig
 from tidegate.project.project import Product, Project, Source
+from tidegate.store.online.base import WriterSpec
 from tidegate.store.spark.dialect import spark_type, to_spark, to_spark_tree
 from tidegate.store.spark.session import spark_session
-from tidegate.store.warehouse import BUILDS, PRODUCTS, RAW, Warehouse, version_table
+from tidegate.store.warehouse import (
+    BUILDS,
+    PRODUCTS,
+    RAW,
+    OnlinePublish,
+    Warehouse,
+    version_table,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -348,25 +356,34 @@ class SparkWarehouse(Warehouse):
             self._remove(location)
             return int(before) - int(after)
 
-    def product_batches(self, product: str, rows: int) -> Iterator[list[dict[str, Any]]]:
-        """The live version read by Spark, partition after partition (`toLocalIterator`
-        holds one partition at a time on the driver), in lists of at most `rows` rows.
-        Values come back as DuckDB gives them (aware UTC datetimes for TIMESTAMPTZ)."""
-        from tidegate.store.spark.values import row_converter
+    def publish_online(
+        self, product: str, version: int, key_column: str, writer: WriterSpec
+    ) -> OnlinePublish:
+        """The built version's partitions write themselves into the online store, on
+        the executors, in parallel (store/spark/publish.py); where the store cannot
+        take writers there, the rows stream through the driver instead. A failed task
+        is a BuildError: nothing is activated."""
+        from tidegate.store.spark.publish import (
+            executors_can_write,
+            publish_from_driver,
+            publish_from_executors,
+        )
 
-        location = self._location(PRODUCTS, product)
+        location = self._location(BUILDS, version_table(product, version))
         if location is None:
-            raise BuildError(f"product {product!r} has no live version in the Spark warehouse")
-        frame = self.spark.read.parquet(location)
-        convert = row_converter(frame.schema)
-        batch: list[dict[str, Any]] = []
-        for row in frame.toLocalIterator(prefetchPartitions=True):
-            batch.append(convert(row))
-            if len(batch) >= rows:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            raise BuildError(f"product {product!r} has no version {version} in the Spark warehouse")
+        try:
+            frame = self.spark.read.parquet(location)
+            if not executors_can_write(writer, self.config.master):
+                return publish_from_driver(frame, writer, product, version, key_column)
+            parallelism = int(self.spark.sparkContext.defaultParallelism)
+            return publish_from_executors(frame, writer, product, version, key_column, parallelism)
+        except TidegateError:
+            raise
+        except Exception as err:
+            raise BuildError(
+                f"product {product!r}: publishing to the online store failed: {_first_line(err)}"
+            ) from None
 
     def frame(self, schema: str, name: str) -> DataFrame:
         """A Spark DataFrame on `schema.name` (guarded Spark reads, benchmarks)."""
