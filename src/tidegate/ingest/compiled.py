@@ -25,7 +25,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from tidegate.ingest.validate import EventSchema, Invalid, coercer
+from tidegate.ingest.validate import EventSchema, Invalid, coercer, exact_type
 from tidegate.type_families import type_family
 
 #: how the fast path treats a column's value (anything it does not take: None, ask)
@@ -39,21 +39,15 @@ _FLOAT_SAFE = float(2**63)
 _EXACT_FLOAT_INT = 2**53
 
 
+_KINDS = {int: _BIGINT, float: _FLOAT, str: _STRING}
+
+
 def _kind(column_type: str) -> int:
-    family = type_family(column_type)
-    if family == "integer" and column_type.upper().split("(")[0].strip() in (
-        "BIGINT",
-        "INT8",
-        "LONG",
-    ):
-        return _BIGINT
-    if family == "float":
-        return _FLOAT
-    if family == "string":
-        return _STRING
-    if family == "timestamp":
-        return _TIMESTAMP
-    return _OTHER
+    """The batch decoder's own reading of a column (`exact_type`), plus timestamps."""
+    exact = exact_type(column_type)
+    if exact is not None:
+        return _KINDS[exact]
+    return _TIMESTAMP if type_family(column_type) == "timestamp" else _OTHER
 
 
 class CompiledSchema:

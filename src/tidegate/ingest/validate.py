@@ -194,11 +194,11 @@ def coercer(column_type: str) -> Coercer:
     return _any
 
 
-#: `_exact_type` of a BIGINT column (other integer widths take the checked path)
+#: `exact_type` of a BIGINT column (other integer widths take the checked path)
 _BIGINT = int
 
 
-def _exact_type(column_type: str) -> type | None:
+def exact_type(column_type: str) -> type | None:
     """The Python type a JSON value of this column already has when it needs no coercion."""
     family = type_family(column_type)
     if family == "integer" and column_type.upper().split("(")[0].strip() in (
@@ -273,7 +273,7 @@ class EventSchema:
         self.columns = [(name, coercer(spec.type)) for name, spec in config.columns.items()]
         # Values already of the column's own type pass without a coercer call: the common
         # case, and most of the per-event cost at tens of thousands of events a second.
-        self._exact = [_exact_type(spec.type) for spec in config.columns.values()]
+        self._exact = [exact_type(spec.type) for spec in config.columns.values()]
         self.required = [
             name
             for name, spec in config.columns.items()
