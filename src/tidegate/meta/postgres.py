@@ -381,19 +381,9 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
                 f"UPDATE audit_subjects SET subject_key = %s WHERE {where}", (pseudonym, *params)
             )
             changed = int(cursor.rowcount)
-            typed = "" if subject_type is None else " AND subject_type = %s"
-            kind = () if subject_type is None else (subject_type,)
-            old, new = subject_sets.token(subject_key), subject_sets.token(pseudonym)
-            # a part naming the pseudonym already (a second erasure) just drops the key
-            for replacement, holds_pseudonym in ((subject_sets.SEPARATOR, ">"), (new, "=")):
-                cursor = conn.execute(
-                    "UPDATE audit_subject_sets SET subjects = replace(subjects, %s, %s)"
-                    f" WHERE strpos(subjects, %s) > 0 AND strpos(subjects, %s) {holds_pseudonym} 0"
-                    f"{typed}",
-                    (old, replacement, old, new, *kind),
-                )
-                changed += int(cursor.rowcount)
-            return changed
+            return changed + subject_sets.redact(
+                conn, POSTGRES, subject_key, subject_type, pseudonym
+            )
 
     def last_audit(self) -> StoredAuditRecord | None:
         rows = self._query(f"{self._AUDIT} ORDER BY seq DESC LIMIT 1")

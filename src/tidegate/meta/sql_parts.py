@@ -52,6 +52,9 @@ class SqlDialect:
     #: taken first by a transaction that appends a sync's state segments, with the
     #: sync's name as its parameter ("": the write transaction is exclusive already)
     sync_lock: str = ""
+    #: the position of a substring in a string, 0 when absent (SQLite `instr`,
+    #: PostgreSQL `strpos`)
+    find: str = "instr"
 
     def sql(self, statement: str) -> str:
         return statement if self.param == "?" else statement.replace("?", self.param)
@@ -66,6 +69,7 @@ POSTGRES = SqlDialect(
     "log_offset",
     " FOR UPDATE",
     "SELECT pg_advisory_xact_lock(hashtext('tidegate.sync:' || ?))",
+    find="strpos",
 )
 
 

@@ -341,25 +341,13 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
     ) -> int:
         where = "subject_key = ?" + ("" if subject_type is None else " AND subject_type = ?")
         params = (subject_key,) if subject_type is None else (subject_key, subject_type)
-        typed = "" if subject_type is None else " AND subject_type = ?"
-        kind = () if subject_type is None else (subject_type,)
-        old, new = subject_sets.token(subject_key), subject_sets.token(pseudonym)
         with self._secure(), self._tx() as db:  # freed pages zeroed: no old key in the file
             cursor = db.execute(
                 f"UPDATE OR REPLACE audit_subjects SET subject_key = ? WHERE {where}",
                 (pseudonym, *params),
             )
             changed = int(cursor.rowcount)
-            # a part naming the pseudonym already (a second erasure) just drops the key
-            for replacement, holds_pseudonym in ((subject_sets.SEPARATOR, ">"), (new, "=")):
-                cursor = db.execute(
-                    "UPDATE audit_subject_sets SET subjects = replace(subjects, ?, ?)"
-                    f" WHERE instr(subjects, ?) > 0 AND instr(subjects, ?) {holds_pseudonym} 0"
-                    f"{typed}",
-                    (old, replacement, old, new, *kind),
-                )
-                changed += int(cursor.rowcount)
-            return changed
+            return changed + subject_sets.redact(db, SQLITE, subject_key, subject_type, pseudonym)
 
     def audit_records(
         self, after_seq: int = 0, limit: int | None = None

@@ -18,6 +18,9 @@ next to syncs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from tidegate.meta.sql_parts import SqlDialect
 
 SET_MIN = 256  # subjects from which a record's list is stored as a set
 PART_SIZE = 100_000  # subjects per stored part: a redaction rewrites one part
@@ -58,3 +61,27 @@ def parts(subjects: Sequence[str]) -> list[str]:
         body = pc.binary_join(lists, SEPARATOR)[0].as_py()
         found.append(f"{SEPARATOR}{body}{SEPARATOR}")
     return found
+
+
+def redact(
+    conn: Any, dialect: SqlDialect, key: str, subject_type: str | None, pseudonym: str
+) -> int:
+    """Name `key` by `pseudonym` in every stored set (of `subject_type`, None: any),
+    inside the caller's transaction; the parts changed. A part naming the pseudonym
+    already (a second erasure) just drops the key."""
+    typed = "" if subject_type is None else " AND subject_type = ?"
+    kind = () if subject_type is None else (subject_type,)
+    old, new = token(key), token(pseudonym)
+    find = dialect.find
+    changed = 0
+    for replacement, holds_pseudonym in ((SEPARATOR, ">"), (new, "=")):
+        cursor = conn.execute(
+            dialect.sql(
+                "UPDATE audit_subject_sets SET subjects = replace(subjects, ?, ?)"
+                f" WHERE {find}(subjects, ?) > 0 AND {find}(subjects, ?) {holds_pseudonym} 0"
+                f"{typed}"
+            ),
+            (old, replacement, old, new, *kind),
+        )
+        changed += int(cursor.rowcount)
+    return changed
