@@ -158,6 +158,14 @@ class EventLog(ABC):
         """Append durably (the call returns once the log holds them); return where each went,
         as (topic, partition) in input order. Creates the topic with defaults if missing."""
 
+    def prepare_append(self, topics: Iterable[str]) -> None:
+        """Get ready to append to `topics` before the first record has to go out. A
+        backend whose first append to a new topic is slow (Kafka: creating it, then the
+        broker readying the partition for an idempotent producer) does that work here,
+        at start-up, rather than in the first micro-batch's latency; by default nothing
+        (`append` creates a missing topic cheaply)."""
+        del topics
+
     @abstractmethod
     def consumer(
         self,

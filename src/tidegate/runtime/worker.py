@@ -469,6 +469,13 @@ class StreamWorker:
             except TidegateError as err:
                 log.warning("on_change sync %s failed: %s", name, err.message)
 
+    def prepare(self) -> None:
+        """Ready the change streams before the first batch (`EventLog.prepare_append`):
+        on Kafka, creating a topic and the first write to it cost about a second, which
+        would otherwise be the first micro-batch's latency."""
+        log_ = self.intake.log
+        log_.prepare_append(changes_topic(name, log_.namespace) for name in self.incremental)
+
     def recover(self) -> int:
         """Publish keys a previous process applied in DuckDB but died before publishing."""
         with self.platform.warehouse.cursor() as db:
@@ -555,6 +562,7 @@ def run_worker(
         worker = StreamWorker(platform)
 
     def recover() -> int:
+        worker.prepare()
         with platform.writer_lock:
             return worker.recover()
 

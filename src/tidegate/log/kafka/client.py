@@ -179,6 +179,18 @@ class KafkaEventLog(EventLog):
                 )
             return self._producer
 
+    def prepare_append(self, topics: Iterable[str]) -> None:
+        """Create the missing topics and connect the producer to their leaders now: the
+        first flush to a topic created a moment earlier waits 0.5 to 1 s (measured on a
+        local broker) while the same flush a few seconds later takes milliseconds."""
+        names = sorted(set(topics))
+        for topic in names:
+            self._ensure(topic)
+        if names:
+            producer = self._producer_client()
+            for topic in names:
+                producer.list_topics(topic, timeout=TIMEOUT)
+
     def append(self, topic: str, messages: Sequence[Message]) -> list[TopicPartition]:
         if not messages:
             return []
