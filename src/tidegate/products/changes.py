@@ -65,30 +65,29 @@ class ChangeEncoder:
     def __init__(self, product: Product, master: bytes) -> None:
         self.product = product.name
         self._secret = change_key(master, product.name) if key_is_personal(product) else None
-        # keyed once: each key then costs a copy of this state, not a new HMAC setup
-        self._hmac = (
-            hmac.new(self._secret, digestmod=hashlib.sha256) if self._secret is not None else None
-        )
 
     def key_text(self, key: object) -> str:
         """The key as it appears on the stream: the online store's key text, or its
         pseudonym."""
         text = str(key)
-        if self._hmac is None:
+        if self._secret is None:
             return text
-        mac = self._hmac.copy()
-        mac.update(text.encode("utf-8"))
-        return mac.hexdigest()
+        # the one-shot C HMAC: a third of the time of copying a keyed `hmac.HMAC`
+        return hmac.digest(self._secret, text.encode("utf-8"), "sha256").hex()
 
     def messages(
         self, upserted: Iterable[object], deleted: Iterable[object], version: int, at: float
     ) -> list[Message]:
+        """One message per changed key. The body is the JSON object of the module's
+        docstring, written from a per-batch template (only the key differs between
+        messages): several times faster than encoding a dict per key, the same bytes."""
         out: list[Message] = []
         key_text = self.key_text
-        dumps = orjson.dumps  # one message per changed key: the C encoder
+        dumps = orjson.dumps  # escapes a clear key exactly as for a whole object
+        tail = b',"version":' + dumps(version) + b',"at":' + dumps(at) + b"}"
         for op, keys in (("upsert", upserted), ("delete", deleted)):
+            head = b'{"op":"' + op.encode() + b'","key":'
             for key in keys:
                 text = key_text(key)
-                body = {"op": op, "key": text, "version": version, "at": at}
-                out.append(Message(text.encode(), dumps(body)))
+                out.append(Message(text.encode(), head + dumps(text) + tail))
         return out
