@@ -339,7 +339,8 @@ def topic_settings(admin: Any, topic: str, names: Sequence[str]) -> dict[str, st
 
 def _record(message: Any) -> Record:
     _, timestamp = message.timestamp()
-    headers = tuple((str(k), bytes(v or b"")) for k, v in (message.headers() or ()))
+    raw = message.headers()  # None for most records: no generator built for them
+    headers = tuple((str(k), bytes(v or b"")) for k, v in raw) if raw else ()
     return Record(
         message.topic(),
         message.partition(),
