@@ -1,4 +1,4 @@
-"""`EventSchema.decode_json_batch` (the stream worker's whole-batch decode) takes an event
+"""`CompiledSchema.decode` (the stream worker's whole-batch decode) takes an event
 only when the per-event `parse` accepts it, with the very values `parse` gives; every
 other event is left to `parse`, so rejections and their reasons stay the per-event ones."""
 
@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tidegate.ingest.compiled import CompiledSchema
 from tidegate.ingest.raw import arrow_rows
 from tidegate.ingest.validate import EventSchema, Invalid
 from tidegate.project.models import StreamSource
@@ -83,7 +84,7 @@ def test_the_batch_decode_takes_only_what_parse_accepts_with_its_values(
     values: list[bytes | None],
 ) -> None:
     schema = EventSchema(CONFIG)
-    batch = schema.decode_json_batch(values)
+    batch = CompiledSchema(schema).decode(values)
     assert sorted(batch.taken + batch.rest) == list(range(len(values)))
     assert batch.table.num_rows == len(batch.taken)
     expected = []
@@ -106,7 +107,7 @@ def test_plain_events_take_the_batch_path_and_the_rest_keep_their_reasons() -> N
         b'{"event_id": 1',
         json.dumps({**good, "event_id": 2, "customer_id": "8"}).encode(),  # coerced: taken
     ]
-    batch = schema.decode_json_batch(values)
+    batch = CompiledSchema(schema).decode(values)
     assert batch.taken == [0, 4]
     assert batch.rest == [1, 2, 3]
     assert batch.table.column("customer_id").to_pylist() == [7, 8]

@@ -92,6 +92,10 @@ class Intake:
     def topics(self) -> list[str]:
         return sorted(self.by_topic)
 
+    def fast(self, source: str) -> CompiledSchema | None:
+        """The source's fast path (`ingest.compiled`), None for a Debezium source."""
+        return self._compiled.get(source)
+
     def schema(self, source: str) -> EventSchema:
         schema = self.schemas.get(source)
         if schema is None:
@@ -215,14 +219,9 @@ class Intake:
     # ---------------------------------------------------------------- worker's side
 
     def decode(self, record: Record) -> Change | DeadLetter:
+        """One record through the full validator: the worker sends here only what the
+        batch fast path (`CompiledSchema.decode`) left, and what no fast path covers."""
         schemas = self.by_topic.get(record.topic, [])
-        if len(schemas) == 1:  # the plain event of a JSON source: the fast path
-            fast = self._compiled[schemas[0].name]
-            value = record.value
-            if fast is not None and value is not None:
-                change = _fast_change(fast, value)
-                if change is not None:
-                    return change
         try:
             if len(schemas) > 1 and record.header(SOURCE_HEADER) is None and _is_null(record.value):
                 # A tombstone on a topic several tables share names no table; the delete
@@ -263,23 +262,6 @@ class Intake:
             if schema.config.table == table:
                 return schema
         raise Invalid(f"Debezium event for unknown table {table!r} on topic {record.topic!r}")
-
-
-def _fast_change(fast: CompiledSchema, value: bytes) -> Change | None:
-    """The `Change` `EventSchema.parse` makes of a plain JSON event, or None: the full
-    validator decides (both read the value with orjson, so they see the same event)."""
-    schema = fast.schema
-    if len(value) > schema.config.max_event_bytes:
-        return None
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    row = fast.row(data)
-    if row is None:
-        return None
-    key = row.get(schema.config.key) if schema.config.key else None
-    return Change(schema.name, "append", row, key, schema.event_ts(row))
 
 
 def _without(event: Any, schema: EventSchema) -> bytes:

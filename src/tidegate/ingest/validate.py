@@ -21,8 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -232,33 +232,6 @@ def arrow_type(column_type: str) -> Any:
     return pa.string()
 
 
-@dataclass
-class DecodedBatch:
-    """A micro-batch decoded at once (`EventSchema.decode_json_batch`).
-
-    `table` holds the valid events, in the source's Arrow types, in input order; `taken`
-    their positions in the input. `rest` are the positions left to the per-event path
-    (`parse`): anything not plainly valid (malformed, wrong or coercion-failing types,
-    missing required columns, undeclared fields, oversize, null), so their outcome and
-    dead-letter reason are exactly the ones `parse` gives."""
-
-    table: Any = None
-    taken: list[int] = field(default_factory=list)
-    rest: list[int] = field(default_factory=list)
-
-
-def _plain(exact: type | None, values: Sequence[Any]) -> bool:
-    """Whether `values` (all of type `exact`) pass `row()`'s shortcut as they are: any
-    text, 64-bit integers for BIGINT, finite floats."""
-    if exact is str:
-        return True
-    if exact is _BIGINT:
-        return not values or (min(values) >= -(2**63) and max(values) < 2**63)
-    if exact is float:
-        return all(map(math.isfinite, values))
-    return False
-
-
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -340,84 +313,6 @@ class EventSchema:
         column = self.config.event_time
         value = row.get(column) if column else None
         return value.timestamp() if isinstance(value, dt.datetime) else None
-
-    def decode_json_batch(self, values: Sequence[bytes | None]) -> DecodedBatch:
-        """Decode and check a whole micro-batch of `json`-format event values into Arrow
-        columns, one tight loop instead of a `Change` per event (the per-event path cost
-        most of the stream worker's time at tens of thousands of events a second).
-
-        The checks are `row()`'s own (same exact-type shortcut, same coercers), so an
-        event taken here gets exactly the values `parse` would give it. Everything else
-        (see `DecodedBatch`) goes to `rest`, for `parse` to accept or reject with its
-        reason: the fast path never decides a rejection."""
-        import pyarrow as pa
-
-        if self.config.format != "json":
-            return DecodedBatch(rest=list(range(len(values))))
-        names = self.names
-        limit = self.config.max_event_bytes
-        loads = orjson.loads
-        rest: list[int] = []
-        taken: list[int] = []
-        events: list[dict[str, Any]] = []
-        for index, value in enumerate(values):
-            if value is None or len(value) > limit:
-                rest.append(index)
-                continue
-            try:
-                data = loads(value)
-            except orjson.JSONDecodeError:
-                rest.append(index)
-                continue
-            if type(data) is not dict or not data.keys() <= names:
-                rest.append(index)
-                continue
-            events.append(data)
-            taken.append(index)
-        # Column by column: a column whose values all have the column's own type is
-        # checked with a few C-level passes; only the others call the coercer per value.
-        bad: set[int] = set()  # positions in `events` left to `parse`
-        required = set(self.required)
-        columns: list[list[Any]] = []
-        for (name, coerce), exact in zip(self.columns, self._exact, strict=True):
-            column = [data.get(name) for data in events]
-            kinds = set(map(type, column))
-            if type(None) in kinds:
-                kinds.discard(type(None))
-                if name in required:
-                    bad.update(i for i, v in enumerate(column) if v is None)
-                present = [v for v in column if v is not None]
-            else:
-                present = column
-            if not kinds or (kinds == {exact} and _plain(exact, present)):
-                columns.append(column)
-                continue
-            for i, item in enumerate(column):
-                if item is None or (type(item) is exact and _plain(exact, (item,))):
-                    continue
-                try:
-                    column[i] = coerce(item)
-                except Invalid:
-                    bad.add(i)
-            columns.append(column)
-        if bad:
-            keep = [i for i in range(len(events)) if i not in bad]
-            rest = sorted(rest + [taken[i] for i in bad])
-            taken = [taken[i] for i in keep]
-            columns = [[column[i] for i in keep] for column in columns]
-        schema = pa.schema(
-            [(name, arrow_type(spec.type)) for name, spec in self.config.columns.items()]
-        )
-        try:
-            table = pa.Table.from_arrays(
-                [pa.array(column, type=t) for column, t in zip(columns, schema.types, strict=True)],
-                schema=schema,
-            )
-        except (pa.ArrowException, TypeError, ValueError, OverflowError):
-            # values the source's Arrow types cannot hold (a column of an unusual SQL
-            # type): every event takes the per-event path, as before this fast path
-            return DecodedBatch(rest=list(range(len(values))))
-        return DecodedBatch(table, taken, rest)
 
     # ---------------------------------------------------------------- formats
 

@@ -165,16 +165,17 @@ class StreamWorker:
             report.erased += taken.erased
             report.consent = taken.events
         # Topics of one `json` source: the whole batch decoded into Arrow at once; what
-        # that path does not take plainly (`validate.DecodedBatch`) goes event by event.
+        # that path does not take plainly (`compiled.DecodedBatch`) goes event by event.
         slow: list[int] = []
         events: dict[str, list[tuple[list[int], Any]]] = defaultdict(list)
         for topic, positions in _by_topic(fresh).items():
             schemas = self.intake.by_topic.get(topic, [])
-            if topic == consent_topic or len(schemas) != 1 or schemas[0].config.format != "json":
+            fast = self.intake.fast(schemas[0].name) if len(schemas) == 1 else None
+            if topic == consent_topic or fast is None:
                 slow += positions
                 continue
             schema = schemas[0]
-            batch = schema.decode_json_batch([fresh[p].value for p in positions])
+            batch = fast.decode([fresh[p].value for p in positions])
             slow += [positions[i] for i in batch.rest]
             if not batch.taken:
                 continue
