@@ -33,6 +33,7 @@ from tidegate.log.sqlite.schema import (
     decode_headers,
     encode_headers,
     partition_of,
+    writer_lock,
 )
 
 DEFAULT_PARTITIONS = 4
@@ -56,6 +57,7 @@ class SqliteEventLog(EventLog):
         self.default_partitions = partitions
         self.default_retention = (retention_seconds, retention_bytes)
         self._lock = threading.RLock()
+        self._writer = writer_lock(self.path)
         self._round_robin = itertools.count()
         try:
             self._db = connect(self.path)
@@ -77,7 +79,7 @@ class SqliteEventLog(EventLog):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._writer:  # the process's writers queue here (`writer_lock`)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db

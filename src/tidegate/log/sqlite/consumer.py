@@ -25,7 +25,7 @@ from tidegate.errors import CommitFailedError, LogError
 from tidegate.log.base import Consumer, Record, TopicPartition
 from tidegate.log.sqlite.client import fetch
 from tidegate.log.sqlite.liveness import is_gone, this_process
-from tidegate.log.sqlite.schema import connect
+from tidegate.log.sqlite.schema import connect, writer_lock
 
 IDLE_SLEEP = 0.005
 
@@ -37,6 +37,7 @@ class SqliteConsumer(Consumer):
         self.session_timeout = session_timeout
         self.member_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         self._db = connect(path)
+        self._writer = writer_lock(path)
         self._owned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._generation = -1
@@ -49,13 +50,14 @@ class SqliteConsumer(Consumer):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._writer:  # queued with the process's other writers (`writer_lock`)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _join(self, db: sqlite3.Connection) -> None:
         db.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -51,6 +52,27 @@ CREATE TABLE IF NOT EXISTS offsets (
 
 
 OPEN_ATTEMPTS = 50
+
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def writer_lock(path: Path) -> threading.RLock:
+    """The lock every connection of this process to the log file `path` holds around a
+    write transaction (`BEGIN IMMEDIATE` ... `COMMIT`).
+
+    Without it, the HTTP door's appends, the worker's change-stream appends and its
+    consumer's commits (three connections in `tidegate run`) meet SQLITE_BUSY, and
+    SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ... ms between retries, however
+    soon the other transaction ends: measured at 20k events/s, BEGIN waited up to 93 ms
+    (p99 25 ms). A thread waiting on this lock wakes as soon as it is released. Other
+    processes (a CLI command) still meet the busy handler, as before."""
+    key = str(path.resolve())
+    with _WRITERS_GUARD:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
 
 
 def connect(path: Path) -> sqlite3.Connection:
