@@ -99,11 +99,11 @@ OLD_ROWS = "__tidegate_old_rows"
 def recompute(db: Any, sql: str, table: str, product: Product, keys: Any) -> ProductDelta:
     """Replace the rows of `keys` (a one-column Arrow table) in `table` with `sql`'s.
 
-    Old and new rows are compared in DuckDB (a row equal to the one it replaces is no
-    change), so only the rows that changed are turned into Python, for publishing; four
-    statements per product and batch, a fixed cost every micro-batch pays."""
+    Old and new rows are compared (a row equal to the one it replaces is no change): in
+    Python for a small batch, where DuckDB's fixed cost per statement dominates, in
+    DuckDB for a large one, so that only the rows that changed are turned into Python,
+    for publishing."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     key = product.config.key
     quoted_key = _quote(key)
@@ -126,23 +126,79 @@ def recompute(db: Any, sql: str, table: str, product: Product, keys: Any) -> Pro
         if not old.num_rows:
             delta.upserts = new.to_pylist()
         else:
-            db.register(OLD_ROWS, old)
-            try:
-                # EXCEPT compares whole rows, NULLs equal: what is new or not the same
-                changed = db.sql(
-                    f"SELECT * FROM (SELECT * FROM {PRODUCT_ROWS} EXCEPT ALL"
-                    f" SELECT * FROM {OLD_ROWS}) ORDER BY {quoted_key}"
-                ).to_arrow_table()
-            finally:
-                db.unregister(OLD_ROWS)
-            delta.upserts = changed.to_pylist()
-            # keys whose row is gone (NULL matches NULL, as in the comparison above)
-            kept = pc.is_in(old.column(key), value_set=new.column(key), skip_nulls=False)
-            delta.deletes = old.column(key).filter(pc.invert(kept)).to_pylist()
+            small = _compare_small(old, new, key)
+            if small is None:
+                small = compare_in_duckdb(db, old, new, key)
+            delta.upserts, delta.deletes = small
     finally:
         db.unregister(PRODUCT_ROWS)
     delta.touched = pa.concat_tables([old, new]) if old.num_rows else new
     return delta
+
+
+NEW_ROWS = "__tidegate_new_rows"
+
+
+def compare_in_duckdb(
+    db: Any, old: Any, new: Any, key: str
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The new rows not equal to an old one (EXCEPT compares whole rows, NULLs equal), in
+    key order, and the keys whose row is gone (NULL matches NULL, as in the EXCEPT)."""
+    import pyarrow.compute as pc
+
+    db.register(NEW_ROWS, new)
+    db.register(OLD_ROWS, old)
+    try:
+        changed = db.sql(
+            f"SELECT * FROM (SELECT * FROM {NEW_ROWS} EXCEPT ALL"
+            f" SELECT * FROM {OLD_ROWS}) ORDER BY {_quote(key)}"
+        ).to_arrow_table()
+    finally:
+        db.unregister(OLD_ROWS)
+        db.unregister(NEW_ROWS)
+    kept = pc.is_in(old.column(key), value_set=new.column(key), skip_nulls=False)
+    return changed.to_pylist(), old.column(key).filter(pc.invert(kept)).to_pylist()
+
+
+#: up to this many old and new rows, compared in Python: registering the old rows and
+#: an EXCEPT query cost several ms whatever the size, the fixed cost of a small (fresh)
+#: micro-batch; beyond it, DuckDB compares faster than rows turned into Python
+SMALL_COMPARE = 2_000
+
+
+def _compare_small(old: Any, new: Any, key: str) -> tuple[list[dict[str, Any]], list[Any]] | None:
+    """What `compare_in_duckdb` finds, in Python, for a small batch: the
+    new rows not equal to the old row of their key (NULLs, and NaNs, equal as in
+    DuckDB), in key order, and the keys whose row is gone. None (DuckDB decides) for a
+    large batch, or when a key is not one hashable value held by one row."""
+    if old.num_rows + new.num_rows > SMALL_COMPARE:
+        return None
+    try:
+        before = {row[key]: row for row in old.to_pylist()}
+        after = new.to_pylist()
+        kept = {row[key] for row in after}
+        if len(before) != old.num_rows or len(kept) != new.num_rows:
+            return None
+        changed = [row for row in after if not _same_row(before.get(row[key]), row)]
+        changed.sort(key=lambda row: _order(row[key]))
+    except TypeError:  # unhashable or unorderable keys
+        return None
+    return changed, [k for k in before if k not in kept]
+
+
+def _same_row(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    if old is None:
+        return False
+    for name, value in new.items():
+        other = old.get(name)
+        if value != other and not (value is not None and value != value and other != other):
+            return False  # unequal, and not both NaN
+    return True
+
+
+def _order(value: Any) -> tuple[bool, Any]:
+    """ORDER BY's order: NULLs last."""
+    return (value is None, value)
 
 
 TOUCHED_PREFIX = "__tidegate_touched_"
@@ -163,6 +219,9 @@ def changed_keys(
     versions); `relation_sql`: relation -> its qualified name (`raw."orders"`)."""
     key = product.config.key
     key_type = product.columns[key].type
+    simple = _keys_in_arrow(key, key_type, key_columns, closures, touched)
+    if simple is not _NOT_SIMPLE:
+        return simple
     parts: list[str] = []
     registered: list[str] = []
     try:
@@ -194,6 +253,56 @@ def changed_keys(
     finally:
         for name in registered:
             db.unregister(name)
+
+
+_NOT_SIMPLE: Any = object()
+
+
+def _keys_in_arrow(
+    key: str,
+    key_type: str,
+    key_columns: dict[str, str],
+    closures: dict[str, tuple[tuple[str, ...], ...]],
+    touched: dict[str, Any],
+) -> Any:
+    """`changed_keys` without DuckDB for the common case: no relation the batch touched
+    has a closure (so the keys are the touched rows' key columns and nothing else), and
+    each of those columns already has the key's Arrow type (so `TRY_CAST` is the
+    identity). The same distinct, sorted, non-null keys, without the register, query
+    and unregister (several ms of fixed cost on every micro-batch); `_NOT_SIMPLE`
+    otherwise."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = _ARROW_KEYS.get(key_type.upper().split("(")[0].strip())
+    if wanted is None:
+        return _NOT_SIMPLE
+    chunks: list[Any] = []
+    for relation, column in sorted(key_columns.items()):
+        rows = touched.get(relation)
+        if rows is None or rows.num_rows == 0 or column not in rows.column_names:
+            continue
+        if closures.get(relation):
+            return _NOT_SIMPLE
+        values = rows.column(column)
+        if str(values.type) != wanted:
+            return _NOT_SIMPLE
+        chunks += values.chunks
+    if not chunks:
+        return None
+    keys = pc.unique(pa.chunked_array(chunks).drop_null())
+    return pa.table({key: keys.take(pc.sort_indices(keys))})
+
+
+#: key column types whose Arrow type (as text) is known without asking DuckDB
+_ARROW_KEYS = {
+    "BIGINT": "int64",
+    "INT8": "int64",
+    "LONG": "int64",
+    "VARCHAR": "string",
+    "TEXT": "string",
+    "STRING": "string",
+}
 
 
 def _quote(name: str) -> str:
