@@ -474,9 +474,14 @@ class StreamWorker:
     def prepare(self) -> None:
         """Ready the change streams before the first batch (`EventLog.prepare_append`):
         on Kafka, creating a topic and the first write to it cost about a second, which
-        would otherwise be the first micro-batch's latency."""
+        would otherwise be the first micro-batch's latency; and the products' restricted
+        SQL."""
         log_ = self.intake.log
         log_.prepare_append(changes_topic(name, log_.namespace) for name in self.incremental)
+        for name in self.incremental:  # SQLGlot's rewrite, tens of ms: not in a batch
+            if name not in self._sql:
+                product = self.project.products[name]
+                self._sql[name] = restricted_sql(self.platform.warehouse, product, self.project)
 
     def recover(self) -> int:
         """Publish keys a previous process applied in DuckDB but died before publishing."""
