@@ -110,6 +110,45 @@ def test_per_key_order_holds_across_partitions(backend: Backend) -> None:
         assert len({r.partition for r in received if r.key == key}) == 1
 
 
+def test_sent_messages_land_as_appended_ones_once_flushed(backend: Backend) -> None:
+    """`send` (the worker's change stream: not waited for) then `flush`: the same records,
+    in the same partitions and per-key order, as `append` gives."""
+    topic = backend.topic(partitions=3)
+    messages = keyed(60, keys=7)
+    placed = backend.log.append(topic, messages)
+    sent = [Message(m.key, b"sent-" + (m.value or b"")) for m in messages]
+    backend.log.send(topic, sent[:30])
+    backend.log.send(topic, sent[30:])
+    backend.log.flush()
+    received: list[Record] = []
+    with backend.log.consumer(group(), [topic], session_timeout=backend.session) as consumer:
+        drain([consumer], lambda: len(received) >= 120, lambda _, r: received.append(r))
+    by_value = {r.value: r for r in received}
+    for message, (_, partition) in zip(sent, placed, strict=True):
+        assert by_value[message.value].partition == partition
+    for key in {m.key for m in messages}:
+        got = [r.value for r in received if r.key == key and r.value.startswith(b"sent-")]
+        assert got == [m.value for m in sent if m.key == key]
+
+
+def test_flush_reports_what_the_log_could_not_take(tmp_path: Path) -> None:
+    """A send the broker never acknowledges fails the flush (the worker then sends its
+    keys again), instead of passing for delivered."""
+    from tidegate.errors import ServiceUnavailableError
+    from tidegate.log.kafka import KafkaEventLog
+
+    log = KafkaEventLog("127.0.0.1:1", client={"message.timeout.ms": 500})
+    log._known.add("nowhere")  # no broker to create it on: straight to the producer
+    try:
+        log.send("nowhere", keyed(3, keys=1))
+        with pytest.raises(ServiceUnavailableError, match="did not acknowledge 3"):
+            log.flush()
+        log.flush()  # reported once: nothing sent since
+    finally:
+        log._producer = None  # its undelivered records would make close wait
+        log.close()
+
+
 def test_replay_from_an_offset(backend: Backend) -> None:
     topic = backend.topic(partitions=2)
     placed = backend.log.append(topic, keyed(20, keys=1))

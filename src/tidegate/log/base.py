@@ -169,6 +169,16 @@ class EventLog(ABC):
         (`append` creates a missing topic cheaply)."""
         del topics
 
+    def send(self, topic: str, messages: Sequence[Message]) -> None:
+        """Append without waiting for the log to hold them: `flush()` waits for every
+        message sent so, and raises if any could not be written. By default `append`
+        itself (the embedded log writes synchronously)."""
+        self.append(topic, messages)
+
+    def flush(self) -> None:  # noqa: B027  (nothing to wait for by default)
+        """Wait until everything `send` handed over is held by the log; raise
+        ServiceUnavailableError if some of it could not be (it is then lost: send again)."""
+
     @abstractmethod
     def consumer(
         self,

@@ -12,9 +12,11 @@ One micro-batch, in this order:
    restricted), the live version tables take the new rows, the applied offsets and the
    keys waiting to be published are recorded;
 4. the changed rows go to the online store, their keys (never their values:
-   products/changes.py) to the change stream `__changes.<product>` on the log;
-   `trigger: on_change` syncs run; the waiting keys are cleared in the next batch's
-   transaction (step 3), not by a commit of their own;
+   products/changes.py) to the change stream `__changes.<product>` on the log, sent
+   without waiting (Kafka acknowledges them while the next batch is polled and
+   decoded); `trigger: on_change` syncs run; the waiting keys are cleared in the next
+   batch's transaction (step 3), once the log confirmed it holds the change stream,
+   not by a commit of their own;
 5. the caller commits the log offsets.
 
 A `kill -9` anywhere loses nothing and doubles nothing: before step 3 commits, the
@@ -112,6 +114,12 @@ class StreamWorker:
         # keys published but still in PENDING: cleared in the next batch's transaction
         # rather than by a DuckDB commit of their own on every batch
         self._published_pending = False
+        # change-stream messages sent (`EventLog.send`) but not yet confirmed held by the
+        # log: confirmed (`confirm`) before PENDING may be cleared, while the log acks
+        # them in the background meanwhile; after a failed confirmation every key still
+        # in PENDING is sent again (`recover`) before anything else
+        self._unconfirmed = False
+        self._resend = False
         self._setup()
 
     def _setup(self) -> None:
@@ -135,7 +143,11 @@ class StreamWorker:
 
     def close(self) -> None:
         if self._published_pending:
-            self._clear_pending()
+            try:
+                self.confirm()
+                self._clear_pending()
+            except ServiceUnavailableError as err:  # left in PENDING: sent at the next start
+                log.warning("change stream not confirmed at close: %s", err.message)
         self.observer.close()
         self.freshness.close()
         self.intake.close()
@@ -330,6 +342,9 @@ class StreamWorker:
         """`events`: the `json` sources' (Arrow tables); `changes`: the CDC sources'."""
         import pyarrow as pa
 
+        if self._resend:  # a confirmation failed: what it left in PENDING goes out again
+            self.recover()
+        self.confirm()  # the last batch's change stream is held: its PENDING may go
         tables = self._live_tables()
         deltas: list[ProductDelta] = []
         with self.platform.warehouse.cursor() as db:
@@ -394,6 +409,21 @@ class StreamWorker:
 
     # ---------------------------------------------------------------- publish
 
+    def confirm(self) -> None:
+        """Wait until the change-stream messages sent so far are held by the log (on
+        Kafka, acknowledged; they were sent without waiting, so the acknowledgements
+        come in while the worker polls and decodes the next batch). On failure the keys
+        stay in PENDING and are sent again before the next batch."""
+        if not self._unconfirmed:
+            return
+        try:
+            self.intake.log.flush()
+        except ServiceUnavailableError:
+            self._published_pending = False  # not published after all
+            self._resend = True
+            raise
+        self._unconfirmed = False
+
     def _clear_pending(self) -> None:
         with self.platform.warehouse.cursor() as db:
             db.execute(f"DELETE FROM {PENDING}")
@@ -414,6 +444,7 @@ class StreamWorker:
                 online.delete(delta.product, [str(k) for k in delta.deletes])
             self._change_stream(delta, key)
         if clear:
+            self.confirm()
             self._clear_pending()
         else:
             self._published_pending = True
@@ -440,7 +471,8 @@ class StreamWorker:
             time.time(),
         )
         log_ = self.intake.log
-        log_.append(changes_topic(delta.product, log_.namespace), messages)
+        log_.send(changes_topic(delta.product, log_.namespace), messages)
+        self._unconfirmed = True
 
     def _run_syncs(self, deltas: list[ProductDelta]) -> None:
         """Push changed rows to `trigger: on_change` syncs.
@@ -509,6 +541,7 @@ class StreamWorker:
             found = {str(r[key]) for r in rows}
             deltas.append(ProductDelta(product, rows, sorted(keys - found)))
         self._publish(deltas, time.time(), clear=True)
+        self._resend = False
         return sum(len(keys) for keys in by_product.values())
 
 
@@ -615,6 +648,11 @@ def run_worker(
                     uncommitted[tp] = max(offset, uncommitted.get(tp, 0))
                 if on_batch is not None:
                     on_batch(report)
+            if not records:  # idle: the change stream confirmed now, not with the next batch
+                try:
+                    worker.confirm()
+                except ServiceUnavailableError as err:
+                    log.warning("change stream: %s; its keys are sent again", err.message)
             # While records keep coming, commit at most every COMMIT_EVERY (a commit is a
             # broker round trip, or a write lock on the embedded log the producers also
             # need); as soon as the log is idle, at once.

@@ -67,6 +67,7 @@ class KafkaEventLog(EventLog):
         self._admin: Any = None
         self._producer: Any = None
         self._meta: Any = None
+        self._send_errors: list[str] = []  # failed deliveries of `send`, until `flush`
 
     @classmethod
     def from_config(cls, config: Any, root: Any) -> KafkaEventLog:
@@ -190,6 +191,55 @@ class KafkaEventLog(EventLog):
             producer = self._producer_client()
             for topic in names:
                 producer.list_topics(topic, timeout=TIMEOUT)
+
+    def send(self, topic: str, messages: Sequence[Message]) -> None:
+        """Hand the messages to the producer and return: librdkafka's threads send them
+        and collect the acknowledgements while the caller goes on (the stream worker
+        sends a batch's change stream, then polls and decodes the next batch)."""
+        if not messages:
+            return
+        self._ensure(topic)
+        producer = self._producer_client()
+        if any(m.headers for m in messages):  # produce_batch cannot carry headers
+            left = list(messages)
+        else:  # one call for the batch (partitioned by key as `produce` does): ~2x faster
+            batch = [{"key": m.key, "value": m.value} for m in messages]
+            queued = producer.produce_batch(topic, batch, on_delivery=self._sent)
+            left = (
+                [m for m, b in zip(messages, batch, strict=True) if "_error" in b]
+                if queued < len(batch)
+                else []
+            )
+        for message in left:  # one by one, waiting while the local queue is full
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        key=message.key,
+                        value=message.value,
+                        headers=list(message.headers) or None,
+                        on_delivery=self._sent,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)  # serve the callbacks of what was acknowledged meanwhile
+
+    def _sent(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._send_errors.append(f"{msg.topic()}: {err}")
+
+    def flush(self) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        remaining = producer.flush(TIMEOUT)
+        errors, self._send_errors = self._send_errors, []
+        if remaining or errors:
+            raise ServiceUnavailableError(
+                f"Kafka at {self.bootstrap} did not acknowledge {remaining + len(errors)} "
+                "records sent" + (f": {errors[0]}" if errors else " in time")
+            )
 
     def append(self, topic: str, messages: Sequence[Message]) -> list[TopicPartition]:
         if not messages:
