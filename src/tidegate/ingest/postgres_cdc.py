@@ -53,7 +53,7 @@ from tidegate.extras import require
 from tidegate.ingest.intake import Intake
 from tidegate.ingest.pgoutput import decode_all
 from tidegate.ingest.validate import UNAVAILABLE
-from tidegate.log.base import Message, TopicSpec
+from tidegate.log.base import EventLog, Message, TopicSpec
 from tidegate.meta.parts import CdcPositionStore, SlotState
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,22 @@ log = logging.getLogger(__name__)
 BATCH = 5_000
 #: retention of a CDC topic created here (the log keeps changes for replays and new workers)
 TOPIC_RETENTION = 7 * 86_400.0
+
+
+def ordered_topic(event_log: EventLog, topic: str) -> None:
+    """Create a CDC source's topic with one partition unless it exists: a table's changes
+    (a truncate above all, which touches every key) apply in WAL order only if they
+    share one partition. The worker calls this before it subscribes, since subscribing
+    creates a missing topic with the log's default partitions."""
+    event_log.create_topic(TopicSpec(topic, 1, TOPIC_RETENTION))
+    if event_log.partitions(topic) > 1:
+        log.warning(
+            "CDC topic %s has several partitions: a TRUNCATE may be applied out of order"
+            " with changes on other partitions; give the source a new `topic`",
+            topic,
+        )
+
+
 _OPS = {"I": "c", "U": "u", "D": "d", "T": "t"}
 
 
@@ -96,16 +112,7 @@ class PostgresCdc:
         self.last = SlotState(slot, source, None, None, None, None, time.time())
 
     def _ordered_topic(self) -> None:
-        """Create the topic with one partition unless it exists: a table's changes (a
-        truncate above all, which touches every key) apply in WAL order only if they
-        share one partition."""
-        self.intake.log.create_topic(TopicSpec(self.topic, 1, TOPIC_RETENTION))
-        if self.intake.log.partitions(self.topic) > 1:
-            log.warning(
-                "CDC topic %s has several partitions: a TRUNCATE may be applied out of order"
-                " with changes on other partitions; give the source a new `topic`",
-                self.topic,
-            )
+        ordered_topic(self.intake.log, self.topic)
 
     def _connect(self, **options: Any) -> Any:
         import psycopg

@@ -45,6 +45,7 @@ from tidegate.errors import (
 )
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake
+from tidegate.ingest.postgres_cdc import ordered_topic
 from tidegate.ingest.raw import apply_arrow, apply_changes, ensure_stream_table, raw_table
 from tidegate.ingest.validate import Change
 from tidegate.log.base import Record, TopicPartition
@@ -61,7 +62,7 @@ from tidegate.products.incremental import (
     restricted_sql,
 )
 from tidegate.products.planner import ProductPlan, plan_project
-from tidegate.project.project import stream_sources
+from tidegate.project.project import cdc_sources, stream_sources
 from tidegate.requests.consent_stream import ConsentStream
 from tidegate.store.online.codec import encode_row
 from tidegate.store.warehouse import PRODUCTS
@@ -506,10 +507,14 @@ class StreamWorker:
     def prepare(self) -> None:
         """Ready the change streams before the first batch (`EventLog.prepare_append`):
         on Kafka, creating a topic and the first write to it cost about a second, which
-        would otherwise be the first micro-batch's latency; and the products' restricted
+        would otherwise be the first micro-batch's latency; the CDC sources' topics, with
+        the one partition that keeps a table's changes in order (the capture thread,
+        started beside the consumer, may come second); and the products' restricted
         SQL."""
         log_ = self.intake.log
         log_.prepare_append(changes_topic(name, log_.namespace) for name in self.incremental)
+        for name in cdc_sources(self.project):  # one partition, before subscribing makes 4
+            ordered_topic(log_, self.intake.schema(name).config.topic_name)
         for name in self.incremental:  # SQLGlot's rewrite, tens of ms: not in a batch
             if name not in self._sql:
                 product = self.project.products[name]
