@@ -28,6 +28,12 @@ PREVIOUS = "__tidegate_sync_previous"
 DISMISSED = "__tidegate_sync_dismissed"
 DUPLICATES = "__tidegate_sync_duplicates"
 CANDIDATES = "__tidegate_sync_candidates"
+DIFFERING = "__tidegate_sync_differing"
+# the previous state and the dismissed hash beside a differing row (see `_one_pass`)
+P_KEY, P_HASH, P_SUBJECT = "__tidegate_prev_key", "__tidegate_prev_hash", "__tidegate_prev_subject"
+P_SOURCE_KEY, P_WRITTEN_AT = "__tidegate_prev_source_key", "__tidegate_prev_written_at"
+D_HASH = "__tidegate_dismissed_hash"
+DIFF_COLUMNS = (P_KEY, P_HASH, P_SUBJECT, P_SOURCE_KEY, P_WRITTEN_AT, D_HASH)
 PREV_MARK = "__in_previous"
 
 
@@ -61,6 +67,7 @@ class Diff:
         self._current_sql = current_sql
         self._materialized = False
         self._streamed = False  # a first sync: rows stream from the query (see `compare`)
+        self._differing: Any = None  # the rows `_one_pass` found differ, when it ran
 
     def _materialize(self) -> None:
         if not self._materialized:
@@ -76,9 +83,7 @@ class Diff:
         """Counts of a sync with no state to diff against, when every key is non-null and
         unique (one pass over the keys only); None otherwise (then rows are skipped with
         their reasons, from the materialized rows)."""
-        total, keyed, distinct = self.cursor.execute(
-            f'SELECT count(*), count("{KEY}"), count(DISTINCT "{KEY}") FROM ({self._current_sql})'
-        ).fetchall()[0]
+        total, keyed, distinct = self._key_counts()
         if not (total == keyed == distinct):
             return None
         self._streamed = True
@@ -93,9 +98,59 @@ class Diff:
             first = self._first_sync()
             if first is not None:
                 return first
-        self._materialize()
         self.cursor.register(PREVIOUS, previous)
         self.cursor.register(DISMISSED, _dismissed_table(dismissed))
+        if not self._materialized and not resend_all:  # a full resend streams (below)
+            counts = self._one_pass()
+            if counts is not None:
+                return counts
+        return self._compare_materialized()
+
+    def _one_pass(self) -> DiffCounts | None:
+        """The diff in one pass over the guarded rows, when their keys are non-null and
+        unique (None otherwise: then `_compare_materialized` skips rows with reasons).
+
+        One full outer join of the current rows with the state keeps only the rows
+        whose hash differs (added, changed, removed; with the previous state beside
+        them), as Arrow: for a small change a few rows, from which the counts, the rows
+        to send and the removed rows are read. The unchanged rows are counted, never
+        copied; no temporary table of every current row is built (that alone costs more
+        than the join), and the rows to send are not read a second time."""
+        total, keyed, distinct = self._key_counts()
+        if not (total == keyed == distinct):
+            return None
+        differing = self.cursor.sql(
+            f'SELECT c.*, p.key AS "{P_KEY}", p.row_hash AS "{P_HASH}", '
+            f'p.subject AS "{P_SUBJECT}", p.source_key AS "{P_SOURCE_KEY}", '
+            f'p.written_at AS "{P_WRITTEN_AT}", d.row_hash AS "{D_HASH}" '
+            f"FROM ({self._current_sql}) c FULL OUTER JOIN {PREVIOUS} p "
+            f'ON p.key = c."{KEY}" LEFT JOIN {DISMISSED} d ON d.key = c."{KEY}" '
+            f'WHERE c."{HASH}" IS DISTINCT FROM p.row_hash'
+        ).to_arrow_table()
+        self.cursor.register(DIFFERING, differing)
+        current, dismissed_skips = self.cursor.execute(
+            f'SELECT count("{HASH}"), count(*) FILTER (WHERE "{D_HASH}" = "{HASH}") '
+            f"FROM {DIFFERING}"
+        ).fetchall()[0]
+        self._differing = differing
+        self.candidates = int(total) - int(dismissed_skips)
+        counts = DiffCounts(current=int(total), unchanged=int(total) - int(current))
+        if dismissed_skips:
+            counts.skipped["refused before and dismissed; unchanged since"] = int(dismissed_skips)
+        return counts
+
+    def _key_counts(self) -> tuple[int, int, int]:
+        """Rows, rows with a key, distinct keys of the current rows (one pass over the
+        keys only: DuckDB leaves the other columns and the hash uncomputed)."""
+        total, keyed, distinct = self.cursor.execute(
+            f'SELECT count(*), count("{KEY}"), count(DISTINCT "{KEY}") FROM ({self._current_sql})'
+        ).fetchall()[0]
+        return int(total), int(keyed), int(distinct)
+
+    def _compare_materialized(self) -> DiffCounts:
+        """The diff over a temporary table of the current rows: rows with a null or
+        shared destination key are skipped and counted with their reason."""
+        self._materialize()
         self.cursor.execute(
             f'CREATE OR REPLACE TEMP TABLE {DUPLICATES} AS SELECT "{KEY}" AS key FROM {CURRENT} '
             f'WHERE "{KEY}" IS NOT NULL GROUP BY "{KEY}" HAVING count(*) > 1'
@@ -119,7 +174,7 @@ class Diff:
             f"FROM {CANDIDATES}"
         ).fetchall()[0]
         self.candidates = int(candidates) - int(dismissed_skips)
-        counts = DiffCounts(current=int(total), unchanged=0 if resend_all else int(unchanged))
+        counts = DiffCounts(current=int(total), unchanged=0 if self.resend_all else int(unchanged))
         duplicates = int(total) - int(null_keys) - int(candidates)
         for reason, count in (
             ("null destination key", null_keys),
@@ -138,6 +193,15 @@ class Diff:
             query = f'SELECT *, FALSE AS "{PREV_MARK}" FROM ({self._current_sql})'
             yield from _rebatched(self.cursor.sql(query), batch_rows)
             return
+        if self._differing is not None:  # `_one_pass` holds the rows to send
+            excluded = ", ".join(f'"{c}"' for c in DIFF_COLUMNS)
+            query = (
+                f"SELECT * EXCLUDE ({excluded}), "
+                f'"{P_HASH}" IS NOT NULL AS "{PREV_MARK}" FROM {DIFFERING} '
+                f'WHERE "{HASH}" IS NOT NULL AND "{D_HASH}" IS DISTINCT FROM "{HASH}"'
+            )
+            yield from _rebatched(self.cursor.sql(query), batch_rows)
+            return
         # a full resend counts every row as added, as if nothing had been sent before
         condition = "TRUE" if self.resend_all else f'"__prev_hash" IS DISTINCT FROM "{HASH}"'
         seen = "FALSE" if self.resend_all else '"__prev_hash" IS NOT NULL'
@@ -152,6 +216,12 @@ class Diff:
         """State rows of the previous snapshot whose key the current rows no longer hold."""
         if self._streamed:  # there was no previous snapshot
             return []
+        if self._differing is not None:
+            gone = self.cursor.execute(
+                f'SELECT "{P_KEY}", "{P_HASH}", "{P_SUBJECT}", "{P_SOURCE_KEY}", '
+                f'"{P_WRITTEN_AT}" FROM {DIFFERING} WHERE "{HASH}" IS NULL ORDER BY 1'
+            ).fetchall()
+            return [SyncedRow(*row) for row in gone]
         gone = self.cursor.execute(
             "SELECT p.key, p.row_hash, p.subject, p.source_key, p.written_at "
             f'FROM {PREVIOUS} p ANTI JOIN {CURRENT} c ON c."{KEY}" = p.key ORDER BY p.key'
