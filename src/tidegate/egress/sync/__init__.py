@@ -61,6 +61,7 @@ from tidegate.egress.sync.mapping import (
     KEY,
     SUBJECT,
     Mapping,
+    key_is_unique,
     resolve,
     rows_query,
     typed_key,
@@ -350,7 +351,7 @@ def _guarded_rows(cursor: Any, plan: AccessPlan, mapping: Mapping, keys: list[An
     if keys is not None:
         relations[CHANGED_RELATION] = pa.table({"k": pa.array([str(k) for k in keys], pa.string())})
     tree = rows_query(plan, mapping, f'{PRODUCTS}."{plan.product}"', partial=keys is not None)
-    return Diff(cursor, sql_text(tree), relations)
+    return Diff(cursor, sql_text(tree), relations, unique_keys=key_is_unique(plan, mapping))
 
 
 def _reconcile_inflight(

@@ -35,6 +35,7 @@ P_SOURCE_KEY, P_WRITTEN_AT = "__tidegate_prev_source_key", "__tidegate_prev_writ
 D_HASH = "__tidegate_dismissed_hash"
 DIFF_COLUMNS = (P_KEY, P_HASH, P_SUBJECT, P_SOURCE_KEY, P_WRITTEN_AT, D_HASH)
 PREV_MARK = "__in_previous"
+FIRST_BATCH_ROWS = 16_384  # the first batch of a first sync (see `_rebatched`)
 
 
 @dataclass
@@ -58,8 +59,19 @@ def _dismissed_table(dismissed: dict[str, str]) -> Any:
 class Diff:
     """One run's diff on one DuckDB cursor (the temporary table lives on that cursor)."""
 
-    def __init__(self, cursor: Any, current_sql: str, relations: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        cursor: Any,
+        current_sql: str,
+        relations: dict[str, Any],
+        *,
+        unique_keys: bool = False,
+    ) -> None:
+        """`unique_keys`: the caller knows every current row has a key, none shared
+        (`mapping.key_is_unique`); otherwise the diff counts them to find out."""
         self.cursor = cursor
+        self.unique_keys = unique_keys
+        self._previous_rows = 0
         self.resend_all = False
         self.candidates = 0  # rows that may be sent: non-null key, unique in this run
         for name, table in relations.items():
@@ -83,9 +95,14 @@ class Diff:
         """Counts of a sync with no state to diff against, when every key is non-null and
         unique (one pass over the keys only); None otherwise (then rows are skipped with
         their reasons, from the materialized rows)."""
-        total, keyed, distinct = self._key_counts()
-        if not (total == keyed == distinct):
-            return None
+        if self.unique_keys:
+            total = self.cursor.execute(f"SELECT count(*) FROM ({self._current_sql})").fetchall()[
+                0
+            ][0]
+        else:
+            total, keyed, distinct = self._key_counts()
+            if not (total == keyed == distinct):
+                return None
         self._streamed = True
         self.candidates = int(total)
         return DiffCounts(current=int(total))
@@ -100,6 +117,7 @@ class Diff:
                 return first
         self.cursor.register(PREVIOUS, previous)
         self.cursor.register(DISMISSED, _dismissed_table(dismissed))
+        self._previous_rows = int(previous.num_rows)
         if not self._materialized and not resend_all:  # a full resend streams (below)
             counts = self._one_pass()
             if counts is not None:
@@ -116,9 +134,11 @@ class Diff:
         to send and the removed rows are read. The unchanged rows are counted, never
         copied; no temporary table of every current row is built (that alone costs more
         than the join), and the rows to send are not read a second time."""
-        total, keyed, distinct = self._key_counts()
-        if not (total == keyed == distinct):
-            return None
+        total = None
+        if not self.unique_keys:
+            total, keyed, distinct = self._key_counts()
+            if not (total == keyed == distinct):
+                return None
         differing = self.cursor.sql(
             f'SELECT c.*, p.key AS "{P_KEY}", p.row_hash AS "{P_HASH}", '
             f'p.subject AS "{P_SUBJECT}", p.source_key AS "{P_SOURCE_KEY}", '
@@ -128,10 +148,14 @@ class Diff:
             f'WHERE c."{HASH}" IS DISTINCT FROM p.row_hash'
         ).to_arrow_table()
         self.cursor.register(DIFFERING, differing)
-        current, dismissed_skips = self.cursor.execute(
-            f'SELECT count("{HASH}"), count(*) FILTER (WHERE "{D_HASH}" = "{HASH}") '
-            f"FROM {DIFFERING}"
+        current, held, dismissed_skips = self.cursor.execute(
+            f'SELECT count("{HASH}"), count("{P_KEY}"), '
+            f'count(*) FILTER (WHERE "{D_HASH}" = "{HASH}") FROM {DIFFERING}'
         ).fetchall()[0]
+        if total is None:
+            # keys unique on both sides: each state row is either an unchanged current
+            # row or a differing row (changed or removed), so the rest are unchanged
+            total = self._previous_rows - int(held) + int(current)
         self._differing = differing
         self.candidates = int(total) - int(dismissed_skips)
         counts = DiffCounts(current=int(total), unchanged=int(total) - int(current))
@@ -191,7 +215,8 @@ class Diff:
 
         if self._streamed:  # nothing sent before: every row is added
             query = f'SELECT *, FALSE AS "{PREV_MARK}" FROM ({self._current_sql})'
-            yield from _rebatched(self.cursor.sql(query), batch_rows)
+            first = min(batch_rows, FIRST_BATCH_ROWS)
+            yield from _rebatched(self.cursor.sql(query), batch_rows, first=first)
             return
         if self._differing is not None:  # `_one_pass` holds the rows to send
             excluded = ", ".join(f'"{c}"' for c in DIFF_COLUMNS)
@@ -229,21 +254,25 @@ class Diff:
         return [SyncedRow(*row) for row in gone]
 
 
-def _rebatched(relation: Any, batch_rows: int) -> Iterator[Any]:
-    """A DuckDB relation's rows as Arrow tables of `batch_rows` (the last one shorter)."""
+def _rebatched(relation: Any, batch_rows: int, *, first: int | None = None) -> Iterator[Any]:
+    """A DuckDB relation's rows as Arrow tables of `batch_rows` (the last one shorter);
+    the first one of `first` rows when given: it leaves sooner, so the destination loads
+    it while DuckDB computes the rest (`Prefetch`) instead of waiting for a whole batch."""
     import pyarrow as pa
 
-    reader = relation.to_arrow_reader(min(batch_rows, 1 << 17))
+    wanted = first or batch_rows
+    reader = relation.to_arrow_reader(min(wanted, 1 << 17))
     pending: list[Any] = []
     size = 0
     for record_batch in reader:
         pending.append(record_batch)
         size += record_batch.num_rows
-        while size >= batch_rows:
+        while size >= wanted:
             table = pa.Table.from_batches(pending)
-            yield table.slice(0, batch_rows)
-            rest = table.slice(batch_rows)
+            yield table.slice(0, wanted)
+            rest = table.slice(wanted)
             pending, size = rest.to_batches(), rest.num_rows
+            wanted = batch_rows
     if size:
         yield pa.Table.from_batches(pending)
 
@@ -273,6 +302,7 @@ class SubjectTally:
         self._first: list[str] = []
 
     def add(self, subjects: Any) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         present = subjects.drop_null()
@@ -280,7 +310,12 @@ class SubjectTally:
             return
         distinct = present if self.one_per_row else pc.unique(present)
         self._count += len(distinct)
-        self._chunks.append(distinct)
+        # arrays, not chunked arrays: `pa.chunked_array` would take a chunked array for
+        # a Python iterable and convert it value by value (ten times `to_pylist`)
+        if isinstance(distinct, pa.ChunkedArray):
+            self._chunks.extend(distinct.chunks)
+        else:
+            self._chunks.append(distinct)
         first = distinct.take(pc.bottom_k_unstable(distinct, k=min(self.sample, len(distinct))))
         self._first = sorted(set(self._first) | {str(s) for s in first.to_pylist()})[: self.sample]
 
