@@ -42,6 +42,22 @@ def is_large(subjects: Sequence[str]) -> bool:
     return len(subjects) >= SET_MIN
 
 
+class ArrowSubjects(tuple[str, ...]):
+    """Subjects as a tuple that also holds them as an Arrow string array (`arrow`), and
+    says whether they are distinct already (`distinct`): `parts` then takes the array as
+    is instead of converting a million Python strings back to Arrow (a sync's subjects
+    come from Arrow columns)."""
+
+    arrow: Any
+    distinct: bool
+
+    def __new__(cls, array: Any, *, distinct: bool = False) -> ArrowSubjects:
+        made = super().__new__(cls, array.to_pylist())
+        made.arrow = array
+        made.distinct = distinct
+        return made
+
+
 def parts(subjects: Sequence[str]) -> list[str]:
     """The distinct `subjects`, in order, as parts of at most `PART_SIZE` lines each.
 
@@ -50,7 +66,10 @@ def parts(subjects: Sequence[str]) -> list[str]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    keys = pc.unique(pa.array(subjects, pa.string()))  # first occurrences, in order
+    if isinstance(subjects, ArrowSubjects):
+        keys = subjects.arrow if subjects.distinct else pc.unique(subjects.arrow)
+    else:
+        keys = pc.unique(pa.array(subjects, pa.string()))  # first occurrences, in order
     if pc.any(pc.match_substring_regex(keys, r"[\\\n]")).as_py():  # rare: escape
         keys = pc.replace_substring(keys, "\\", "\\\\")
         keys = pc.replace_substring(keys, SEPARATOR, "\\n")

@@ -22,6 +22,7 @@ from typing import Any
 
 from tidegate.egress.sync.mapping import HASH, KEY, SOURCE_KEY, SUBJECT
 from tidegate.meta.base import SyncedRow
+from tidegate.meta.subject_sets import ArrowSubjects
 
 CURRENT = "__tidegate_sync_current"
 PREVIOUS = "__tidegate_sync_previous"
@@ -339,7 +340,8 @@ class SubjectTally:
         merged = pa.chunked_array(self._chunks, type=self._chunks[0].type)
         if not self.one_per_row and len(self._chunks) > 1:
             merged = pc.unique(merged)
-        return tuple(pc.cast(merged, pa.string()).to_pylist())
+        text = pc.cast(merged, pa.string()).combine_chunks()
+        return ArrowSubjects(text, distinct=True)  # the audit store takes the array as is
 
 
 class Prefetch:
