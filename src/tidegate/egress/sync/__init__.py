@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.audit.log import AuditRecord
-from tidegate.egress.destinations.base import Destination, open_destination
+from tidegate.egress.destinations.base import Destination
 from tidegate.egress.sync.alerts import send_alerts
 from tidegate.egress.sync.apply import Sender
 from tidegate.egress.sync.diff import PREV_MARK, Diff, Prefetch, SubjectTally, state_table
@@ -66,9 +66,10 @@ from tidegate.egress.sync.mapping import (
     rows_query,
     typed_key,
 )
+from tidegate.egress.sync.opening import Opening
 from tidegate.egress.sync.overlap import Checkpoints
 from tidegate.egress.sync.report import ALREADY_GONE, NOT_FOUND, SyncReport, scrub
-from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
+from tidegate.errors import BadRequestError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
 from tidegate.observe.syncs import SyncLineage
 from tidegate.platform import Platform
@@ -245,29 +246,47 @@ def _run(
     name = cfg.name
     plan, mapping = plan_and_mapping(platform, cfg)
     report.notes += mapping.omitted
-    destination = open_destination(cfg.destination, platform.project.root, name)
-    caps = destination.capabilities
     write_mode = "upsert" if cfg.mode == "mirror" else cfg.mode
     # a product's key is unique: when it is also the subject, each row is one subject
     sent_subjects = SubjectTally(
         one_per_row=plan.subject_column is not None and plan.subject_column == plan.key_column,
         sample=SUBJECT_SAMPLE,
     )
-    sender: Sender | None = None
-    try:
-        if write_mode not in caps.modes:
-            raise DestinationError(
-                f"sync {name!r}: destination {destination.kind!r} does not support mode "
-                f"{cfg.mode!r} (it supports {', '.join(caps.modes)})"
-            )
-        destination.open(mapping.columns, mapping.key)
-        platform.meta.set_sync_target(name, destination.describe())
-        _reconcile_inflight(platform, destination, mapping, name, report)
-        rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
-        sender = Sender(destination, cfg.retry, min(rates) if rates else None)
-        batch_rows = _batch_rows(platform, cfg, destination)
-        with platform.warehouse.cursor() as cursor:
-            step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
+    opening = Opening(
+        cfg.destination,
+        platform.project.root,
+        name,
+        cfg.mode,
+        write_mode,
+        mapping.columns,
+        mapping.key,
+        inflight=bool(platform.meta.sync_inflight(name)),
+    )
+    with platform.warehouse.cursor() as cursor:
+        step: DiffPass | None = None
+        diff_error: Exception | None = None
+        if opening.ahead:  # the diff runs while the destination opens (`opening`)
+            try:
+                step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
+            except Exception as err:  # raised below, inside the run's audit scope
+                diff_error = err
+            except BaseException:
+                opening.abandon()
+                raise
+        destination = opening.destination()
+        sender: Sender | None = None
+        try:
+            opening.open()
+            platform.meta.set_sync_target(name, destination.describe())
+            if diff_error is not None:
+                raise diff_error
+            _reconcile_inflight(platform, destination, mapping, name, report)
+            caps = destination.capabilities
+            rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
+            sender = Sender(destination, cfg.retry, min(rates) if rates else None)
+            batch_rows = _batch_rows(platform, cfg, destination)
+            if step is None:
+                step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
             # lost consent goes first and is never held back by a breaker
             _remove(
                 platform, sender, plan, mapping, name, step.lost, report, batch_rows, consent=True
@@ -292,16 +311,16 @@ def _run(
                     f"left the product; mode {cfg.mode} does not delete (mirror does)",
                     len(step.gone),
                 )
-        platform.meta.compact_sync_state(name, COMPACT_AFTER)
-    except TidegateError as err:
-        report.run_error = err.message
-        raise
-    finally:
-        if sender is not None:
-            for reason, count in sender.retry_reasons.items():
-                report.retries[reason] = report.retries.get(reason, 0) + count
-        destination.close()
-        _audit_run(platform, plan, cfg, destination, report, sent_subjects)
+            platform.meta.compact_sync_state(name, COMPACT_AFTER)
+        except TidegateError as err:
+            report.run_error = err.message
+            raise
+        finally:
+            if sender is not None:
+                for reason, count in sender.retry_reasons.items():
+                    report.retries[reason] = report.retries.get(reason, 0) + count
+            destination.close()
+            _audit_run(platform, plan, cfg, destination, report, sent_subjects)
 
 
 def _blocked(platform: Platform, cfg: SyncConfig, step: DiffPass, report: SyncReport) -> bool:
