@@ -415,7 +415,9 @@ def _write_batches(
     meanwhile where a resend is harmless (`overlap`)."""
     fields = list(mapping.fields)
     with (
-        Checkpoints(overlap=mode != "insert") as checkpoints,
+        Checkpoints(
+            overlap=mode != "insert", several=diff.candidates > diff.first_batch_rows(batch_rows)
+        ) as checkpoints,
         Prefetch(diff.changed(batch_rows)) as batches,
     ):
         for table in batches:

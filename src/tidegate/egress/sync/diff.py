@@ -210,13 +210,17 @@ class Diff:
                 counts.skipped[reason] = int(count)
         return counts
 
+    def first_batch_rows(self, batch_rows: int) -> int:
+        """How many rows the first batch of `changed` holds at most."""
+        return min(batch_rows, FIRST_BATCH_ROWS) if self._streamed else batch_rows
+
     def changed(self, batch_rows: int) -> Iterator[Any]:
         """Added and changed rows as Arrow tables of at most `batch_rows`, with a boolean
         `__in_previous` (changed rather than added) beside the bookkeeping columns."""
 
         if self._streamed:  # nothing sent before: every row is added
             query = f'SELECT *, FALSE AS "{PREV_MARK}" FROM ({self._current_sql})'
-            first = min(batch_rows, FIRST_BATCH_ROWS)
+            first = self.first_batch_rows(batch_rows)
             yield from _rebatched(self.cursor.sql(query), batch_rows, first=first)
             return
         if self._differing is not None:  # `_one_pass` holds the rows to send
