@@ -58,6 +58,30 @@ def _ensure_built(platform: Platform) -> None:
 
 
 @contextmanager
+def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C (or SIGTERM, what a service manager sends) sets `stop`: the worker
+    finishes the micro-batch in hand, commits and closes in order. A second Ctrl-C stops
+    at once (KeyboardInterrupt; nothing is lost, the log delivers the batch again).
+
+    Without this, the interruption landed wherever the main thread was, often inside a
+    micro-batch's transaction, and a clean stop depended on where that was."""
+    import signal
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()  # nothing else here: the main thread may be inside a write
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, handle) for s in handled}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
 def _holding(platform: Platform) -> Iterator[None]:
     """Hold the project as its runtime: wait (as a standby, for as long as it takes) until
     this process holds the warehouse, then answer CLI commands on the admin socket
@@ -91,36 +115,47 @@ def run(
 ) -> None:
     """Worker, scheduler and API in one process: ingest, keep products fresh, serve.
 
-    Builds the products first if they were never built. Ctrl-C stops it.
+    Builds the products first if they were never built. Ctrl-C (or SIGTERM) stops it
+    cleanly: the API drains, the micro-batch in hand is applied and committed; a second
+    Ctrl-C stops at once.
     """
     from tidegate.api import create_app
     from tidegate.platform import Platform
     from tidegate.runtime.worker import run_worker
 
+    stop = threading.Event()
     with Platform.open(project_dir) as platform, _holding(platform):
         _ensure_built(platform)
         server = None
-        if serve:
-            from tidegate.demo.runner import BackgroundServer
 
-            settings = platform.project.config.serve
-            server = BackgroundServer(create_app(platform), port or settings.port)
-            if host:
-                server.server.config.host = host
-            server.start()
-            console.print(
-                f"serving [bold]{platform.project.name}[/bold] on "
-                f"http://{host or settings.host}:{server.port}; worker and scheduler running"
-            )
-        stop = threading.Event()
-        try:
-            run_worker(platform, stop=stop)
-        except KeyboardInterrupt:
+        def stopping() -> None:
             console.print("stopping…")
-        finally:
-            stop.set()
             if server is not None:
-                server.stop()
+                server.stop()  # in-flight requests end before the stores close
+
+        # from before the API starts: a Ctrl-C must never close the stores under it
+        with _stopping_on_signals(stop):
+            try:
+                if serve:
+                    from tidegate.demo.runner import BackgroundServer
+
+                    settings = platform.project.config.serve
+                    server = BackgroundServer(create_app(platform), port or settings.port)
+                    if host:
+                        server.server.config.host = host
+                    server.start()
+                    console.print(
+                        f"serving [bold]{platform.project.name}[/bold] on "
+                        f"http://{host or settings.host}:{server.port}; worker and scheduler"
+                        " running"
+                    )
+                run_worker(platform, stop=stop, on_stopping=stopping)
+            except KeyboardInterrupt:
+                console.print("stopped at once")
+            finally:
+                stop.set()
+                if server is not None:
+                    server.stop()
 
 
 def worker(
@@ -137,7 +172,8 @@ def worker(
 
     With the embedded DuckDB store one process writes the warehouse: an extra worker is a
     hot standby that says what it waits for, and joins the consumer group once it holds
-    the warehouse (when the first one stops or dies).
+    the warehouse (when the first one stops or dies). Ctrl-C (or SIGTERM) stops it after
+    the micro-batch in hand; a second Ctrl-C at once.
     """
     from tidegate.platform import Platform
     from tidegate.runtime.worker import run_worker
@@ -145,10 +181,19 @@ def worker(
     with Platform.open(project_dir) as platform, _holding(platform):
         _ensure_built(platform)
         console.print(f"worker of group [bold]{group}[/bold] running; Ctrl-C stops it")
+        stop = threading.Event()
         try:
-            run_worker(platform, group=group, max_records=max_records, schedule=schedule)
+            with _stopping_on_signals(stop):
+                run_worker(
+                    platform,
+                    group=group,
+                    max_records=max_records,
+                    schedule=schedule,
+                    stop=stop,
+                    on_stopping=lambda: console.print("stopping…"),
+                )
         except KeyboardInterrupt:
-            console.print("stopping…")
+            console.print("stopped at once")
 
 
 # ---------------------------------------------------------------- dlq

@@ -25,6 +25,7 @@ stream is at-least-once: after a crash in step 4, a change may be published twic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -376,7 +377,7 @@ class StreamWorker:
                     db.unregister("__tidegate_pending")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         self._published_pending = False
         return deltas
@@ -498,6 +499,16 @@ class StreamWorker:
         return sum(len(keys) for keys in by_product.values())
 
 
+def _rollback(db: Any) -> None:
+    """Roll back what the failed batch began. An interruption (a second Ctrl-C) can land
+    after COMMIT took effect or before BEGIN did: then there is nothing to roll back, and
+    DuckDB's complaint must not hide the interruption itself."""
+    import duckdb
+
+    with contextlib.suppress(duckdb.TransactionException):
+        db.execute("ROLLBACK")
+
+
 def _by_topic(records: Sequence[Record]) -> dict[str, list[int]]:
     """Positions of `records`, by topic."""
     positions: dict[str, list[int]] = defaultdict(list)
@@ -530,9 +541,15 @@ def run_worker(
     schedule: bool = True,
     session_timeout: float = 10.0,
     instance_id: str | None = None,
+    on_stopping: Callable[[], None] | None = None,
 ) -> None:
     """Consume until `stop` (a threading.Event) is set: poll, apply, commit; and, between
     batches, the scheduler's rebuilds, drop folders and retention.
+
+    `stop` is checked between micro-batches, so a batch in hand is applied, published and
+    committed before the worker ends (the CLI sets it on Ctrl-C and SIGTERM);
+    `on_stopping` runs first thing once the loop ends, before anything is closed (`tidegate
+    run` stops its API there, so no request meets a closed store).
 
     A log that goes away (a Kafka broker restarting) does not stop the worker: a batch
     that could not be applied or published is retried, after `recover()` published what
@@ -598,6 +615,8 @@ def run_worker(
                 except ServiceUnavailableError as err:
                     log.warning("scheduler: %s; trying again at the next tick", err.message)
     finally:
+        if on_stopping is not None:
+            on_stopping()
         capture_stop.set()
         capture.join()
         if uncommitted:
