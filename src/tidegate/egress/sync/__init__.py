@@ -170,17 +170,36 @@ class DiffPass:
     gone: list[SyncedRow]  # held rows that left the product
 
 
-def plan_and_mapping(platform: Platform, cfg: SyncConfig) -> tuple[AccessPlan, Mapping]:
-    """The guard's plan for the sync's purpose and the field mapping through it."""
+def plan_and_mapping(
+    platform: Platform, cfg: SyncConfig, cursor: Any = None
+) -> tuple[AccessPlan, Mapping]:
+    """The guard's plan for the sync's purpose and the field mapping through it; with
+    the run's warehouse `cursor`, the product's presence is probed on it (cheaper than a
+    catalog query on a cursor of its own)."""
     context = AccessContext(principal=f"sync:{cfg.name}", roles=(), purpose=cfg.purpose)
     plan = guard_of(platform).plan(context, cfg.product, check_roles=False)
     ensure_purged(platform)  # erased subjects never go out, even if sources still hold them
-    if not platform.warehouse.has_relation(PRODUCTS, cfg.product):
+    if cursor is not None:
+        live = _is_live(cursor, cfg.product)
+    else:
+        live = platform.warehouse.has_relation(PRODUCTS, cfg.product)
+    if not live:
         raise NotFoundError(
             f"sync {cfg.name!r}: product {cfg.product!r} has no live version yet; "
             f"build it first (tidegate build)"
         )
     return plan, resolve(cfg, plan)
+
+
+def _is_live(cursor: Any, product: str) -> bool:
+    """Whether the product has a live version (its view in PRODUCTS resolves)."""
+    import duckdb
+
+    try:
+        cursor.execute(f'SELECT * FROM {PRODUCTS}."{product}" LIMIT 0').fetchall()
+    except duckdb.CatalogException:
+        return False
+    return True
 
 
 def diff_pass(
@@ -243,8 +262,21 @@ def _product_rows(cursor: Any, plan: AccessPlan, keys: list[Any] | None) -> int:
 def _run(
     platform: Platform, cfg: SyncConfig, report: SyncReport, *, full: bool, keys: list[Any] | None
 ) -> None:
+    with platform.warehouse.cursor() as cursor:
+        _run_on(platform, cursor, cfg, report, full=full, keys=keys)
+
+
+def _run_on(
+    platform: Platform,
+    cursor: Any,
+    cfg: SyncConfig,
+    report: SyncReport,
+    *,
+    full: bool,
+    keys: list[Any] | None,
+) -> None:
     name = cfg.name
-    plan, mapping = plan_and_mapping(platform, cfg)
+    plan, mapping = plan_and_mapping(platform, cfg, cursor)
     report.notes += mapping.omitted
     write_mode = "upsert" if cfg.mode == "mirror" else cfg.mode
     # a product's key is unique: when it is also the subject, each row is one subject
@@ -262,65 +294,62 @@ def _run(
         mapping.key,
         inflight=bool(platform.meta.sync_inflight(name)),
     )
-    with platform.warehouse.cursor() as cursor:
-        step: DiffPass | None = None
-        diff_error: Exception | None = None
-        if opening.ahead:  # the diff runs while the destination opens (`opening`)
-            try:
-                step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
-            except Exception as err:  # raised below, inside the run's audit scope
-                diff_error = err
-            except BaseException:
-                opening.abandon()
-                raise
-        destination = opening.destination()
-        sender: Sender | None = None
+    step: DiffPass | None = None
+    diff_error: Exception | None = None
+    if opening.ahead:  # the diff runs while the destination opens (`opening`)
         try:
-            opening.open()
-            platform.meta.set_sync_target(name, destination.describe())
-            if diff_error is not None:
-                raise diff_error
-            _reconcile_inflight(platform, destination, mapping, name, report)
-            caps = destination.capabilities
-            rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
-            sender = Sender(destination, cfg.retry, min(rates) if rates else None)
-            batch_rows = _batch_rows(platform, cfg, destination)
-            if step is None:
-                step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
-            # lost consent goes first and is never held back by a breaker
-            _remove(
-                platform, sender, plan, mapping, name, step.lost, report, batch_rows, consent=True
-            )
-            if keys is None and _blocked(platform, cfg, step, report):
-                return
-            _write_batches(
-                platform,
-                sender,
-                step.diff,
-                write_mode,
-                mapping,
-                batch_rows,
-                name,
-                report,
-                sent_subjects,
-            )
-            if cfg.mode == "mirror":
-                _remove(platform, sender, plan, mapping, name, step.gone, report, batch_rows)
-            else:
-                report.skip(
-                    f"left the product; mode {cfg.mode} does not delete (mirror does)",
-                    len(step.gone),
-                )
-            platform.meta.compact_sync_state(name, COMPACT_AFTER)
-        except TidegateError as err:
-            report.run_error = err.message
+            step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
+        except Exception as err:  # raised below, inside the run's audit scope
+            diff_error = err
+        except BaseException:
+            opening.abandon()
             raise
-        finally:
-            if sender is not None:
-                for reason, count in sender.retry_reasons.items():
-                    report.retries[reason] = report.retries.get(reason, 0) + count
-            destination.close()
-            _audit_run(platform, plan, cfg, destination, report, sent_subjects)
+    destination = opening.destination()
+    sender: Sender | None = None
+    try:
+        opening.open()
+        platform.meta.set_sync_target(name, destination.describe())
+        if diff_error is not None:
+            raise diff_error
+        _reconcile_inflight(platform, destination, mapping, name, report)
+        caps = destination.capabilities
+        rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
+        sender = Sender(destination, cfg.retry, min(rates) if rates else None)
+        batch_rows = _batch_rows(platform, cfg, destination)
+        if step is None:
+            step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
+        # lost consent goes first and is never held back by a breaker
+        _remove(platform, sender, plan, mapping, name, step.lost, report, batch_rows, consent=True)
+        if keys is None and _blocked(platform, cfg, step, report):
+            return
+        _write_batches(
+            platform,
+            sender,
+            step.diff,
+            write_mode,
+            mapping,
+            batch_rows,
+            name,
+            report,
+            sent_subjects,
+        )
+        if cfg.mode == "mirror":
+            _remove(platform, sender, plan, mapping, name, step.gone, report, batch_rows)
+        else:
+            report.skip(
+                f"left the product; mode {cfg.mode} does not delete (mirror does)",
+                len(step.gone),
+            )
+        platform.meta.compact_sync_state(name, COMPACT_AFTER)
+    except TidegateError as err:
+        report.run_error = err.message
+        raise
+    finally:
+        if sender is not None:
+            for reason, count in sender.retry_reasons.items():
+                report.retries[reason] = report.retries.get(reason, 0) + count
+        destination.close()
+        _audit_run(platform, plan, cfg, destination, report, sent_subjects)
 
 
 def _blocked(platform: Platform, cfg: SyncConfig, step: DiffPass, report: SyncReport) -> bool:
