@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.audit.log import AuditRecord
-from tidegate.egress.destinations.base import Destination
+from tidegate.egress.destinations.base import Capabilities, Destination
 from tidegate.egress.sync.alerts import send_alerts
 from tidegate.egress.sync.apply import Sender
 from tidegate.egress.sync.diff import PREV_MARK, Diff, Prefetch, SubjectTally, state_table
@@ -296,15 +296,25 @@ def _run_on(
     )
     step: DiffPass | None = None
     diff_error: Exception | None = None
+    early: Prefetch | None = None
     if opening.ahead:  # the diff runs while the destination opens (`opening`)
         try:
             step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
+            # and DuckDB starts on the rows to send (only reading; nothing leaves before
+            # the removals and the breakers below)
+            rows = _batch_rows(platform, cfg, opening.capabilities)
+            early = Prefetch(step.diff.changed(rows))
         except Exception as err:  # raised below, inside the run's audit scope
             diff_error = err
         except BaseException:
             opening.abandon()
             raise
-    destination = opening.destination()
+    try:
+        destination = opening.destination()
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     sender: Sender | None = None
     try:
         opening.open()
@@ -315,7 +325,7 @@ def _run_on(
         caps = destination.capabilities
         rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
         sender = Sender(destination, cfg.retry, min(rates) if rates else None)
-        batch_rows = _batch_rows(platform, cfg, destination)
+        batch_rows = _batch_rows(platform, cfg, caps)
         if step is None:
             step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
         # lost consent goes first and is never held back by a breaker
@@ -332,6 +342,7 @@ def _run_on(
             name,
             report,
             sent_subjects,
+            early,
         )
         if cfg.mode == "mirror":
             _remove(platform, sender, plan, mapping, name, step.gone, report, batch_rows)
@@ -345,6 +356,8 @@ def _run_on(
         report.run_error = err.message
         raise
     finally:
+        if early is not None:
+            early.close()  # when the run stopped before sending (it is closed once sent)
         if sender is not None:
             for reason, count in sender.retry_reasons.items():
                 report.retries[reason] = report.retries.get(reason, 0) + count
@@ -377,10 +390,9 @@ def _blocked(platform: Platform, cfg: SyncConfig, step: DiffPass, report: SyncRe
     return True
 
 
-def _batch_rows(platform: Platform, cfg: SyncConfig, destination: Destination) -> int:
+def _batch_rows(platform: Platform, cfg: SyncConfig, caps: Capabilities) -> int:
     """The sync's `batch_rows`; else the project default when it sets one; else the
     destination's preferred batch (bulk destinations load faster in big batches)."""
-    caps = destination.capabilities
     defaults = platform.project.config.defaults
     if cfg.batch_rows:
         wanted = cfg.batch_rows
@@ -437,17 +449,19 @@ def _write_batches(
     name: str,
     report: SyncReport,
     sent_subjects: SubjectTally,
+    started: Prefetch | None = None,
 ) -> None:
     """Send the added and changed rows batch by batch, each one checkpointed; the rows
     stay Arrow from DuckDB to the destination and into the sync state. The next batch
     is read from DuckDB while the current one is sent, and the one before is checkpointed
-    meanwhile where a resend is harmless (`overlap`)."""
+    meanwhile where a resend is harmless (`overlap`). `started`: the reading of
+    `diff.changed(batch_rows)` already under way."""
     fields = list(mapping.fields)
     with (
         Checkpoints(
             overlap=mode != "insert", several=diff.candidates > diff.first_batch_rows(batch_rows)
         ) as checkpoints,
-        Prefetch(diff.changed(batch_rows)) as batches,
+        started or Prefetch(diff.changed(batch_rows)) as batches,
     ):
         for table in batches:
             _write_batch(

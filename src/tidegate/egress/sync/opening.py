@@ -48,7 +48,8 @@ class Opening:
         inflight: bool,
     ) -> None:
         self._args = (config, root, sync, mode, write_mode, columns, key)
-        self.ahead = not inflight and destination_class(config.type).capabilities.opens_concurrently
+        self.capabilities = destination_class(config.type).capabilities
+        self.ahead = not inflight and self.capabilities.opens_concurrently
         self._destination: Destination | None = None
         self._construct_error: BaseException | None = None
         self._open_error: BaseException | None = None
