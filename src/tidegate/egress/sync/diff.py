@@ -73,6 +73,7 @@ class Diff:
         self.cursor = cursor
         self.unique_keys = unique_keys
         self._previous_rows = 0
+        self._dismissed_rows = 0
         self.resend_all = False
         self.candidates = 0  # rows that may be sent: non-null key, unique in this run
         for name, table in relations.items():
@@ -119,6 +120,7 @@ class Diff:
         self.cursor.register(PREVIOUS, previous)
         self.cursor.register(DISMISSED, _dismissed_table(dismissed))
         self._previous_rows = int(previous.num_rows)
+        self._dismissed_rows = len(dismissed)
         if not self._materialized and not resend_all:  # a full resend streams (below)
             counts = self._one_pass()
             if counts is not None:
@@ -140,19 +142,27 @@ class Diff:
             total, keyed, distinct = self._key_counts()
             if not (total == keyed == distinct):
                 return None
+        # no dismissed refusals (the usual case): no join with them at all
+        dismissed = "CAST(NULL AS VARCHAR)" if not self._dismissed_rows else "d.row_hash"
+        join_dismissed = (
+            f' LEFT JOIN {DISMISSED} d ON d.key = c."{KEY}"' if self._dismissed_rows else ""
+        )
         differing = self.cursor.sql(
             f'SELECT c.*, p.key AS "{P_KEY}", p.row_hash AS "{P_HASH}", '
             f'p.subject AS "{P_SUBJECT}", p.source_key AS "{P_SOURCE_KEY}", '
-            f'p.written_at AS "{P_WRITTEN_AT}", d.row_hash AS "{D_HASH}" '
+            f'p.written_at AS "{P_WRITTEN_AT}", {dismissed} AS "{D_HASH}" '
             f"FROM ({self._current_sql}) c FULL OUTER JOIN {PREVIOUS} p "
-            f'ON p.key = c."{KEY}" LEFT JOIN {DISMISSED} d ON d.key = c."{KEY}" '
+            f'ON p.key = c."{KEY}"{join_dismissed} '
             f'WHERE c."{HASH}" IS DISTINCT FROM p.row_hash'
         ).to_arrow_table()
         self.cursor.register(DIFFERING, differing)
-        current, held, dismissed_skips = self.cursor.execute(
-            f'SELECT count("{HASH}"), count("{P_KEY}"), '
-            f'count(*) FILTER (WHERE "{D_HASH}" = "{HASH}") FROM {DIFFERING}'
-        ).fetchall()[0]
+        current = len(differing) - differing.column(HASH).null_count
+        held = len(differing) - differing.column(P_KEY).null_count
+        dismissed_skips = 0
+        if self._dismissed_rows:
+            dismissed_skips = self.cursor.execute(
+                f'SELECT count(*) FROM {DIFFERING} WHERE "{D_HASH}" = "{HASH}"'
+            ).fetchall()[0][0]
         if total is None:
             # keys unique on both sides: each state row is either an unchanged current
             # row or a differing row (changed or removed), so the rest are unchanged
