@@ -1,14 +1,22 @@
 """The diff, in DuckDB: current mapped rows against the previous (key, hash) snapshot.
 
-The current rows (a temporary table on the run's own cursor) and the previous state
-(Arrow, from the metadata store) are joined; a first sync (no state, nothing dismissed)
-whose keys one pass shows non-null and unique has nothing to join: its rows stream
-straight from the guarded query, their hashes computed while earlier batches are sent,
-with no temporary table built first (`compare`); the changed rows stream out in Arrow
-record batches, so a large product never becomes a list of Python dicts, and the state
-of a sent batch is taken from its Arrow columns (`state_table`). Rows with a null or
-duplicated destination key, and rows whose refusal was dismissed and that have not
-changed since, are skipped and counted with their reason.
+Three paths, one result (tests/egress/test_sync_diff_paths.py holds them equal):
+
+* a first sync (no state, nothing dismissed) has nothing to join: its rows stream
+  straight from the guarded query, their hashes computed while earlier batches are
+  sent, the first batch small so the destination starts early (`_rebatched`);
+* otherwise, when the destination keys are non-null and unique (known from the mapping,
+  `unique_keys`, or counted in one pass over the keys), one full outer join of the
+  guarded rows with the state (Arrow, from the metadata store) keeps only the rows whose
+  hash differs, as Arrow (`_one_pass`): the counts, the rows to send and the removed
+  rows come from it, and the unchanged rows are only counted;
+* rows with a null or shared destination key, a partial run, or a full resend use a
+  temporary table of the current rows on the run's own cursor (`_compare_materialized`).
+
+The rows to send leave in Arrow batches, so a large product never becomes a list of
+Python dicts, and the state of a sent batch is taken from its Arrow columns
+(`state_table`). Rows with a null or duplicated destination key, and rows whose refusal
+was dismissed and that have not changed since, are skipped and counted with their reason.
 """
 
 from __future__ import annotations
