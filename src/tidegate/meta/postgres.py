@@ -333,29 +333,8 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
                 "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (%s, %s, %s, %s)",
                 [(r.seq, _bytes(r.body), r.prev_hash, r.hash) for r in records],
             )
-            sets = subject_sets.pending_rows(records) + [
-                (record.seq, record.subject_type, part, body)
-                for record in records
-                if subject_sets.is_large(record.subjects)
-                for part, body in enumerate(subject_sets.parts(record.subjects))
-            ]
-            if sets:
-                cur.executemany(
-                    "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
-                    " VALUES (%s, %s, %s, %s)",
-                    sets,
-                )
-        # the small lists of all the records (reads: one or a few subjects each) in one
-        # statement
-        self._insert_index(
-            conn,
-            [
-                (key, record.subject_type, record.seq)
-                for record in records
-                if len(record.subjects) < subject_sets.PENDING_MIN
-                for key in dict.fromkeys(record.subjects)
-            ],
-        )
+            subject_sets.insert_sets(cur, POSTGRES, records)
+        self._insert_index(conn, subject_sets.index_rows(records))
         if self._fold_clock.added(records):
             subject_sets.fold(conn, POSTGRES, self._insert_index)
 

@@ -303,27 +303,8 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
             "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
             [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
         )
-        sets = subject_sets.pending_rows(records) + [
-            (record.seq, record.subject_type, part, body)
-            for record in records
-            if subject_sets.is_large(record.subjects)
-            for part, body in enumerate(subject_sets.parts(record.subjects))
-        ]
-        if sets:
-            db.executemany(
-                "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
-                " VALUES (?, ?, ?, ?)",
-                sets,
-            )
-        self._insert_index(
-            db,
-            [
-                (key, record.subject_type, record.seq)
-                for record in records
-                if len(record.subjects) < subject_sets.PENDING_MIN
-                for key in record.subjects
-            ],
-        )
+        subject_sets.insert_sets(db.cursor(), SQLITE, records)
+        self._insert_index(db, subject_sets.index_rows(records))
         if self._fold_clock.added(records):
             # the pending lists' rows, once deleted, leave no clear key on freed pages
             previous = int(db.execute("PRAGMA secure_delete").fetchone()[0])

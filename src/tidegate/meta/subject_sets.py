@@ -105,12 +105,42 @@ class FoldClock:
         return due
 
 
-def pending_rows(records: Sequence[Any]) -> list[tuple[int, str, int, str]]:
-    """(record_seq, subject_type, PENDING, body) of the records whose list waits."""
+def set_rows(records: Sequence[Any]) -> list[tuple[int, str, int, str]]:
+    """(record_seq, subject_type, part, body) to store in `audit_subject_sets`: each
+    pending list as one part (`PENDING`), each large one as its parts."""
     return [
         (r.seq, r.subject_type, PENDING, parts(r.subjects)[0])
         for r in records
         if is_pending(r.subjects)
+    ] + [
+        (r.seq, r.subject_type, part, body)
+        for r in records
+        if is_large(r.subjects)
+        for part, body in enumerate(parts(r.subjects))
+    ]
+
+
+def insert_sets(cursor: Any, dialect: SqlDialect, records: Sequence[Any]) -> None:
+    """Store the set rows of `records` (`set_rows`) with a DB-API cursor."""
+    rows = set_rows(records)
+    if rows:
+        cursor.executemany(
+            dialect.sql(
+                "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
+                " VALUES (?, ?, ?, ?)"
+            ),
+            rows,
+        )
+
+
+def index_rows(records: Sequence[Any]) -> list[tuple[str, str, int]]:
+    """(subject_key, subject_type, record_seq) to insert in `audit_subjects` at once: the
+    small lists' (one or a few subjects: most reads), each key once per record."""
+    return [
+        (key, r.subject_type, r.seq)
+        for r in records
+        if len(r.subjects) < PENDING_MIN
+        for key in dict.fromkeys(r.subjects)
     ]
 
 
