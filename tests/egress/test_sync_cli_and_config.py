@@ -128,7 +128,7 @@ def test_transient_errors_back_off_exponentially_or_as_told() -> None:
     waits: list[float] = []
     policy = RetryPolicy(max_attempts=4, backoff="1s", multiplier=2.0, max_backoff="3s")
     sender = Sender(Picky(flaky=3), policy, None, sleep=waits.append)
-    assert sender.write(pa.table({"id": [1]}), "upsert").landed == [0]
+    assert list(sender.write(pa.table({"id": [1]}), "upsert").landed) == [0]
     assert [0.5 <= waits[0] <= 1.0, 1.0 <= waits[1] <= 2.0, 1.5 <= waits[2] <= 3.0] == [True] * 3
 
     told: list[float] = []

@@ -293,3 +293,15 @@ def test_a_first_sync_streams_and_one_keyed_by_a_shared_or_null_field_skips_thos
     assert (everyone.added, everyone.changed, everyone.skipped) == (6, 0, {})
     assert set(held(people.root, "everyone")) == set(range(1, 7))
     assert (again.added, again.changed, again.unchanged) == (0, 0, 6)
+
+
+def test_a_sync_of_a_product_never_built_says_to_build_it_first(people: Any) -> None:
+    from tidegate.errors import NotFoundError
+
+    people.set_rows([people.row(1)])
+    people.sync("crm", "purpose: ops\n" + SQLITE_DEST + "mode: upsert\ntrigger: manual\n")
+    with Platform.open(people.root) as platform, pytest.raises(NotFoundError, match="build it"):
+        run_sync(platform, "crm")
+    people.build()
+    with Platform.open(people.root) as platform:
+        assert run_sync(platform, "crm").added == 1

@@ -61,3 +61,21 @@ def test_without_overlap_each_checkpoint_is_committed_before_submit_returns() ->
     with Checkpoints(overlap=False) as checkpoints:
         checkpoints.submit(checkpoint, 0)
         assert done == [0]
+
+
+def test_a_run_known_to_send_several_batches_checkpoints_the_first_in_the_background() -> None:
+    release = threading.Event()
+    done: list[int] = []
+    caller = threading.get_ident()
+
+    def checkpoint(n: int) -> None:
+        assert threading.get_ident() != caller
+        assert release.wait(5)
+        done.append(n)
+
+    with Checkpoints(overlap=True, several=True) as checkpoints:
+        checkpoints.submit(checkpoint, 0)
+        assert done == []  # the caller sends the second batch meanwhile
+        release.set()
+        checkpoints.submit(checkpoint, 1)
+    assert done == [0, 1]

@@ -376,6 +376,48 @@ def test_large_subject_lists_are_found_and_renamed_whole_keys_only(
     assert [r.body for r in store.audit_records()] == ['{"a":1}', '{"a":2}', '{"a":3}']
 
 
+def _pending_lists(store: MetadataStore) -> int:
+    rows = store._query(  # type: ignore[attr-defined]
+        "SELECT count(*) FROM audit_subject_sets WHERE part = -1"
+    )
+    return int(rows[0][0])
+
+
+def test_medium_subject_lists_wait_as_sets_then_fold_into_the_index(
+    store: MetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 100-key read's list is written as one pending set (not 100 index inserts): found
+    and renamed like any set; a later append folds every pending list into the index
+    (keys unescaped whole), where it is found and renamed the same; a rename made before
+    the fold is what the index holds after it."""
+    from tidegate.meta import subject_sets
+
+    medium = (*(str(i) for i in range(100)), "a\nb", "x\\y", "7")  # "7" twice: one entry
+
+    def record(seq: int, subjects: tuple[str, ...], kind: str = "customer") -> StoredAuditRecord:
+        return StoredAuditRecord(seq, f'{{"n":{seq}}}', "p", f"h{seq}", subjects, kind)
+
+    store.append_audit_chained(lambda last: [record(1, ("1",))])  # a process's first: folds
+    store.append_audit_chained(lambda last: [record(2, medium), record(3, medium[:10], "")])
+    assert _pending_lists(store) == 2
+    assert store.audit_subject_seqs("7") == [2, 3]
+    assert store.audit_subject_seqs("7", "customer") == [2]
+    assert store.audit_subject_seqs("a\nb") == [2]
+    assert store.audit_subject_seqs("a") == []
+    assert store.redact_audit_subjects("5", None, "erased:5") == 2  # both pending lists
+    monkeypatch.setattr(subject_sets, "FOLD_SECONDS", 0.0)
+    store.append_audit_chained(lambda last: [record(4, (*medium[20:40], "7"))])  # due: folds
+    assert _pending_lists(store) == 0
+    assert store.audit_subject_seqs("7") == [2, 3, 4]
+    assert store.audit_subject_seqs("x\\y") == [2]
+    assert store.audit_subject_seqs("5") == []  # renamed before the fold, folded renamed
+    assert store.audit_subject_seqs("erased:5") == [2, 3]
+    assert store.audit_subject_seqs("99", "customer") == [2]
+    assert store.redact_audit_subjects("99", None, "erased:99") == 1  # now an index row
+    assert store.audit_subject_seqs("erased:99") == [2]
+    assert [r.body for r in store.audit_records()] == [f'{{"n":{i}}}' for i in (1, 2, 3, 4)]
+
+
 def test_audit_anchor_moves_by_compare_and_set(store: MetadataStore) -> None:
     assert store.audit_anchor() is None
     assert store.move_audit_anchor("one", None)

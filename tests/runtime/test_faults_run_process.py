@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +24,53 @@ pytestmark = pytest.mark.slow
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
 
 
-def test_run_ingests_serves_and_stops_on_sigint(built_stream_project: Path) -> None:
-    with Platform.open(built_stream_project) as platform:
-        ingest = "Bearer " + create_key(platform.meta, "shop-backend", ["ingester"])[0]
-        support = "Bearer " + create_key(platform.meta, "desk", ["support_agent"])[0]
+def _start_run(root: Path) -> tuple[Any, httpx.Client]:
+    """`tidegate run` on a free port, and a client of its API once it answers."""
     port = _free_port(0)
     process = subprocess.Popen(
-        [TIDEGATE, "run", "-p", str(built_stream_project), "--port", str(port)],
+        [TIDEGATE, "run", "-p", str(root), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    def up() -> bool:
+        assert process.poll() is None, process.communicate()
+        try:
+            return client.get("/v1/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        faults.wait_until(up, 60, "the API of `tidegate run`")
+    except BaseException:
+        client.close()
+        process.kill()
+        process.communicate()
+        raise
+    return process, client
 
-            def up() -> bool:
-                assert process.poll() is None, process.communicate()
-                try:
-                    return client.get("/v1/health").status_code == 200
-                except httpx.TransportError:
-                    return False
 
-            faults.wait_until(up, 60, "the API of `tidegate run`")
+def _stop(process: Any) -> tuple[str, str]:
+    """SIGINT, and the output once it ended (failing if it ignored the signal)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"`tidegate run` ignored SIGINT\n{out}\n{err}") from None
+    return str(out), str(err)
+
+
+def test_run_ingests_serves_and_stops_on_sigint(built_stream_project: Path) -> None:
+    with Platform.open(built_stream_project) as platform:
+        ingest = "Bearer " + create_key(platform.meta, "shop-backend", ["ingester"])[0]
+        support = "Bearer " + create_key(platform.meta, "desk", ["support_agent"])[0]
+    process, client = _start_run(built_stream_project)
+    try:
+        with closing(client):
 
             def customer(key: int) -> dict[str, Any]:
                 response = client.get(
@@ -77,14 +103,7 @@ def test_run_ingests_serves_and_stops_on_sigint(built_stream_project: Path) -> N
             )
             assert customer(5)["revenue"] == 20.0
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            out, err = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-            raise AssertionError(f"`tidegate run` ignored SIGINT\n{out}\n{err}") from None
+        out, err = _stop(process)
     assert process.returncode in (0, 130), (process.returncode, out, err)
     assert "Traceback" not in out + err
     assert "stopping" in out
@@ -95,26 +114,11 @@ def _sigint_under_load(root: Path, ingest: str, sent: int) -> tuple[int, Any, st
     (orders accepted so far, exit code, stdout, stderr)."""
     import threading
 
-    port = _free_port(0)
-    process = subprocess.Popen(
-        [TIDEGATE, "run", "-p", str(root), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, client = _start_run(root)
     stop = threading.Event()
     accepted = [sent]
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-
-            def up() -> bool:
-                assert process.poll() is None, process.communicate()
-                try:
-                    return client.get("/v1/health").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            faults.wait_until(up, 60, "the API of `tidegate run`")
+        with closing(client):
 
             def post() -> None:
                 while not stop.is_set():
@@ -137,13 +141,7 @@ def _sigint_under_load(root: Path, ingest: str, sent: int) -> tuple[int, Any, st
             poster = threading.Thread(target=post, daemon=True)
             poster.start()
             faults.wait_until(lambda: accepted[0] >= sent + 2_000, 60, "orders accepted")
-            process.send_signal(signal.SIGINT)
-            try:
-                out, err = process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                out, err = process.communicate()
-                raise AssertionError(f"`tidegate run` ignored SIGINT\n{out}\n{err}") from None
+            out, err = _stop(process)
             stop.set()
             poster.join(30)
     finally:

@@ -88,6 +88,10 @@ def _where(dsn: str, schema: str) -> str:
     return f"PostgreSQL {host}:{port}/{db} schema {schema}"
 
 
+#: the audit's write lock: appends (and the folds they run) and redactions take it
+_AUDIT_LOCK = "SELECT value FROM meta_heads WHERE name = 'audit' FOR UPDATE"
+
+
 class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataStore):
     capabilities = registry.POSTGRES
 
@@ -95,6 +99,7 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
         self.schema = schema
         self._where = _where(dsn, schema)
         self._pool = Pool(dsn, pool_size, schema)
+        self._fold_clock = subject_sets.FoldClock()  # when pending audit lists are folded
         self._migrate()
         self._parts = (
             SqlFreshness(self, POSTGRES),
@@ -316,8 +321,11 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
     def _audit_row(row: Sequence[Any]) -> StoredAuditRecord:
         return StoredAuditRecord(int(row[0]), _text(row[1]), _text(row[2]), _text(row[3]))
 
-    @staticmethod
-    def _insert_audit(conn: Any, records: Sequence[StoredAuditRecord]) -> None:
+    def _insert_audit(self, conn: Any, records: Sequence[StoredAuditRecord]) -> None:
+        """The records and their subjects: small lists one indexed row per subject, large
+        ones as a few text parts, medium ones pending until `subject_sets.fold` (see
+        there), folded here when it is time, under the audit head's row lock, which a
+        redaction takes too."""
         if not records:
             return
         with conn.cursor() as cur:
@@ -325,33 +333,20 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
                 "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (%s, %s, %s, %s)",
                 [(r.seq, _bytes(r.body), r.prev_hash, r.hash) for r in records],
             )
-            # large lists as a few text parts (see `subject_sets`); the small ones of all
-            # the records (reads: one or a few subjects each) in one statement
-            sets = [
-                (record.seq, record.subject_type, part, body)
-                for record in records
-                if subject_sets.is_large(record.subjects)
-                for part, body in enumerate(subject_sets.parts(record.subjects))
-            ]
-            small = [
-                (key, record.subject_type, record.seq)
-                for record in records
-                if not subject_sets.is_large(record.subjects)
-                for key in dict.fromkeys(record.subjects)
-            ]
-            if sets:
-                cur.executemany(
-                    "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
-                    " VALUES (%s, %s, %s, %s)",
-                    sets,
-                )
-            if small:
-                cur.execute(
-                    "INSERT INTO audit_subjects (subject_key, subject_type, record_seq)"
-                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
-                    " ON CONFLICT DO NOTHING",
-                    tuple(list(column) for column in zip(*small, strict=True)),
-                )
+            subject_sets.insert_sets(cur, POSTGRES, records)
+        self._insert_index(conn, subject_sets.index_rows(records))
+        if self._fold_clock.added(records):
+            subject_sets.fold(conn, POSTGRES, self._insert_index)
+
+    @staticmethod
+    def _insert_index(conn: Any, rows: Sequence[tuple[str, str, int]]) -> None:
+        if rows:
+            conn.execute(
+                "INSERT INTO audit_subjects (subject_key, subject_type, record_seq)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                " ON CONFLICT DO NOTHING",
+                tuple(list(column) for column in zip(*rows, strict=True)),
+            )
 
     def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
         typed = "" if subject_type is None else " AND subject_type = %s"
@@ -370,6 +365,7 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
         where = "subject_key = %s" + ("" if subject_type is None else " AND subject_type = %s")
         params = (subject_key,) if subject_type is None else (subject_key, subject_type)
         with self._tx() as conn:
+            conn.execute(_AUDIT_LOCK)  # no fold of pending lists in the middle of this
             # an entry already under the pseudonym (a second erasure) is a duplicate: drop it
             conn.execute(
                 f"DELETE FROM audit_subjects a WHERE {where.replace('subject_', 'a.subject_')}"
@@ -393,7 +389,7 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
         self, chain: Callable[[StoredAuditRecord | None], list[StoredAuditRecord]]
     ) -> list[StoredAuditRecord]:
         with self._tx() as conn:
-            conn.execute("SELECT value FROM meta_heads WHERE name = 'audit' FOR UPDATE")
+            conn.execute(_AUDIT_LOCK)
             found = conn.execute(f"{self._AUDIT} ORDER BY seq DESC LIMIT 1").fetchall()
             records = chain(self._audit_row(found[0]) if found else None)
             self._insert_audit(conn, records)
@@ -405,6 +401,7 @@ class PostgresMetadataStore(PostgresErasureMixin, PostgresSyncMixin, MetadataSto
 
     def append_audit(self, records: Sequence[StoredAuditRecord]) -> None:
         with self._tx() as conn:
+            conn.execute(_AUDIT_LOCK)  # a fold and a redaction never interleave
             self._insert_audit(conn, records)
 
     def audit_records(

@@ -61,6 +61,7 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
         )
         self._watch_seen: int | None = None
         self._token = 0
+        self._fold_clock = subject_sets.FoldClock()  # when pending audit lists are folded
         self._parts = (
             SqlFreshness(self, SQLITE),
             SqlDeadLetters(self, SQLITE),
@@ -286,44 +287,41 @@ class SqliteMetadataStore(SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
         with self._tx() as db:
             found = db.execute(f"{self._AUDIT} ORDER BY seq DESC LIMIT 1").fetchall()
             records = chain(self._audit_row(found[0]) if found else None)
-            db.executemany(
-                "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
-                [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
-            )
-            self._insert_audit_subjects(db, records)
+            self._insert_audit(db, records)
         return records
 
     def append_audit(self, records: Sequence[StoredAuditRecord]) -> None:
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
-                [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
-            )
-            self._insert_audit_subjects(db, records)
+            self._insert_audit(db, records)
+
+    def _insert_audit(self, db: sqlite3.Connection, records: Sequence[StoredAuditRecord]) -> None:
+        """The records and their subjects: small lists one indexed row per subject, large
+        ones as a few text parts, medium ones pending until `subject_sets.fold` (see
+        there); the pending lists are folded here when it is time, under this write
+        transaction, which no redaction can interleave with."""
+        db.executemany(
+            "INSERT INTO audit_log (seq, body, prev_hash, hash) VALUES (?, ?, ?, ?)",
+            [(r.seq, r.body, r.prev_hash, r.hash) for r in records],
+        )
+        subject_sets.insert_sets(db.cursor(), SQLITE, records)
+        self._insert_index(db, subject_sets.index_rows(records))
+        if self._fold_clock.added(records):
+            # the pending lists' rows, once deleted, leave no clear key on freed pages
+            previous = int(db.execute("PRAGMA secure_delete").fetchone()[0])
+            db.execute("PRAGMA secure_delete = ON")
+            try:
+                subject_sets.fold(db, SQLITE, self._insert_index)
+            finally:
+                db.execute(f"PRAGMA secure_delete = {previous}")
 
     @staticmethod
-    def _insert_audit_subjects(
-        db: sqlite3.Connection, records: Sequence[StoredAuditRecord]
-    ) -> None:
-        """Small lists one indexed row per subject; large ones as a few text parts
-        (`subject_sets`: a million subjects in one statement, not a million B-tree
-        inserts)."""
-        for record in records:
-            if subject_sets.is_large(record.subjects):
-                db.executemany(
-                    "INSERT INTO audit_subject_sets (record_seq, subject_type, part, subjects)"
-                    " VALUES (?, ?, ?, ?)",
-                    (
-                        (record.seq, record.subject_type, part, body)
-                        for part, body in enumerate(subject_sets.parts(record.subjects))
-                    ),
-                )
-            elif record.subjects:
-                db.executemany(
-                    "INSERT OR IGNORE INTO audit_subjects (subject_key, subject_type, record_seq)"
-                    " VALUES (?, ?, ?)",
-                    ((key, record.subject_type, record.seq) for key in record.subjects),
-                )
+    def _insert_index(db: sqlite3.Connection, rows: Sequence[tuple[str, str, int]]) -> None:
+        if rows:
+            db.executemany(
+                "INSERT OR IGNORE INTO audit_subjects (subject_key, subject_type, record_seq)"
+                " VALUES (?, ?, ?)",
+                rows,
+            )
 
     def audit_subject_seqs(self, subject_key: str, subject_type: str | None = None) -> list[int]:
         typed = "" if subject_type is None else " AND subject_type = ?"

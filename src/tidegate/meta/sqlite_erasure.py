@@ -170,6 +170,9 @@ class _SecureDelete:
             depth = self._store.__dict__.get("_secure_depth", 0)
             self._store._secure_depth = depth + 1
             if depth == 0:
+                # restored after, not turned off: some builds (Debian's) have it on always
+                row = self._store._db.execute("PRAGMA secure_delete").fetchone()
+                self._store._secure_before = int(row[0]) if row else 0
                 self._store._db.execute("PRAGMA secure_delete = ON")
 
     def __exit__(self, *exc: object) -> None:
@@ -177,7 +180,8 @@ class _SecureDelete:
             self._store._secure_depth -= 1
             if self._store._secure_depth:
                 return
-            self._store._db.execute("PRAGMA secure_delete = OFF")
+            before = int(self._store.__dict__.get("_secure_before", 0))
+            self._store._db.execute(f"PRAGMA secure_delete = {before}")
             # a reader holding the WAL defers the truncation to the next checkpoint
             with contextlib.suppress(sqlite3.Error):
                 self._store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -42,6 +42,9 @@ class Capabilities:
     # a delete is one more record (a tombstone) and the deleted record stays readable
     # until the destination itself cleans up (Kafka compaction): `retention` says when
     delete_keeps_history: bool = False
+    # may be constructed and opened in one thread and used from another (a psycopg
+    # connection may; a sqlite3 one may not): then a sync opens it while it diffs
+    opens_concurrently: bool = False
 
 
 @dataclass(frozen=True)

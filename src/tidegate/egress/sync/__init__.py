@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.audit.log import AuditRecord
-from tidegate.egress.destinations.base import Destination, open_destination
+from tidegate.egress.destinations.base import Capabilities, Destination
 from tidegate.egress.sync.alerts import send_alerts
 from tidegate.egress.sync.apply import Sender
 from tidegate.egress.sync.diff import PREV_MARK, Diff, Prefetch, SubjectTally, state_table
@@ -61,13 +61,15 @@ from tidegate.egress.sync.mapping import (
     KEY,
     SUBJECT,
     Mapping,
+    key_is_unique,
     resolve,
     rows_query,
     typed_key,
 )
+from tidegate.egress.sync.opening import Opening
 from tidegate.egress.sync.overlap import Checkpoints
 from tidegate.egress.sync.report import ALREADY_GONE, NOT_FOUND, SyncReport, scrub
-from tidegate.errors import BadRequestError, DestinationError, NotFoundError, TidegateError
+from tidegate.errors import BadRequestError, NotFoundError, TidegateError
 from tidegate.meta.base import SyncedRow, SyncRowError
 from tidegate.observe.syncs import SyncLineage
 from tidegate.platform import Platform
@@ -168,17 +170,36 @@ class DiffPass:
     gone: list[SyncedRow]  # held rows that left the product
 
 
-def plan_and_mapping(platform: Platform, cfg: SyncConfig) -> tuple[AccessPlan, Mapping]:
-    """The guard's plan for the sync's purpose and the field mapping through it."""
+def plan_and_mapping(
+    platform: Platform, cfg: SyncConfig, cursor: Any = None
+) -> tuple[AccessPlan, Mapping]:
+    """The guard's plan for the sync's purpose and the field mapping through it; with
+    the run's warehouse `cursor`, the product's presence is probed on it (cheaper than a
+    catalog query on a cursor of its own)."""
     context = AccessContext(principal=f"sync:{cfg.name}", roles=(), purpose=cfg.purpose)
     plan = guard_of(platform).plan(context, cfg.product, check_roles=False)
     ensure_purged(platform)  # erased subjects never go out, even if sources still hold them
-    if not platform.warehouse.has_relation(PRODUCTS, cfg.product):
+    if cursor is not None:
+        live = _is_live(cursor, cfg.product)
+    else:
+        live = platform.warehouse.has_relation(PRODUCTS, cfg.product)
+    if not live:
         raise NotFoundError(
             f"sync {cfg.name!r}: product {cfg.product!r} has no live version yet; "
             f"build it first (tidegate build)"
         )
     return plan, resolve(cfg, plan)
+
+
+def _is_live(cursor: Any, product: str) -> bool:
+    """Whether the product has a live version (its view in PRODUCTS resolves)."""
+    import duckdb
+
+    try:
+        cursor.execute(f'SELECT * FROM {PRODUCTS}."{product}" LIMIT 0').fetchall()
+    except duckdb.CatalogException:
+        return False
+    return True
 
 
 def diff_pass(
@@ -241,61 +262,102 @@ def _product_rows(cursor: Any, plan: AccessPlan, keys: list[Any] | None) -> int:
 def _run(
     platform: Platform, cfg: SyncConfig, report: SyncReport, *, full: bool, keys: list[Any] | None
 ) -> None:
+    with platform.warehouse.cursor() as cursor:
+        _run_on(platform, cursor, cfg, report, full=full, keys=keys)
+
+
+def _run_on(
+    platform: Platform,
+    cursor: Any,
+    cfg: SyncConfig,
+    report: SyncReport,
+    *,
+    full: bool,
+    keys: list[Any] | None,
+) -> None:
     name = cfg.name
-    plan, mapping = plan_and_mapping(platform, cfg)
+    plan, mapping = plan_and_mapping(platform, cfg, cursor)
     report.notes += mapping.omitted
-    destination = open_destination(cfg.destination, platform.project.root, name)
-    caps = destination.capabilities
     write_mode = "upsert" if cfg.mode == "mirror" else cfg.mode
     # a product's key is unique: when it is also the subject, each row is one subject
     sent_subjects = SubjectTally(
         one_per_row=plan.subject_column is not None and plan.subject_column == plan.key_column,
         sample=SUBJECT_SAMPLE,
     )
+    opening = Opening(
+        cfg.destination,
+        platform.project.root,
+        name,
+        cfg.mode,
+        write_mode,
+        mapping.columns,
+        mapping.key,
+        inflight=bool(platform.meta.sync_inflight(name)),
+    )
+    step: DiffPass | None = None
+    diff_error: Exception | None = None
+    early: Prefetch | None = None
+    if opening.ahead:  # the diff runs while the destination opens (`opening`)
+        try:
+            step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
+            # and DuckDB starts on the rows to send (only reading; nothing leaves before
+            # the removals and the breakers below)
+            rows = _batch_rows(platform, cfg, opening.capabilities)
+            early = Prefetch(step.diff.changed(rows))
+        except Exception as err:  # raised below, inside the run's audit scope
+            diff_error = err
+        except BaseException:
+            opening.abandon()
+            raise
+    try:
+        destination = opening.destination()
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     sender: Sender | None = None
     try:
-        if write_mode not in caps.modes:
-            raise DestinationError(
-                f"sync {name!r}: destination {destination.kind!r} does not support mode "
-                f"{cfg.mode!r} (it supports {', '.join(caps.modes)})"
-            )
-        destination.open(mapping.columns, mapping.key)
+        opening.open()
         platform.meta.set_sync_target(name, destination.describe())
+        if diff_error is not None:
+            raise diff_error
         _reconcile_inflight(platform, destination, mapping, name, report)
+        caps = destination.capabilities
         rates = [r for r in (cfg.rate_limit, caps.rate_limit) if r]
         sender = Sender(destination, cfg.retry, min(rates) if rates else None)
-        batch_rows = _batch_rows(platform, cfg, destination)
-        with platform.warehouse.cursor() as cursor:
+        batch_rows = _batch_rows(platform, cfg, caps)
+        if step is None:
             step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=full, keys=keys)
-            # lost consent goes first and is never held back by a breaker
-            _remove(
-                platform, sender, plan, mapping, name, step.lost, report, batch_rows, consent=True
+        # lost consent goes first and is never held back by a breaker
+        _remove(platform, sender, plan, mapping, name, step.lost, report, batch_rows, consent=True)
+        if keys is None and _blocked(platform, cfg, step, report):
+            return
+        _write_batches(
+            platform,
+            sender,
+            step.diff,
+            write_mode,
+            mapping,
+            batch_rows,
+            name,
+            report,
+            sent_subjects,
+            early,
+        )
+        if cfg.mode == "mirror":
+            _remove(platform, sender, plan, mapping, name, step.gone, report, batch_rows)
+        else:
+            report.skip(
+                f"left the product; mode {cfg.mode} does not delete (mirror does)",
+                len(step.gone),
             )
-            if keys is None and _blocked(platform, cfg, step, report):
-                return
-            _write_batches(
-                platform,
-                sender,
-                step.diff,
-                write_mode,
-                mapping,
-                batch_rows,
-                name,
-                report,
-                sent_subjects,
-            )
-            if cfg.mode == "mirror":
-                _remove(platform, sender, plan, mapping, name, step.gone, report, batch_rows)
-            else:
-                report.skip(
-                    f"left the product; mode {cfg.mode} does not delete (mirror does)",
-                    len(step.gone),
-                )
         platform.meta.compact_sync_state(name, COMPACT_AFTER)
     except TidegateError as err:
         report.run_error = err.message
         raise
     finally:
+        if early is not None:
+            early.close()  # when the run stopped before sending (it is closed once sent)
         if sender is not None:
             for reason, count in sender.retry_reasons.items():
                 report.retries[reason] = report.retries.get(reason, 0) + count
@@ -328,10 +390,9 @@ def _blocked(platform: Platform, cfg: SyncConfig, step: DiffPass, report: SyncRe
     return True
 
 
-def _batch_rows(platform: Platform, cfg: SyncConfig, destination: Destination) -> int:
+def _batch_rows(platform: Platform, cfg: SyncConfig, caps: Capabilities) -> int:
     """The sync's `batch_rows`; else the project default when it sets one; else the
     destination's preferred batch (bulk destinations load faster in big batches)."""
-    caps = destination.capabilities
     defaults = platform.project.config.defaults
     if cfg.batch_rows:
         wanted = cfg.batch_rows
@@ -350,7 +411,7 @@ def _guarded_rows(cursor: Any, plan: AccessPlan, mapping: Mapping, keys: list[An
     if keys is not None:
         relations[CHANGED_RELATION] = pa.table({"k": pa.array([str(k) for k in keys], pa.string())})
     tree = rows_query(plan, mapping, f'{PRODUCTS}."{plan.product}"', partial=keys is not None)
-    return Diff(cursor, sql_text(tree), relations)
+    return Diff(cursor, sql_text(tree), relations, unique_keys=key_is_unique(plan, mapping))
 
 
 def _reconcile_inflight(
@@ -388,15 +449,19 @@ def _write_batches(
     name: str,
     report: SyncReport,
     sent_subjects: SubjectTally,
+    started: Prefetch | None = None,
 ) -> None:
     """Send the added and changed rows batch by batch, each one checkpointed; the rows
     stay Arrow from DuckDB to the destination and into the sync state. The next batch
     is read from DuckDB while the current one is sent, and the one before is checkpointed
-    meanwhile where a resend is harmless (`overlap`)."""
+    meanwhile where a resend is harmless (`overlap`). `started`: the reading of
+    `diff.changed(batch_rows)` already under way."""
     fields = list(mapping.fields)
     with (
-        Checkpoints(overlap=mode != "insert") as checkpoints,
-        Prefetch(diff.changed(batch_rows)) as batches,
+        Checkpoints(
+            overlap=mode != "insert", several=diff.candidates > diff.first_batch_rows(batch_rows)
+        ) as checkpoints,
+        started or Prefetch(diff.changed(batch_rows)) as batches,
     ):
         for table in batches:
             _write_batch(

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -92,7 +92,7 @@ class Outcome:
     find: not written, not in `landed`) are the destination's word when `confirmed`;
     otherwise the destination did not say and the engine counts from its own state."""
 
-    landed: list[int]
+    landed: Sequence[int]  # a range when every row landed: no list of a million ints
     refused: dict[int, str]
     existed: set[int] = field(default_factory=set)
     missing: set[int] = field(default_factory=set)
@@ -109,7 +109,7 @@ class Outcome:
 
     def merged(self, other: Outcome) -> Outcome:
         return Outcome(
-            self.landed + other.landed,
+            [*self.landed, *other.landed],
             {**self.refused, **other.refused},
             self.existed | other.existed,
             self.missing | other.missing,
@@ -181,11 +181,13 @@ class Sender:
             half = table.num_rows // 2
             left = self.write(table.slice(0, half), mode)
             return left.merged(self.write(table.slice(half), mode).shifted(half))
+        every = range(table.num_rows)
         if isinstance(said, Written):
-            landed = [i for i in range(table.num_rows) if i not in said.missing]
-            return Outcome(landed, {}, set(said.existed), set(said.missing), confirmed=True)
+            missing = said.missing
+            kept = [i for i in every if i not in missing] if missing else every
+            return Outcome(kept, {}, set(said.existed), set(missing), confirmed=True)
         # a destination that cannot say what it held: an insert adds every row it accepts
-        return Outcome(list(range(table.num_rows)), {}, confirmed=mode == "insert")
+        return Outcome(every, {}, confirmed=mode == "insert")
 
     def delete(self, keys: list[Any]) -> int:
         return int(self.call(lambda: self.destination.delete(keys)))

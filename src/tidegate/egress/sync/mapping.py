@@ -151,6 +151,22 @@ def rows_query(plan: AccessPlan, mapping: Mapping, relation: str, *, partial: bo
     return exp.select(*projections).from_(exp.Subquery(this=inner, alias="g"))
 
 
+def key_is_unique(plan: AccessPlan, mapping: Mapping) -> bool:
+    """Whether the destination key is the product's own key, sent in clear as an integer
+    or a string: then it is non-null and unique in every row (a build checks this before
+    a version goes live, and the guard only drops rows), and its text too, so the diff
+    need not count distinct keys to know it."""
+    spec = mapping.fields[mapping.key]
+    if spec.column is None or spec.column != plan.key_column:
+        return False
+    column = next((c for c in plan.visible_columns if c.name == spec.column), None)
+    return (
+        column is not None
+        and column.treatment.treatment == "clear"
+        and type_family(column.type) in {"integer", "string"}
+    )
+
+
 def typed_key(key: str, mapping: Mapping) -> Any:
     """A stored (text) key back as the value the destination's key column holds."""
     if type_family(mapping.columns[mapping.key]) == "integer":

@@ -25,8 +25,11 @@ from typing import Any
 class Checkpoints:
     """Run checkpoint calls in order, one at a time; in the background when `overlap`."""
 
-    def __init__(self, *, overlap: bool) -> None:
+    def __init__(self, *, overlap: bool, several: bool = False) -> None:
+        """`several`: the run knows it sends more than one batch (a first sync bigger than
+        its first batch), so the first checkpoint goes to the thread as well."""
         self._overlap = overlap
+        self._several = several
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[Any] | None = None
         self._submitted = 0
@@ -35,7 +38,7 @@ class Checkpoints:
         """Run `call` after the one before it finished (raising that one's error here)."""
         self.wait()
         self._submitted += 1
-        if self._overlap and self._submitted > 1 and self._pool is None:
+        if self._overlap and (self._submitted > 1 or self._several) and self._pool is None:
             self._pool = ThreadPoolExecutor(1, "sync-checkpoint")
         if self._pool is None:
             call(*args, **kwargs)

@@ -125,7 +125,7 @@ def preview_sync(platform: Platform, name: str, principal: str = "cli") -> SyncP
     try:
         if lookup:
             destination.attach(mapping.columns, mapping.key)
-        batch_rows = _batch_rows(platform, cfg, destination)
+        batch_rows = _batch_rows(platform, cfg, destination.capabilities)
         with platform.warehouse.cursor() as cursor:
             step = diff_pass(platform, cursor, cfg, plan, mapping, report, full=False, keys=None)
             result.unchanged = report.unchanged

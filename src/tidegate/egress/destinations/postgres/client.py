@@ -152,6 +152,7 @@ class PostgresDestination(Destination):
         max_batch_rows=500_000,
         preferred_batch_rows=100_000,
         supports_lookup=True,
+        opens_concurrently=True,  # psycopg connections may change threads between uses
     )
 
     def __init__(self, dsn: str, table: str, schema: str = "public") -> None:
