@@ -55,6 +55,18 @@ class SqlDialect:
     #: the position of a substring in a string, 0 when absent (SQLite `instr`,
     #: PostgreSQL `strpos`)
     find: str = "instr"
+    #: taken first by an audit append or redaction, serialising them ("": the write
+    #: transaction is exclusive already); when set, the head row it locks also tracks
+    #: the last audit seq
+    audit_lock: str = ""
+    #: audit bodies are stored as bytes (PostgreSQL `bytea`), not text
+    body_bytes: bool = False
+    #: an audit column read as bytes, decoded losslessly after: a body edited into
+    #: invalid UTF-8 (or stored as a BLOB) reaches `verify()`, which names the record,
+    #: instead of failing the read (PostgreSQL's text cannot hold invalid UTF-8)
+    as_bytes: str = "CAST({} AS BLOB)"
+    #: the names of the tables that exist
+    tables: str = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
     def sql(self, statement: str) -> str:
         return statement if self.param == "?" else statement.replace("?", self.param)
@@ -70,6 +82,10 @@ POSTGRES = SqlDialect(
     " FOR UPDATE",
     "SELECT pg_advisory_xact_lock(hashtext('tidegate.sync:' || ?))",
     find="strpos",
+    audit_lock="SELECT value FROM meta_heads WHERE name = 'audit' FOR UPDATE",
+    body_bytes=True,
+    as_bytes="{}",
+    tables="SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
 )
 
 

@@ -150,7 +150,7 @@ class SqliteErasureMixin:
                     changed += int(cursor.rowcount)
         return changed
 
-    def erasing(self) -> _SecureDelete:
+    def erasing(self) -> AbstractContextManager[None]:
         """A block in which deletes overwrite their data (other stores' methods too)."""
         return _SecureDelete(self)
 
