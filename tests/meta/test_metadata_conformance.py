@@ -637,6 +637,21 @@ def test_erasure(store: MetadataStore) -> None:
     assert store.observations.series("p", "max", "id") == []
 
 
+def test_erasure_of_some_syncs_only(store: MetadataStore) -> None:
+    """`syncs` limits the sync-state rows erased to those syncs' (none: no sync state)."""
+    for sync in ("s1", "s2", "s3"):
+        store.checkpoint_sync(sync, suppressed=[SyncedRow("42", "", "42")])
+    store.append_consent([consent("42")])
+    counts = store.erase_subject_rows("42", "erased:x", lambda t: "d", syncs=[], consent=False)
+    assert sum(n for t, n in counts.items() if t != "consent_ledger") == 0
+    assert counts.get("consent_ledger", 0) == 0
+    assert [r.subject for r in store.consent_history("42")] == ["42"]
+    counts = store.erase_subject_rows("42", "erased:x", lambda t: "d", syncs=["s1", "s3"])
+    assert counts["sync_suppressions"] == 2
+    assert counts["consent_ledger"] == 1
+    assert [s for s in ("s1", "s2", "s3") if store.sync_suppressions(s)] == ["s2"]
+
+
 # ---------------------------------------------------------------- two processes at once
 
 WRITER = """

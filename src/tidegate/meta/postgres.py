@@ -30,10 +30,10 @@ from typing import Any
 from tidegate.errors import TidegateError
 from tidegate.meta import migrations, registry, subject_sets
 from tidegate.meta.base import MetadataStore
-from tidegate.meta.postgres_erasure import PostgresErasureMixin
 from tidegate.meta.postgres_pool import Pool
 from tidegate.meta.postgres_sync import PostgresSyncMixin
 from tidegate.meta.sql_core import SqlCoreMixin
+from tidegate.meta.sql_erasure import SqlErasureMixin
 from tidegate.meta.sql_parts import POSTGRES
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _where(dsn: str, schema: str) -> str:
     return f"PostgreSQL {host}:{port}/{db} schema {schema}"
 
 
-class PostgresMetadataStore(SqlCoreMixin, PostgresErasureMixin, PostgresSyncMixin, MetadataStore):
+class PostgresMetadataStore(SqlCoreMixin, SqlErasureMixin, PostgresSyncMixin, MetadataStore):
     capabilities = registry.POSTGRES
 
     def __init__(self, dsn: str, schema: str = "tidegate", pool_size: int = 4) -> None:

@@ -26,9 +26,9 @@ from tidegate.meta.base import ApiKeyRow, ConsentRow, ProductVersion, StoredAudi
 from tidegate.meta.sql_parts import (
     SqlCdcPositions,
     SqlDeadLetters,
-    SqlDialect,
     SqlFreshness,
     SqlObservations,
+    SqlStore,
 )
 
 BUMP_CHANGE_TOKEN = "UPDATE meta_heads SET value = value + 1 WHERE name = 'change_token'"
@@ -65,19 +65,10 @@ def returned_id(conn: Any, statement: str, params: Sequence[Any]) -> int:
     return int(found[0][0]) if found else 0
 
 
-class SqlCoreMixin:
-    _tx: Callable[[], AbstractContextManager[Any]]
-    _query: Callable[..., list[tuple[Any, ...]]]
-    _dialect: SqlDialect
+class SqlCoreMixin(SqlStore):
     _fold_clock: subject_sets.FoldClock
     _parts: tuple[SqlFreshness, SqlDeadLetters, SqlObservations, SqlCdcPositions]
     erasing: Callable[[], AbstractContextManager[None]]
-
-    def _sql(self, statement: str) -> str:
-        return self._dialect.sql(statement)
-
-    def _read(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._query(self._sql(statement), params)
 
     def _open_parts(self) -> None:
         """The parts (`sql_parts`) on this store's transactions, in this store's dialect."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -87,6 +87,39 @@ POSTGRES = SqlDialect(
     as_bytes="{}",
     tables="SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
 )
+
+
+class SqlStore:
+    """What the SQL mixins of a store (`sql_core`, `sql_sync`, `sql_erasure`) share: the
+    store's `_tx` (a connection inside one transaction), `_query` (one statement) and
+    `_dialect`, and statements written with `?` run through them."""
+
+    _tx: Callable[[], AbstractContextManager[Any]]
+    _query: Callable[..., list[tuple[Any, ...]]]
+    _dialect: SqlDialect
+
+    def _sql(self, statement: str) -> str:
+        return self._dialect.sql(statement)
+
+    def _read(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._query(self._sql(statement), params)
+
+    def _many(
+        self, conn: Any, statement: str, rows: Sequence[Sequence[Any]], *, count: bool = False
+    ) -> int:
+        """`statement` once per row inside the caller's transaction; with `count`, the
+        rows it changed (one statement at a time: the rowcount both drivers report
+        alike), else in one batch (psycopg pipelines it)."""
+        if not rows:
+            return 0
+        if count:
+            return sum(int(conn.execute(self._sql(statement), row).rowcount) for row in rows)
+        cursor = conn.cursor()
+        try:
+            cursor.executemany(self._sql(statement), rows)
+        finally:
+            cursor.close()
+        return len(rows)
 
 
 class SqlOwner(Protocol):

@@ -131,7 +131,7 @@ class SqliteMetadataStore(SqlCoreMixin, SqliteErasureMixin, SqliteSyncMixin, Met
     ) -> int:
         where = "subject_key = ?" + ("" if subject_type is None else " AND subject_type = ?")
         params = (subject_key,) if subject_type is None else (subject_key, subject_type)
-        with self._secure(), self._tx() as db:  # freed pages zeroed: no old key in the file
+        with self.erasing(), self._tx() as db:  # freed pages zeroed: no old key in the file
             cursor = db.execute(
                 f"UPDATE OR REPLACE audit_subjects SET subject_key = ? WHERE {where}",
                 (pseudonym, *params),
