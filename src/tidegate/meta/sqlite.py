@@ -21,7 +21,7 @@ from tidegate.meta.sql_core import SqlCoreMixin
 from tidegate.meta.sql_parts import SQLITE
 from tidegate.meta.sqlite_erasure import SqliteErasureMixin  # erasure: requests/subject_requests.py
 from tidegate.meta.sqlite_sync import SqliteSyncMixin
-from tidegate.private import private_dir, private_file
+from tidegate.sqlite_db import immediate, open_private
 
 
 class SqliteMetadataStore(SqlCoreMixin, SqliteErasureMixin, SqliteSyncMixin, MetadataStore):
@@ -29,14 +29,8 @@ class SqliteMetadataStore(SqlCoreMixin, SqliteErasureMixin, SqliteSyncMixin, Met
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        private_dir(self.path.parent)
-        private_file(self.path, side_files=True, create=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_private(self.path)
         self._migrate()
         self._migrate_sync_rows()
         # change detection: a private connection, whose `data_version` moves on any
@@ -93,14 +87,8 @@ class SqliteMetadataStore(SqlCoreMixin, SqliteErasureMixin, SqliteSyncMixin, Met
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db) as db:
+            yield db
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
