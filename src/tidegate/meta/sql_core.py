@@ -60,7 +60,8 @@ def _key_row(row: Sequence[Any]) -> ApiKeyRow:
 
 def returned_id(conn: Any, statement: str, params: Sequence[Any]) -> int:
     """The id an `INSERT ... RETURNING` gave its row (read to the end: SQLite keeps
-    a write statement open, and its transaction uncommittable, until then)."""
+    a write statement open, and its transaction uncommittable, until then). `conn`: a
+    connection or a cursor of either driver."""
     found = conn.execute(statement, params).fetchall()
     return int(found[0][0]) if found else 0
 
@@ -210,23 +211,27 @@ class SqlCoreMixin(SqlStore):
         )
         with self._tx() as conn:
             conn.execute(BUMP_CHANGE_TOKEN)  # first: serialises writers, so seqs commit in order
-            return [
-                returned_id(
-                    conn,
-                    insert,
-                    (
-                        row.subject,
-                        row.purpose,
-                        row.action,
-                        row.occurred_at,
-                        row.source,
-                        row.evidence,
-                        row.expires_at,
-                        row.recorded_at,
-                    ),
-                )
-                for row in rows
-            ]
+            cursor = conn.cursor()  # one for the batch (a consent import is many rows)
+            try:
+                return [
+                    returned_id(
+                        cursor,
+                        insert,
+                        (
+                            row.subject,
+                            row.purpose,
+                            row.action,
+                            row.occurred_at,
+                            row.source,
+                            row.evidence,
+                            row.expires_at,
+                            row.recorded_at,
+                        ),
+                    )
+                    for row in rows
+                ]
+            finally:
+                cursor.close()
 
     def consent_history(self, subject: str) -> list[ConsentRow]:
         rows = self._read(f"{_CONSENT} WHERE subject = ? ORDER BY seq", (subject,))
