@@ -18,7 +18,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tidegate"
 
 #: Layers from the bottom up; inside a layer, a package may import those listed before it.
 LAYERS: list[list[str]] = [
-    ["errors", "extras", "type_families", "timestamps", "console", "private", "project"],  # 0
+    [
+        "errors",
+        "extras",
+        "type_families",
+        "timestamps",
+        "console",
+        "private",
+        "sqlite_db",
+        "project",
+    ],  # 0
     ["meta", "log", "store", "audit"],  # 1: backends behind small interfaces
     ["platform"],  # 2: the wiring: every backend opened once, handed down
     ["privacy", "ingest", "observe", "products"],  # 3: stages

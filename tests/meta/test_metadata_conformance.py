@@ -230,6 +230,8 @@ def test_runs_and_versions(store: MetadataStore) -> None:
     assert runs[1]["stats"] == {"rows": 3}
     assert runs[1]["status"] == "ok"
     assert [r["run_id"] for r in store.runs(kind="sync")] == [second]
+    assert [r["run_id"] for r in store.runs(target="a")] == [first]
+    assert [r["run_id"] for r in store.runs(kind="sync", target="a")] == []
     assert [(k, t, s) for k, t, s, _ in store.finished_runs()] == [("build", "a", "ok")]
 
     assert store.next_version("p") == 1
@@ -242,6 +244,13 @@ def test_runs_and_versions(store: MetadataStore) -> None:
     assert [(v.version, v.status) for v in store.versions("p")] == [(1, "retired"), (2, "live")]
     assert store.next_version("p") == 3
     assert store.live_version("q") is None
+    # publishing a version again replaces it (a rebuild), and may make an older one live
+    store.publish_version(ProductVersion("p", 1, "p__v1b", 11, 3.0, "live"))
+    assert [(v.version, v.table, v.status) for v in store.versions("p")] == [
+        (1, "p__v1b", "live"),
+        (2, "p__v2", "retired"),
+    ]
+    assert store.live_version("p") == ProductVersion("p", 1, "p__v1b", 11, 3.0, "live")
 
 
 # ---------------------------------------------------------------- consent, keys, change token
@@ -249,6 +258,8 @@ def test_runs_and_versions(store: MetadataStore) -> None:
 
 def test_consent_ledger_and_change_token(store: MetadataStore) -> None:
     token = store.change_token()
+    assert store.append_consent([]) == []
+    assert store.change_token() == token  # nothing appended: no cache invalidated
     seqs = store.append_consent([consent("1"), consent("2", action="revoke")])
     assert seqs == sorted(seqs)
     assert len(set(seqs)) == 2
@@ -624,6 +635,21 @@ def test_erasure(store: MetadataStore) -> None:
     store.observations.add_points("p", 1, 1.0, "batch", "live", [("max", "id", 42.0)])
     assert store.redact_observations([("p", "id")], 42.0) == 1
     assert store.observations.series("p", "max", "id") == []
+
+
+def test_erasure_of_some_syncs_only(store: MetadataStore) -> None:
+    """`syncs` limits the sync-state rows erased to those syncs' (none: no sync state)."""
+    for sync in ("s1", "s2", "s3"):
+        store.checkpoint_sync(sync, suppressed=[SyncedRow("42", "", "42")])
+    store.append_consent([consent("42")])
+    counts = store.erase_subject_rows("42", "erased:x", lambda t: "d", syncs=[], consent=False)
+    assert sum(n for t, n in counts.items() if t != "consent_ledger") == 0
+    assert counts.get("consent_ledger", 0) == 0
+    assert [r.subject for r in store.consent_history("42")] == ["42"]
+    counts = store.erase_subject_rows("42", "erased:x", lambda t: "d", syncs=["s1", "s3"])
+    assert counts["sync_suppressions"] == 2
+    assert counts["consent_ledger"] == 1
+    assert [s for s in ("s1", "s2", "s3") if store.sync_suppressions(s)] == ["s2"]
 
 
 # ---------------------------------------------------------------- two processes at once

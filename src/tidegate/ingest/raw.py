@@ -20,7 +20,7 @@ from typing import Any
 
 from tidegate.ingest.validate import Change, arrow_type
 from tidegate.project.models import StreamSource
-from tidegate.store.warehouse import RAW
+from tidegate.store.warehouse import RAW, registered
 
 BATCH_RELATION = "__tidegate_events"
 
@@ -90,11 +90,8 @@ def apply_arrow(db: Any, config: StreamSource, batch: Any) -> Any:
         f"CAST({_quote(n)} AS {s.type}) AS {_quote(n)}" for n, s in config.columns.items()
     )
     verb = "INSERT OR IGNORE" if key is not None else "INSERT"
-    db.register(BATCH_RELATION, batch)
-    try:
+    with registered(db, BATCH_RELATION, batch):
         db.execute(f"{verb} INTO {table} SELECT {select} FROM {BATCH_RELATION}")
-    finally:
-        db.unregister(BATCH_RELATION)
     return batch
 
 
@@ -148,8 +145,7 @@ def _apply_cdc(db: Any, config: StreamSource, changes: Sequence[Change], select:
         old = db.sql(f"SELECT {columns} FROM {table}").to_arrow_table()
         db.execute(f"DELETE FROM {table}")
     keys = arrow_rows(config, [{key: k} for k in last]).select([key])
-    db.register(BATCH_RELATION, keys)
-    try:
+    with registered(db, BATCH_RELATION, keys):
         found = db.sql(
             f"SELECT {columns} FROM {table}"
             f" WHERE {_quote(key)} IN (SELECT {_quote(key)} FROM {BATCH_RELATION})"
@@ -158,8 +154,6 @@ def _apply_cdc(db: Any, config: StreamSource, changes: Sequence[Change], select:
             f"DELETE FROM {table} WHERE {_quote(key)} IN"
             f" (SELECT {_quote(key)} FROM {BATCH_RELATION})"
         )
-    finally:
-        db.unregister(BATCH_RELATION)
     upserts = [c for c in last.values() if c.op == "upsert"]
     batch = arrow_rows(config, [c.row for c in upserts])
     if upserts:
@@ -171,18 +165,13 @@ def _apply_cdc(db: Any, config: StreamSource, changes: Sequence[Change], select:
             f" ELSE CAST(b.{_quote(n)} AS {spec.type}) END AS {_quote(n)}"
             for n, spec in config.columns.items()
         )
-        db.register(BATCH_RELATION, batch)
-        db.register(OLD_RELATION, found)
-        try:
+        with registered(db, BATCH_RELATION, batch), registered(db, OLD_RELATION, found):
             batch = db.sql(
                 f"SELECT {merged} FROM {BATCH_RELATION} AS b LEFT JOIN {OLD_RELATION} AS o"
                 f" ON o.{_quote(key)} = b.{_quote(key)}"
             ).to_arrow_table()
-            db.register(BATCH_RELATION, batch)
+        with registered(db, BATCH_RELATION, batch):
             db.execute(f"INSERT INTO {table} SELECT {select} FROM {BATCH_RELATION}")
-        finally:
-            db.unregister(BATCH_RELATION)
-            db.unregister(OLD_RELATION)
     # Every touched key was deleted above; the rows whose last change is not a delete are
     # inserted again, so deletes need nothing more.
     touched = [found] if not truncated else [old]

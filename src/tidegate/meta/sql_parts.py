@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,6 +55,18 @@ class SqlDialect:
     #: the position of a substring in a string, 0 when absent (SQLite `instr`,
     #: PostgreSQL `strpos`)
     find: str = "instr"
+    #: taken first by an audit append or redaction, serialising them ("": the write
+    #: transaction is exclusive already); when set, the head row it locks also tracks
+    #: the last audit seq
+    audit_lock: str = ""
+    #: audit bodies are stored as bytes (PostgreSQL `bytea`), not text
+    body_bytes: bool = False
+    #: an audit column read as bytes, decoded losslessly after: a body edited into
+    #: invalid UTF-8 (or stored as a BLOB) reaches `verify()`, which names the record,
+    #: instead of failing the read (PostgreSQL's text cannot hold invalid UTF-8)
+    as_bytes: str = "CAST({} AS BLOB)"
+    #: the names of the tables that exist
+    tables: str = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
     def sql(self, statement: str) -> str:
         return statement if self.param == "?" else statement.replace("?", self.param)
@@ -70,7 +82,44 @@ POSTGRES = SqlDialect(
     " FOR UPDATE",
     "SELECT pg_advisory_xact_lock(hashtext('tidegate.sync:' || ?))",
     find="strpos",
+    audit_lock="SELECT value FROM meta_heads WHERE name = 'audit' FOR UPDATE",
+    body_bytes=True,
+    as_bytes="{}",
+    tables="SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
 )
+
+
+class SqlStore:
+    """What the SQL mixins of a store (`sql_core`, `sql_sync`, `sql_erasure`) share: the
+    store's `_tx` (a connection inside one transaction), `_query` (one statement) and
+    `_dialect`, and statements written with `?` run through them."""
+
+    _tx: Callable[[], AbstractContextManager[Any]]
+    _query: Callable[..., list[tuple[Any, ...]]]
+    _dialect: SqlDialect
+
+    def _sql(self, statement: str) -> str:
+        return self._dialect.sql(statement)
+
+    def _read(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._query(self._sql(statement), params)
+
+    def _many(
+        self, conn: Any, statement: str, rows: Sequence[Sequence[Any]], *, count: bool = False
+    ) -> int:
+        """`statement` once per row inside the caller's transaction; with `count`, the
+        rows it changed (one statement at a time: the rowcount both drivers report
+        alike), else in one batch (psycopg pipelines it)."""
+        if not rows:
+            return 0
+        if count:
+            return sum(int(conn.execute(self._sql(statement), row).rowcount) for row in rows)
+        cursor = conn.cursor()
+        try:
+            cursor.executemany(self._sql(statement), rows)
+        finally:
+            cursor.close()
+        return len(rows)
 
 
 class SqlOwner(Protocol):

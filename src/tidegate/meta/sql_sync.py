@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from tidegate.meta.base import SubjectLocation, SyncedRow, SyncRowError
-from tidegate.meta.sql_parts import SqlDialect
+from tidegate.meta.sql_parts import SqlStore
 
 SEGMENTS_HARD_LIMIT = 256  # a checkpoint compacts a sync's state past this many segments
 
@@ -39,16 +39,10 @@ def state_table(rows: Sequence[SyncedRow] | Any, now: float) -> Any:
     return seg.rows_table(list(rows), now)
 
 
-class SqlSyncMixin:
-    _tx: Callable[[], AbstractContextManager[Any]]
-    _query: Callable[..., list[tuple[Any, ...]]]
+class SqlSyncMixin(SqlStore):
     _reading: Callable[[], AbstractContextManager[Any]]
-    _dialect: SqlDialect
 
     # --- segments
-    def _sql(self, statement: str) -> str:
-        return self._dialect.sql(statement)
-
     def _lock_sync(self, conn: Any, sync: str) -> None:
         if self._dialect.sync_lock:
             conn.execute(self._sql(self._dialect.sync_lock), (sync,))
@@ -178,23 +172,6 @@ class SqlSyncMixin:
                 conn.execute(self._sql("DELETE FROM sync_inflight_batches WHERE sync = ?"), (sync,))
             if self._segment_count(conn, sync) > SEGMENTS_HARD_LIMIT:
                 self._compact(conn, sync)
-
-    def _many(
-        self, conn: Any, statement: str, rows: Sequence[Sequence[Any]], *, count: bool = False
-    ) -> int:
-        """`statement` once per row inside the caller's transaction; with `count`, the
-        rows it changed (one statement at a time: the rowcount both drivers report
-        alike), else in one batch (psycopg pipelines it)."""
-        if not rows:
-            return 0
-        if count:
-            return sum(int(conn.execute(self._sql(statement), row).rowcount) for row in rows)
-        cursor = conn.cursor()
-        try:
-            cursor.executemany(self._sql(statement), rows)
-        finally:
-            cursor.close()
-        return len(rows)
 
     def _clear_errors(self, conn: Any, sync: str, state: Any, gone: list[str]) -> None:
         """Errors of keys that were written or deleted are gone (most syncs have none)."""

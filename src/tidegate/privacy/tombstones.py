@@ -41,7 +41,7 @@ TOMBSTONE_PREFIX = "erased:"
 
 @runtime_checkable
 class ErasureStore(Protocol):
-    """What erasure needs of a metadata store (`meta/sqlite_erasure.py`)."""
+    """What erasure needs of a metadata store (`meta/sql_erasure.py`)."""
 
     def add_tombstone(self, subject_hash: str, at: float, request_id: str) -> bool: ...
 

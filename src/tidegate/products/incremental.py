@@ -24,6 +24,7 @@ reads has such a column and the SQL has no other cross-entity dependency
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ import sqlglot
 from sqlglot import exp
 
 from tidegate.project.project import Product, Project
-from tidegate.store.warehouse import BUILDS, Warehouse
+from tidegate.store.warehouse import BUILDS, Warehouse, registered
 
 KEYS_RELATION = "__tidegate_changed_keys"
 PRODUCT_ROWS = "__tidegate_product_rows"
@@ -107,20 +108,16 @@ def recompute(db: Any, sql: str, table: str, product: Product, keys: Any) -> Pro
 
     key = product.config.key
     quoted_key = _quote(key)
-    db.register(KEYS_RELATION, keys)
-    try:
+    with registered(db, KEYS_RELATION, keys):
         new = db.sql(sql).to_arrow_table()
         old = db.sql(  # the rows replaced, read out by the statement that deletes them
             f"DELETE FROM {table} WHERE {quoted_key} IN (SELECT {quoted_key} FROM"
             f" {KEYS_RELATION}) RETURNING *"
         ).to_arrow_table()
-    finally:
-        db.unregister(KEYS_RELATION)
     if old.num_rows:
         old = old.cast(new.schema)
     delta = ProductDelta(product.name)
-    db.register(PRODUCT_ROWS, new)
-    try:
+    with registered(db, PRODUCT_ROWS, new):
         if new.num_rows:
             db.execute(f"INSERT INTO {table} SELECT * FROM {PRODUCT_ROWS}")
         if not old.num_rows:
@@ -130,8 +127,6 @@ def recompute(db: Any, sql: str, table: str, product: Product, keys: Any) -> Pro
             if small is None:
                 small = compare_in_duckdb(db, old, new, key)
             delta.upserts, delta.deletes = small
-    finally:
-        db.unregister(PRODUCT_ROWS)
     delta.touched = pa.concat_tables([old, new]) if old.num_rows else new
     return delta
 
@@ -146,16 +141,11 @@ def compare_in_duckdb(
     key order, and the keys whose row is gone (NULL matches NULL, as in the EXCEPT)."""
     import pyarrow.compute as pc
 
-    db.register(NEW_ROWS, new)
-    db.register(OLD_ROWS, old)
-    try:
+    with registered(db, NEW_ROWS, new), registered(db, OLD_ROWS, old):
         changed = db.sql(
             f"SELECT * FROM (SELECT * FROM {NEW_ROWS} EXCEPT ALL"
             f" SELECT * FROM {OLD_ROWS}) ORDER BY {_quote(key)}"
         ).to_arrow_table()
-    finally:
-        db.unregister(OLD_ROWS)
-        db.unregister(NEW_ROWS)
     kept = pc.is_in(old.column(key), value_set=new.column(key), skip_nulls=False)
     return changed.to_pylist(), old.column(key).filter(pc.invert(kept)).to_pylist()
 
@@ -223,15 +213,13 @@ def changed_keys(
     if simple is not _NOT_SIMPLE:
         return simple
     parts: list[str] = []
-    registered: list[str] = []
-    try:
+    with ExitStack() as relations:
         for index, (relation, column) in enumerate(sorted(key_columns.items())):
             rows = touched.get(relation)
             if rows is None or rows.num_rows == 0 or column not in rows.column_names:
                 continue
             name = f"{TOUCHED_PREFIX}{index}"
-            db.register(name, rows)
-            registered.append(name)
+            relations.enter_context(registered(db, name, rows))
             parts.append(f"SELECT TRY_CAST({_quote(column)} AS {key_type}) AS k FROM {name}")
             for columns in closures.get(relation, ()):
                 if not set(columns) <= set(rows.column_names):
@@ -250,9 +238,6 @@ def changed_keys(
         return db.sql(
             f"SELECT DISTINCT k AS {_quote(key)} FROM ({union}) WHERE k IS NOT NULL ORDER BY 1"
         ).to_arrow_table()
-    finally:
-        for name in registered:
-            db.unregister(name)
 
 
 _NOT_SIMPLE: Any = object()

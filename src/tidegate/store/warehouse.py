@@ -47,6 +47,18 @@ class OnlinePublish:
     where: str
 
 
+@contextmanager
+def registered(db: Any, name: str, table: Any) -> Iterator[None]:
+    """`table` (Arrow) queryable as the relation `name` on `db` (a DuckDB connection or
+    cursor) for the block, unregistered after even when it raises: a relation left
+    registered keeps its Arrow table alive, and visible to every later query on `db`."""
+    db.register(name, table)
+    try:
+        yield
+    finally:
+        db.unregister(name)
+
+
 def version_table(product: str, version: int) -> str:
     return f"{product}__v{version}"
 
@@ -168,12 +180,8 @@ class Warehouse:
 
     def load_source_arrow(self, name: str, table: Any, columns: dict[str, str]) -> int:
         casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in columns.items())
-        with self._lock:
-            self.db.register("__tidegate_incoming", table)
-            try:
-                return self.load_source_sql(name, f"SELECT {casts} FROM __tidegate_incoming")
-            finally:
-                self.db.unregister("__tidegate_incoming")
+        with self._lock, registered(self.db, "__tidegate_incoming", table):
+            return self.load_source_sql(name, f"SELECT {casts} FROM __tidegate_incoming")
 
     def load_source(self, project: Project, source: Source) -> int:
         """Snapshot a file or table source into `raw.<name>`; return its row count (what

@@ -211,18 +211,7 @@ class KafkaEventLog(EventLog):
                 else []
             )
         for message in left:  # one by one, waiting while the local queue is full
-            while True:
-                try:
-                    producer.produce(
-                        topic,
-                        key=message.key,
-                        value=message.value,
-                        headers=list(message.headers) or None,
-                        on_delivery=self._sent,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            _produce(producer, topic, message, self._sent)
         producer.poll(0)  # serve the callbacks of what was acknowledged meanwhile
 
     def _sent(self, err: Any, msg: Any) -> None:
@@ -259,18 +248,7 @@ class KafkaEventLog(EventLog):
             return callback
 
         for index, message in enumerate(messages):
-            while True:
-                try:
-                    producer.produce(
-                        topic,
-                        key=message.key,
-                        value=message.value,
-                        headers=list(message.headers) or None,
-                        on_delivery=delivered(index),
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            _produce(producer, topic, message, delivered(index))
         remaining = producer.flush(TIMEOUT)
         if remaining or errors:
             raise ServiceUnavailableError(
@@ -385,6 +363,22 @@ def topic_settings(admin: Any, topic: str, names: Sequence[str]) -> dict[str, st
     except KafkaException:
         return {}
     return {n: str(entries[n].value) for n in names if n in entries}
+
+
+def _produce(producer: Any, topic: str, message: Message, on_delivery: Any) -> None:
+    """Queue one message, waiting (serving callbacks) while librdkafka's local queue is full."""
+    while True:
+        try:
+            producer.produce(
+                topic,
+                key=message.key,
+                value=message.value,
+                headers=list(message.headers) or None,
+                on_delivery=on_delivery,
+            )
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def _record(message: Any) -> Record:

@@ -35,6 +35,7 @@ from tidegate.log.sqlite.schema import (
     partition_of,
     writer_lock,
 )
+from tidegate.sqlite_db import immediate
 
 DEFAULT_PARTITIONS = 4
 
@@ -79,14 +80,9 @@ class SqliteEventLog(EventLog):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._writer:  # the process's writers queue here (`writer_lock`)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        # the process's writers queue here (`writer_lock`)
+        with self._lock, self._writer, immediate(self._db) as db:
+            yield db
 
     # ---------------------------------------------------------------- topics
 

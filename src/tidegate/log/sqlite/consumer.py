@@ -26,6 +26,7 @@ from tidegate.log.base import Consumer, Record, TopicPartition
 from tidegate.log.sqlite.client import fetch
 from tidegate.log.sqlite.liveness import is_gone, this_process
 from tidegate.log.sqlite.schema import connect, writer_lock
+from tidegate.sqlite_db import immediate
 
 IDLE_SLEEP = 0.005
 
@@ -50,14 +51,9 @@ class SqliteConsumer(Consumer):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._writer:  # queued with the process's other writers (`writer_lock`)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        # queued with the process's other writers (`writer_lock`)
+        with self._writer, immediate(self._db) as db:
+            yield db
 
     def _join(self, db: sqlite3.Connection) -> None:
         db.execute(

@@ -16,14 +16,13 @@ driver instead (store/spark/publish.py decides).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tidegate.private import private_dir, private_file
+from tidegate.sqlite_db import immediate, open_private
 from tidegate.store.online.base import Entry, OnlineStore
 
 SCHEMA = """
@@ -53,14 +52,8 @@ class SqliteOnlineStore(OnlineStore):
     def __init__(self, path: Path | str, ttls: Mapping[str, float] | None = None) -> None:
         super().__init__(ttls)
         self.path = Path(path)
-        private_dir(self.path.parent)
-        private_file(self.path, side_files=True, create=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_private(self.path)
         self._db.executescript(SCHEMA)
         present = {str(r[1]) for r in self._db.execute("PRAGMA table_info(entities)")}
         for name, declaration in ADDED_COLUMNS:
@@ -91,18 +84,11 @@ class SqliteOnlineStore(OnlineStore):
                 count += 1
                 yield (product, version, key, value, now, expires)
 
-        with self._lock:
-            # IMMEDIATE: take the write lock first (waiting for another writer process)
-            # rather than fail upgrading a read lock
-            self._db.execute("BEGIN IMMEDIATE")
-            try:  # one executemany: a statement per row was most of a publish's time
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?)", values()
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        # IMMEDIATE: take the write lock first (waiting for another writer process)
+        # rather than fail upgrading a read lock
+        with self._lock, immediate(self._db) as db:
+            # one executemany: a statement per row was most of a publish's time
+            db.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?)", values())
         return count
 
     def write_batch(self, product: str, version: int, rows: Iterable[tuple[str, str]]) -> int:
@@ -110,11 +96,10 @@ class SqliteOnlineStore(OnlineStore):
 
     def activate(self, product: str, version: int) -> None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "INSERT OR REPLACE INTO current_versions VALUES (?, ?)", (product, version)
-            )
-            self._db.execute("COMMIT")
+            with immediate(self._db) as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO current_versions VALUES (?, ?)", (product, version)
+                )
             self._db.execute(
                 "DELETE FROM entities WHERE product = ? AND version <> ?", (product, version)
             )
