@@ -69,7 +69,7 @@ from tidegate.products.planner import ProductPlan, plan_project
 from tidegate.project.project import cdc_sources, stream_sources
 from tidegate.requests.consent_stream import ConsentStream
 from tidegate.store.online.codec import encode_row
-from tidegate.store.warehouse import PRODUCTS
+from tidegate.store.warehouse import PRODUCTS, registered
 
 log = logging.getLogger(__name__)
 
@@ -415,9 +415,8 @@ class StreamWorker:
                     waiting["product"] += [d.product] * len(changed)
                     waiting["key"] += changed
                 if waiting["key"]:
-                    db.register("__tidegate_pending", pa.table(waiting))
-                    db.execute(f"INSERT INTO {PENDING} SELECT * FROM __tidegate_pending")
-                    db.unregister("__tidegate_pending")
+                    with registered(db, "__tidegate_pending", pa.table(waiting)):
+                        db.execute(f"INSERT INTO {PENDING} SELECT * FROM __tidegate_pending")
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
