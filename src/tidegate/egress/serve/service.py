@@ -416,18 +416,19 @@ class Serving:
         distinct = list(dict.fromkeys(keys))
         served: dict[str, dict[str, Any]] = {}
         subjects: dict[str, None] = {}
-        filtered = 0
         version: int | None = None
         stamps: dict[float, str | None] = {}  # rows written together share their time
+        hashed = shape.key_treatment == "hash"
+        loads = orjson.loads
         for key in distinct:
-            entry = entries.get(stored[key]) if key in stored else None
+            name = stored.get(key)
+            entry = entries.get(name) if name is not None else None
             if entry is None:
                 continue
-            treated, subject = self._treat(shape, entry)
+            treated, subject = treat_row(shape, loads(entry.value))
             if treated is None:
-                filtered += 1
-                continue
-            if not self._answers_to(shape, treated, key):
+                continue  # filtered: answered like a key that does not exist
+            if hashed and not self._answers_to(shape, treated, key):
                 continue
             version = entry.version
             at = entry.written_at
