@@ -137,3 +137,52 @@ def test_a_revocation_by_one_replica_is_seen_by_the_other_on_its_next_read(
     # API key: revoked through replica A
     assert replica_a.meta.revoke_api_key(split_token(token)[0], time.time())
     assert client_b.get(url, headers=headers).status_code == 401
+
+
+def test_a_plan_rebuilt_for_its_age_reads_no_ledger_yet_sees_a_grant_expire(
+    demo_copy: Path,
+) -> None:
+    """Plans age out so that a consent grant's own expiry shows without any write; while
+    the watch stands still, the rebuild decides on the consent view as it is (asking the
+    ledger could only wait behind an audit batch for nothing). A consent write moves the
+    watch, and the next plan asks the ledger again."""
+    from tidegate.egress.serve.state import PlanCache
+    from tidegate.platform import Platform
+    from tidegate.privacy.consent import ConsentEvent, consent_ledger_of
+    from tidegate.privacy.guard import AccessContext, guard_of
+
+    with Platform.open(demo_copy) as platform:
+        guard = guard_of(platform)
+        watch = ChangeWatch(platform.meta)
+        cache = PlanCache(guard, platform.meta, watch, max_age=0.0)  # every plan ages out
+        ledger = consent_ledger_of(platform)
+        context = AccessContext("t", ("privacy_officer",), "marketing.email")
+        start = time.time()
+        ledger.record(
+            [ConsentEvent("900001", "marketing.email", "grant", start, "t", expires_at=start + 1)]
+        )
+        first = cache.plan(context, "customer_360")
+        assert first.row_filter is not None
+        assert first.row_filter.admits("900001")
+
+        reads: list[int] = []
+        refresh = guard.consent.refresh
+
+        def counted() -> None:  # the real refresh, counted
+            reads.append(1)
+            refresh()
+
+        guard.consent.refresh = counted  # type: ignore[method-assign]
+        while time.time() <= start + 1:
+            time.sleep(0.05)
+        aged = cache.plan(context, "customer_360")
+        assert aged is not first  # rebuilt for its age
+        assert aged.row_filter is not None
+        assert not aged.row_filter.admits("900001")
+        assert reads == []
+
+        ledger.record([ConsentEvent("900002", "marketing.email", "grant", time.time(), "t")])
+        moved = cache.plan(context, "customer_360")
+        assert reads == [1]
+        assert moved.row_filter is not None
+        assert moved.row_filter.admits("900002")

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidegate.api import create_app
 from tidegate.audit.log import AuditRecord
 from tidegate.demo.runner import BackgroundServer, _free_port
+from tidegate.errors import TidegateError
 from tidegate.platform import Platform
 from tidegate.platform.keys import create_key
 from tidegate.platform.secrets import load_master_key
@@ -297,3 +301,36 @@ def test_platform_reads_ttls_from_product_yaml(demo_copy: Path) -> None:
 
     with pytest.raises(ConfigError, match="ttl"):
         Platform.open(demo_copy)
+
+
+_KEY_VALUES = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=4),
+    st.text(min_size=255, max_size=258),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(0, 9), max_size=1),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.lists(_KEY_VALUES, min_size=1, max_size=12))
+def test_lookup_keys_are_read_strictly(keys: list[Any]) -> None:
+    """A lookup body's keys: strings and integers (not booleans) of 1..256 characters, as
+    text, in order; otherwise a 422 naming the first key that is wrong."""
+    from tidegate.egress.serve.app import _lookup_keys
+
+    def valid(key: Any) -> bool:
+        ok_type = isinstance(key, str | int) and not isinstance(key, bool)
+        return ok_type and 1 <= len(str(key)) <= 256
+
+    body = orjson.dumps({"keys": keys})
+    wrong = [i for i, key in enumerate(keys) if not valid(key)]
+    if not wrong:
+        assert _lookup_keys(body) == [str(key) for key in keys]
+        return
+    with pytest.raises(TidegateError) as raised:
+        _lookup_keys(body)
+    assert raised.value.http_status == 422
+    assert raised.value.to_error_detail()["error"]["details"]["index"] == wrong[0]

@@ -379,10 +379,15 @@ def test_view_matches_the_ledger_meaning(batches: list[list[Entry]], refresh_bet
             for purpose in (*PURPOSES, "p.never"):
                 for basis in BASES:
                     row_filter = view.row_filter(purpose, basis, now=NOW)
-                    for subject in (*SUBJECTS, "nobody"):
+                    everyone = (*SUBJECTS, "nobody")
+                    for subject in everyone:
                         want = model(recorded, subject, purpose, basis)
                         assert view.allowed(subject, purpose, basis, now=NOW) is want
                         assert row_filter.admits(subject) is want, (subject, purpose, basis)
+                    # the monitors' question, for many subjects at once
+                    assert view.lacking(everyone, purpose, basis, now=NOW) == [
+                        s for s in everyone if not model(recorded, s, purpose, basis)
+                    ]
                     assert row_filter.admits(None) is (row_filter.mode == "deny")
         finally:
             meta.close()

@@ -133,6 +133,17 @@ class ConsentView:
         moment = time.time() if now is None else now
         return is_allowed(legal_basis, self._latest.get((subject, purpose)), moment)
 
+    def lacking(
+        self, subjects: Iterable[str], purpose: str, legal_basis: str, now: float | None = None
+    ) -> list[str]:
+        """The `subjects` (in order) not `allowed` for the purpose at one moment: one call
+        for a record's subjects, not one per subject (the access monitors)."""
+        moment = time.time() if now is None else now
+        latest = self._latest
+        return [
+            s for s in subjects if not is_allowed(legal_basis, latest.get((s, purpose)), moment)
+        ]
+
     def row_filter(self, purpose: str, legal_basis: str, now: float | None = None) -> RowFilter:
         """The subjects a purpose may see, as an allow-list or a deny-list."""
         moment = time.time() if now is None else now

@@ -242,8 +242,16 @@ class Guard:
         return purpose
 
     def plan(
-        self, context: AccessContext, product_name: str, *, check_roles: bool = True
+        self,
+        context: AccessContext,
+        product_name: str,
+        *,
+        check_roles: bool = True,
+        refresh: bool = True,
     ) -> AccessPlan:
+        """`refresh=False`: decide on the consent view as it stands, without asking the
+        ledger for newer entries; only for a caller that knows none were written since
+        the view last caught up (the serving plan cache, which watches the store)."""
         purpose = self.authorize(context, product_name, check_roles=check_roles)
         product = self.project.products[product_name]
         policy = self.project.policy
@@ -259,7 +267,8 @@ class Guard:
         )
         row_filter = None
         if product.subject_column is not None:
-            self.consent.refresh()
+            if refresh:
+                self.consent.refresh()
             row_filter = self.consent.row_filter(purpose, basis)
             typed = product.subject_type  # None: a project built without the loader
             if typed is not None and typed != consent_subject_type(self.project):

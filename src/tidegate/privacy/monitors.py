@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -120,16 +120,19 @@ class Webhook:
 class AccessMonitor:
     def __init__(
         self,
-        is_erased: Callable[[str], bool] | None = None,
-        has_basis: Callable[[str, str], bool] | None = None,
+        erased_among: Callable[[Sequence[str]], Collection[str]] | None = None,
+        lacking_basis: Callable[[Sequence[str], str], Collection[str]] | None = None,
         settings: MonitorSettings | None = None,
         sinks: Iterable[Callable[[Alert], None]] = (),
         settings_for: Callable[[AuditRecord], MonitorSettings | None] | None = None,
     ) -> None:
+        """`erased_among(subjects)`: those erased; `lacking_basis(subjects, purpose)`:
+        those without a legal basis for it now. Asked once per record for all its
+        subjects (a 100-key lookup's record names a hundred)."""
         self.settings = settings or MonitorSettings()
         self._settings_for = settings_for
-        self._is_erased = is_erased
-        self._has_basis = has_basis
+        self._erased_among = erased_among
+        self._lacking_basis = lacking_basis
         self.sinks = list(sinks)
         self.alerts: list[Alert] = []
         self._lock = threading.Lock()
@@ -251,28 +254,33 @@ class AccessMonitor:
         return []
 
     def _subject_rule(self, record: AuditRecord) -> list[Alert]:
+        subjects = record.subjects
+        if not subjects:
+            return []
+        erased = set(self._erased_among(subjects)) if self._erased_among is not None else set()
+        lacking: set[str] = set()
+        if self._lacking_basis is not None and record.purpose:
+            lacking = set(self._lacking_basis(subjects, record.purpose))
+        if not erased and not lacking:
+            return []
         found = []
-        for subject in record.subjects:
-            why = None
-            if self._is_erased is not None and self._is_erased(subject):
+        for subject in subjects:
+            if subject in erased:
                 why = "erased"
-            elif (
-                self._has_basis is not None
-                and record.purpose
-                and not self._has_basis(subject, record.purpose)
-            ):
+            elif subject in lacking:
                 why = f"without a legal basis for {record.purpose!r} (revoked or objected)"
-            if why:
-                found.append(
-                    Alert(
-                        "erased_read",
-                        record.principal,
-                        f"{record.principal} asked for a subject that is {why} "
-                        f"({record.action} {record.product or ''}, outcome {record.outcome})",
-                        f"erased_read:{record.principal}:{subject}:{record.purpose}",
-                        detail={"purpose": record.purpose, "outcome": record.outcome},
-                    )
+            else:
+                continue
+            found.append(
+                Alert(
+                    "erased_read",
+                    record.principal,
+                    f"{record.principal} asked for a subject that is {why} "
+                    f"({record.action} {record.product or ''}, outcome {record.outcome})",
+                    f"erased_read:{record.principal}:{subject}:{record.purpose}",
+                    detail={"purpose": record.purpose, "outcome": record.outcome},
                 )
+            )
         return found
 
 
@@ -291,15 +299,15 @@ def attach_monitors(
     view = consent_view_of(platform)
     project = platform.project
 
-    def is_erased(subject: str) -> bool:
-        return tombstones.is_erased(subject)
+    def erased_among(subjects: Sequence[str]) -> list[str]:
+        return tombstones.erased_among(list(subjects))
 
-    def has_basis(subject: str, purpose: str) -> bool:
+    def lacking_basis(subjects: Sequence[str], purpose: str) -> list[str]:
         # the policy in force now: a live reload (`policy_reload.py`) swaps it
         config = project.policy.purposes.get(purpose)
         if config is None:
-            return True
-        return bool(view.allowed(subject, purpose, config.legal_basis))
+            return []
+        return view.lacking(subjects, purpose, config.legal_basis)
 
     def refreshed(records: list[AuditRecord]) -> None:
         tombstones.refresh()
@@ -307,7 +315,7 @@ def attach_monitors(
         monitor.observe(records)
 
     sinks: list[Callable[[Alert], None]] = [Webhook(webhook_url)] if webhook_url else []
-    monitor = AccessMonitor(is_erased, has_basis, settings, sinks, settings_for)
+    monitor = AccessMonitor(erased_among, lacking_basis, settings, sinks, settings_for)
     if learn:
         monitor.learn(record for _, record in platform.audit.records())
     platform.audit.observers.append(refreshed)

@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import hmac
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,43 +96,102 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+#: one column's value face with its treatment, type and key bound: value -> treated value
+ValueTreatment = Callable[[Any], Any]
+
+
 def apply_value(spec: TreatmentSpec, value: Any, column_type: str, key: HashKey | None) -> Any:
     """The treated value; callers drop `drop` columns before calling."""
-    kind = spec.treatment
-    if value is None or kind == "clear":
+    if value is None or spec.treatment == "clear":
         return value
+    return value_treatment(spec, column_type, key)(value)
+
+
+def value_treatment(spec: TreatmentSpec, column_type: str, key: HashKey | None) -> ValueTreatment:
+    """`apply_value` for one column, decided once: the function its non-null values go
+    through (None stays None; `apply_value` is this, called per value).
+
+    Why: serving treats a column's values row after row; deciding the treatment, the
+    type family and the treatment's settings once per column, not once per value, took
+    a third of a 100-key lookup's treating time."""
+    kind = spec.treatment
+    if kind == "clear":
+        return _same
     family = type_family(column_type)
     if kind == "mask":
         if family != "string":
-            return None
+            return _null
         keep = DEFAULT_MASK_KEEP if spec.keep is None else spec.keep
-        text = str(value)
-        at = text.find("@")
-        return text[:keep] + "***" + (text[at:] if at >= 0 else "")
+
+        def mask(value: Any) -> Any:
+            if value is None:
+                return None
+            text = str(value)
+            at = text.find("@")
+            return text[:keep] + "***" + (text[at:] if at >= 0 else "")
+
+        return mask
     if kind == "hash":
-        if key is None:
-            raise ValueError("hash treatment needs a key")
-        return key.hmac_hex(as_text(float(value) if family == "float" else value))
+        as_float = family == "float"
+
+        def hash_(value: Any) -> Any:
+            if value is None:
+                return None
+            if key is None:
+                raise ValueError("hash treatment needs a key")
+            return key.hmac_hex(as_text(float(value) if as_float else value))
+
+        return hash_
     if kind == "generalize":
-        if family == "string":
-            keep = DEFAULT_GENERALIZE_KEEP if spec.keep is None else spec.keep
-            return str(value)[:keep]
-        if family in {"integer", "float"}:
-            step = spec.step or DEFAULT_STEP
+        return _generalize(spec, family)
+
+    def unknown(value: Any) -> Any:
+        if value is None:
+            return None
+        raise ValueError(f"unknown treatment {kind!r}")
+
+    return unknown
+
+
+def _generalize(spec: TreatmentSpec, family: str) -> ValueTreatment:
+    if family == "string":
+        keep = DEFAULT_GENERALIZE_KEEP if spec.keep is None else spec.keep
+        return lambda value: None if value is None else str(value)[:keep]
+    if family in {"integer", "float"}:
+        step = spec.step or DEFAULT_STEP
+        as_float = family == "float"
+
+        def bucket_of(value: Any) -> Any:
+            if value is None:
+                return None
             bucket = _floor(float(value) / step) * step
-            if family == "float":
+            if as_float:
                 return bucket
             if not math.isfinite(bucket):
                 return None
             whole = math.floor(bucket)
             return whole if BIGINT_MIN <= whole <= BIGINT_MAX else None
-        if family in {"date", "timestamp"}:
+
+        return bucket_of
+    if family in {"date", "timestamp"}:
+        by_year = spec.granularity == "year"
+
+        def first_day(value: Any) -> Any:
+            if value is None:
+                return None
             day = _utc(value).date() if isinstance(value, dt.datetime) else value
-            if spec.granularity == "year":
-                return dt.date(day.year, 1, 1)
-            return dt.date(day.year, day.month, 1)
-        return None
-    raise ValueError(f"unknown treatment {kind!r}")
+            return dt.date(day.year, 1, 1) if by_year else dt.date(day.year, day.month, 1)
+
+        return first_day
+    return _null
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _null(value: Any) -> Any:
+    return None
 
 
 def _floor(x: float) -> float:

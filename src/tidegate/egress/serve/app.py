@@ -137,7 +137,11 @@ def _lookup_keys(body: bytes) -> list[str]:
             f"at most {MAX_LOOKUP_KEYS:,} keys per lookup, not {len(keys):,}",
             max_keys=MAX_LOOKUP_KEYS,
         )
-    out = []
+    if {type(key) for key in keys} <= {str, int}:  # the usual body (no bool: its own type)
+        texts = list(map(str, keys))
+        if min(map(len, texts)) > 0 and max(map(len, texts)) <= MAX_KEY_LENGTH:
+            return texts
+    out = []  # some key is wrong: find the first, to name it
     for index, key in enumerate(keys):
         if isinstance(key, bool) or not isinstance(key, str | int):
             raise _Invalid(f"keys[{index}] must be a string or an integer", index=index)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tidegate.privacy.guard import AccessPlan, ColumnPlan
-from tidegate.privacy.treatments import apply_value
+from tidegate.privacy.treatments import value_treatment
 from tidegate.store.online.base import OnlineStore
 
 REFRESH_SECONDS = 5.0
@@ -78,10 +78,11 @@ class PseudonymIndex:
         # the store's key is the column's text, which is what the hash treatment hashes
         # (for numbers, strings and dates; a row whose own token differs is never served
         # under this one: Serving checks the treated row against the token asked for)
+        treat = value_treatment(column.treatment, column.type, plan.hash_key)
         for key in self._online.keys(plan.product):
             if key in index.known:
                 continue
             index.known.add(key)
-            token = apply_value(column.treatment, key, column.type, plan.hash_key)
+            token = treat(key)
             if isinstance(token, str):
                 index.tokens[token] = key

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +30,8 @@ from tidegate.egress.serve.state import ChangeWatch, PlanCache, VersionTimes
 from tidegate.errors import ForbiddenError, NotFoundError, TidegateError
 from tidegate.platform import Platform
 from tidegate.platform.keys import Principal
-from tidegate.privacy.guard import AccessContext, AccessPlan, ColumnPlan, guard_of, purposes_on
-from tidegate.privacy.treatments import apply_value
+from tidegate.privacy.guard import AccessContext, AccessPlan, guard_of, purposes_on
+from tidegate.privacy.treatments import ValueTreatment, value_treatment
 from tidegate.project.models import NAME_PATTERN
 from tidegate.store.online.base import Entry
 from tidegate.timestamps import format_timestamp
@@ -62,22 +62,109 @@ class Call:
 
 @dataclass(frozen=True)
 class _Shape:
-    """Per plan: what decoding and auditing need, computed once."""
+    """Per plan: what treating rows and auditing them need, decided once per plan, not
+    once per row or value (`Serving._shape`)."""
 
     plan: AccessPlan
-    decode: dict[str, str]  # column -> family, for values a treatment needs typed
     columns: dict[str, str]  # visible column -> treatment (audit)
     treatments: dict[str, str]  # every column -> treatment (response)
     key_treatment: str  # how the purpose sees the key column: how entities are addressed
-    #: visible columns in order: (name, None) shown as stored, or (name, column plan) to
-    #: treat; `plan.apply_row` with the clear columns' no-op calls taken out
-    visible: tuple[tuple[str, ColumnPlan | None], ...] = ()
+    #: visible columns in order: (name, None) shown as stored, or (name, function) to
+    #: treat with; `plan.apply_row` with the clear columns' no-op calls taken out
+    visible: tuple[tuple[str, ValueTreatment | None], ...] = ()
     #: the visible column names in order, the visible columns a treatment changes, and the
     #: dropped names: a stored row holding just `names` (once `dropped` are out) is
     #: treated in place instead of copied value by value
     names: tuple[str, ...] = ()
-    treated: tuple[tuple[str, ColumnPlan], ...] = ()
+    treated: tuple[tuple[str, ValueTreatment], ...] = ()
     dropped: tuple[str, ...] = ()
+    #: the row filter, unpacked: the subject column (None: every row passes), how its
+    #: stored text is read (dates and timestamps a treatment needs typed), and the
+    #: filter's subjects with its mode (None: no filter)
+    subject_column: str | None = None
+    subject_decode: Callable[[str], Any] | None = None
+    members: frozenset[str] | None = None
+    allow: bool = True
+
+
+def _typed(family: str, treat: ValueTreatment) -> ValueTreatment:
+    """`treat` on the value a date or timestamp column holds in the online store (ISO
+    text): typed first, as the warehouse has it, so treatments see what DuckDB sees."""
+    parse = dt.date.fromisoformat if family == "date" else dt.datetime.fromisoformat
+
+    def typed(value: Any) -> Any:
+        return treat(parse(value) if isinstance(value, str) else value)
+
+    return typed
+
+
+def shape_of(plan: AccessPlan) -> _Shape:
+    """The plan's `_Shape`: each visible column's treatment bound to its type and key."""
+    visible: list[tuple[str, ValueTreatment | None]] = []
+    decoders: dict[str, Callable[[str], Any]] = {}
+    for column in plan.visible_columns:
+        if column.treatment.treatment == "clear":
+            visible.append((column.name, None))
+            continue
+        treat = value_treatment(column.treatment, column.type, plan.hash_key)
+        family = type_family(column.type)
+        if family in ("date", "timestamp"):
+            treat = _typed(family, treat)
+            decoders[column.name] = (
+                dt.date.fromisoformat if family == "date" else dt.datetime.fromisoformat
+            )
+        visible.append((column.name, treat))
+    subject = plan.subject_column
+    row_filter = plan.row_filter if subject is not None else None
+    return _Shape(
+        plan=plan,
+        columns={c.name: c.treatment.treatment for c in plan.visible_columns},
+        treatments={c.name: c.treatment.treatment for c in plan.columns},
+        key_treatment=key_treatment(plan),
+        visible=tuple(visible),
+        names=tuple(name for name, _ in visible),
+        treated=tuple((name, treat) for name, treat in visible if treat is not None),
+        dropped=tuple(c.name for c in plan.columns if c.treatment.treatment == "drop"),
+        subject_column=subject,
+        subject_decode=decoders.get(subject) if subject is not None else None,
+        members=row_filter.subjects if row_filter is not None else None,
+        allow=row_filter is None or row_filter.mode == "allow",
+    )
+
+
+def treat_row(shape: _Shape, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(the stored row as the plan shows it, or None when its subject is filtered out;
+    the subject id). What `plan.apply_row` gives, on a row parsed from the online store;
+    in place when the row holds the visible columns in order (the usual case)."""
+    subject = None
+    column = shape.subject_column
+    if column is not None:
+        value = row.get(column)
+        if value is not None:
+            decode = shape.subject_decode
+            if decode is not None and isinstance(value, str):
+                value = decode(value)  # the subject as the plan's filter sees it
+            subject = str(value)
+    # the plan's RowFilter.admits: a subject passes an allow-list when on it, a deny-list
+    # when not on it; a row about nobody passes a deny-list only
+    members = shape.members
+    if members is not None and (subject is not None and subject in members) is not shape.allow:
+        return None, subject
+    for name in shape.dropped:
+        row.pop(name, None)
+    if tuple(row) == shape.names:
+        # the stored row is the visible columns in order: treat the few columns a
+        # treatment changes in place (same values, same order, no copy)
+        for name, treat in shape.treated:
+            value = row[name]
+            if value is not None:
+                row[name] = treat(value)
+        return row, subject
+    treated: dict[str, Any] = {}
+    for name, maybe in shape.visible:
+        value = row.get(name)
+        treated[name] = maybe(value) if maybe is not None and value is not None else value
+    return treated, subject
 
 
 class Serving:
@@ -149,27 +236,7 @@ class Serving:
         found = self._shapes.get(id(plan))
         if found is not None and found.plan is plan:
             return found
-        decode = {}
-        for column in plan.visible_columns:
-            family = type_family(column.type)
-            if family in ("date", "timestamp") and column.treatment.treatment != "clear":
-                decode[column.name] = family
-        shape = _Shape(
-            plan=plan,
-            decode=decode,
-            columns={c.name: c.treatment.treatment for c in plan.visible_columns},
-            treatments={c.name: c.treatment.treatment for c in plan.columns},
-            key_treatment=key_treatment(plan),
-            visible=tuple(
-                (c.name, None if c.treatment.treatment == "clear" else c)
-                for c in plan.visible_columns
-            ),
-            names=tuple(c.name for c in plan.visible_columns),
-            treated=tuple(
-                (c.name, c) for c in plan.visible_columns if c.treatment.treatment != "clear"
-            ),
-            dropped=tuple(c.name for c in plan.columns if c.treatment.treatment == "drop"),
-        )
+        shape = shape_of(plan)
         if len(self._shapes) > 1_000:
             self._shapes.clear()
         self._shapes[id(plan)] = shape
@@ -182,40 +249,10 @@ class Serving:
             AccessContext(principal.name, principal.roles, call.purpose), product, call.generation
         )
 
-    def _treat(self, shape: _Shape, entry: Entry) -> tuple[dict[str, Any] | None, str | None]:
+    @staticmethod
+    def _treat(shape: _Shape, entry: Entry) -> tuple[dict[str, Any] | None, str | None]:
         """(treated row or None when filtered, subject id)."""
-        row: dict[str, Any] = orjson.loads(entry.value)
-        for name, family in shape.decode.items():
-            value = row.get(name)
-            if isinstance(value, str):
-                row[name] = (
-                    dt.date.fromisoformat(value)
-                    if family == "date"
-                    else dt.datetime.fromisoformat(value)
-                )
-        plan = shape.plan
-        subject_value = row.get(plan.subject_column) if plan.subject_column else None
-        subject = str(subject_value) if subject_value is not None else None
-        if not plan.admits(row):
-            return None, subject
-        hash_key = plan.hash_key
-        for name in shape.dropped:
-            row.pop(name, None)
-        if tuple(row) == shape.names:
-            # the usual case, the stored row is the visible columns in order: treat the few
-            # columns a treatment changes in place (same values, same order, no copy)
-            for name, changed in shape.treated:
-                value = row[name]
-                if value is not None:
-                    row[name] = apply_value(changed.treatment, value, changed.type, hash_key)
-            return row, subject
-        treated: dict[str, Any] = {}
-        for name, column in shape.visible:
-            value = row.get(name)
-            if column is not None and value is not None:
-                value = apply_value(column.treatment, value, column.type, hash_key)
-            treated[name] = value
-        return treated, subject
+        return treat_row(shape, orjson.loads(entry.value))
 
     def _stored_keys(self, shape: _Shape, keys: Sequence[str]) -> dict[str, str]:
         """Asked key -> the online store's key. Where the purpose sees the key column in
@@ -379,18 +416,19 @@ class Serving:
         distinct = list(dict.fromkeys(keys))
         served: dict[str, dict[str, Any]] = {}
         subjects: dict[str, None] = {}
-        filtered = 0
         version: int | None = None
         stamps: dict[float, str | None] = {}  # rows written together share their time
+        hashed = shape.key_treatment == "hash"
+        loads = orjson.loads
         for key in distinct:
-            entry = entries.get(stored[key]) if key in stored else None
+            name = stored.get(key)
+            entry = entries.get(name) if name is not None else None
             if entry is None:
                 continue
-            treated, subject = self._treat(shape, entry)
+            treated, subject = treat_row(shape, loads(entry.value))
             if treated is None:
-                filtered += 1
-                continue
-            if not self._answers_to(shape, treated, key):
+                continue  # filtered: answered like a key that does not exist
+            if hashed and not self._answers_to(shape, treated, key):
                 continue
             version = entry.version
             at = entry.written_at

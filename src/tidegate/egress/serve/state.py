@@ -13,6 +13,9 @@
   which bounds how late a consent grant's own expiry time is noticed. A live policy
   reload (`privacy/policy_reload.py`) swaps `project.policy`: the cache sees a new
   object and drops every plan, so the next request is decided by the new policy.
+  A plan rebuilt only for its age, the watch unmoved since the consent view last caught
+  up, is decided on the view as it is: asking the ledger then could only wait (behind
+  an audit batch holding the metadata store) for an answer known to be empty.
 * `VersionTimes`: when each product version was built (immutable once published).
 """
 
@@ -67,6 +70,9 @@ class PlanCache:
         self._generation = -1
         self._consent_seq = 0
         self._plans: dict[tuple[tuple[str, ...], str, str], tuple[AccessPlan, float]] = {}
+        #: the watch's generation when a plan build last brought the consent view up to
+        #: date (consent written later moves the watch, so this tells when it is current)
+        self._current_at: int | None = None
         self._policy = guard.project.policy  # a reloaded policy drops every plan
         self.builds = 0  # plans built (for tests and the benchmark's breakdown)
 
@@ -90,14 +96,19 @@ class PlanCache:
         key = (context.roles, purpose, product)
         now = time.monotonic()
         with self._lock:
-            self._sync(self._watch.generation() if generation is None else generation)
+            if generation is None:
+                generation = self._watch.generation()
+            self._sync(generation)
             if self._guard.project.policy is not self._policy:
                 self._policy = self._guard.project.policy
                 self._plans.clear()
             cached = self._plans.get(key)
             if cached is not None and now - cached[1] < self._max_age:
                 return cached[0]
-            plan = self._guard.plan(context, product)
+            refresh = generation != self._current_at
+            plan = self._guard.plan(context, product, refresh=refresh)
+            if refresh:
+                self._current_at = generation
             self.builds += 1
             if len(self._plans) > 10_000:  # bounded: roles x purposes x products
                 self._plans.clear()
