@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidegate.api import create_app
 from tidegate.demo.runner import BackgroundServer, _free_port
@@ -347,3 +349,17 @@ def test_pseudonyms_are_resolved_off_the_event_loop(demo_copy: Path) -> None:
         serving.close()
     assert len(seen) == 2
     assert loop_thread not in seen
+
+
+_segment = st.text(alphabet="abv1/_-", max_size=8)
+
+
+@given(path=_segment.map(lambda s: "/" + s), root=st.one_of(st.just(""), _segment))
+def test_the_fast_path_sees_the_path_starlette_s_router_matches(path: str, root: str) -> None:
+    """`route_path` is what Starlette's router matches against (its own helper is
+    private: `starlette._utils.get_route_path`), under any mount point."""
+    from starlette._utils import get_route_path
+
+    for full in (path, root + path, root):
+        scope = {"type": "http", "path": full, "root_path": root}
+        assert serve_app.route_path(scope) == get_route_path(scope)

@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -283,7 +282,7 @@ class EntityReads:
         if scope["type"] == "http":
             method = scope["method"]
             if method == "GET" or method == "POST":
-                path = get_route_path(scope) if scope.get("root_path") else scope["path"]
+                path = route_path(scope)
                 if path.startswith("/v1/products/"):
                     if method == "GET":
                         found = self._entity.match(path)
@@ -372,3 +371,17 @@ async def _send_reply(send: Send, reply: Reply) -> None:
     headers.append(_JSON)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def route_path(scope: Scope) -> str:
+    """The request path below the app's mount point (`root_path`, set by a proxy or a
+    mount), which is what Starlette's router matches routes against: `/api/v1/x` under
+    root `/api` is `/v1/x`; a path outside the root is left as it is. Written here rather
+    than imported, since Starlette keeps its own helper private."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
