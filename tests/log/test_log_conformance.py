@@ -131,6 +131,22 @@ def test_sent_messages_land_as_appended_ones_once_flushed(backend: Backend) -> N
         assert got == [m.value for m in sent if m.key == key]
 
 
+def test_sent_messages_keep_their_headers(backend: Backend) -> None:
+    """A send with headers (the one-by-one path on Kafka) lands like any other."""
+    topic = backend.topic(partitions=2)
+    sent = [Message(b"k", b"v%d" % i, (("trace", b"t%d" % i),)) for i in range(3)]
+    backend.log.send(topic, sent)
+    backend.log.flush()
+    received: list[Record] = []
+    with backend.log.consumer(group(), [topic], session_timeout=backend.session) as consumer:
+        drain([consumer], lambda: len(received) >= 3, lambda _, r: received.append(r))
+    assert [(r.value, r.header("trace")) for r in received] == [
+        (b"v0", b"t0"),
+        (b"v1", b"t1"),
+        (b"v2", b"t2"),
+    ]
+
+
 def test_flush_reports_what_the_log_could_not_take(tmp_path: Path) -> None:
     """A send the broker never acknowledges fails the flush (the worker then sends its
     keys again), instead of passing for delivered."""
@@ -145,7 +161,7 @@ def test_flush_reports_what_the_log_could_not_take(tmp_path: Path) -> None:
             log.flush()
         log.flush()  # reported once: nothing sent since
     finally:
-        log._producer = None  # its undelivered records would make close wait
+        log._producer = log._sender = None  # undelivered records would make close wait
         log.close()
 
 
