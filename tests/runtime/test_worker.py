@@ -172,3 +172,42 @@ def test_keys_applied_but_not_published_are_published_on_recovery(
         assert restarted.recover() == 0
         restarted.close()
         intake.close()
+
+
+def _offsets(platform: Platform) -> dict[tuple[str, int], int]:
+    with platform.warehouse.cursor() as db:
+        rows = db.execute("SELECT * FROM tidegate_state.applied_offsets").fetchall()
+    return {(str(t), int(p)): int(o) for t, p, o in rows}
+
+
+def test_applied_offsets_follow_every_batch_even_when_a_row_went_missing(
+    built_stream_project: Path,
+) -> None:
+    """The next offset per partition is updated in place once known, inserted when new,
+    and written again whole when a row the worker knew is gone: a restart then skips
+    exactly what was applied."""
+    with Platform.open(built_stream_project) as platform:
+        intake = open_intake(platform.project)
+        worker = StreamWorker(platform)
+        seen: dict[tuple[str, int], int] = {}
+        for first in (1, 20, 40):
+            orders = [
+                {"order_id": first + i, "customer_id": 1 + i % 5, "amount": 1.0} for i in range(9)
+            ]
+            intake.submit("orders", orders, "test")
+            records = _drain(platform, ["orders"], f"offsets-{first}")
+            fresh = [r for r in records if r.offset >= seen.get((r.topic, r.partition), 0)]
+            for record in fresh:
+                tp = (record.topic, record.partition)
+                seen[tp] = max(seen.get(tp, 0), record.offset + 1)
+            worker.process_batch(records)
+            assert _offsets(platform) == seen
+            if first == 20:  # behind the worker's back: the UPDATE finds fewer rows
+                with platform.warehouse.cursor() as db:
+                    db.execute("DELETE FROM tidegate_state.applied_offsets")
+        worker.close()
+        restarted = StreamWorker(platform)
+        again = restarted.process_batch(_drain(platform, ["orders"], "offsets-again"))
+        assert (again.skipped, again.applied) == (sum(seen.values()), 0)
+        restarted.close()
+        intake.close()

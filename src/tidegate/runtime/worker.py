@@ -69,7 +69,7 @@ from tidegate.products.planner import ProductPlan, plan_project
 from tidegate.project.project import cdc_sources, stream_sources
 from tidegate.requests.consent_stream import ConsentStream
 from tidegate.store.online.codec import encode_row
-from tidegate.store.warehouse import PRODUCTS, registered
+from tidegate.store.warehouse import PRODUCTS
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +367,6 @@ class StreamWorker:
         applied: dict[TopicPartition, int],
     ) -> list[ProductDelta]:
         """`events`: the `json` sources' (Arrow tables); `changes`: the CDC sources'."""
-        import pyarrow as pa
-
         if self._resend:  # a confirmation failed: what it left in PENDING goes out again
             self.recover()
         self.confirm()  # the last batch's change stream is held: its PENDING may go
@@ -402,27 +400,50 @@ class StreamWorker:
                     if delta.changed:
                         deltas.append(delta)
                 self._mark_stale(set(touched))
-                if applied:  # one statement: DuckDB's executemany prepares per row
-                    db.execute(
-                        f"INSERT OR REPLACE INTO {OFFSETS} VALUES "
-                        + ", ".join(["(?, ?, ?)"] * len(applied)),
-                        [v for (t, p), o in applied.items() for v in (t, p, o)],
-                    )
-                waiting: dict[str, list[str]] = {"product": [], "key": []}
+                if applied:
+                    self._store_offsets(db, applied)
+                products: list[str] = []
+                waiting: list[str] = []
                 for d in deltas:
                     key = self._key(d.product)
                     changed = [str(r[key]) for r in d.upserts] + [str(k) for k in d.deletes]
-                    waiting["product"] += [d.product] * len(changed)
-                    waiting["key"] += changed
-                if waiting["key"]:
-                    with registered(db, "__tidegate_pending", pa.table(waiting)):
-                        db.execute(f"INSERT INTO {PENDING} SELECT * FROM __tidegate_pending")
+                    products += [d.product] * len(changed)
+                    waiting += changed
+                if waiting:  # two list parameters, no Arrow table registered (~1.5 ms)
+                    db.execute(
+                        f"INSERT INTO {PENDING} SELECT unnest(?), unnest(?)", [products, waiting]
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
                 raise
         self._published_pending = False
         return deltas
+
+    def _store_offsets(self, db: Any, applied: dict[TopicPartition, int]) -> None:
+        """Record the next offset to apply per partition, in the batch's transaction.
+
+        The partitions already in the table (all this worker has seen) take an UPDATE of
+        a non-key column, several times cheaper in DuckDB than `INSERT OR REPLACE`, which
+        deletes and re-inserts the row and its primary-key entry (~1 vs ~3 ms a batch);
+        a new partition is inserted. Should a row the worker knew be gone, the UPDATE
+        says so by its count, and every partition is written again by INSERT OR REPLACE."""
+        known = [(tp, o) for tp, o in applied.items() if tp in self._applied]
+        if known:
+            whens = " ".join(["WHEN topic = ? AND partition = ? THEN ?"] * len(known))
+            where = " OR ".join(["(topic = ? AND partition = ?)"] * len(known))
+            updated = db.execute(
+                f"UPDATE {OFFSETS} SET next_offset = CASE {whens} END WHERE {where}",
+                [v for (t, p), o in known for v in (t, p, o)] + [v for tp, _ in known for v in tp],
+            ).fetchone()
+            if updated is not None and int(updated[0]) == len(known):
+                applied = {tp: o for tp, o in applied.items() if tp not in self._applied}
+        if applied:  # one statement: DuckDB's executemany prepares per row
+            db.execute(
+                f"INSERT OR REPLACE INTO {OFFSETS} VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(applied)),
+                [v for (t, p), o in applied.items() for v in (t, p, o)],
+            )
 
     def _key(self, product: str) -> str:
         return self.project.products[product].config.key
