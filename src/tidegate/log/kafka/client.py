@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -347,7 +348,7 @@ class KafkaEventLog(EventLog):
         raw = RawConsumer(self._config(**{"group.id": group, "enable.auto.commit": False}))
         try:
             wanted = [KafkaTP(topic, p) for p in range(self.partitions(topic))]
-            result = raw.committed(wanted, timeout=TIMEOUT)
+            result = _committed(raw, wanted, group)
         finally:
             raw.close()
         return {tp.partition: int(tp.offset) for tp in result if tp.offset >= 0}
@@ -405,6 +406,31 @@ def _produce(producer: Any, topic: str, message: Message, on_delivery: Any) -> N
             return
         except BufferError:
             producer.poll(0.05)
+
+
+def _committed(raw: Any, wanted: list[Any], group: str) -> Any:
+    """The group's committed offsets, asked again while the broker answers that its
+    coordinator moved or is loading (a broker restarting, a coordinator failing over):
+    Kafka's own clients retry those; past TIMEOUT, a ServiceUnavailableError."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            return raw.committed(wanted, timeout=max(1.0, deadline - time.monotonic()))
+        except KafkaException as err:
+            error = err.args[0] if err.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in transient or time.monotonic() >= deadline:
+                raise _unavailable(f"committed offsets of group {group!r}", err) from err
+        time.sleep(0.2)
 
 
 def _record(message: Any) -> Record:
