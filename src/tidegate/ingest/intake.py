@@ -79,7 +79,12 @@ class Intake:
         self._compiled: dict[str, CompiledSchema | None] = {
             name: compiled(schema) for name, schema in self.schemas.items()
         }
-        self._key_order = {name: _key_columns(schema) for name, schema in self.schemas.items()}
+        #: where the key columns are in a taken event's values (`CompiledSchema.order`)
+        self._key_positions = {
+            name: _positions(fast.order, _key_columns(self.schemas[name]))
+            for name, fast in self._compiled.items()
+            if fast is not None
+        }
         self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
         for schema in self.schemas.values():
             self.by_topic[schema.config.topic_name].append(schema)
@@ -135,25 +140,29 @@ class Intake:
             if erased.none_erased():
                 erased = None  # nobody to drop: no per-event check
         headers = _headers(source)
-        order = self._key_order[source]
         limit = schema.config.max_event_bytes
         objects = [_as_object(line, limit) for line in events] if raw else events
-        rows = fast.rows(objects) if fast is not None else [None] * len(events)
+        taken = fast.values(objects) if fast is not None else [None] * len(events)
+        names = fast.order if fast is not None else ()
+        positions = self._key_positions.get(source, ())
         exact_events: Sequence[Any] | None = None
-        for index, row in enumerate(rows):
-            if row is not None:
+        new = tuple.__new__  # a Message without its Python-level `__new__` (one per event)
+        for index, values in enumerate(taken):
+            if values is not None:
                 payload = events[index] if raw else _fast_dumps(objects[index])
                 if len(payload) <= limit:
-                    if erased is not None and erased.about_erased(source, row):
+                    if erased is not None and erased.about_erased(
+                        source, dict(zip(names, values, strict=True))
+                    ):
                         result.erased += 1
                         continue
                     key = None
-                    for column in order:
-                        value = row.get(column)
+                    for position in positions:
+                        value = values[position]
                         if value is not None:
                             key = str(value).encode()
                             break
-                    messages.append(Message(key, payload, headers))
+                    messages.append(new(Message, (key, payload, headers)))
                     continue
             # the full validator: every rejection, coercion and unknown field
             if raw or exact is None:
@@ -309,6 +318,10 @@ def _key_columns(schema: EventSchema) -> tuple[str, ...]:
     # CDC rows keep their order per row; events keep theirs per subject (the entity).
     order = (config.key,) if config.format == "debezium" else (config.subject, config.key)
     return tuple(column for column in (*order, config.event_id) if column)
+
+
+def _positions(order: tuple[str, ...], columns: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(order.index(column) for column in columns if column in order)
 
 
 def _partition_key(schema: EventSchema, change: Change) -> bytes | None:
