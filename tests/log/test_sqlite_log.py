@@ -150,3 +150,24 @@ def test_a_batch_larger_than_one_statement_is_one_transaction(tmp_path: Path) ->
     assert [r.offset for r in log.read("t", 0, 0, 10_000)] == [*range(2500), 4999]
     assert log.end_offsets("t") == {0: 2500}
     log.close()
+
+
+def test_an_append_follows_a_topic_recreated_elsewhere_with_other_partitions(
+    tmp_path: Path,
+) -> None:
+    """An appender remembers each topic's partition count between appends; a topic
+    another connection deleted and created again with fewer partitions is written as it
+    now is, never to a partition that no longer exists."""
+    path = tmp_path / "log.db"
+    appender, other = SqliteEventLog(path), SqliteEventLog(path)
+    appender.create_topic(TopicSpec("t", 4))
+    appender.append("t", [Message(f"k{i}".encode(), b"before") for i in range(20)])
+    other.delete_topic("t")
+    other.create_topic(TopicSpec("t", 2))
+    placed = appender.append("t", [Message(f"k{i}".encode(), b"after") for i in range(20)])
+    assert {p for _, p in placed} <= {0, 1}
+    assert sum(appender.end_offsets("t").values()) == 20
+    assert set(appender.end_offsets("t")) == {0, 1}
+    assert sorted(r.value for p in (0, 1) for r in other.read("t", p, 0)) == [b"after"] * 20
+    appender.close()
+    other.close()
