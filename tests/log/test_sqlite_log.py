@@ -171,3 +171,42 @@ def test_an_append_follows_a_topic_recreated_elsewhere_with_other_partitions(
     assert sorted(r.value for p in (0, 1) for r in other.read("t", p, 0)) == [b"after"] * 20
     appender.close()
     other.close()
+
+
+OLD_RECORDS = """
+CREATE TABLE records (
+  topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+  key BLOB, value BLOB, headers TEXT, ts REAL NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID
+"""
+
+
+def test_a_file_with_the_earlier_records_table_is_read_and_written(tmp_path: Path) -> None:
+    """Files written before `records` had a rowid keep their WITHOUT ROWID table: appends,
+    reads, consumers, erasure and retention work on it as on a new file."""
+    path = tmp_path / "log.db"
+    with sqlite3.connect(path) as db:
+        db.execute(OLD_RECORDS)
+    log = SqliteEventLog(path)
+    with sqlite3.connect(path) as db:
+        [(sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'records'").fetchall()
+    assert "WITHOUT ROWID" in sql
+    log.create_topic(TopicSpec("t", 2, retention_bytes=10_000))
+    log.append("t", [Message(f"k{i}".encode(), f"v{i}".encode()) for i in range(40)])
+    with log.consumer("g", ["t"]) as consumer:
+        got = consumer.poll(100, 1.0)
+        consumer.commit()
+    assert sorted(r.value or b"" for r in got) == sorted(f"v{i}".encode() for i in range(40))
+    assert log.erase_records("t", lambda r: r.key == b"k3") == 1
+    assert sum(len(log.read("t", p, 0)) for p in (0, 1)) == 39
+    assert log.enforce_retention() == 0
+    log.close()
+
+
+def test_a_new_file_keeps_records_in_a_rowid_table(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "log.db")
+    log.close()
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        [(sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'records'").fetchall()
+    assert "WITHOUT ROWID" not in sql
