@@ -147,7 +147,17 @@ class Intake:
         positions = self._key_positions.get(source, ())
         exact_events: Sequence[Any] | None = None
         new = tuple.__new__  # a Message without its Python-level `__new__` (one per event)
+        ready = (
+            _ready(events if raw else None, objects, taken, positions, limit, headers)
+            if erased is None and fast is not None
+            else None
+        )
         for index, values in enumerate(taken):
+            if ready is not None:
+                message = ready[index]
+                if message is not None:
+                    messages.append(message)
+                    continue
             if values is not None:
                 payload = events[index] if raw else _fast_dumps(objects[index])
                 if len(payload) <= limit:
@@ -280,6 +290,55 @@ def _without(event: Any, schema: EventSchema) -> bytes:
 
 def _dumps(event: Any) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _ready(
+    lines: Sequence[bytes] | None,
+    objects: Sequence[Any],
+    taken: Sequence[tuple[Any, ...] | None],
+    positions: tuple[int, ...],
+    limit: int,
+    headers: tuple[tuple[str, bytes], ...],
+) -> list[Message | None]:
+    """Per event, its message when the fast path took it and nobody is erased (the common
+    case): the events encoded, keyed and wrapped a column at a time instead of one by one.
+    None where the per-event loop decides (not taken, or over `limit` once encoded).
+    `lines` are the raw JSON lines (logged as sent), None for a JSON body (re-encoded)."""
+    where = [index for index, values in enumerate(taken) if values is not None]
+    if lines is not None:
+        payloads = [lines[index] for index in where]
+    else:
+        picked = [objects[index] for index in where]
+        try:
+            payloads = list(map(orjson.dumps, picked))
+        except TypeError:
+            payloads = [_fast_dumps(event) for event in picked]
+    keys = _keys([values for values in taken if values is not None], positions)
+    ready: list[Message | None] = [None] * len(taken)
+    new = tuple.__new__
+    for index, key, payload in zip(where, keys, payloads, strict=True):
+        if len(payload) <= limit:
+            ready[index] = new(Message, (key, payload, headers))
+    return ready
+
+
+def _keys(rows: list[tuple[Any, ...]], positions: tuple[int, ...]) -> list[bytes | None]:
+    """Each row's message key: its first non-null key column (`_key_columns`), as text."""
+    if not positions:
+        return [None] * len(rows)
+    first = [row[positions[0]] for row in rows]
+    if None not in first:  # the usual case: the first key column always set
+        return [str(value).encode() for value in first]
+    keys: list[bytes | None] = []
+    for row in rows:
+        key = None
+        for position in positions:
+            value = row[position]
+            if value is not None:
+                key = str(value).encode()
+                break
+        keys.append(key)
+    return keys
 
 
 def _fast_dumps(event: Any) -> bytes:
