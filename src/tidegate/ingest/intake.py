@@ -166,12 +166,7 @@ class Intake:
                     ):
                         result.erased += 1
                         continue
-                    key = None
-                    for position in positions:
-                        value = values[position]
-                        if value is not None:
-                            key = str(value).encode()
-                            break
+                    key = _key(values, positions)
                     messages.append(new(Message, (key, payload, headers)))
                     continue
             # the full validator: every rejection, coercion and unknown field
@@ -329,16 +324,15 @@ def _keys(rows: list[tuple[Any, ...]], positions: tuple[int, ...]) -> list[bytes
     first = [row[positions[0]] for row in rows]
     if None not in first:  # the usual case: the first key column always set
         return [str(value).encode() for value in first]
-    keys: list[bytes | None] = []
-    for row in rows:
-        key = None
-        for position in positions:
-            value = row[position]
-            if value is not None:
-                key = str(value).encode()
-                break
-        keys.append(key)
-    return keys
+    return [_key(row, positions) for row in rows]
+
+
+def _key(row: tuple[Any, ...], positions: tuple[int, ...]) -> bytes | None:
+    for position in positions:
+        value = row[position]
+        if value is not None:
+            return str(value).encode()
+    return None
 
 
 def _fast_dumps(event: Any) -> bytes:
