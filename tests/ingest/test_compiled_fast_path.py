@@ -270,6 +270,11 @@ def _same(a: Any, b: Any) -> bool:
 @example(batch=[{"id": 1, "who": 2, "label": 10**30}], policy="drop", erased=set())
 @example(batch=[{"id": 1, "who": 2, "label": "a", "amount": 2**64}], policy="keep", erased={2})
 @example(batch=[{"id": 2**64, "who": 2, "label": "a", "day": 2**31}], policy="drop", erased=set())
+@example(  # keyed by subject, and by event id where the subject is null
+    batch=[{"id": 1, "who": 2, "label": "a"}, {"id": 3, "who": None, "label": "b"}],
+    policy="drop",
+    erased=set(),
+)
 def test_a_json_body_is_answered_as_by_the_full_validator(
     project_root: Path, batch: list[Any], policy: str, erased: set[int]
 ) -> None:

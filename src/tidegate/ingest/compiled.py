@@ -183,15 +183,28 @@ class CompiledSchema:
             columns = [[column[i] for i in keep] for column in columns]
         return Checked(columns, taken, rest)
 
-    def rows(self, events: Sequence[Any]) -> list[dict[str, Any] | None]:
-        """Per event, its typed row when the fast path is sure it is valid and has no
-        unknown field; None when the full validator must decide."""
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The declared columns, in the order `values` gives each event's values."""
+        return self._order
+
+    def values(self, events: Sequence[Any]) -> list[tuple[Any, ...] | None]:
+        """Per event, its typed values in `order` when the fast path is sure it is valid
+        and has no unknown field; None when the full validator must decide. The HTTP
+        door reads a key from them and logs the event itself: no dict per event."""
         checked = self.check(events)
-        out: list[dict[str, Any] | None] = [None] * len(events)
-        order = self._order
+        out: list[tuple[Any, ...] | None] = [None] * len(events)
         for index, values in zip(checked.taken, zip(*checked.columns, strict=True), strict=True):
-            out[index] = dict(zip(order, values, strict=True))
+            out[index] = values
         return out
+
+    def rows(self, events: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """`values` as rows: each event's typed row (exactly `EventSchema.row`'s), or None."""
+        order = self._order
+        return [
+            None if values is None else dict(zip(order, values, strict=True))
+            for values in self.values(events)
+        ]
 
     def row(self, event: Any) -> dict[str, Any] | None:
         """One event's typed row, or None: the full validator decides."""

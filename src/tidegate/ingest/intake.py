@@ -79,7 +79,12 @@ class Intake:
         self._compiled: dict[str, CompiledSchema | None] = {
             name: compiled(schema) for name, schema in self.schemas.items()
         }
-        self._key_order = {name: _key_columns(schema) for name, schema in self.schemas.items()}
+        #: where the key columns are in a taken event's values (`CompiledSchema.order`)
+        self._key_positions = {
+            name: _positions(fast.order, _key_columns(self.schemas[name]))
+            for name, fast in self._compiled.items()
+            if fast is not None
+        }
         self.by_topic: dict[str, list[EventSchema]] = defaultdict(list)
         for schema in self.schemas.values():
             self.by_topic[schema.config.topic_name].append(schema)
@@ -135,25 +140,34 @@ class Intake:
             if erased.none_erased():
                 erased = None  # nobody to drop: no per-event check
         headers = _headers(source)
-        order = self._key_order[source]
         limit = schema.config.max_event_bytes
         objects = [_as_object(line, limit) for line in events] if raw else events
-        rows = fast.rows(objects) if fast is not None else [None] * len(events)
+        taken = fast.values(objects) if fast is not None else [None] * len(events)
+        names = fast.order if fast is not None else ()
+        positions = self._key_positions.get(source, ())
         exact_events: Sequence[Any] | None = None
-        for index, row in enumerate(rows):
-            if row is not None:
+        new = tuple.__new__  # a Message without its Python-level `__new__` (one per event)
+        ready = (
+            _ready(events if raw else None, objects, taken, positions, limit, headers)
+            if erased is None and fast is not None
+            else None
+        )
+        for index, values in enumerate(taken):
+            if ready is not None:
+                message = ready[index]
+                if message is not None:
+                    messages.append(message)
+                    continue
+            if values is not None:
                 payload = events[index] if raw else _fast_dumps(objects[index])
                 if len(payload) <= limit:
-                    if erased is not None and erased.about_erased(source, row):
+                    if erased is not None and erased.about_erased(
+                        source, dict(zip(names, values, strict=True))
+                    ):
                         result.erased += 1
                         continue
-                    key = None
-                    for column in order:
-                        value = row.get(column)
-                        if value is not None:
-                            key = str(value).encode()
-                            break
-                    messages.append(Message(key, payload, headers))
+                    key = _key(values, positions)
+                    messages.append(new(Message, (key, payload, headers)))
                     continue
             # the full validator: every rejection, coercion and unknown field
             if raw or exact is None:
@@ -273,6 +287,54 @@ def _dumps(event: Any) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _ready(
+    lines: Sequence[bytes] | None,
+    objects: Sequence[Any],
+    taken: Sequence[tuple[Any, ...] | None],
+    positions: tuple[int, ...],
+    limit: int,
+    headers: tuple[tuple[str, bytes], ...],
+) -> list[Message | None]:
+    """Per event, its message when the fast path took it and nobody is erased (the common
+    case): the events encoded, keyed and wrapped a column at a time instead of one by one.
+    None where the per-event loop decides (not taken, or over `limit` once encoded).
+    `lines` are the raw JSON lines (logged as sent), None for a JSON body (re-encoded)."""
+    where = [index for index, values in enumerate(taken) if values is not None]
+    if lines is not None:
+        payloads = [lines[index] for index in where]
+    else:
+        picked = [objects[index] for index in where]
+        try:
+            payloads = list(map(orjson.dumps, picked))
+        except TypeError:
+            payloads = [_fast_dumps(event) for event in picked]
+    keys = _keys([values for values in taken if values is not None], positions)
+    ready: list[Message | None] = [None] * len(taken)
+    new = tuple.__new__
+    for index, key, payload in zip(where, keys, payloads, strict=True):
+        if len(payload) <= limit:
+            ready[index] = new(Message, (key, payload, headers))
+    return ready
+
+
+def _keys(rows: list[tuple[Any, ...]], positions: tuple[int, ...]) -> list[bytes | None]:
+    """Each row's message key: its first non-null key column (`_key_columns`), as text."""
+    if not positions:
+        return [None] * len(rows)
+    first = [row[positions[0]] for row in rows]
+    if None not in first:  # the usual case: the first key column always set
+        return [str(value).encode() for value in first]
+    return [_key(row, positions) for row in rows]
+
+
+def _key(row: tuple[Any, ...], positions: tuple[int, ...]) -> bytes | None:
+    for position in positions:
+        value = row[position]
+        if value is not None:
+            return str(value).encode()
+    return None
+
+
 def _fast_dumps(event: Any) -> bytes:
     """An event the fast path took, as logged: orjson writes the same compact JSON
     (strings, integers, finite floats) several times faster; an integer beyond 64
@@ -309,6 +371,10 @@ def _key_columns(schema: EventSchema) -> tuple[str, ...]:
     # CDC rows keep their order per row; events keep theirs per subject (the entity).
     order = (config.key,) if config.format == "debezium" else (config.subject, config.key)
     return tuple(column for column in (*order, config.event_id) if column)
+
+
+def _positions(order: tuple[str, ...], columns: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(order.index(column) for column in columns if column in order)
 
 
 def _partition_key(schema: EventSchema, change: Change) -> bytes | None:
