@@ -556,7 +556,10 @@ class StreamWorker:
         would otherwise be the first micro-batch's latency; the CDC sources' topics, with
         the one partition that keeps a table's changes in order (the capture thread,
         started beside the consumer, may come second); and the products' restricted
-        SQL."""
+        SQL; and pyarrow's modules, whose first import (about 0.3 s holding the GIL) would
+        otherwise land in the first micro-batch."""
+        import pyarrow.compute  # noqa: F401  (loaded now, not during a batch)
+
         log_ = self.intake.log
         log_.prepare_append(changes_topic(name, log_.namespace) for name in self.incremental)
         for name in cdc_sources(self.project):  # one partition, before subscribing makes 4
