@@ -19,10 +19,6 @@ One micro-batch, in this order:
    not by a commit of their own;
 5. the caller commits the log offsets.
 
-`run_worker` polls through `runtime/prefetch.py`: a thread that owns the consumer polls
-and decodes the next micro-batch (step 2's JSON decoding, `predecode`) while this one is
-applied, and commits the offsets handed to it after step 3.
-
 A `kill -9` anywhere loses nothing and doubles nothing: before step 3 commits, the
 records are delivered again and applied once; after it, they are skipped, and
 `recover()` (run at start) publishes whatever keys were still waiting. The change
@@ -43,10 +39,10 @@ from typing import Any
 
 from tidegate.errors import (
     BuildError,
+    CommitFailedError,
     ServiceUnavailableError,
     TidegateError,
 )
-from tidegate.ingest.compiled import CompiledSchema, DecodedBatch
 from tidegate.ingest.deadletters import DeadLetter
 from tidegate.ingest.intake import Intake, open_intake
 from tidegate.ingest.postgres_cdc import ordered_topic
@@ -159,26 +155,7 @@ class StreamWorker:
 
     # ---------------------------------------------------------------- one micro-batch
 
-    def predecode(self, records: Sequence[Record]) -> dict[str, DecodedBatch]:
-        """Per topic, the values of `records` decoded by the fast path the micro-batch
-        would use (`runtime/prefetch.py` calls this from its thread, ahead of the batch):
-        the topics of one `json` source, never the consent topic."""
-        consent_topic = self.consent.topic if self.consent is not None else None
-        decoded: dict[str, DecodedBatch] = {}
-        for topic, positions in _by_topic(records).items():
-            fast = self._fast(topic)
-            if fast is not None and topic != consent_topic:
-                decoded[topic] = fast.decode([records[p].value for p in positions])
-        return decoded
-
-    def _fast(self, topic: str) -> CompiledSchema | None:
-        schemas = self.intake.by_topic.get(topic, [])
-        return self.intake.fast(schemas[0].name) if len(schemas) == 1 else None
-
-    def process_batch(
-        self, records: Sequence[Record], ahead: dict[str, DecodedBatch] | None = None
-    ) -> BatchReport:
-        """Apply `records`; `ahead`, if given, is `predecode(records)`, done before."""
+    def process_batch(self, records: Sequence[Record]) -> BatchReport:
         import pyarrow as pa
 
         started = time.perf_counter()
@@ -188,8 +165,6 @@ class StreamWorker:
             report.offsets[tp] = max(report.offsets.get(tp, 0), record.offset + 1)
         fresh = [r for r in records if r.offset >= self._applied.get((r.topic, r.partition), 0)]
         report.skipped = len(records) - len(fresh)
-        if report.skipped:  # decoded ahead for other positions: decoded again below
-            ahead = None
         if not fresh:
             report.seconds = time.perf_counter() - started
             return report
@@ -208,27 +183,26 @@ class StreamWorker:
         slow: list[int] = []
         events: dict[str, list[tuple[list[int], Any]]] = defaultdict(list)
         for topic, positions in _by_topic(fresh).items():
-            fast = self._fast(topic)
+            schemas = self.intake.by_topic.get(topic, [])
+            fast = self.intake.fast(schemas[0].name) if len(schemas) == 1 else None
             if topic == consent_topic or fast is None:
                 slow += positions
                 continue
-            schema = fast.schema
-            early = ahead.get(topic) if ahead is not None else None
-            batch = early if early is not None else fast.decode([fresh[p].value for p in positions])
+            schema = schemas[0]
+            batch = fast.decode([fresh[p].value for p in positions])
             slow += [positions[i] for i in batch.rest]
             if not batch.taken:
                 continue
             where = [positions[i] for i in batch.taken]
-            table = batch.table  # never changed in place: a retried batch reads it again
-            gone = self._erased_rows(schema.config, table)
+            gone = self._erased_rows(schema.config, batch.table)
             if gone:
                 report.erased += len(gone)
                 dropped += [fresh[where[i]] for i in gone]
                 keep = sorted(set(range(len(where))) - set(gone))
                 where = [where[i] for i in keep]
-                table = table.take(pa.array(keep, pa.int64()))
+                batch.table = batch.table.take(pa.array(keep, pa.int64()))
             if where:
-                events[schema.name].append((where, table))
+                events[schema.name].append((where, batch.table))
         changes: dict[str, list[tuple[int, Change]]] = defaultdict(list)
         for position in sorted(slow):
             record = fresh[position]
@@ -666,7 +640,6 @@ def run_worker(
     The consumer joins with a stable `instance_id` (default: `worker_instance_id`), so a
     worker restarted after a crash takes its partitions back at once."""
     from tidegate.runtime.cdc import CdcCapture
-    from tidegate.runtime.prefetch import Prefetcher
     from tidegate.runtime.scheduler import Scheduler
 
     with platform.writer_lock:
@@ -684,25 +657,19 @@ def run_worker(
     capture_stop = threading.Event()
     capture = CdcCapture(platform, capture_stop)  # PostgreSQL CDC sources onto their topics
     capture.start()
-    prefetch = Prefetcher(
-        lambda: worker.intake.log.consumer(
-            group,
-            worker.topics,
-            session_timeout=session_timeout,
-            instance_id=instance_id or worker_instance_id(group),
-        ),
-        worker.predecode,
-        max_records=max_records,
-        poll_timeout=poll_timeout,
+    consumer = worker.intake.log.consumer(
+        group,
+        worker.topics,
+        session_timeout=session_timeout,
+        instance_id=instance_id or worker_instance_id(group),
     )
     uncommitted: dict[TopicPartition, int] = {}
     committed_at = 0.0
     try:
         while stop is None or not stop.is_set():
-            polled = prefetch.take(poll_timeout)
-            records = polled.records
+            records = consumer.poll(max_records, poll_timeout)
             if records:
-                report = _retrying(_batch(worker, records, polled.decoded), stop, "micro-batch")
+                report = _retrying(_batch(worker, records), stop, "micro-batch")
                 if report is None:  # stopped while the log was away
                     break
                 for tp, offset in report.offsets.items():
@@ -716,12 +683,10 @@ def run_worker(
                     log.warning("change stream: %s; its keys are sent again", err.message)
             # While records keep coming, commit at most every COMMIT_EVERY (a commit is a
             # broker round trip, or a write lock on the embedded log the producers also
-            # need); as soon as the log is idle, at once. The prefetch thread commits
-            # them, before it next polls.
+            # need); as soon as the log is idle, at once.
             now = time.monotonic()
             if uncommitted and (not records or now - committed_at >= COMMIT_EVERY):
-                prefetch.commit(uncommitted)
-                uncommitted = {}
+                _commit(consumer, uncommitted)
                 committed_at = now
             if scheduler is not None:
                 try:
@@ -734,7 +699,12 @@ def run_worker(
             on_stopping()
         capture_stop.set()
         capture.join()
-        prefetch.close(uncommitted)  # the last commit, then the group is left
+        if uncommitted:
+            try:
+                _commit(consumer, uncommitted)
+            except TidegateError as err:  # the records are delivered again, and skipped
+                log.warning("final offset commit failed: %s", err.message)
+        consumer.close()
         worker.close()
 
 
@@ -761,9 +731,7 @@ RETRY_FIRST = 0.2
 RETRY_LONGEST = 5.0
 
 
-def _batch(
-    worker: StreamWorker, records: Sequence[Record], decoded: dict[str, DecodedBatch]
-) -> Any:
+def _batch(worker: StreamWorker, records: Sequence[Record]) -> Any:
     attempts = [0]
 
     def attempt() -> BatchReport:
@@ -771,7 +739,7 @@ def _batch(
         with worker.platform.writer_lock:  # a command run for the CLI waits, or we wait
             if attempts[0] > 1:  # a failed attempt may have applied without publishing
                 worker.recover()
-            return worker.process_batch(records, decoded)
+            return worker.process_batch(records)
 
     return attempt
 
@@ -791,3 +759,14 @@ def _retrying(action: Any, stop: Any, what: str) -> Any:
         else:
             time.sleep(delay)
         delay = min(delay * 2, RETRY_LONGEST)
+
+
+def _commit(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+    try:
+        consumer.commit(offsets)
+    except CommitFailedError as err:
+        log.warning("%s", err.message)
+    except ServiceUnavailableError as err:
+        log.warning("offset commit failed (%s); it is retried with the next batch", err.message)
+        return
+    offsets.clear()

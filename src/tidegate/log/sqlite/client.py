@@ -118,8 +118,8 @@ class SqliteEventLog(EventLog):
     def append(self, topic: str, messages: Sequence[Message]) -> list[TopicPartition]:
         """Append `messages` in one transaction; their partitions, in order.
 
-        In `tidegate run` the HTTP door appends while the worker and its prefetch thread
-        keep the GIL busy, and every SQLite call lets go of the GIL and then waits for it
+        In `tidegate run` the HTTP door appends while the worker keeps the GIL busy,
+        and every SQLite call lets go of the GIL and then waits for it
         again (up to the interpreter's switch interval, 5 ms) while this process's
         writer lock is held. So the transaction makes five calls whatever the batch
         (BEGIN, the partitions' heads, the records, the new heads, COMMIT), and the rows
@@ -343,8 +343,8 @@ def _insert(db: sqlite3.Connection, params: list[Any], rows: int) -> None:
     """The records of one append, `INSERT_ROWS` to a statement.
 
     `executemany` steps once per row, and the sqlite3 module lets go of the GIL around
-    every step: in `tidegate run`, where the worker and its prefetch thread keep the
-    GIL busy, each row then waits for the GIL again (measured: a 1,000-row append ran at
+    every step: in `tidegate run`, where the worker keeps the GIL busy, each row then
+    waits for the GIL again (measured: a 1,000-row append ran at
     a third of its speed beside one busy thread). One statement of many rows takes it
     back once per statement. An SQLite before 3.32 takes at most 999 parameters a
     statement: 124 rows."""
