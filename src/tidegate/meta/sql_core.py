@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -255,8 +256,11 @@ class SqlCoreMixin(SqlStore):
         if self._dialect.audit_lock:
             conn.execute(self._dialect.audit_lock)
 
+    @abstractmethod
     def _insert_index(self, conn: Any, rows: Sequence[tuple[str, str, int]]) -> None:
-        raise NotImplementedError  # each store writes its index rows its fastest way
+        """Write many audit index rows, each store its fastest way (PostgreSQL one
+        `unnest` statement, SQLite `executemany`); a store that lacks it cannot be built
+        (the metadata stores are ABCs)."""
 
     def _fold(self, conn: Any) -> None:
         """Fold the pending subject lists (`subject_sets.fold`)."""
